@@ -1,0 +1,132 @@
+// trainsim command line. The only place that prints or exits.
+// Exit codes: 0 success, 1 bad input (message on stderr names what and where), 2 internal
+// error. Output files are written to a temporary name and renamed only on success, so a
+// failed run leaves nothing half-written.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "config/scenario.hpp"
+#include "core/error.hpp"
+#include "core/task_graph.hpp"
+#include "hw/gpu.hpp"
+#include "report/report.hpp"
+#include "workload/builder.hpp"
+
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kBadInput = 1;
+constexpr int kInternal = 2;
+
+/// Writes `text` to `path` atomically (temporary file + rename). Throws std::runtime_error.
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp-trainsim";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write " + path.string());
+    out << text;
+    out.flush();
+    if (!out) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      throw std::runtime_error("cannot write " + path.string());
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw std::runtime_error("cannot write " + path.string());
+  }
+}
+
+/// Fails early (before simulating) when an output path's directory does not exist.
+void check_writable(const std::string& path, const char* option) {
+  if (path.empty()) return;
+  const std::filesystem::path p(path);
+  const auto dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    throw trainsim::InputError(option, std::string(option) + ": directory \"" + dir.string() +
+                                           "\" does not exist");
+  }
+}
+
+int run_simulate(const std::string& file, bool json, const std::string& trace) {
+  check_writable(trace, "--trace");
+  const auto scenario = trainsim::config::load_scenario(file);
+  const auto result = trainsim::workload::simulate_step(scenario);
+  // Render everything before writing anything.
+  const std::string trace_text =
+      trace.empty() ? std::string() : trainsim::report::to_chrome_trace(scenario, result);
+  if (json) {
+    std::cout << trainsim::report::to_json(scenario, result);
+  } else {
+    trainsim::report::print_table(std::cout, scenario, result);
+  }
+  if (!trace.empty()) {
+    write_file(trace, trace_text);
+    if (!json) std::cout << "  trace written to " << trace << " (open in https://ui.perfetto.dev)\n";
+  }
+  std::cout.flush();
+  return kOk;
+}
+
+int list_gpus() {
+  for (const auto& g : trainsim::hw::builtin_gpus()) {
+    std::printf("%-16s %-40s %4d SMs  %6.1f TFLOP/s bf16  %5.0f GB  %5.2f TB/s\n",
+                g.key.c_str(), g.display_name.c_str(), g.sm_count, g.peak_bf16 / 1e12,
+                g.hbm_bytes / 1e9, g.hbm_bw / 1e12);
+  }
+  return kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"trainsim: discrete-event simulator of distributed LLM training"};
+  app.set_version_flag("--version", std::string("trainsim ") + TRAINSIM_VERSION);
+  app.require_subcommand(1);
+
+  auto* sim = app.add_subcommand("simulate", "Simulate one training step of a scenario");
+  std::string file, trace;
+  bool json = false;
+  sim->add_option("FILE", file, "Scenario file (TOML, schema version 1)")->required();
+  sim->add_flag("--json", json, "Print the JSON report instead of the table");
+  sim->add_option("--trace", trace, "Write a Chrome trace-event JSON (opens in Perfetto)");
+
+  auto* gpus = app.add_subcommand("list-gpus", "List the built-in GPU hardware profiles");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kOk : kBadInput;
+  }
+
+  try {
+    if (*gpus) return list_gpus();
+    if (*sim) return run_simulate(file, json, trace);
+  } catch (const trainsim::config::ConfigError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kBadInput;
+  } catch (const trainsim::InputError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kBadInput;
+  } catch (const trainsim::InternalError& e) {
+    std::cerr << "internal error: " << e.what() << "\n";
+    return kInternal;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kBadInput;
+  } catch (const std::exception& e) {
+    std::cerr << "internal error: " << e.what() << "\n";
+    return kInternal;
+  }
+  return kInternal;
+}

@@ -1,0 +1,505 @@
+#include "config/scenario.hpp"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <toml++/toml.h>
+
+#include "config/units.hpp"
+#include "core/error.hpp"
+#include "hw/gpu.hpp"
+
+namespace trainsim::config {
+
+ConfigError::ConfigError(std::string file, int line, int column, const std::string& message)
+    : std::runtime_error(file + ":" + std::to_string(line) + ":" + std::to_string(column) +
+                         ": " + message),
+      file_(std::move(file)),
+      line_(line),
+      column_(column),
+      message_(message) {}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+namespace {
+
+const std::map<std::string, std::vector<std::string>>& all_keys() {
+  static const std::map<std::string, std::vector<std::string>> keys = {
+      {"", {"version", "name", "model", "training", "parallel", "cluster", "simulation", "cost"}},
+      {"model",
+       {"name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len",
+        "activation", "norm", "tied_embeddings", "causal", "hf_config", "moe"}},
+      {"training",
+       {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
+        "attention"}},
+      {"parallel",
+       {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
+        "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params"}},
+      {"cluster", {"topology", "gpus", "profile"}},
+      {"simulation", {"fidelity", "seed", "stragglers"}},
+      {"cost", {"gpu_hour_usd"}},
+      {"topology", {"version", "name", "kind", "gpu", "source", "node", "network"}},
+      {"topology.node", {"gpus", "nvlink_bw", "nvlink_latency", "nics"}},
+      {"topology.network",
+       {"nic_bw", "nic_efficiency", "link_latency", "nodes_per_su", "spines",
+        "oversubscription"}},
+  };
+  return keys;
+}
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    default: return "nothing";
+  }
+}
+
+/// Reads one table, remembers which keys were read, and reports errors with positions.
+class Section {
+ public:
+  Section(std::string file, const toml::table* tbl, std::string name,
+          toml::source_region where)
+      : file_(std::move(file)), tbl_(tbl), name_(std::move(name)), where_(where) {}
+
+  [[noreturn]] void fail_at(const toml::source_region& r, const std::string& msg) const {
+    throw ConfigError(file_, static_cast<int>(r.begin.line), static_cast<int>(r.begin.column),
+                      msg);
+  }
+  [[noreturn]] void fail(const std::string& msg) const { fail_at(where_, msg); }
+
+  std::string full(const std::string& key) const {
+    return name_.empty() ? key : name_ + "." + key;
+  }
+
+  const toml::node* node(const std::string& key) {
+    if (tbl_ == nullptr) return nullptr;
+    const toml::node* n = tbl_->get(key);
+    return n;
+  }
+
+  bool has(const std::string& key) { return node(key) != nullptr; }
+
+  std::optional<std::int64_t> integer(const std::string& key) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_integer()) {
+      fail_at(n->source(), full(key) + " must be an integer (got " + type_name(*n) + ")");
+    }
+    return n->as_integer()->get();
+  }
+  std::int64_t integer_req(const std::string& key) {
+    auto v = integer(key);
+    if (!v) fail("missing key " + full(key) + " in [" + name_ + "]");
+    return *v;
+  }
+  int int32(const std::string& key, int def) {
+    auto v = integer(key);
+    if (!v) return def;
+    if (*v < -2147483647 || *v > 2147483647) {
+      fail_at(node(key)->source(), full(key) + " is out of range (" + std::to_string(*v) + ")");
+    }
+    return static_cast<int>(*v);
+  }
+  int int32_req(const std::string& key) {
+    if (!has(key)) fail("missing key " + full(key) + " in [" + name_ + "]");
+    return int32(key, 0);
+  }
+  std::optional<double> number(const std::string& key) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return std::nullopt;
+    if (n->is_integer()) return static_cast<double>(n->as_integer()->get());
+    if (n->is_floating_point()) return n->as_floating_point()->get();
+    fail_at(n->source(), full(key) + " must be a number (got " + type_name(*n) + ")");
+  }
+  std::optional<bool> boolean(const std::string& key) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_boolean()) {
+      fail_at(n->source(), full(key) + " must be true or false (got " + type_name(*n) + ")");
+    }
+    return n->as_boolean()->get();
+  }
+  std::optional<std::string> string(const std::string& key) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_string()) {
+      fail_at(n->source(), full(key) + " must be a string (got " + type_name(*n) + ")");
+    }
+    return n->as_string()->get();
+  }
+  std::string string_req(const std::string& key) {
+    auto v = string(key);
+    if (!v) fail("missing key " + full(key) + " in [" + name_ + "]");
+    return *v;
+  }
+  /// A string among `choices`.
+  template <typename E>
+  std::optional<E> choice(const std::string& key, const std::vector<std::pair<std::string, E>>& choices) {
+    auto v = string(key);
+    if (!v) return std::nullopt;
+    for (const auto& [name, e] : choices) {
+      if (name == *v) return e;
+    }
+    std::string list;
+    for (const auto& [name, e] : choices) list += (list.empty() ? "\"" : ", \"") + name + "\"";
+    fail_at(node(key)->source(), full(key) + " must be one of " + list + " (got \"" + *v + "\")");
+  }
+  /// A quantity: a plain number in SI base units, or a string with a unit.
+  std::optional<double> quantity(const std::string& key,
+                                 std::optional<double> (*parse)(std::string_view),
+                                 const char* example) {
+    const toml::node* n = node(key);
+    if (n == nullptr) return std::nullopt;
+    if (n->is_string()) {
+      auto v = parse(n->as_string()->get());
+      if (!v) {
+        fail_at(n->source(), full(key) + ": cannot read \"" + n->as_string()->get() +
+                                 "\" as a quantity (e.g. \"" + example + "\")");
+      }
+      return v;
+    }
+    return number(key);
+  }
+  double positive(const std::string& key, std::optional<double> v) {
+    if (v && !(*v > 0)) fail_at(node(key)->source(), full(key) + " must be > 0");
+    return v.value_or(0);
+  }
+
+  /// Rejects keys that were not expected, suggesting the nearest valid one.
+  void check_unknown(const std::vector<std::string>& valid) const {
+    if (tbl_ == nullptr) return;
+    for (auto&& [k, v] : *tbl_) {
+      const std::string key(k.str());
+      if (std::find(valid.begin(), valid.end(), key) != valid.end()) continue;
+      std::string best;
+      std::size_t best_d = 1000;
+      for (const auto& cand : valid) {
+        const std::size_t d = edit_distance(key, cand);
+        if (d < best_d) {
+          best_d = d;
+          best = cand;
+        }
+      }
+      std::string msg = "unknown key '" + key + "'" +
+                        (name_.empty() ? std::string(" at top level") : " in [" + name_ + "]");
+      if (!best.empty() && best_d <= std::max<std::size_t>(2, key.size() / 3)) {
+        msg += "; did you mean '" + best + "'?";
+      } else {
+        std::string list;
+        for (const auto& c : valid) list += (list.empty() ? "" : ", ") + c;
+        msg += "; valid keys: " + list;
+      }
+      fail_at(k.source(), msg);
+    }
+  }
+
+  const toml::table* table() const { return tbl_; }
+  const toml::source_region& where() const { return where_; }
+
+ private:
+  std::string file_;
+  const toml::table* tbl_;
+  std::string name_;
+  toml::source_region where_;
+};
+
+toml::table parse(const std::filesystem::path& file) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) {
+    throw ConfigError(file.string(), 1, 1, "cannot open file (no such file)");
+  }
+  try {
+    return toml::parse_file(file.string());
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(file.string(), static_cast<int>(e.source().begin.line),
+                      static_cast<int>(e.source().begin.column),
+                      "TOML syntax error: " + std::string(e.description()));
+  }
+}
+
+/// A sub-table `name` of `root`, or an empty section positioned at the file start.
+Section sub(const std::string& file, toml::table& root, const std::string& name,
+            const std::string& full_name, bool required) {
+  toml::node* n = root.get(name);
+  if (n == nullptr) {
+    if (required) {
+      throw ConfigError(file, 1, 1, "missing section [" + full_name + "]");
+    }
+    return Section(file, nullptr, full_name, root.source());
+  }
+  if (!n->is_table()) {
+    throw ConfigError(file, static_cast<int>(n->source().begin.line),
+                      static_cast<int>(n->source().begin.column),
+                      "[" + full_name + "] must be a table (got " + type_name(*n) + ")");
+  }
+  return Section(file, n->as_table(), full_name, n->source());
+}
+
+void check_version(Section& top) {
+  auto v = top.integer("version");
+  if (!v) top.fail("missing key version (schema version; this trainsim reads version = 1)");
+  if (*v != 1) {
+    top.fail_at(top.node("version")->source(),
+                "unsupported schema version " + std::to_string(*v) + " (this trainsim reads 1)");
+  }
+}
+
+}  // namespace
+
+const std::vector<std::string>& scenario_keys(const std::string& section) {
+  static const std::vector<std::string> none;
+  auto it = all_keys().find(section);
+  return it == all_keys().end() ? none : it->second;
+}
+
+hw::TopologySpec load_topology(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  toml::table root = parse(path);
+  Section top(file, &root, "", root.source());
+  top.check_unknown(scenario_keys("topology"));
+  check_version(top);
+  hw::TopologySpec spec;
+  spec.name = top.string("name").value_or(path.stem().string());
+  spec.kind = top.string("kind").value_or("rail_optimized_fat_tree");
+  if (spec.kind != "rail_optimized_fat_tree") {
+    top.fail_at(top.node("kind")->source(),
+                "kind must be \"rail_optimized_fat_tree\" (got \"" + spec.kind + "\")");
+  }
+  spec.gpu = top.string_req("gpu");
+  if (hw::find_builtin_gpu(spec.gpu) == nullptr) {
+    std::string list;
+    for (const auto& g : hw::builtin_gpus()) list += (list.empty() ? "" : ", ") + g.key;
+    top.fail_at(top.node("gpu")->source(),
+                "unknown GPU \"" + spec.gpu + "\" (built-in profiles: " + list + ")");
+  }
+  spec.source = top.string("source").value_or("");
+  Section node = sub(file, root, "node", "node", true);
+  node.check_unknown(scenario_keys("topology.node"));
+  spec.gpus_per_node = node.int32_req("gpus");
+  if (spec.gpus_per_node < 1) node.fail_at(node.node("gpus")->source(), "node.gpus must be >= 1");
+  spec.nvlink_bw = node.positive("nvlink_bw", node.quantity("nvlink_bw", parse_bandwidth, "300 GB/s"));
+  if (spec.nvlink_bw <= 0) node.fail("missing key node.nvlink_bw in [node]");
+  spec.nvlink_latency = node.quantity("nvlink_latency", parse_duration, "0.7 us").value_or(0.0);
+  spec.nics_per_node = node.int32("nics", spec.gpus_per_node);
+  if (spec.nics_per_node < 1) node.fail_at(node.node("nics")->source(), "node.nics must be >= 1");
+  Section net = sub(file, root, "network", "network", true);
+  net.check_unknown(scenario_keys("topology.network"));
+  spec.nic_bw = net.positive("nic_bw", net.quantity("nic_bw", parse_bandwidth, "400 Gbps"));
+  if (spec.nic_bw <= 0) net.fail("missing key network.nic_bw in [network]");
+  spec.nic_efficiency = net.number("nic_efficiency").value_or(1.0);
+  if (!(spec.nic_efficiency > 0 && spec.nic_efficiency <= 1)) {
+    net.fail_at(net.node("nic_efficiency")->source(), "network.nic_efficiency must be in (0, 1]");
+  }
+  spec.link_latency = net.quantity("link_latency", parse_duration, "0.6 us").value_or(0.0);
+  spec.nodes_per_su = net.int32("nodes_per_su", 32);
+  if (spec.nodes_per_su < 1) {
+    net.fail_at(net.node("nodes_per_su")->source(), "network.nodes_per_su must be >= 1");
+  }
+  spec.spines = net.int32("spines", 0);
+  if (spec.spines < 0) net.fail_at(net.node("spines")->source(), "network.spines must be >= 0");
+  spec.oversubscription = net.number("oversubscription").value_or(1.0);
+  if (!(spec.oversubscription >= 1)) {
+    net.fail_at(net.node("oversubscription")->source(), "network.oversubscription must be >= 1");
+  }
+  return spec;
+}
+
+workload::Scenario load_scenario(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  toml::table root = parse(path);
+  Section top(file, &root, "", root.source());
+  top.check_unknown(scenario_keys(""));
+  check_version(top);
+  workload::Scenario sc;
+  sc.name = top.string("name").value_or(path.stem().string());
+
+  // [model]
+  Section m = sub(file, root, "model", "model", true);
+  m.check_unknown(scenario_keys("model"));
+  if (m.has("hf_config")) {
+    m.fail_at(m.node("hf_config")->source(),
+              "model.hf_config (Hugging Face configs) is not supported yet; give the shape "
+              "with layers, hidden, heads, ...");
+  }
+  if (m.has("moe")) {
+    m.fail_at(m.node("moe")->source(), "[model.moe]: mixture-of-experts is not simulated yet");
+  }
+  auto& md = sc.model;
+  md.name = m.string("name").value_or(sc.name);
+  md.layers = m.int32_req("layers");
+  md.hidden = m.int32_req("hidden");
+  md.heads = m.int32_req("heads");
+  md.kv_heads = m.int32("kv_heads", md.heads);
+  md.activation = m.choice<model::Activation>("activation", {{"gelu", model::Activation::GeLU},
+                                                             {"swiglu", model::Activation::SwiGLU}})
+                      .value_or(model::Activation::GeLU);
+  md.ffn_hidden = m.int32("ffn_hidden", 4 * md.hidden);
+  md.vocab = m.integer_req("vocab");
+  md.seq_len = m.int32_req("seq_len");
+  md.norm = m.choice<model::Norm>("norm", {{"layernorm", model::Norm::LayerNorm},
+                                           {"rmsnorm", model::Norm::RMSNorm}})
+                .value_or(model::Norm::LayerNorm);
+  md.tied_embeddings = m.boolean("tied_embeddings").value_or(false);
+  md.causal = m.boolean("causal").value_or(true);
+
+  // [training]
+  Section t = sub(file, root, "training", "training", true);
+  t.check_unknown(scenario_keys("training"));
+  auto& tr = sc.training;
+  tr.global_batch = t.integer_req("global_batch");
+  tr.micro_batch = t.integer("micro_batch").value_or(1);
+  tr.dtype = t.choice<hw::Dtype>("dtype", {{"bf16", hw::Dtype::BF16},
+                                           {"fp16", hw::Dtype::FP16},
+                                           {"fp8", hw::Dtype::FP8}})
+                 .value_or(hw::Dtype::BF16);
+  tr.recompute = t.choice<model::Recompute>("recompute", {{"none", model::Recompute::None},
+                                                          {"selective", model::Recompute::Selective},
+                                                          {"full", model::Recompute::Full}})
+                     .value_or(model::Recompute::None);
+  (void)t.choice<int>("optimizer", {{"adam", 0}});
+  tr.flash_attention = t.choice<bool>("attention", {{"flash", true}, {"unfused", false}})
+                           .value_or(true);
+  if (auto tok = t.number("tokens")) {
+    if (!(*tok > 0)) t.fail_at(t.node("tokens")->source(), "training.tokens must be > 0");
+    tr.tokens = *tok;
+  }
+
+  // [cluster]
+  Section c = sub(file, root, "cluster", "cluster", true);
+  c.check_unknown(scenario_keys("cluster"));
+  const std::string topo_rel = c.string_req("topology");
+  std::filesystem::path topo_path(topo_rel);
+  if (topo_path.is_relative()) topo_path = path.parent_path() / topo_path;
+  {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(topo_path, ec)) {
+      c.fail_at(c.node("topology")->source(),
+                "cluster.topology: no such file \"" + topo_path.string() +
+                    "\" (paths resolve relative to the scenario file)");
+    }
+  }
+  sc.topology = load_topology(topo_path);
+  sc.gpus = c.int32_req("gpus");
+  if (sc.gpus < 1) c.fail_at(c.node("gpus")->source(), "cluster.gpus must be >= 1");
+  const std::string profile = c.string("profile").value_or(sc.topology.gpu);
+  const hw::GpuSpec* gpu = hw::find_builtin_gpu(profile);
+  if (gpu == nullptr) {
+    std::string list;
+    for (const auto& g : hw::builtin_gpus()) list += (list.empty() ? "" : ", ") + g.key;
+    c.fail_at(c.node("profile")->source(),
+              "cluster.profile: unknown hardware profile \"" + profile +
+                  "\" (built-in: " + list + "; calibrated profile files are not supported yet)");
+  }
+  sc.gpu = *gpu;
+  sc.topology.gpu = gpu->key;
+
+  // [parallel]
+  Section p = sub(file, root, "parallel", "parallel", false);
+  p.check_unknown(scenario_keys("parallel"));
+  auto& L = sc.layout;
+  L.tp = p.int32("tp", 1);
+  L.pp = p.int32("pp", 1);
+  L.ep = p.int32("ep", 1);
+  L.cp = p.int32("cp", 1);
+  if (p.has("dp")) {
+    L.dp = p.int32("dp", 1);
+  } else {
+    const int denom = std::max(1, L.tp * L.pp * L.cp);
+    L.dp = sc.gpus % denom == 0 ? std::max(1, sc.gpus / denom) : 1;
+  }
+  L.sequence_parallel = p.boolean("sequence_parallel").value_or(false);
+  L.virtual_stages = p.int32("virtual_stages", 1);
+  L.schedule = p.choice<parallel::ScheduleKind>(
+                    "schedule", {{"gpipe", parallel::ScheduleKind::GPipe},
+                                 {"pipedream", parallel::ScheduleKind::PipeDream},
+                                 {"1f1b", parallel::ScheduleKind::OneFOneB},
+                                 {"interleaved", parallel::ScheduleKind::Interleaved},
+                                 {"zb-h1", parallel::ScheduleKind::ZbH1},
+                                 {"zb-h2", parallel::ScheduleKind::ZbH2},
+                                 {"dualpipe", parallel::ScheduleKind::DualPipe}})
+                   .value_or(L.virtual_stages > 1 ? parallel::ScheduleKind::Interleaved
+                                                  : parallel::ScheduleKind::OneFOneB);
+  L.zero = p.int32("zero", 0);
+  L.overlap_grad_reduce = p.boolean("overlap_grad_reduce").value_or(true);
+  L.overlap_param_gather = p.boolean("overlap_param_gather").value_or(false);
+  L.tp_comm_overlap = p.boolean("tp_comm_overlap").value_or(false);
+  L.dp_bucket_params = p.integer("dp_bucket_params").value_or(0);
+  if (L.dp_bucket_params < 0) {
+    p.fail_at(p.node("dp_bucket_params")->source(), "parallel.dp_bucket_params must be >= 0");
+  }
+
+  // [simulation]
+  Section s = sub(file, root, "simulation", "simulation", false);
+  s.check_unknown(scenario_keys("simulation"));
+  sc.fidelity = s.choice<workload::Fidelity>("fidelity", {{"analytic", workload::Fidelity::Analytic},
+                                                          {"stage", workload::Fidelity::Stage},
+                                                          {"full", workload::Fidelity::Full}})
+                    .value_or(workload::Fidelity::Stage);
+  if (sc.fidelity != workload::Fidelity::Stage) {
+    s.fail_at(s.node("fidelity")->source(),
+              "simulation.fidelity \"" + std::string(workload::fidelity_name(sc.fidelity)) +
+                  "\" is not simulated yet (available: \"stage\")");
+  }
+  const auto seed = s.integer("seed").value_or(0);
+  if (seed < 0) s.fail_at(s.node("seed")->source(), "simulation.seed must be >= 0");
+  sc.seed = static_cast<std::uint64_t>(seed);
+  if (const toml::node* st = s.node("stragglers")) {
+    if (!st->is_array() || !st->as_array()->empty()) {
+      s.fail_at(st->source(), "simulation.stragglers: stragglers are not simulated yet "
+                              "(only an empty list is accepted)");
+    }
+  }
+
+  // [cost]
+  Section co = sub(file, root, "cost", "cost", false);
+  co.check_unknown(scenario_keys("cost"));
+  if (auto usd = co.number("gpu_hour_usd")) {
+    if (!(*usd >= 0)) co.fail_at(co.node("gpu_hour_usd")->source(), "cost.gpu_hour_usd must be >= 0");
+    sc.gpu_hour_usd = *usd;
+  }
+
+  // Semantic checks, pointed at the key to blame.
+  try {
+    sc.model.validate();
+    L.validate(sc.model, sc.gpus, tr.global_batch, tr.micro_batch);
+    if (sc.gpus % sc.topology.gpus_per_node != 0) {
+      throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
+                                           ") must be a multiple of the topology's node.gpus (" +
+                                           std::to_string(sc.topology.gpus_per_node) + ")");
+    }
+  } catch (const InputError& e) {
+    const toml::node* n = root.at_path(e.key()).node();
+    if (n == nullptr) {
+      // A defaulted key: point at its section, or at the file start.
+      const auto dot = e.key().find('.');
+      n = dot == std::string::npos ? nullptr : root.get(e.key().substr(0, dot));
+    }
+    const toml::source_region r = n != nullptr ? n->source() : root.source();
+    throw ConfigError(file, std::max<int>(1, static_cast<int>(r.begin.line)),
+                      std::max<int>(1, static_cast<int>(r.begin.column)), e.what());
+  }
+  return sc;
+}
+
+}  // namespace trainsim::config

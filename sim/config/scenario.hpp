@@ -1,0 +1,46 @@
+// Loading scenario (schema version 1) and topology files with TOML++ into typed structs.
+//
+// Every problem is reported as a ConfigError whose message starts with file:line:column:
+// unknown keys (with the nearest valid key), missing keys, wrong types, bad units, bad
+// enum values, and impossible layouts (pointing at the offending key).
+#pragma once
+
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+
+#include "hw/topology.hpp"
+#include "workload/builder.hpp"
+
+namespace trainsim::config {
+
+/// A bad input file. what() is "file:line:column: message".
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, int line, int column, const std::string& message);
+  [[nodiscard]] const std::string& file() const { return file_; }
+  [[nodiscard]] int line() const { return line_; }
+  [[nodiscard]] int column() const { return column_; }
+  [[nodiscard]] const std::string& message() const { return message_; }
+
+ private:
+  std::string file_;
+  int line_, column_;
+  std::string message_;
+};
+
+/// Reads a scenario file; the topology path in [cluster] resolves relative to the scenario's
+/// directory. Validates the model and the layout (Layout::validate) so that an impossible
+/// layout is reported with the position of its key. Throws ConfigError.
+workload::Scenario load_scenario(const std::filesystem::path& file);
+
+/// Reads a topology file (topologies/*.toml). Throws ConfigError.
+hw::TopologySpec load_topology(const std::filesystem::path& file);
+
+/// The valid keys of each scenario section, for messages and documentation.
+const std::vector<std::string>& scenario_keys(const std::string& section);
+
+/// Levenshtein distance, for "did you mean" suggestions.
+std::size_t edit_distance(const std::string& a, const std::string& b);
+
+}  // namespace trainsim::config

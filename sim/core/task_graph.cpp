@@ -1,0 +1,192 @@
+#include "core/task_graph.hpp"
+
+#include <algorithm>
+#include <sstream>
+
+namespace trainsim {
+
+std::string_view category_name(Category c) {
+  switch (c) {
+    case Category::Compute: return "compute";
+    case Category::Optimizer: return "optimizer";
+    case Category::TpComm: return "tp_comm";
+    case Category::DpComm: return "dp_comm";
+    case Category::PpComm: return "pp_comm";
+    case Category::EpComm: return "ep_comm";
+    case Category::CpComm: return "cp_comm";
+  }
+  return "?";
+}
+
+StreamId TaskGraph::add_stream(std::uint32_t rank, std::string_view name) {
+  streams_.push_back(Stream{rank, intern(name), {}});
+  return static_cast<StreamId>(streams_.size() - 1);
+}
+
+TaskId TaskGraph::add_task(StreamId stream, Time duration, Category category, LabelId label,
+                           std::int32_t microbatch, std::int32_t chunk) {
+  if (stream >= streams_.size()) throw std::invalid_argument("add_task: unknown stream");
+  if (duration < Time::zero()) throw std::invalid_argument("add_task: negative duration");
+  const auto id = static_cast<TaskId>(tasks_.size());
+  tasks_.push_back(Task{stream, duration, category, label, kNoId, microbatch, chunk});
+  streams_[stream].tasks.push_back(id);
+  return id;
+}
+
+void TaskGraph::add_dependency(TaskId before, TaskId after) {
+  if (before >= tasks_.size() || after >= tasks_.size() || before == after) {
+    throw std::invalid_argument("add_dependency: bad task ids");
+  }
+  dep_from_.push_back(before);
+  dep_to_.push_back(after);
+}
+
+RendezvousId TaskGraph::add_rendezvous(const std::vector<TaskId>& members) {
+  if (members.empty()) throw std::invalid_argument("add_rendezvous: no members");
+  const auto id = static_cast<RendezvousId>(rendezvous_.size());
+  for (TaskId t : members) {
+    if (t >= tasks_.size()) throw std::invalid_argument("add_rendezvous: bad task id");
+    if (tasks_[t].rendezvous != kNoId) {
+      throw std::invalid_argument("add_rendezvous: task already in a rendezvous");
+    }
+    tasks_[t].rendezvous = id;
+  }
+  rendezvous_.push_back(members);
+  return id;
+}
+
+LabelId TaskGraph::intern(std::string_view label) {
+  auto it = label_ids_.find(std::string(label));
+  if (it != label_ids_.end()) return it->second;
+  const auto id = static_cast<LabelId>(labels_.size());
+  labels_.emplace_back(label);
+  label_ids_.emplace(labels_.back(), id);
+  return id;
+}
+
+namespace {
+constexpr std::uint64_t kRendezvousBit = 1ULL << 63;
+}
+
+Executor::Executor(const TaskGraph& graph) : g_(graph) {
+  const std::size_t n = g_.tasks_.size();
+  pending_.assign(n, 0);
+  succ_off_.assign(n + 1, 0);
+  pred_off_.assign(n + 1, 0);
+  for (std::size_t i = 0; i < g_.dep_from_.size(); ++i) {
+    ++succ_off_[g_.dep_from_[i] + 1];
+    ++pred_off_[g_.dep_to_[i] + 1];
+    ++pending_[g_.dep_to_[i]];
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    succ_off_[i + 1] += succ_off_[i];
+    pred_off_[i + 1] += pred_off_[i];
+  }
+  succ_.resize(g_.dep_from_.size());
+  pred_.resize(g_.dep_from_.size());
+  std::vector<std::uint32_t> sfill(succ_off_.begin(), succ_off_.end() - 1);
+  std::vector<std::uint32_t> pfill(pred_off_.begin(), pred_off_.end() - 1);
+  for (std::size_t i = 0; i < g_.dep_from_.size(); ++i) {
+    succ_[sfill[g_.dep_from_[i]]++] = g_.dep_to_[i];
+    pred_[pfill[g_.dep_to_[i]]++] = g_.dep_from_[i];
+  }
+  head_.assign(g_.streams_.size(), 0);
+  busy_.assign(g_.streams_.size(), 0);
+  arrived_.assign(g_.rendezvous_.size(), 0);
+  start_.assign(n, Time::zero());
+  end_.assign(n, Time::zero());
+  last_dep_.assign(n, kNoId);
+  done_.assign(n, 0);
+}
+
+void Executor::run(Simulator& sim) {
+  handler_ = sim.add_handler(this);
+  finished_ = 0;
+  makespan_ = sim.now();
+  for (StreamId s = 0; s < g_.streams_.size(); ++s) try_start(sim, s);
+  sim.run();
+  if (finished_ != g_.tasks_.size()) throw DeadlockError(describe_stuck());
+}
+
+void Executor::try_start(Simulator& sim, StreamId s) {
+  if (busy_[s] != 0) return;
+  const Stream& st = g_.streams_[s];
+  if (head_[s] >= st.tasks.size()) return;
+  const TaskId t = st.tasks[head_[s]];
+  if (pending_[t] != 0) return;
+  const Task& task = g_.tasks_[t];
+  busy_[s] = 1;
+  if (task.rendezvous == kNoId) {
+    start_[t] = sim.now();
+    sim.schedule_in(task.duration, handler_, t);
+    return;
+  }
+  const auto& members = g_.rendezvous_[task.rendezvous];
+  if (++arrived_[task.rendezvous] < members.size()) return;  // hold the stream, wait
+  Time duration;
+  for (TaskId m : members) {
+    start_[m] = sim.now();
+    duration = max(duration, g_.tasks_[m].duration);
+  }
+  sim.schedule_in(duration, handler_, kRendezvousBit | task.rendezvous);
+}
+
+void Executor::on_event(Simulator& sim, const Event& event) {
+  if ((event.payload & kRendezvousBit) != 0) {
+    const auto r = static_cast<RendezvousId>(event.payload & ~kRendezvousBit);
+    for (TaskId m : g_.rendezvous_[r]) finish(sim, m);
+  } else {
+    finish(sim, static_cast<TaskId>(event.payload));
+  }
+}
+
+void Executor::finish(Simulator& sim, TaskId t) {
+  const Time now = sim.now();
+  end_[t] = now;
+  done_[t] = 1;
+  makespan_ = max(makespan_, now);
+  ++finished_;
+  const StreamId s = g_.tasks_[t].stream;
+  busy_[s] = 0;
+  ++head_[s];
+  for (std::uint32_t i = succ_off_[t]; i < succ_off_[t + 1]; ++i) {
+    const TaskId u = succ_[i];
+    last_dep_[u] = t;  // the dependency finishing last is the one the task waited on
+    if (--pending_[u] == 0) try_start(sim, g_.tasks_[u].stream);
+  }
+  try_start(sim, s);
+}
+
+std::string Executor::describe_stuck() const {
+  std::ostringstream os;
+  os << "deadlock: " << (g_.tasks_.size() - finished_) << " of " << g_.tasks_.size()
+     << " tasks never ran";
+  int shown = 0;
+  for (StreamId s = 0; s < g_.streams_.size() && shown < 8; ++s) {
+    const Stream& st = g_.streams_[s];
+    if (head_[s] >= st.tasks.size()) continue;
+    const TaskId t = st.tasks[head_[s]];
+    const Task& task = g_.tasks_[t];
+    os << "\n  rank " << st.rank << " stream '" << g_.labels_[st.name] << "' stuck at '"
+       << g_.labels_[task.label] << "'";
+    if (task.microbatch >= 0) os << " (microbatch " << task.microbatch << ")";
+    if (pending_[t] != 0) {
+      os << ": waits for " << pending_[t] << " unfinished dependencies, e.g. '";
+      for (std::uint32_t i = pred_off_[t]; i < pred_off_[t + 1]; ++i) {
+        const TaskId p = pred_[i];
+        if (done_[p] == 0) {
+          os << g_.labels_[g_.tasks_[p].label] << "' on rank "
+             << g_.streams_[g_.tasks_[p].stream].rank;
+          break;
+        }
+      }
+    } else if (task.rendezvous != kNoId) {
+      os << ": rendezvous with " << arrived_[task.rendezvous] << " of "
+         << g_.rendezvous_[task.rendezvous].size() << " members arrived";
+    }
+    ++shown;
+  }
+  return os.str();
+}
+
+}  // namespace trainsim

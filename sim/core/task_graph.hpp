@@ -1,0 +1,150 @@
+// Task DAG on streams, and the executor that runs it on the discrete-event engine.
+//
+// A task has a fixed duration and runs on one stream. Streams run their tasks in issue order,
+// one at a time, like CUDA streams: a task starts when (1) it is at the head of its stream,
+// (2) the stream's previous task has finished and (3) all its dependencies have finished.
+// A rendezvous joins tasks on several streams (the members of a collective, or the send and
+// the receive of a point-to-point transfer): they start together when every member meets
+// the three conditions, and finish together after the longest member duration. A member
+// that has arrived holds its stream until the rendezvous completes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/simulator.hpp"
+#include "core/time.hpp"
+
+namespace trainsim {
+
+using TaskId = std::uint32_t;
+using StreamId = std::uint32_t;
+using LabelId = std::uint32_t;
+using RendezvousId = std::uint32_t;
+inline constexpr std::uint32_t kNoId = 0xFFFFFFFFu;
+
+/// What a task spends its time on; the report's breakdown is keyed by it.
+enum class Category : std::uint8_t {
+  Compute,      ///< forward / backward kernels (including recompute)
+  Optimizer,    ///< optimizer step
+  TpComm,       ///< tensor/sequence-parallel collectives
+  DpComm,       ///< data-parallel gradient / parameter collectives
+  PpComm,       ///< pipeline point-to-point transfers
+  EpComm,       ///< expert-parallel all-to-all
+  CpComm,       ///< context-parallel transfers
+};
+std::string_view category_name(Category c);
+[[nodiscard]] constexpr bool is_comm(Category c) {
+  return c != Category::Compute && c != Category::Optimizer;
+}
+
+struct Task {
+  StreamId stream = kNoId;
+  Time duration;
+  Category category = Category::Compute;
+  LabelId label = kNoId;
+  RendezvousId rendezvous = kNoId;
+  std::int32_t microbatch = -1;  ///< builder's annotation (-1: none)
+  std::int32_t chunk = -1;       ///< builder's annotation (model chunk / virtual stage)
+};
+
+struct Stream {
+  std::uint32_t rank = 0;        ///< simulated rank (a process in the trace)
+  LabelId name = kNoId;
+  std::vector<TaskId> tasks;     ///< in issue order
+};
+
+/// Thrown when the graph cannot finish: a dependency cycle, a stream order that contradicts
+/// a dependency, or a rendezvous some member never reaches. The message names the tasks.
+class DeadlockError : public InternalError {
+ public:
+  using InternalError::InternalError;
+};
+
+class TaskGraph {
+ public:
+  /// Adds a stream of simulated rank `rank`.
+  StreamId add_stream(std::uint32_t rank, std::string_view name);
+  /// Appends a task to `stream` (issue order = call order). Throws std::invalid_argument
+  /// for an unknown stream.
+  TaskId add_task(StreamId stream, Time duration, Category category, LabelId label,
+                  std::int32_t microbatch = -1, std::int32_t chunk = -1);
+  /// `after` cannot start before `before` has finished. Both must exist.
+  void add_dependency(TaskId before, TaskId after);
+  /// Joins tasks (on distinct streams) into one rendezvous. Each task may join at most one.
+  RendezvousId add_rendezvous(const std::vector<TaskId>& members);
+  /// Interns a label string (task names are shared, not stored per task).
+  LabelId intern(std::string_view label);
+
+  [[nodiscard]] std::size_t num_tasks() const { return tasks_.size(); }
+  [[nodiscard]] std::size_t num_streams() const { return streams_.size(); }
+  [[nodiscard]] std::size_t num_dependencies() const { return dep_from_.size(); }
+  [[nodiscard]] const Task& task(TaskId t) const { return tasks_[t]; }
+  [[nodiscard]] const Stream& stream(StreamId s) const { return streams_[s]; }
+  [[nodiscard]] const std::string& label(LabelId l) const { return labels_[l]; }
+  [[nodiscard]] const std::vector<TaskId>& rendezvous_members(RendezvousId r) const {
+    return rendezvous_[r];
+  }
+  void reserve(std::size_t tasks) { tasks_.reserve(tasks); }
+
+ private:
+  friend class Executor;
+  std::vector<Task> tasks_;
+  std::vector<Stream> streams_;
+  std::vector<std::vector<TaskId>> rendezvous_;
+  std::vector<TaskId> dep_from_, dep_to_;
+  std::vector<std::string> labels_;
+  std::unordered_map<std::string, LabelId> label_ids_;
+};
+
+/// Runs a TaskGraph on a Simulator and records each task's start and end.
+/// One event per task (per rendezvous) completion.
+class Executor final : public EventHandler {
+ public:
+  explicit Executor(const TaskGraph& graph);
+
+  /// Runs every task from sim.now(). Throws DeadlockError (naming the stuck tasks) when the
+  /// queue drains with tasks unfinished.
+  void run(Simulator& sim);
+
+  [[nodiscard]] Time start(TaskId t) const { return start_[t]; }
+  [[nodiscard]] Time end(TaskId t) const { return end_[t]; }
+  [[nodiscard]] Time makespan() const { return makespan_; }
+  /// For each task, the predecessor that finished last (kNoId when none): the dependency the
+  /// task was waiting on, used to attribute idle time.
+  [[nodiscard]] TaskId last_dependency(TaskId t) const { return last_dep_[t]; }
+  /// The dependencies of task `t`.
+  [[nodiscard]] std::span<const TaskId> predecessors(TaskId t) const {
+    return {pred_.data() + pred_off_[t], pred_off_[t + 1] - pred_off_[t]};
+  }
+
+  void on_event(Simulator& sim, const Event& event) override;
+
+ private:
+  void try_start(Simulator& sim, StreamId s);
+  void finish(Simulator& sim, TaskId t);
+  [[nodiscard]] std::string describe_stuck() const;
+
+  const TaskGraph& g_;
+  std::uint32_t handler_ = kNoId;
+  std::vector<std::uint32_t> pending_;            // unfinished dependencies per task
+  std::vector<std::uint32_t> succ_off_;           // CSR successors
+  std::vector<TaskId> succ_;
+  std::vector<std::uint32_t> pred_off_;           // CSR predecessors
+  std::vector<TaskId> pred_;
+  std::vector<std::uint32_t> head_;               // next task index per stream
+  std::vector<std::uint8_t> busy_;                // stream has a started or arrived task
+  std::vector<std::uint32_t> arrived_;            // members arrived per rendezvous
+  std::vector<Time> start_, end_;
+  std::vector<TaskId> last_dep_;
+  std::vector<std::uint8_t> done_;
+  Time makespan_;
+  std::size_t finished_ = 0;
+};
+
+}  // namespace trainsim

@@ -1,0 +1,65 @@
+// Built-in GPU hardware profiles: peak rates, memory, SM count and the efficiencies the
+// roofline cost model needs. Every number comes from ../shared/reference/hardware.toml
+// (datasheets, nccl tuning constants, published measurements); the source is recorded in
+// GpuSpec::sources and in docs/hardware.md.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trainsim::hw {
+
+/// Numeric precision of GEMM inputs.
+enum class Dtype { BF16, FP16, FP8, FP32 };
+
+/// Bytes per element of a dtype (FP8: 1, BF16/FP16: 2, FP32: 4).
+int dtype_bytes(Dtype d);
+/// "bf16", "fp16", "fp8", "fp32".
+std::string_view dtype_name(Dtype d);
+
+/// Measured attention-kernel throughput (TFLOP/s) as a function of sequence length, for one
+/// (causal, head_dim) case. FLOPs follow the FlashAttention benchmark convention:
+/// forward = 4*b*s^2*heads*d (halved when causal), backward = 2.5 * forward.
+struct AttentionCurve {
+  bool causal = false;
+  int head_dim = 128;
+  std::vector<double> seq;           ///< sequence lengths, ascending
+  std::vector<double> fwd_tflops;    ///< forward kernel rate at each seq
+  std::vector<double> bwd_tflops;    ///< backward kernel rate at each seq
+};
+
+/// One GPU type. Rates in SI units (FLOP/s, bytes/s, bytes).
+struct GpuSpec {
+  std::string key;            ///< built-in name, e.g. "a100_sxm4_80gb"
+  std::string display_name;   ///< e.g. "NVIDIA A100-SXM4-80GB"
+  int arch = 80;              ///< compute capability x10 (80 Ampere, 90 Hopper, 100 Blackwell)
+  int sm_count = 0;
+  double hbm_bytes = 0;       ///< usable HBM capacity
+  double hbm_bw = 0;          ///< peak HBM bandwidth, B/s
+  double hbm_efficiency = 0;  ///< achievable fraction of hbm_bw for large streaming kernels
+  /// L2 bandwidth, B/s: feeds GEMM tiles. Measured on H100 (~5.5 TB/s, chipsandcheese via
+  /// scaling-book, about 1.6x HBM); other GPUs assume the same 1.6x HBM ratio.
+  double l2_bw = 0;
+  double peak_bf16 = 0, peak_fp16 = 0, peak_fp8 = 0, peak_fp32 = 0;  ///< dense FLOP/s
+  double gemm_efficiency_16bit = 0;  ///< best-shape achievable fraction of peak (MAMF)
+  double gemm_efficiency_fp8 = 0;
+  double kernel_launch_floor_s = 0;  ///< minimum time of any kernel
+  double nvlink_bw = 0;              ///< datasheet NVLink bandwidth per GPU per direction, B/s
+  double nccl_nvlink_bw = 0;         ///< NCCL model's effective NVLink bus bandwidth, B/s
+  std::vector<AttentionCurve> attention;  ///< measured FlashAttention rates
+  std::string attention_impl;             ///< which kernel the curves measure
+  std::vector<std::string> sources;
+
+  /// Dense peak FLOP/s for a dtype; throws std::invalid_argument when the GPU lacks it.
+  [[nodiscard]] double peak_flops(Dtype d) const;
+  /// Best-shape GEMM efficiency for a dtype.
+  [[nodiscard]] double gemm_efficiency(Dtype d) const;
+};
+
+/// The built-in profiles: a100_sxm4_40gb, a100_sxm4_80gb, h100_sxm, h200_sxm, b200.
+const std::vector<GpuSpec>& builtin_gpus();
+/// Looks up a built-in profile by key (case-sensitive); nullptr when unknown.
+const GpuSpec* find_builtin_gpu(std::string_view key);
+
+}  // namespace trainsim::hw

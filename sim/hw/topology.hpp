@@ -1,0 +1,89 @@
+// Cluster topology: GPUs, NVSwitches, NICs and leaf/spine switches as a graph.
+//
+// The graph is a Boost.Graph adjacency list kept inside topology.cpp; the rest of the code
+// sees only GPU indices, link ids and route queries. A cluster is a set of identical nodes
+// (an NVLink domain each) joined by a rail-optimized fat tree, after NVIDIA's DGX SuperPOD
+// reference architectures (../shared/reference/hardware.md §2.5): NIC i of every node in a
+// scalable unit (SU) connects to the SU's leaf switch for rail i; leaves connect to spines.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace trainsim::hw {
+
+/// What a topology file (topologies/*.toml) describes. Bandwidths are per direction, B/s;
+/// latencies in seconds. The cluster size is not part of it: Topology takes the GPU count.
+struct TopologySpec {
+  std::string name;                 ///< display name
+  std::string kind = "rail_optimized_fat_tree";  ///< only kind supported so far
+  std::string gpu;                  ///< built-in GPU profile key (see gpu.hpp)
+  int gpus_per_node = 8;            ///< GPUs in one NVLink domain
+  double nvlink_bw = 0;             ///< GPU <-> NVSwitch bandwidth per GPU, B/s
+  double nvlink_latency = 0;        ///< one GPU->switch->GPU traversal, s
+  int nics_per_node = 8;            ///< one NIC per GPU when equal to gpus_per_node
+  double nic_bw = 0;                ///< NIC line rate per direction, B/s
+  double nic_efficiency = 1.0;      ///< achievable fraction of nic_bw (measured, per fabric)
+  double link_latency = 0;          ///< per network hop (NIC->leaf, leaf->spine), s
+  int nodes_per_su = 32;            ///< nodes under one set of rail leaves
+  int spines = 0;                   ///< spine switches; 0 = as many as leaves per SU
+  double oversubscription = 1.0;    ///< leaf downlink : uplink bandwidth ratio (>= 1)
+  std::string source;               ///< where the numbers come from
+};
+
+/// Kind of a vertex in the topology graph.
+enum class VertexKind : std::uint8_t { Gpu, NvSwitch, Nic, Leaf, Spine };
+
+/// One directed link (each cable is two links, one per direction).
+struct LinkInfo {
+  std::uint32_t src = 0, dst = 0;  ///< vertex ids
+  double bandwidth = 0;            ///< B/s
+  double latency = 0;              ///< s
+};
+
+/// A routed path between two GPUs.
+struct Route {
+  std::vector<std::uint32_t> links;  ///< directed link ids, source to destination
+  double bottleneck_bw = 0;          ///< min bandwidth along the path, B/s
+  double latency = 0;                ///< sum of link latencies, s
+  bool crosses_network = false;      ///< true when the path leaves the NVLink domain
+};
+
+/// A cluster of `num_gpus` GPUs laid out per `spec`.
+/// Thread-safety: const member functions may be called concurrently.
+class Topology {
+ public:
+  /// Builds the graph. Throws std::invalid_argument naming the parameter when the spec is
+  /// inconsistent (non-positive sizes or bandwidths, num_gpus not a multiple of
+  /// gpus_per_node, unknown kind, oversubscription < 1).
+  Topology(const TopologySpec& spec, int num_gpus);
+  ~Topology();
+  Topology(Topology&&) noexcept;
+  Topology& operator=(Topology&&) noexcept;
+  Topology(const Topology&) = delete;
+  Topology& operator=(const Topology&) = delete;
+
+  [[nodiscard]] const TopologySpec& spec() const;
+  [[nodiscard]] int num_gpus() const;
+  [[nodiscard]] int num_nodes() const;
+  [[nodiscard]] int gpus_per_node() const;
+  [[nodiscard]] int node_of(int gpu) const;        ///< throws std::out_of_range
+  [[nodiscard]] int local_rank(int gpu) const;     ///< index within its node (= rail)
+  [[nodiscard]] std::size_t num_vertices() const;
+  [[nodiscard]] std::size_t num_links() const;
+  [[nodiscard]] const LinkInfo& link(std::uint32_t id) const;
+  [[nodiscard]] VertexKind vertex_kind(std::uint32_t v) const;
+
+  /// Shortest path (fewest hops) from GPU `src` to GPU `dst`; among equal-cost next hops the
+  /// choice is a deterministic hash of (src, dst) (ECMP). src == dst gives an empty route with
+  /// infinite bottleneck. Throws std::out_of_range for bad GPU indices.
+  [[nodiscard]] Route route(int src, int dst) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trainsim::hw

@@ -1,0 +1,83 @@
+// Collective communication costs.
+//
+// CollectiveModel is the seam between the workload and the network: the workload asks
+// "how long does this collective of this size take on this group of GPUs", and a model
+// answers. AlphaBetaModel answers with NCCL's own tuning model (latency + bytes/bandwidth
+// per algorithm and protocol, cheapest wins; ../shared/reference/hardware.md §3.3) on the
+// group's real placement in the topology, without link contention. A flow-level model with
+// contention can implement the same interface later.
+//
+// Sizes follow nccl-tests (doc/PERFORMANCE.md): for all_reduce the buffer size; for
+// all_gather and reduce_scatter the total size (recvcount * n * elem for all_gather);
+// for all_to_all the bytes each rank sends in total; for send_recv the bytes sent.
+// algbw = size / time; busbw = algbw * busbw_factor(op, n).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "core/time.hpp"
+#include "hw/gpu.hpp"
+#include "hw/topology.hpp"
+
+namespace trainsim::net {
+
+enum class CollectiveOp { AllReduce, AllGather, ReduceScatter, AllToAll, SendRecv };
+enum class Algorithm { Ring, Tree, Hierarchical, Pairwise, P2P, None };
+enum class Protocol { LL, LL128, Simple };
+
+std::string_view op_name(CollectiveOp op);         ///< "all_reduce", ...
+std::string_view algorithm_name(Algorithm a);      ///< "ring", "tree", "hierarchical", ...
+std::string_view protocol_name(Protocol p);        ///< "LL", "LL128", "Simple"
+
+/// nccl-tests' bus-bandwidth factor for n ranks: all_reduce 2(n-1)/n, all_gather and
+/// reduce_scatter (n-1)/n, all_to_all (n-1)/n, send_recv 1. n == 1 gives 0 for the
+/// collectives (nothing moves). Throws std::invalid_argument for n < 1.
+double busbw_factor(CollectiveOp op, int n);
+
+/// The cost of one collective.
+struct CollectiveCost {
+  Time time;                               ///< completion time on every member
+  Algorithm algorithm = Algorithm::None;
+  Protocol protocol = Protocol::Simple;
+  double algbw = 0;                        ///< B/s, size / time
+  double busbw = 0;                        ///< B/s, algbw * busbw_factor
+};
+
+/// Interface of a collective cost model.
+class CollectiveModel {
+ public:
+  virtual ~CollectiveModel() = default;
+  /// Cost of `op` moving `bytes` (nccl-tests convention above) among the GPUs in `group`
+  /// (global GPU indices, distinct; for SendRecv exactly two: sender, receiver).
+  /// A group of one GPU, or zero bytes, costs Time::zero().
+  /// Throws std::invalid_argument for an empty group, a bad index or a SendRecv group of
+  /// size != 2.
+  [[nodiscard]] virtual CollectiveCost cost(CollectiveOp op, std::uint64_t bytes,
+                                            std::span<const int> group) const = 0;
+};
+
+/// NCCL-like alpha-beta model without contention.
+///
+/// Per group it derives n (ranks), nNodes and ppn (max ranks per node) from the topology.
+/// Bandwidths: intra-node bus bandwidth = the GPU's NCCL-model NVLink bandwidth
+/// (GpuSpec::nccl_nvlink_bw, e.g. 12 x 20 GB/s on A100, which matches the measured 235 GB/s
+/// ring busbw); inter-node bus bandwidth = (NICs the group uses per node) x achievable NIC
+/// bandwidth (route bottleneck x nic_efficiency). Latencies: NCCL's base and per-hop constants
+/// for Ring/Tree x LL/LL128/Simple (hardware.md §3.3 table). Algorithms: Ring, Tree (only
+/// all_reduce across nodes), Hierarchical all_reduce (intra reduce_scatter, inter all_reduce
+/// per rail, intra all_gather); all_to_all pairwise; send_recv point to point over the route.
+class AlphaBetaModel final : public CollectiveModel {
+ public:
+  /// Keeps references: `topology` and `gpu` must outlive the model.
+  AlphaBetaModel(const hw::Topology& topology, const hw::GpuSpec& gpu);
+  [[nodiscard]] CollectiveCost cost(CollectiveOp op, std::uint64_t bytes,
+                                    std::span<const int> group) const override;
+
+ private:
+  const hw::Topology& topo_;
+  const hw::GpuSpec& gpu_;
+};
+
+}  // namespace trainsim::net

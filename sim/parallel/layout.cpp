@@ -1,0 +1,144 @@
+#include "parallel/layout.hpp"
+
+#include <string>
+
+#include "core/error.hpp"
+
+namespace trainsim::parallel {
+
+std::string_view schedule_name(ScheduleKind s) {
+  switch (s) {
+    case ScheduleKind::GPipe: return "gpipe";
+    case ScheduleKind::PipeDream: return "pipedream";
+    case ScheduleKind::OneFOneB: return "1f1b";
+    case ScheduleKind::Interleaved: return "interleaved";
+    case ScheduleKind::ZbH1: return "zb-h1";
+    case ScheduleKind::ZbH2: return "zb-h2";
+    case ScheduleKind::DualPipe: return "dualpipe";
+  }
+  return "?";
+}
+
+namespace {
+std::string str(std::int64_t v) { return std::to_string(v); }
+}  // namespace
+
+void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_batch,
+                      std::int64_t micro_batch) const {
+  auto positive = [](const char* key, std::int64_t v) {
+    if (v < 1) throw InputError(key, std::string(key) + " must be >= 1 (got " + str(v) + ")");
+  };
+  positive("parallel.tp", tp);
+  positive("parallel.pp", pp);
+  positive("parallel.dp", dp);
+  positive("parallel.ep", ep);
+  positive("parallel.cp", cp);
+  positive("parallel.virtual_stages", virtual_stages);
+  positive("training.micro_batch", micro_batch);
+  positive("training.global_batch", global_batch);
+  if (m.heads % tp != 0) {
+    throw InputError("parallel.tp", "parallel.tp (" + str(tp) + ") must divide model.heads (" +
+                                        str(m.heads) + ")");
+  }
+  if (m.kv_heads % tp != 0 && tp % m.kv_heads != 0) {
+    throw InputError("parallel.tp", "parallel.tp (" + str(tp) +
+                                        ") and model.kv_heads (" + str(m.kv_heads) +
+                                        ") must divide one another");
+  }
+  if (m.ffn_hidden % tp != 0) {
+    throw InputError("parallel.tp", "parallel.tp (" + str(tp) +
+                                        ") must divide model.ffn_hidden (" +
+                                        str(m.ffn_hidden) + ")");
+  }
+  if (pp > m.layers) {
+    throw InputError("parallel.pp", "parallel.pp (" + str(pp) +
+                                        ") is larger than the layer count model.layers (" +
+                                        str(m.layers) + ")");
+  }
+  if (virtual_stages > 1 && schedule != ScheduleKind::Interleaved) {
+    throw InputError("parallel.virtual_stages",
+                     "parallel.virtual_stages > 1 needs schedule = \"interleaved\" (got \"" +
+                         std::string(schedule_name(schedule)) + "\")");
+  }
+  if (static_cast<std::int64_t>(pp) * virtual_stages > m.layers) {
+    throw InputError("parallel.virtual_stages",
+                     "parallel.pp x parallel.virtual_stages (" + str(pp * virtual_stages) +
+                         ") exceeds model.layers (" + str(m.layers) + ")");
+  }
+  if (sequence_parallel && tp == 1) {
+    throw InputError("parallel.sequence_parallel", "parallel.sequence_parallel needs tp > 1");
+  }
+  if (zero < 0 || zero > 3) {
+    throw InputError("parallel.zero", "parallel.zero must be 0..3 (got " + str(zero) + ")");
+  }
+  if (ep != 1) {
+    throw InputError("parallel.ep", "parallel.ep > 1 needs a [model.moe] section; MoE is not "
+                                    "simulated yet");
+  }
+  if (cp != 1) {
+    throw InputError("parallel.cp", "parallel.cp > 1 (context parallelism) is not simulated yet");
+  }
+  if (world_size() != gpus) {
+    throw InputError("cluster.gpus", "tp x pp x dp x cp = " + str(tp) + " x " + str(pp) + " x " +
+                                         str(dp) + " x " + str(cp) + " = " + str(world_size()) +
+                                         " does not equal cluster.gpus (" + str(gpus) + ")");
+  }
+  if (global_batch % (micro_batch * dp) != 0) {
+    throw InputError("training.global_batch",
+                     "training.global_batch (" + str(global_batch) +
+                         ") is not divisible by training.micro_batch x parallel.dp (" +
+                         str(micro_batch) + " x " + str(dp) + ")");
+  }
+  const std::int64_t m_count = global_batch / (micro_batch * dp);
+  switch (schedule) {
+    case ScheduleKind::GPipe:
+    case ScheduleKind::OneFOneB: break;
+    case ScheduleKind::Interleaved:
+      if (pp < 2) {
+        throw InputError("parallel.schedule", "schedule \"interleaved\" needs pp >= 2");
+      }
+      if (m_count % pp != 0) {
+        throw InputError("parallel.schedule",
+                         "schedule \"interleaved\" needs the microbatch count (" + str(m_count) +
+                             " = global_batch / (micro_batch x dp)) to be a multiple of pp (" +
+                             str(pp) + "), as Megatron-LM requires");
+      }
+      break;
+    default:
+      throw InputError("parallel.schedule", "schedule \"" + std::string(schedule_name(schedule)) +
+                                                "\" is not simulated yet (available: gpipe, "
+                                                "1f1b, interleaved)");
+  }
+}
+
+std::vector<int> Layout::tp_group(int dp_i, int pp_i) const {
+  std::vector<int> g;
+  for (int t = 0; t < tp; ++t) g.push_back(rank(t, 0, dp_i, pp_i));
+  return g;
+}
+
+std::vector<int> Layout::dp_group(int tp_i, int pp_i) const {
+  std::vector<int> g;
+  for (int d = 0; d < dp; ++d) g.push_back(rank(tp_i, 0, d, pp_i));
+  return g;
+}
+
+std::vector<int> layers_per_virtual_stage(int layers, int pp, int v) {
+  const int stages = pp * v;
+  if (stages < 1 || layers < stages) {
+    throw InputError("parallel.pp", "cannot split " + str(layers) + " layers over " +
+                                        str(stages) + " pipeline stages");
+  }
+  const int per = (layers + stages - 1) / stages;
+  std::vector<int> out(static_cast<std::size_t>(stages), per);
+  int deficit = per * stages - layers;
+  // Take one layer from the ends inward: first, last, second, second-to-last, ...
+  for (int i = 0; deficit > 0; ++i) {
+    const int idx = (i % 2 == 0) ? i / 2 : stages - 1 - i / 2;
+    --out[static_cast<std::size_t>(idx)];
+    --deficit;
+  }
+  return out;
+}
+
+}  // namespace trainsim::parallel

@@ -1,0 +1,56 @@
+// Parallel layout: degrees of TP, PP, DP, EP, CP, sequence parallelism, virtual pipeline
+// stages, schedule and ZeRO stage, and the mapping of (tp, cp, dp, pp) coordinates onto
+// global GPU ranks.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "model/transformer.hpp"
+
+namespace trainsim::parallel {
+
+enum class ScheduleKind { GPipe, PipeDream, OneFOneB, Interleaved, ZbH1, ZbH2, DualPipe };
+
+std::string_view schedule_name(ScheduleKind s);  ///< "gpipe", "1f1b", "interleaved", ...
+
+struct Layout {
+  int tp = 1, pp = 1, dp = 1, ep = 1, cp = 1;
+  bool sequence_parallel = false;
+  int virtual_stages = 1;  ///< model chunks per pipeline rank (VPP), interleaved only
+  ScheduleKind schedule = ScheduleKind::OneFOneB;
+  int zero = 0;            ///< ZeRO stage 0..3 (1 = distributed optimizer)
+  bool overlap_grad_reduce = true;
+  bool overlap_param_gather = false;
+  bool tp_comm_overlap = false;
+  std::int64_t dp_bucket_params = 0;  ///< 0: Megatron's default max(40M, 1M x dp)
+
+  [[nodiscard]] int world_size() const { return tp * pp * dp * cp; }
+
+  /// Checks the layout against the model, the GPU count and the batch. Throws InputError
+  /// naming the key at fault: tp not dividing heads (or kv_heads), pp larger than the layer
+  /// count, virtual stages with a non-interleaved schedule or more chunks than layers,
+  /// tp*pp*dp*cp != gpus, global batch not divisible by micro_batch*dp, schedules or
+  /// features not simulated yet (ep, cp > 1).
+  void validate(const model::ModelSpec& m, int gpus, std::int64_t global_batch,
+                std::int64_t micro_batch) const;
+
+  /// Global GPU rank of a coordinate. Megatron-LM's default order: tp fastest, then cp,
+  /// then dp, then pp (megatron/core/parallel_state.py, order "tp-cp-ep-dp-pp").
+  [[nodiscard]] int rank(int tp_i, int cp_i, int dp_i, int pp_i) const {
+    return tp_i + tp * (cp_i + cp * (dp_i + dp * pp_i));
+  }
+  /// The TP group containing (dp_i, pp_i), cp 0.
+  [[nodiscard]] std::vector<int> tp_group(int dp_i, int pp_i) const;
+  /// The DP group containing (tp_i, pp_i), cp 0.
+  [[nodiscard]] std::vector<int> dp_group(int tp_i, int pp_i) const;
+};
+
+/// Layers of each virtual pipeline stage (pp * v of them, in virtual-stage order). Layers are
+/// spread evenly; when they do not divide, the first and last stages (which also hold the
+/// embedding and the LM head) get one layer fewer, as in Llama 3 405B's 126 layers on 16
+/// stages (Dubey et al. 2024 §3.3.2).
+std::vector<int> layers_per_virtual_stage(int layers, int pp, int v);
+
+}  // namespace trainsim::parallel

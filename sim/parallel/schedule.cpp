@@ -1,0 +1,94 @@
+#include "parallel/schedule.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.hpp"
+
+namespace trainsim::parallel {
+
+namespace {
+void check(int pp, int m) {
+  if (pp < 1 || m < 1) {
+    throw InputError("parallel.pp", "pipeline needs pp >= 1 and microbatches >= 1 (pp=" +
+                                        std::to_string(pp) + ", m=" + std::to_string(m) + ")");
+  }
+}
+}  // namespace
+
+std::vector<StageProgram> gpipe_schedule(int pp, int m) {
+  check(pp, m);
+  std::vector<StageProgram> out(static_cast<std::size_t>(pp));
+  for (auto& prog : out) {
+    for (int i = 0; i < m; ++i) prog.push_back({PassKind::Forward, i, 0});
+    for (int i = 0; i < m; ++i) prog.push_back({PassKind::Backward, i, 0});
+  }
+  return out;
+}
+
+std::vector<StageProgram> one_f_one_b_schedule(int pp, int m) {
+  check(pp, m);
+  std::vector<StageProgram> out(static_cast<std::size_t>(pp));
+  for (int r = 0; r < pp; ++r) {
+    auto& prog = out[static_cast<std::size_t>(r)];
+    const int warmup = std::min(pp - r - 1, m);
+    const int steady = m - warmup;
+    for (int i = 0; i < warmup; ++i) prog.push_back({PassKind::Forward, i, 0});
+    for (int i = 0; i < steady; ++i) {
+      prog.push_back({PassKind::Forward, warmup + i, 0});
+      prog.push_back({PassKind::Backward, i, 0});
+    }
+    for (int i = steady; i < m; ++i) prog.push_back({PassKind::Backward, i, 0});
+  }
+  return out;
+}
+
+std::vector<StageProgram> interleaved_schedule(int pp, int m, int v) {
+  check(pp, m);
+  if (v < 1) throw InputError("parallel.virtual_stages", "virtual_stages must be >= 1");
+  if (m % pp != 0) {
+    throw InputError("parallel.schedule",
+                     "interleaved schedule needs microbatches (" + std::to_string(m) +
+                         ") to be a multiple of pp (" + std::to_string(pp) + ")");
+  }
+  const int total = m * v;
+  auto fwd_op = [&](int k) {
+    const int chunk = (k / pp) % v;
+    const int mb = (k / (pp * v)) * pp + k % pp;
+    return PipeOp{PassKind::Forward, mb, chunk};
+  };
+  auto bwd_op = [&](int k) {
+    const int chunk = v - 1 - (k / pp) % v;
+    const int mb = (k / (pp * v)) * pp + k % pp;
+    return PipeOp{PassKind::Backward, mb, chunk};
+  };
+  std::vector<StageProgram> out(static_cast<std::size_t>(pp));
+  for (int r = 0; r < pp; ++r) {
+    auto& prog = out[static_cast<std::size_t>(r)];
+    int warmup = (m == pp) ? total : (pp - r - 1) * 2 + (v - 1) * pp;
+    warmup = std::min(warmup, total);
+    const int steady = total - warmup;
+    for (int k = 0; k < warmup; ++k) prog.push_back(fwd_op(k));
+    for (int k = 0; k < steady; ++k) {
+      prog.push_back(fwd_op(warmup + k));
+      prog.push_back(bwd_op(k));
+    }
+    for (int k = steady; k < total; ++k) prog.push_back(bwd_op(k));
+  }
+  return out;
+}
+
+std::vector<StageProgram> make_schedule(const Layout& layout, int microbatches) {
+  switch (layout.schedule) {
+    case ScheduleKind::GPipe: return gpipe_schedule(layout.pp, microbatches);
+    case ScheduleKind::OneFOneB: return one_f_one_b_schedule(layout.pp, microbatches);
+    case ScheduleKind::Interleaved:
+      return interleaved_schedule(layout.pp, microbatches, layout.virtual_stages);
+    default:
+      throw InputError("parallel.schedule", "schedule \"" +
+                                                std::string(schedule_name(layout.schedule)) +
+                                                "\" is not simulated yet");
+  }
+}
+
+}  // namespace trainsim::parallel

@@ -1,0 +1,194 @@
+#include "report/report.hpp"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+
+namespace trainsim::report {
+
+using nlohmann::ordered_json;
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+ordered_json memory_json(const workload::MemoryBreakdown& m) {
+  ordered_json j;
+  j["weights"] = m.weights / kGiB;
+  j["gradients"] = m.gradients / kGiB;
+  j["optimizer"] = m.optimizer / kGiB;
+  j["activations"] = m.activations / kGiB;
+  j["total"] = m.total / kGiB;
+  j["capacity"] = m.capacity / kGiB;
+  return j;
+}
+
+ordered_json breakdown_json(const workload::StageBreakdown& b) {
+  ordered_json j;
+  j["compute"] = b.compute;
+  j["exposed_tp_comm"] = b.exposed_of(Category::TpComm);
+  j["exposed_dp_comm"] = b.exposed_of(Category::DpComm);
+  j["exposed_pp_comm"] = b.exposed_of(Category::PpComm);
+  j["exposed_ep_comm"] = b.exposed_of(Category::EpComm);
+  j["exposed_cp_comm"] = b.exposed_of(Category::CpComm);
+  j["bubble"] = b.bubble;
+  j["optimizer"] = b.optimizer;
+  return j;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace
+
+std::string to_json(const workload::Scenario& sc, const workload::StepResult& r) {
+  ordered_json j;
+  j["trainsim_version"] = TRAINSIM_VERSION;
+  j["scenario"] = sc.name;
+  j["model"] = sc.model.name;
+  j["gpu"] = sc.gpu.display_name;
+  j["gpus"] = sc.gpus;
+  j["step_time_s"] = r.step_time.seconds();
+  j["step_time_ps"] = r.step_time.count_ps();
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["model_tflops_per_gpu"] = r.model_tflops_per_gpu;
+  j["hardware_tflops_per_gpu"] = r.hardware_tflops_per_gpu;
+  j["mfu"] = r.mfu;
+  j["hfu"] = r.hfu;
+  j["bubble_fraction"] = r.bubble_fraction;
+  j["memory_gib"] = memory_json(r.memory);
+  j["fits_in_memory"] = r.memory.fits;
+  j["breakdown_s"] = breakdown_json(r.breakdown);
+  if (r.time_to_train_days) j["time_to_train_days"] = *r.time_to_train_days;
+  if (r.cost_usd) j["cost_usd"] = *r.cost_usd;
+  const auto& L = sc.layout;
+  ordered_json lay;
+  lay["tp"] = L.tp;
+  lay["pp"] = L.pp;
+  lay["dp"] = L.dp;
+  lay["ep"] = L.ep;
+  lay["cp"] = L.cp;
+  lay["sequence_parallel"] = L.sequence_parallel;
+  lay["virtual_stages"] = L.virtual_stages;
+  lay["schedule"] = std::string(parallel::schedule_name(L.schedule));
+  lay["zero"] = L.zero;
+  lay["micro_batch"] = sc.training.micro_batch;
+  lay["global_batch"] = sc.training.global_batch;
+  lay["microbatches"] = r.microbatches;
+  lay["recompute"] = model::recompute_name(sc.training.recompute);
+  j["layout"] = lay;
+  ordered_json stages = ordered_json::array();
+  for (const auto& s : r.stages) {
+    ordered_json st;
+    st["stage"] = s.stage;
+    st["layers"] = s.layers;
+    st["params"] = s.params;
+    st["peak_inflight_microbatches"] = s.peak_inflight;
+    st["memory_gib"] = memory_json(s.memory);
+    st["breakdown_s"] = breakdown_json(s.breakdown);
+    stages.push_back(st);
+  }
+  j["stages"] = stages;
+  ordered_json sim;
+  sim["fidelity"] = workload::fidelity_name(sc.fidelity);
+  sim["tasks"] = r.tasks;
+  sim["events"] = r.events;
+  j["simulation"] = sim;
+  return j.dump(2) + "\n";
+}
+
+void print_table(std::ostream& os, const workload::Scenario& sc, const workload::StepResult& r) {
+  const auto& L = sc.layout;
+  os << "trainsim " << TRAINSIM_VERSION << " — " << sc.name << "\n";
+  os << "  model      " << sc.model.name << ": " << fmt("%.1f", sc.model.total_params() / 1e9)
+     << "B params, " << sc.model.layers << " layers, h=" << sc.model.hidden
+     << ", seq=" << sc.model.seq_len << "\n";
+  os << "  cluster    " << sc.gpus << " x " << sc.gpu.display_name << " (" << sc.topology.name
+     << ")\n";
+  os << "  layout     TP " << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp
+     << ", DP " << L.dp << ", schedule " << parallel::schedule_name(L.schedule);
+  if (L.virtual_stages > 1) os << " (v=" << L.virtual_stages << ")";
+  os << ", ZeRO " << L.zero << ", recompute " << model::recompute_name(sc.training.recompute)
+     << ", microbatch " << sc.training.micro_batch << " x " << r.microbatches << " per pipeline\n\n";
+  os << "  step time              " << fmt("%10.3f s", r.step_time.seconds()) << "\n";
+  os << "  throughput             " << fmt("%10.0f tokens/s", r.tokens_per_s) << "\n";
+  os << "  model TFLOP/s per GPU  " << fmt("%10.1f", r.model_tflops_per_gpu) << "\n";
+  os << "  hw TFLOP/s per GPU     " << fmt("%10.1f", r.hardware_tflops_per_gpu) << "\n";
+  os << "  MFU / HFU              " << fmt("%9.1f%%", 100 * r.mfu) << " / "
+     << fmt("%.1f%%", 100 * r.hfu) << "\n";
+  os << "  bubble fraction        " << fmt("%9.1f%%", 100 * r.bubble_fraction) << "\n";
+  if (r.time_to_train_days) {
+    os << "  time to train          " << fmt("%10.1f days", *r.time_to_train_days);
+    if (r.cost_usd) os << fmt("  (%.3g USD)", *r.cost_usd);
+    os << "\n";
+  }
+  const auto& m = r.memory;
+  os << "\n  memory per GPU (GiB, fullest stage)\n";
+  os << "    weights     " << fmt("%8.2f", m.weights / kGiB) << "\n";
+  os << "    gradients   " << fmt("%8.2f", m.gradients / kGiB) << "\n";
+  os << "    optimizer   " << fmt("%8.2f", m.optimizer / kGiB) << "\n";
+  os << "    activations " << fmt("%8.2f", m.activations / kGiB) << "\n";
+  os << "    total       " << fmt("%8.2f", m.total / kGiB) << " of "
+     << fmt("%.2f", m.capacity / kGiB) << (m.fits ? "  (fits)" : "  (DOES NOT FIT)") << "\n";
+  const auto& b = r.breakdown;
+  const double step = r.step_time.seconds();
+  auto line = [&](const char* name, double v) {
+    os << "    " << name << fmt("%10.3f s", v) << fmt("  %5.1f%%", 100 * v / step) << "\n";
+  };
+  os << "\n  where the time went (mean over pipeline stages)\n";
+  line("compute          ", b.compute);
+  line("exposed TP comm  ", b.exposed_of(Category::TpComm));
+  line("exposed DP comm  ", b.exposed_of(Category::DpComm));
+  line("exposed PP comm  ", b.exposed_of(Category::PpComm));
+  line("exposed EP comm  ", b.exposed_of(Category::EpComm));
+  line("exposed CP comm  ", b.exposed_of(Category::CpComm));
+  line("pipeline bubble  ", b.bubble);
+  line("optimizer        ", b.optimizer);
+  os << "\n  simulated " << r.tasks << " tasks, " << r.events << " events (fidelity "
+     << workload::fidelity_name(sc.fidelity) << ")\n";
+}
+
+std::string to_chrome_trace(const workload::Scenario& sc, const workload::StepResult& r) {
+  const TaskGraph& g = *r.graph;
+  ordered_json events = ordered_json::array();
+  std::vector<bool> named(static_cast<std::size_t>(sc.layout.pp), false);
+  for (StreamId s = 0; s < g.num_streams(); ++s) {
+    const auto& st = g.stream(s);
+    if (!named[st.rank]) {
+      named[st.rank] = true;
+      events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", st.rank},
+                        {"args", {{"name", "stage " + std::to_string(st.rank)}}}});
+      events.push_back({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", st.rank},
+                        {"args", {{"sort_index", st.rank}}}});
+    }
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", st.rank}, {"tid", s},
+                      {"args", {{"name", g.label(st.name)}}}});
+  }
+  for (TaskId t = 0; t < g.num_tasks(); ++t) {
+    const Task& task = g.task(t);
+    const Time start = r.task_start[t], end = r.task_end[t];
+    ordered_json e;
+    e["name"] = g.label(task.label);
+    e["cat"] = std::string(category_name(task.category));
+    e["ph"] = "X";
+    e["ts"] = static_cast<double>(start.count_ps()) / 1e6;
+    e["dur"] = static_cast<double>((end - start).count_ps()) / 1e6;
+    e["pid"] = g.stream(task.stream).rank;
+    e["tid"] = task.stream;
+    if (task.microbatch >= 0) {
+      e["args"] = {{"microbatch", task.microbatch}, {"chunk", task.chunk}};
+    }
+    events.push_back(std::move(e));
+  }
+  ordered_json j;
+  j["traceEvents"] = std::move(events);
+  j["displayTimeUnit"] = "ms";
+  j["otherData"] = {{"trainsim_version", TRAINSIM_VERSION}, {"scenario", sc.name}};
+  return j.dump() + "\n";
+}
+
+}  // namespace trainsim::report

@@ -1,0 +1,691 @@
+#include "workload/builder.hpp"
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <string>
+
+#include "core/error.hpp"
+#include "cost/cost_model.hpp"
+#include "model/memory.hpp"
+#include "net/collective.hpp"
+#include "parallel/schedule.hpp"
+
+namespace trainsim::workload {
+
+const char* fidelity_name(Fidelity f) {
+  switch (f) {
+    case Fidelity::Analytic: return "analytic";
+    case Fidelity::Stage: return "stage";
+    case Fidelity::Full: return "full";
+  }
+  return "?";
+}
+
+namespace {
+
+using model::Op;
+using model::OpKind;
+using model::Shard;
+using net::CollectiveOp;
+using parallel::PassKind;
+using parallel::PipeOp;
+
+/// Bytes of the optimizer step per local parameter: read and write the fp32 master weight,
+/// momentum and variance (2 x 12), read the 16-bit gradient (2), write the 16-bit weight (2).
+constexpr double kAdamBytesPerParam = 28.0;
+
+/// A compute op of one rank with its cost per pass.
+struct OpCost {
+  LabelId fwd_label = kNoId, bwd_label = kNoId, recompute_label = kNoId;
+  Time fwd, bwd_input, bwd_weight;
+  LabelId dgrad_label = kNoId, wgrad_label = kNoId;
+};
+
+/// A collective of one rank's TP or DP group.
+struct CommCost {
+  LabelId label = kNoId;
+  Time time;
+};
+
+/// Per-rank costs of a layer, the head and the embedding, computed once per step.
+struct LayerCosts {
+  OpCost attn_norm, qkv, attention, proj, attn_residual, mlp_norm, mlp_in, act, mlp_out,
+      mlp_residual;
+  OpCost embedding, final_norm, lm_head, loss;
+  CommCost tp_ag, tp_rs, tp_ar;          // of one [b, s, h] activation
+  CommCost tp_ag_bwd, tp_rs_bwd;         // conjugates in backward (same sizes, own labels)
+  CommCost tp_ag_wgrad;                  // SP: input all-gather for the weight gradient
+  CommCost tp_ar_bwd;
+  CommCost head_ag, head_rs, head_ar;    // around the LM head
+  double layer_params = 0;               // per rank
+};
+
+class StepBuilder final : public PassEmitter {
+ public:
+  StepBuilder(const Scenario& sc, const hw::Topology& topo, const net::CollectiveModel& comm,
+              const cost::CostModel& cost, TaskGraph& g, int microbatches)
+      : sc_(sc), topo_(topo), comm_(comm), cost_(cost), g_(g), m_(microbatches) {
+    const auto& L = sc_.layout;
+    tp_ = L.tp;
+    sp_ = L.sequence_parallel;
+    v_ = L.virtual_stages;
+    layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, L.pp, v_);
+    last_vs_ = L.pp * v_ - 1;
+    bucket_params_ = L.dp_bucket_params > 0
+                         ? static_cast<double>(L.dp_bucket_params)
+                         : std::max(40e6, 1e6 * L.dp);
+    compute_costs();
+  }
+
+  const LayerCosts& costs() const { return c_; }
+  int layers_of(int vs) const { return layers_[static_cast<std::size_t>(vs)]; }
+
+  /// Parameters of one rank of `stage`.
+  double stage_params(int stage) const {
+    double p = 0;
+    for (int c = 0; c < v_; ++c) p += layers_of(c * sc_.layout.pp + stage) * c_.layer_params;
+    if (stage == 0) p += sc_.model.embedding_params() / tp_;
+    if (stage == sc_.layout.pp - 1) {
+      p += sc_.model.head_params() / tp_;
+      if (sc_.model.tied_embeddings && sc_.layout.pp > 1) p += sc_.model.embedding_params() / tp_;
+    }
+    return p;
+  }
+
+  /// Parameters in model chunk `chunk` of `stage` (embedding and head included).
+  double chunk_params(int stage, int chunk) const {
+    const int vs = chunk * sc_.layout.pp + stage;
+    double p = layers_of(vs) * c_.layer_params;
+    if (vs == 0) p += sc_.model.embedding_params() / tp_;
+    if (vs == last_vs_) p += sc_.model.head_params() / tp_;
+    return p;
+  }
+
+  void set_last_backward(std::vector<std::vector<int>> last_bwd) { last_bwd_ = std::move(last_bwd); }
+
+  /// Before the stage's program: ZeRO-1/2 parameter all-gathers overlapped with the forward.
+  void begin_stage(const StageStreams& st, int stage) {
+    stage_ = stage;
+    dp_grad_tasks_.clear();
+    chunk_param_gather_.assign(static_cast<std::size_t>(v_), kNoId);
+    bucket_fill_ = 0;
+    const auto& L = sc_.layout;
+    if (L.dp > 1 && (L.zero == 1 || L.zero == 2) && L.overlap_param_gather) {
+      for (int c = 0; c < v_; ++c) {
+        for (double bytes : bucket_bytes(chunk_params(stage, c))) {
+          chunk_param_gather_[static_cast<std::size_t>(c)] =
+              g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes), Category::DpComm,
+                          l_param_ag_);
+        }
+      }
+    }
+  }
+
+  /// After the program: remaining gradient reduction, optimizer step, parameter gathers.
+  void end_stage(const StageStreams& st, TaskId last_compute) {
+    const auto& L = sc_.layout;
+    const bool dp_comm = L.dp > 1;
+    if (dp_comm && !L.overlap_grad_reduce && L.zero < 3) {
+      for (int c = v_ - 1; c >= 0; --c) {
+        for (double bytes : bucket_bytes(chunk_params(stage_, c))) {
+          const TaskId t = g_.add_task(st.dp, dp_cost(grad_op(), bytes), Category::DpComm,
+                                       l_grad_reduce_);
+          g_.add_dependency(last_compute, t);
+          dp_grad_tasks_.push_back(t);
+        }
+      }
+    }
+    const double params = stage_params(stage_);
+    const double local = L.zero >= 1 ? params / L.dp : params;
+    const TaskId opt = g_.add_task(st.compute, cost_.memory_bound(kAdamBytesPerParam * local),
+                                   Category::Optimizer, l_optimizer_);
+    for (TaskId t : dp_grad_tasks_) g_.add_dependency(t, opt);
+    if (dp_comm && (L.zero == 1 || L.zero == 2) && !L.overlap_param_gather) {
+      for (int c = 0; c < v_; ++c) {
+        for (double bytes : bucket_bytes(chunk_params(stage_, c))) {
+          const TaskId t = g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
+                                       Category::DpComm, l_param_ag_);
+          g_.add_dependency(opt, t);
+        }
+      }
+    }
+  }
+
+  PassRecord emit(TaskGraph& g, const StageStreams& st, int stage, const PipeOp& op,
+                  TaskId wait_for) override {
+    (void)g;
+    st_ = &st;
+    mb_ = op.microbatch;
+    chunk_ = op.chunk;
+    wait_.clear();
+    if (wait_for != kNoId) wait_.push_back(wait_for);
+    first_ = kNoId;
+    last_ = kNoId;
+    const int vs = op.chunk * sc_.layout.pp + stage;
+    const int nl = layers_of(vs);
+    if (op.kind == PassKind::Forward) {
+      const TaskId gather = chunk_param_gather_[static_cast<std::size_t>(op.chunk)];
+      if (gather != kNoId) {
+        wait_.push_back(gather);
+        chunk_param_gather_[static_cast<std::size_t>(op.chunk)] = kNoId;
+      }
+      if (vs == 0) embedding_forward();
+      for (int l = 0; l < nl; ++l) layer_forward(false);
+      if (vs == last_vs_) head_forward();
+    } else {
+      const bool reduce_now = sc_.layout.dp > 1 && sc_.layout.overlap_grad_reduce &&
+                              sc_.layout.zero < 3 &&
+                              last_bwd_[static_cast<std::size_t>(stage)]
+                                       [static_cast<std::size_t>(op.chunk)] == op.microbatch;
+      reduce_now_ = reduce_now;
+      bucket_fill_ = 0;
+      if (vs == last_vs_) {
+        head_backward();
+        add_grads(sc_.model.head_params() / tp_);
+      }
+      for (int l = 0; l < nl; ++l) {
+        if (sc_.training.recompute == model::Recompute::Full) layer_forward(true);
+        layer_backward();
+      }
+      if (vs == 0) {
+        embedding_backward();
+        add_grads(sc_.model.embedding_params() / tp_);
+      }
+      if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
+    }
+    return {first_, last_};
+  }
+
+ private:
+  // ----- costs -------------------------------------------------------------------------
+  OpCost op_cost(const Op& op, const std::string& name) {
+    OpCost c;
+    c.fwd_label = g_.intern(name);
+    c.bwd_label = g_.intern(name + " bwd");
+    c.recompute_label = g_.intern("recompute " + name);
+    const hw::Dtype dt = sc_.training.dtype;
+    const double t = tp_;
+    switch (op.kind) {
+      case OpKind::Gemm: {
+        std::int64_t m = op.m, n = op.n, k = op.k;
+        if (op.shard == Shard::Column) n = std::max<std::int64_t>(1, n / tp_);
+        if (op.shard == Shard::Row) k = std::max<std::int64_t>(1, k / tp_);
+        c.fwd = cost_.gemm(m, n, k, dt);
+        c.bwd_input = cost_.gemm(m, k, n, dt);   // dX = dY * W^T
+        c.bwd_weight = cost_.gemm(k, n, m, dt);  // dW = X^T * dY
+        c.dgrad_label = g_.intern(name + " dgrad");
+        c.wgrad_label = g_.intern(name + " wgrad");
+        break;
+      }
+      case OpKind::Attention: {
+        const int heads = std::max(1, op.heads / tp_);
+        const auto impl = sc_.training.flash_attention ? cost::AttentionImpl::Flash
+                                                       : cost::AttentionImpl::Unfused;
+        c.fwd = cost_.attention_fwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl);
+        c.bwd_input = cost_.attention_bwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl);
+        break;
+      }
+      default: {
+        double div = 1;
+        if (op.shard == Shard::TpLocal) div = t;
+        if (op.shard == Shard::Replicated && sp_) div = t;
+        c.fwd = cost_.memory_bound(op.fwd_bytes / div);
+        c.bwd_input = cost_.memory_bound(op.bwd_bytes / div);
+        break;
+      }
+    }
+    return c;
+  }
+
+  CommCost tp_comm(CollectiveOp op, double bytes, const std::string& label) {
+    CommCost c;
+    c.label = g_.intern(label);
+    if (tp_ > 1) {
+      const auto group = sc_.layout.tp_group(0, 0);
+      c.time = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
+    }
+    return c;
+  }
+
+  void compute_costs() {
+    const auto& mdl = sc_.model;
+    const std::int64_t b = sc_.training.micro_batch;
+    const auto ops = model::layer_ops(mdl, b);
+    auto find = [&](const char* name) -> const Op& {
+      for (const Op& o : ops) {
+        if (o.name == name) return o;
+      }
+      return ops.front();
+    };
+    const bool swiglu = mdl.activation == model::Activation::SwiGLU;
+    c_.attn_norm = op_cost(find("attn_norm"), "attn_norm");
+    c_.qkv = op_cost(find("qkv"), "qkv");
+    c_.attention = op_cost(find("attention"), "attention");
+    c_.proj = op_cost(find("proj"), "proj");
+    c_.attn_residual = op_cost(find("attn_residual"), "attn_residual");
+    c_.mlp_norm = op_cost(find("mlp_norm"), "mlp_norm");
+    c_.mlp_in = op_cost(find(swiglu ? "mlp_gate_up" : "mlp_fc1"), swiglu ? "mlp_gate_up" : "mlp_fc1");
+    c_.act = op_cost(find(swiglu ? "swiglu" : "gelu"), swiglu ? "swiglu" : "gelu");
+    c_.mlp_out = op_cost(find(swiglu ? "mlp_down" : "mlp_fc2"), swiglu ? "mlp_down" : "mlp_fc2");
+    c_.mlp_residual = op_cost(find("mlp_residual"), "mlp_residual");
+    c_.embedding = op_cost(model::embedding_op(mdl, b), "embedding");
+    const auto head = model::head_ops(mdl, b);
+    c_.final_norm = op_cost(head[0], "final_norm");
+    c_.lm_head = op_cost(head[1], "lm_head");
+    c_.loss = op_cost(head[2], "loss");
+    const double act = static_cast<double>(b) * mdl.seq_len * mdl.hidden * 2.0;
+    c_.tp_ag = tp_comm(CollectiveOp::AllGather, act, "tp all_gather");
+    c_.tp_rs = tp_comm(CollectiveOp::ReduceScatter, act, "tp reduce_scatter");
+    c_.tp_ar = tp_comm(CollectiveOp::AllReduce, act, "tp all_reduce");
+    c_.tp_ag_bwd = tp_comm(CollectiveOp::AllGather, act, "tp all_gather bwd");
+    c_.tp_rs_bwd = tp_comm(CollectiveOp::ReduceScatter, act, "tp reduce_scatter bwd");
+    c_.tp_ag_wgrad = tp_comm(CollectiveOp::AllGather, act, "tp all_gather (wgrad input)");
+    c_.tp_ar_bwd = tp_comm(CollectiveOp::AllReduce, act, "tp all_reduce bwd");
+    c_.layer_params = mdl.params_per_layer() / tp_;
+    l_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "dp reduce_scatter grads"
+                                                    : "dp all_reduce grads");
+    l_param_ag_ = g_.intern("dp all_gather params");
+    l_optimizer_ = g_.intern("optimizer step");
+  }
+
+  Time dp_cost(CollectiveOp op, double bytes) {
+    const auto key = std::make_pair(static_cast<int>(op), bytes);
+    auto it = dp_cache_.find(key);
+    if (it != dp_cache_.end()) return it->second;
+    const auto group = sc_.layout.dp_group(0, stage_);
+    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
+    dp_cache_.emplace(key, t);
+    return t;
+  }
+
+  CollectiveOp grad_op() const {
+    return sc_.layout.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
+  }
+
+  /// Splits `params` into buckets; returns the gradient bytes of each.
+  std::vector<double> bucket_bytes(double params) const {
+    std::vector<double> out;
+    while (params > 0) {
+      const double p = std::min(params, bucket_params_);
+      out.push_back(p * hw::dtype_bytes(grad_dtype()));
+      params -= p;
+    }
+    return out;
+  }
+  hw::Dtype grad_dtype() const {
+    return sc_.training.dtype == hw::Dtype::FP8 ? hw::Dtype::BF16 : sc_.training.dtype;
+  }
+
+  // ----- emission helpers --------------------------------------------------------------
+  TaskId compute(Time d, LabelId label) {
+    const TaskId t = g_.add_task(st_->compute, d, Category::Compute, label, mb_, chunk_);
+    for (TaskId w : wait_) g_.add_dependency(w, t);
+    wait_.clear();
+    if (first_ == kNoId) first_ = t;
+    last_ = t;
+    return t;
+  }
+  /// A TP collective whose input is produced by `after` (the last compute task if kNoId).
+  TaskId tp(const CommCost& c, TaskId after = kNoId) {
+    const TaskId t = g_.add_task(st_->tp, c.time, Category::TpComm, c.label, mb_, chunk_);
+    const TaskId src = after != kNoId ? after : last_;
+    if (src != kNoId) g_.add_dependency(src, t);
+    if (first_ == kNoId) {
+      for (TaskId w : wait_) g_.add_dependency(w, t);
+      wait_.clear();
+      first_ = t;
+    }
+    return t;
+  }
+  /// ZeRO-3: all-gather one layer's parameters before it runs.
+  void zero3_gather() {
+    if (sc_.layout.zero != 3 || sc_.layout.dp == 1) return;
+    const TaskId t = g_.add_task(st_->dp, dp_cost(CollectiveOp::AllGather,
+                                                  c_.layer_params * hw::dtype_bytes(grad_dtype())),
+                                 Category::DpComm, l_param_ag_, mb_, chunk_);
+    wait_.push_back(t);
+  }
+  void add_grads(double params) {
+    if (!reduce_now_) return;
+    bucket_fill_ += params;
+    if (bucket_fill_ >= bucket_params_) flush_bucket();
+  }
+  void flush_bucket() {
+    const TaskId t = g_.add_task(st_->dp, dp_cost(grad_op(), bucket_fill_ * hw::dtype_bytes(grad_dtype())),
+                                 Category::DpComm, l_grad_reduce_, mb_, chunk_);
+    g_.add_dependency(last_, t);
+    dp_grad_tasks_.push_back(t);
+    bucket_fill_ = 0;
+  }
+
+  bool tp_on() const { return tp_ > 1; }
+  bool overlap() const { return sc_.layout.tp_comm_overlap; }
+
+  /// Column-parallel GEMM preceded (SP) by the all-gather of its input.
+  void gather_then_gemm(const OpCost& gemm, bool recompute) {
+    const LabelId label = recompute ? gemm.recompute_label : gemm.fwd_label;
+    if (tp_on() && sp_) {
+      const TaskId ag = tp(c_.tp_ag);
+      if (overlap()) {
+        compute(gemm.fwd, label);
+        wait_.push_back(ag);
+        return;
+      }
+      wait_.push_back(ag);
+    }
+    compute(gemm.fwd, label);
+  }
+  /// Row-parallel GEMM followed by its reduce-scatter (SP) or all-reduce.
+  void gemm_then_reduce(const OpCost& gemm, bool recompute) {
+    const LabelId label = recompute ? gemm.recompute_label : gemm.fwd_label;
+    if (!tp_on()) {
+      compute(gemm.fwd, label);
+      return;
+    }
+    const CommCost& red = sp_ ? c_.tp_rs : c_.tp_ar;
+    if (overlap()) {
+      const TaskId before = last_;
+      const TaskId r = tp(red, before);
+      compute(gemm.fwd, label);
+      wait_.push_back(r);
+      return;
+    }
+    compute(gemm.fwd, label);
+    wait_.push_back(tp(red));
+  }
+
+  void layer_forward(bool recompute) {
+    auto lbl = [recompute](const OpCost& c) { return recompute ? c.recompute_label : c.fwd_label; };
+    if (!recompute) zero3_gather();
+    compute(c_.attn_norm.fwd, lbl(c_.attn_norm));
+    gather_then_gemm(c_.qkv, recompute);
+    compute(c_.attention.fwd, lbl(c_.attention));
+    gemm_then_reduce(c_.proj, recompute);
+    compute(c_.attn_residual.fwd, lbl(c_.attn_residual));
+    compute(c_.mlp_norm.fwd, lbl(c_.mlp_norm));
+    gather_then_gemm(c_.mlp_in, recompute);
+    compute(c_.act.fwd, lbl(c_.act));
+    gemm_then_reduce(c_.mlp_out, recompute);
+    compute(c_.mlp_residual.fwd, lbl(c_.mlp_residual));
+  }
+
+  /// Backward of a row-parallel GEMM: (SP) all-gather of the output gradient, then dgrad
+  /// and wgrad.
+  void row_backward(const OpCost& gemm) {
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
+    compute(gemm.bwd_input, gemm.dgrad_label);
+    compute(gemm.bwd_weight, gemm.wgrad_label);
+  }
+  /// Backward of a column-parallel GEMM: dgrad, then the input-gradient reduce-scatter (SP)
+  /// or all-reduce overlapped with wgrad; with SP, wgrad also waits for the re-gathered input.
+  TaskId column_backward(const OpCost& gemm) {
+    TaskId ag_input = kNoId;
+    if (tp_on() && sp_) ag_input = tp(c_.tp_ag_wgrad);
+    compute(gemm.bwd_input, gemm.dgrad_label);
+    TaskId red = kNoId;
+    if (tp_on()) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
+    if (ag_input != kNoId) wait_.push_back(ag_input);
+    const TaskId wgrad = compute(gemm.bwd_weight, gemm.wgrad_label);
+    if (red != kNoId) wait_.push_back(red);
+    return wgrad;
+  }
+
+  void layer_backward() {
+    zero3_gather();
+    compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
+    row_backward(c_.mlp_out);
+    compute(c_.act.bwd_input, c_.act.bwd_label);
+    column_backward(c_.mlp_in);
+    compute(c_.mlp_norm.bwd_input, c_.mlp_norm.bwd_label);
+    compute(c_.attn_residual.bwd_input, c_.attn_residual.bwd_label);
+    row_backward(c_.proj);
+    if (sc_.training.recompute == model::Recompute::Selective) {
+      compute(c_.attention.fwd, c_.attention.recompute_label);
+    }
+    compute(c_.attention.bwd_input, c_.attention.bwd_label);
+    const TaskId wgrad = column_backward(c_.qkv);
+    compute(c_.attn_norm.bwd_input, c_.attn_norm.bwd_label);
+    if (sc_.layout.zero == 3 && sc_.layout.dp > 1) {
+      const TaskId rs = g_.add_task(st_->dp,
+                                    dp_cost(CollectiveOp::ReduceScatter,
+                                            c_.layer_params * hw::dtype_bytes(grad_dtype())),
+                                    Category::DpComm, l_grad_reduce_, mb_, chunk_);
+      g_.add_dependency(wgrad, rs);
+      dp_grad_tasks_.push_back(rs);
+    }
+    add_grads(c_.layer_params);
+  }
+
+  void embedding_forward() {
+    compute(c_.embedding.fwd, c_.embedding.fwd_label);
+    if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
+  }
+  void embedding_backward() {
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
+    compute(c_.embedding.bwd_input, c_.embedding.bwd_label);
+  }
+  void head_forward() {
+    compute(c_.final_norm.fwd, c_.final_norm.fwd_label);
+    gather_then_gemm(c_.lm_head, false);
+    compute(c_.loss.fwd, c_.loss.fwd_label);
+  }
+  void head_backward() {
+    compute(c_.loss.bwd_input, c_.loss.bwd_label);
+    column_backward(c_.lm_head);
+    compute(c_.final_norm.bwd_input, c_.final_norm.bwd_label);
+  }
+
+  const Scenario& sc_;
+  const hw::Topology& topo_;
+  const net::CollectiveModel& comm_;
+  const cost::CostModel& cost_;
+  TaskGraph& g_;
+  int m_ = 1, tp_ = 1, v_ = 1, last_vs_ = 0, stage_ = 0;
+  bool sp_ = false;
+  std::vector<int> layers_;
+  double bucket_params_ = 0;
+  LayerCosts c_;
+  LabelId l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId;
+  std::map<std::pair<int, double>, Time> dp_cache_;
+  std::vector<std::vector<int>> last_bwd_;
+  // per-pass state
+  const StageStreams* st_ = nullptr;
+  int mb_ = -1, chunk_ = -1;
+  std::vector<TaskId> wait_;
+  TaskId first_ = kNoId, last_ = kNoId;
+  bool reduce_now_ = false;
+  double bucket_fill_ = 0;
+  std::vector<TaskId> dp_grad_tasks_;
+  std::vector<TaskId> chunk_param_gather_;
+};
+
+/// Emits the whole pipeline with the builder, stage by stage, with the stage prologue and
+/// epilogue around each program. build_pipeline() emits stages in order, so the hooks run
+/// from a thin emitter wrapper that notices stage changes.
+class StagedEmitter final : public PassEmitter {
+ public:
+  StagedEmitter(StepBuilder& b, std::vector<StageStreams>* streams) : b_(b), streams_(streams) {}
+  PassRecord emit(TaskGraph& g, const StageStreams& st, int stage, const PipeOp& op,
+                  TaskId wait_for) override {
+    if (stage != current_) {
+      if (current_ >= 0) b_.end_stage(prev_streams_, last_);
+      current_ = stage;
+      prev_streams_ = st;
+      b_.begin_stage(st, stage);
+    }
+    const PassRecord r = b_.emit(g, st, stage, op, wait_for);
+    last_ = r.last;
+    return r;
+  }
+  void finish() {
+    if (current_ >= 0) b_.end_stage(prev_streams_, last_);
+  }
+
+ private:
+  StepBuilder& b_;
+  std::vector<StageStreams>* streams_;
+  int current_ = -1;
+  StageStreams prev_streams_;
+  TaskId last_ = kNoId;
+};
+
+}  // namespace
+
+StepResult simulate_step(const Scenario& sc) {
+  sc.model.validate();
+  const auto& L = sc.layout;
+  L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch);
+  if (sc.fidelity != Fidelity::Stage) {
+    throw InputError("simulation.fidelity", std::string("simulation.fidelity \"") +
+                                                fidelity_name(sc.fidelity) +
+                                                "\" is not simulated yet (available: stage)");
+  }
+  const hw::Topology topo(sc.topology, sc.gpus);
+  const net::AlphaBetaModel comm(topo, sc.gpu);
+  const cost::CostModel cost(sc.gpu);
+  const int m = static_cast<int>(sc.training.global_batch / (sc.training.micro_batch * L.dp));
+
+  auto graph = std::make_shared<TaskGraph>();
+  StepBuilder builder(sc, topo, comm, cost, *graph, m);
+
+  PipelineSpec spec;
+  spec.pp = L.pp;
+  spec.virtual_stages = L.virtual_stages;
+  spec.microbatches = m;
+  spec.programs = parallel::make_schedule(L, m);
+  // Last backward microbatch of each (stage, chunk): its backward triggers the DP reduction.
+  std::vector<std::vector<int>> last_bwd(static_cast<std::size_t>(L.pp),
+                                         std::vector<int>(static_cast<std::size_t>(L.virtual_stages), -1));
+  for (int s = 0; s < L.pp; ++s) {
+    for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
+      if (op.kind == PassKind::Backward) {
+        last_bwd[static_cast<std::size_t>(s)][static_cast<std::size_t>(op.chunk)] = op.microbatch;
+      }
+    }
+  }
+  builder.set_last_backward(last_bwd);
+  const double p2p_bytes = static_cast<double>(sc.training.micro_batch) * sc.model.seq_len *
+                           sc.model.hidden * 2.0 / L.tp;
+  std::map<std::pair<int, int>, Time> p2p_cache;
+  spec.p2p_time = [&](int from, int to) {
+    auto key = std::make_pair(from, to);
+    auto it = p2p_cache.find(key);
+    if (it != p2p_cache.end()) return it->second;
+    const int group[2] = {L.rank(0, 0, 0, from), L.rank(0, 0, 0, to)};
+    const Time t = from == to ? Time::zero()
+                              : comm.cost(CollectiveOp::SendRecv,
+                                          static_cast<std::uint64_t>(p2p_bytes), group)
+                                    .time;
+    p2p_cache.emplace(key, t);
+    return t;
+  };
+
+  StagedEmitter staged(builder, nullptr);
+  const PipelineGraph pg = build_pipeline(*graph, spec, staged);
+  staged.finish();
+
+  Simulator sim;
+  sim.reserve(graph->num_streams() * 4);
+  Executor ex(*graph);
+  ex.run(sim);
+
+  StepResult r;
+  r.step_time = ex.makespan();
+  r.microbatches = m;
+  r.events = sim.events_processed();
+  r.tasks = graph->num_tasks();
+  const double step = r.step_time.seconds();
+  const double tokens = static_cast<double>(sc.training.global_batch) * sc.model.seq_len;
+  r.tokens_per_s = tokens / step;
+  r.model_flops = model::model_flops_per_step(sc.model, sc.training.global_batch);
+  r.hardware_flops =
+      model::hardware_flops_per_step(sc.model, sc.training.global_batch, sc.training.recompute);
+  const double peak = sc.gpu.peak_flops(sc.training.dtype);
+  r.model_tflops_per_gpu = r.model_flops / step / sc.gpus / 1e12;
+  r.hardware_tflops_per_gpu = r.hardware_flops / step / sc.gpus / 1e12;
+  r.mfu = r.model_flops / (step * sc.gpus * peak);
+  r.hfu = r.hardware_flops / (step * sc.gpus * peak);
+
+  const auto prev = stream_predecessors(*graph);
+  model::ActivationOptions aopt;
+  aopt.tp = L.tp;
+  aopt.sequence_parallel = L.sequence_parallel;
+  aopt.recompute = sc.training.recompute;
+  aopt.flash_attention = sc.training.flash_attention;
+  const double act_layer =
+      model::activation_bytes_per_layer(sc.model, sc.training.micro_batch, aopt);
+  const double b = static_cast<double>(sc.training.micro_batch);
+  const double sbh = b * sc.model.seq_len * sc.model.hidden;
+  // Embedding output kept for the first layer (sharded with SP); fp32 logits for the loss.
+  const double emb_act = 2.0 * sbh / (L.sequence_parallel ? L.tp : 1);
+  const double head_act = 4.0 * b * sc.model.seq_len * static_cast<double>(sc.model.vocab) / L.tp;
+  const int v = L.virtual_stages;
+  const int last_vs = L.pp * v - 1;
+  double worst = -1;
+  for (int s = 0; s < L.pp; ++s) {
+    StageResult sr;
+    sr.stage = s;
+    for (int c = 0; c < v; ++c) sr.layers += builder.layers_of(c * L.pp + s);
+    sr.params = builder.stage_params(s);
+    sr.breakdown =
+        analyze_stage(*graph, ex, prev, pg.streams[static_cast<std::size_t>(s)].compute, r.step_time);
+    std::vector<Time> alloc, free;
+    std::vector<double> bytes;
+    for (int mb = 0; mb < m; ++mb) {
+      for (int c = 0; c < v; ++c) {
+        const auto idx = static_cast<std::size_t>(mb * v + c);
+        const int vs = c * L.pp + s;
+        alloc.push_back(ex.start(pg.fwd[static_cast<std::size_t>(s)][idx].first));
+        free.push_back(ex.end(pg.bwd[static_cast<std::size_t>(s)][idx].last));
+        double bts = builder.layers_of(vs) * act_layer;
+        if (vs == 0) bts += emb_act;
+        if (vs == last_vs) bts += head_act;
+        bytes.push_back(bts);
+      }
+    }
+    const PeakResult peak_act = peak_in_flight(alloc, free, bytes);
+    sr.peak_inflight = peak_act.peak_count;
+    const auto state = model::model_state_bytes(sr.params, L.dp, L.zero);
+    sr.memory.weights = state.weights;
+    sr.memory.gradients = state.gradients;
+    sr.memory.optimizer = state.optimizer;
+    sr.memory.activations = peak_act.peak_bytes;
+    sr.memory.total = state.total() + peak_act.peak_bytes;
+    sr.memory.capacity = sc.gpu.hbm_bytes;
+    sr.memory.fits = sr.memory.total <= sr.memory.capacity;
+    if (sr.memory.total > worst) {
+      worst = sr.memory.total;
+      r.memory = sr.memory;
+    }
+    r.stages.push_back(sr);
+  }
+  // Mean breakdown over stages.
+  const double n = L.pp;
+  for (const auto& sr : r.stages) {
+    r.breakdown.compute += sr.breakdown.compute / n;
+    r.breakdown.optimizer += sr.breakdown.optimizer / n;
+    r.breakdown.bubble += sr.breakdown.bubble / n;
+    for (std::size_t i = 0; i < r.breakdown.exposed.size(); ++i) {
+      r.breakdown.exposed[i] += sr.breakdown.exposed[i] / n;
+    }
+  }
+  r.breakdown.step = step;
+  r.bubble_fraction = r.breakdown.bubble / step;
+  if (sc.training.tokens) {
+    r.time_to_train_days = *sc.training.tokens / r.tokens_per_s / 86400.0;
+    if (sc.gpu_hour_usd) {
+      r.cost_usd = *r.time_to_train_days * 24.0 * sc.gpus * *sc.gpu_hour_usd;
+    }
+  }
+  r.graph = graph;
+  r.task_start.resize(graph->num_tasks());
+  r.task_end.resize(graph->num_tasks());
+  for (TaskId t = 0; t < graph->num_tasks(); ++t) {
+    r.task_start[t] = ex.start(t);
+    r.task_end[t] = ex.end(t);
+  }
+  return r;
+}
+
+}  // namespace trainsim::workload

@@ -1,0 +1,109 @@
+// One training step of a dense transformer, built as a per-rank task graph and simulated.
+//
+// Stage fidelity (DESIGN.md): one simulated rank per pipeline stage. Its TP and DP peers are
+// symmetric, so their collectives are single-rank tasks whose time the collective model gives
+// for the real group placement on the topology; pipeline transfers are two-rank rendezvous
+// between stages. Per pass and layer the graph follows Megatron-LM:
+//  - TP (Shoeybi et al. 2019): column-parallel QKV / fc1, row-parallel projection / fc2, an
+//    all-reduce after each block in forward (g) and after each block's input gradient in
+//    backward (f), overlapped there with the weight-gradient GEMM.
+//  - SP (Korthikanti et al. 2022 §4.2.2, Fig. 5): g becomes all-gather before the block and
+//    reduce-scatter after it in forward, their conjugates in backward, plus the backward
+//    all-gather of the block input that the weight gradient needs; norms and residuals work
+//    on the sequence shard.
+//  - PP: the stage's schedule program with activations and gradients of b*s*h/t elements
+//    (scatter/gather, Narayanan et al. 2021 §4.1) sent peer to peer.
+//  - Recompute: full re-runs each layer's forward (with its TP collectives) before its
+//    backward; selective re-runs the attention core.
+//  - DP: gradients in buckets (Megatron's default max(40M, 1M x dp) parameters) reduced as
+//    soon as the last microbatch's backward has produced them (overlap_grad_reduce), else
+//    after the pipeline flush; all-reduce for ZeRO-0, reduce-scatter + parameter all-gather
+//    after the optimizer for ZeRO-1/2 (at the start of the step, overlapped with the first
+//    forward, with overlap_param_gather), per-layer all-gather + reduce-scatter for ZeRO-3.
+//  - Optimizer: Adam step, memory-bound over the local (sharded) parameters.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/task_graph.hpp"
+#include "hw/gpu.hpp"
+#include "hw/topology.hpp"
+#include "model/transformer.hpp"
+#include "parallel/layout.hpp"
+#include "workload/pipeline_sim.hpp"
+
+namespace trainsim::workload {
+
+enum class Fidelity { Analytic, Stage, Full };
+const char* fidelity_name(Fidelity f);
+
+struct TrainingSpec {
+  std::int64_t global_batch = 0;  ///< sequences per step
+  std::int64_t micro_batch = 1;   ///< sequences per microbatch
+  hw::Dtype dtype = hw::Dtype::BF16;
+  model::Recompute recompute = model::Recompute::None;
+  std::optional<double> tokens;   ///< training tokens, for time to train
+  /// Attention kernels: FlashAttention (default) or Megatron's unfused softmax path.
+  bool flash_attention = true;
+};
+
+/// Everything one simulation needs; built by the config layer from a scenario file.
+struct Scenario {
+  std::string name;
+  model::ModelSpec model;
+  TrainingSpec training;
+  parallel::Layout layout;
+  hw::TopologySpec topology;
+  hw::GpuSpec gpu;
+  int gpus = 0;
+  Fidelity fidelity = Fidelity::Stage;
+  std::uint64_t seed = 0;
+  std::optional<double> gpu_hour_usd;
+};
+
+/// Bytes per GPU.
+struct MemoryBreakdown {
+  double weights = 0, gradients = 0, optimizer = 0, activations = 0, total = 0, capacity = 0;
+  bool fits = true;
+};
+
+struct StageResult {
+  int stage = 0;
+  int layers = 0;
+  double params = 0;            ///< parameters held by one GPU of this stage
+  StageBreakdown breakdown;
+  MemoryBreakdown memory;
+  int peak_inflight = 0;        ///< (microbatch, chunk) activations alive at the peak
+};
+
+struct StepResult {
+  Time step_time;
+  int microbatches = 0;         ///< per pipeline (global_batch / (micro_batch x dp))
+  double tokens_per_s = 0;
+  double model_flops = 0;       ///< per step, whole cluster (Megatron convention)
+  double hardware_flops = 0;    ///< including recompute
+  double model_tflops_per_gpu = 0, hardware_tflops_per_gpu = 0;
+  double mfu = 0, hfu = 0;
+  double bubble_fraction = 0;   ///< mean over stages of bubble / step time
+  StageBreakdown breakdown;     ///< mean over stages (parts still add up to the step)
+  MemoryBreakdown memory;       ///< of the stage with the largest total
+  std::vector<StageResult> stages;
+  std::optional<double> time_to_train_days;
+  std::optional<double> cost_usd;  ///< of time_to_train at gpu_hour_usd
+  std::uint64_t events = 0;
+  std::size_t tasks = 0;
+  /// The simulated timeline, for traces.
+  std::shared_ptr<const TaskGraph> graph;
+  std::vector<Time> task_start, task_end;
+};
+
+/// Builds and runs one step. Throws InputError for an impossible scenario (the layout
+/// checks of Layout::validate, model checks), std::invalid_argument for a bad topology,
+/// DeadlockError / InternalError if the engine's invariants break.
+StepResult simulate_step(const Scenario& scenario);
+
+}  // namespace trainsim::workload

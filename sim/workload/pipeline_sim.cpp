@@ -1,0 +1,219 @@
+#include "workload/pipeline_sim.hpp"
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <tuple>
+
+#include "core/error.hpp"
+
+namespace trainsim::workload {
+
+using parallel::PassKind;
+using parallel::PipeOp;
+
+PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter& emitter) {
+  const int pp = spec.pp, v = spec.virtual_stages, m = spec.microbatches;
+  if (static_cast<int>(spec.programs.size()) != pp) {
+    throw InputError("parallel.schedule", "schedule has a program for " +
+                                              std::to_string(spec.programs.size()) +
+                                              " stages, expected " + std::to_string(pp));
+  }
+  PipelineGraph out;
+  const auto slots = static_cast<std::size_t>(m) * static_cast<std::size_t>(v);
+  out.fwd.assign(static_cast<std::size_t>(pp), std::vector<PassRecord>(slots));
+  out.bwd.assign(static_cast<std::size_t>(pp), std::vector<PassRecord>(slots));
+  out.last_compute.assign(static_cast<std::size_t>(pp), kNoId);
+  for (int s = 0; s < pp; ++s) {
+    const auto r = static_cast<std::uint32_t>(s);
+    StageStreams st;
+    st.compute = g.add_stream(r, "compute");
+    st.tp = g.add_stream(r, "tp_comm");
+    st.dp = g.add_stream(r, "dp_comm");
+    st.fwd_send = g.add_stream(r, "pp_send_fwd");
+    st.fwd_recv = g.add_stream(r, "pp_recv_fwd");
+    st.bwd_send = g.add_stream(r, "pp_send_bwd");
+    st.bwd_recv = g.add_stream(r, "pp_recv_bwd");
+    out.streams.push_back(st);
+  }
+  const LabelId l_recv_f = g.intern("recv activations"), l_send_f = g.intern("send activations");
+  const LabelId l_recv_b = g.intern("recv gradients"), l_send_b = g.intern("send gradients");
+  const int last_vs = pp * v - 1;
+  // Unpaired halves of transfers: (direction, microbatch, target virtual stage) -> task.
+  std::map<std::tuple<int, int, int>, TaskId> pending;
+  auto pair = [&](int dir, int mb, int target_vs, TaskId t) {
+    auto key = std::make_tuple(dir, mb, target_vs);
+    auto it = pending.find(key);
+    if (it == pending.end()) {
+      pending.emplace(key, t);
+    } else {
+      g.add_rendezvous({it->second, t});
+      pending.erase(it);
+    }
+  };
+  for (int s = 0; s < pp; ++s) {
+    const StageStreams& st = out.streams[static_cast<std::size_t>(s)];
+    const int prev = (s - 1 + pp) % pp, next = (s + 1) % pp;
+    for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
+      if (op.microbatch < 0 || op.microbatch >= m || op.chunk < 0 || op.chunk >= v) {
+        throw InputError("parallel.schedule", "schedule names microbatch " +
+                                                  std::to_string(op.microbatch) + " chunk " +
+                                                  std::to_string(op.chunk) + " out of range");
+      }
+      const int vs = op.chunk * pp + s;
+      const auto idx = static_cast<std::size_t>(op.microbatch * v + op.chunk);
+      TaskId wait = kNoId;
+      PassRecord rec;
+      if (op.kind == PassKind::Forward) {
+        if (out.fwd[static_cast<std::size_t>(s)][idx].last != kNoId) {
+          throw InputError("parallel.schedule", "schedule repeats a forward pass");
+        }
+        if (vs > 0) {
+          wait = g.add_task(st.fwd_recv, spec.p2p_time(prev, s), Category::PpComm, l_recv_f,
+                            op.microbatch, op.chunk);
+          pair(0, op.microbatch, vs, wait);
+        }
+        rec = emitter.emit(g, st, s, op, wait);
+        out.fwd[static_cast<std::size_t>(s)][idx] = rec;
+        if (vs < last_vs) {
+          const TaskId send = g.add_task(st.fwd_send, spec.p2p_time(s, next), Category::PpComm,
+                                         l_send_f, op.microbatch, op.chunk);
+          g.add_dependency(rec.last, send);
+          pair(0, op.microbatch, vs + 1, send);
+        }
+      } else {
+        if (out.fwd[static_cast<std::size_t>(s)][idx].last == kNoId) {
+          throw InputError("parallel.schedule", "schedule runs a backward pass before its "
+                                                "forward on stage " + std::to_string(s));
+        }
+        if (vs < last_vs) {
+          wait = g.add_task(st.bwd_recv, spec.p2p_time(next, s), Category::PpComm, l_recv_b,
+                            op.microbatch, op.chunk);
+          pair(1, op.microbatch, vs, wait);
+        }
+        rec = emitter.emit(g, st, s, op, wait);
+        out.bwd[static_cast<std::size_t>(s)][idx] = rec;
+        if (vs > 0) {
+          const TaskId send = g.add_task(st.bwd_send, spec.p2p_time(s, prev), Category::PpComm,
+                                         l_send_b, op.microbatch, op.chunk);
+          g.add_dependency(rec.last, send);
+          pair(1, op.microbatch, vs - 1, send);
+        }
+      }
+      out.last_compute[static_cast<std::size_t>(s)] = rec.last;
+    }
+    for (std::size_t i = 0; i < slots; ++i) {
+      if (out.fwd[static_cast<std::size_t>(s)][i].last == kNoId ||
+          out.bwd[static_cast<std::size_t>(s)][i].last == kNoId) {
+        throw InputError("parallel.schedule", "schedule misses a pass of microbatch " +
+                                                  std::to_string(i / static_cast<std::size_t>(v)) +
+                                                  " on stage " + std::to_string(s));
+      }
+    }
+  }
+  if (!pending.empty()) {
+    throw InputError("parallel.schedule", "schedule leaves " + std::to_string(pending.size()) +
+                                              " point-to-point transfers unmatched");
+  }
+  return out;
+}
+
+std::vector<TaskId> stream_predecessors(const TaskGraph& g) {
+  std::vector<TaskId> prev(g.num_tasks(), kNoId);
+  for (StreamId s = 0; s < g.num_streams(); ++s) {
+    const auto& tasks = g.stream(s).tasks;
+    for (std::size_t i = 1; i < tasks.size(); ++i) prev[tasks[i]] = tasks[i - 1];
+  }
+  return prev;
+}
+
+StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
+                             const std::vector<TaskId>& prev_on_stream, StreamId compute_stream,
+                             Time step_time) {
+  StageBreakdown out;
+  const std::uint32_t rank = g.stream(compute_stream).rank;
+  std::array<Time, 7> exposed{};
+  Time bubble, compute, optimizer;
+  // Attributes the idle interval [a, b) that ended when task `x` (a predecessor) finished.
+  auto attribute = [&](Time a, Time b, TaskId x) {
+    for (int depth = 0; depth < 256 && a < b; ++depth) {
+      if (x == kNoId || g.stream(g.task(x).stream).rank != rank || !is_comm(g.task(x).category)) {
+        break;
+      }
+      const Time s = max(a, ex.start(x));
+      exposed[static_cast<std::size_t>(g.task(x).category)] += b - s;
+      b = s;
+      if (!(a < b)) return;
+      const Task& tx = g.task(x);
+      if (tx.rendezvous != kNoId) {
+        bool remote = false;
+        for (TaskId mbr : g.rendezvous_members(tx.rendezvous)) {
+          remote = remote || g.stream(g.task(mbr).stream).rank != rank;
+        }
+        if (remote) break;  // waited for a peer stage: bubble
+      }
+      const TaskId dep = ex.last_dependency(x);
+      const TaskId prev = prev_on_stream[x];
+      if (dep != kNoId && ex.end(dep) == ex.start(x)) {
+        x = dep;
+      } else if (prev != kNoId && ex.end(prev) == ex.start(x)) {
+        x = prev;
+      } else {
+        break;
+      }
+    }
+    if (a < b) bubble += b - a;
+  };
+  Time cursor;
+  for (TaskId t : g.stream(compute_stream).tasks) {
+    if (cursor < ex.start(t)) attribute(cursor, ex.start(t), ex.last_dependency(t));
+    if (g.task(t).category == Category::Optimizer) {
+      optimizer += g.task(t).duration;
+    } else {
+      compute += g.task(t).duration;
+    }
+    cursor = ex.end(t);
+  }
+  if (cursor < step_time) bubble += step_time - cursor;
+  out.compute = compute.seconds();
+  out.optimizer = optimizer.seconds();
+  for (std::size_t i = 0; i < exposed.size(); ++i) out.exposed[i] = exposed[i].seconds();
+  out.bubble = bubble.seconds();
+  out.step = step_time.seconds();
+  return out;
+}
+
+PeakResult peak_in_flight(const std::vector<Time>& alloc, const std::vector<Time>& free,
+                          const std::vector<double>& bytes) {
+  struct Ev {
+    Time t;
+    int kind;  // 0 = free, 1 = alloc: frees first at equal times
+    std::size_t i;
+  };
+  std::vector<Ev> evs;
+  evs.reserve(alloc.size() * 2);
+  for (std::size_t i = 0; i < alloc.size(); ++i) {
+    evs.push_back({alloc[i], 1, i});
+    evs.push_back({free[i], 0, i});
+  }
+  std::sort(evs.begin(), evs.end(), [](const Ev& a, const Ev& b) {
+    return std::tie(a.t, a.kind, a.i) < std::tie(b.t, b.kind, b.i);
+  });
+  PeakResult r;
+  double cur = 0;
+  int count = 0;
+  for (const Ev& e : evs) {
+    if (e.kind == 1) {
+      cur += bytes[e.i];
+      ++count;
+    } else {
+      cur -= bytes[e.i];
+      --count;
+    }
+    r.peak_bytes = std::max(r.peak_bytes, cur);
+    r.peak_count = std::max(r.peak_count, count);
+  }
+  return r;
+}
+
+}  // namespace trainsim::workload

@@ -1,0 +1,94 @@
+// Assembling a pipeline-parallel step as a task graph, and reading the timeline back.
+//
+// build_pipeline() walks each stage's schedule program and emits, per pass, the point-to-
+// point receive, the pass's own tasks (through a PassEmitter) and the send, with sends and
+// receives joined as rendezvous on dedicated streams. What a pass contains (one task in the
+// schedule tests, every layer op and TP collective in the real workload) is the emitter's
+// business. analyze_stage() turns the executed timeline of one stage into the "where the
+// time went" breakdown, whose parts add up to the step time.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/task_graph.hpp"
+#include "parallel/schedule.hpp"
+
+namespace trainsim::workload {
+
+/// The streams of one simulated rank (one pipeline stage in stage fidelity).
+struct StageStreams {
+  StreamId compute = kNoId, tp = kNoId, dp = kNoId;
+  StreamId fwd_send = kNoId, fwd_recv = kNoId, bwd_send = kNoId, bwd_recv = kNoId;
+};
+
+/// First and last task of an emitted pass.
+struct PassRecord {
+  TaskId first = kNoId, last = kNoId;
+};
+
+class PassEmitter {
+ public:
+  virtual ~PassEmitter() = default;
+  /// Emits the tasks of pass `op` on `stage`. The first task must depend on `wait_for` when
+  /// it is not kNoId (the receive of the pass's input). Returns the first and last task; the
+  /// send of the pass's output will depend on `last`.
+  virtual PassRecord emit(TaskGraph& g, const StageStreams& streams, int stage,
+                          const parallel::PipeOp& op, TaskId wait_for) = 0;
+};
+
+struct PipelineSpec {
+  int pp = 1;
+  int virtual_stages = 1;
+  int microbatches = 1;
+  std::vector<parallel::StageProgram> programs;  ///< one per stage
+  /// Transfer time of one activation (or gradient) between two stages.
+  std::function<Time(int from_stage, int to_stage)> p2p_time;
+};
+
+struct PipelineGraph {
+  std::vector<StageStreams> streams;            ///< per stage
+  /// Per stage, indexed by microbatch * v + chunk: the forward and backward pass records.
+  std::vector<std::vector<PassRecord>> fwd, bwd;
+  std::vector<TaskId> last_compute;             ///< per stage, last task of its program
+};
+
+/// Emits the whole pipeline (ranks 0..pp-1) into `g`. Throws InputError when a program is
+/// malformed (a backward before its forward, a pass missing or repeated).
+PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter& emitter);
+
+/// Where one rank's step time went. All fields in seconds; the parts add up to `step`.
+struct StageBreakdown {
+  double compute = 0;    ///< forward/backward kernels incl. recompute
+  double optimizer = 0;
+  std::array<double, 7> exposed{};  ///< indexed by Category: exposed communication
+  double bubble = 0;     ///< idle waiting for other stages (pipeline fill/drain)
+  double step = 0;
+  [[nodiscard]] double exposed_of(Category c) const {
+    return exposed[static_cast<std::size_t>(c)];
+  }
+};
+
+/// Attributes every idle gap of the compute stream to what the next kernel waited for: the
+/// running part of a communication task on the rank (exposed communication of its kind), or,
+/// when the wait leads to another rank (a receive waiting for its sender), the bubble.
+/// `prev_on_stream` comes from stream_predecessors(g).
+StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
+                             const std::vector<TaskId>& prev_on_stream, StreamId compute_stream,
+                             Time step_time);
+
+/// For each task, the task issued before it on its stream (kNoId for the first).
+std::vector<TaskId> stream_predecessors(const TaskGraph& g);
+
+/// Peak over time of the sum of `bytes[i]` over intervals [alloc[i], free[i]): at equal
+/// times frees come first. Also gives the peak count of open intervals.
+struct PeakResult {
+  double peak_bytes = 0;
+  int peak_count = 0;
+};
+PeakResult peak_in_flight(const std::vector<Time>& alloc, const std::vector<Time>& free,
+                          const std::vector<double>& bytes);
+
+}  // namespace trainsim::workload

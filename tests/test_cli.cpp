@@ -1,0 +1,125 @@
+// The trainsim executable: exit codes, stdout/stderr and files, as a user sees them.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <set>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "test_util.hpp"
+
+using namespace trainsim;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+Result run(const std::string& args) {
+  const auto dir = test::temp_dir("cli-run");
+  const std::string cmd = std::string(TRAINSIM_EXE) + " " + args + " > " +
+                          (dir / "out").string() + " 2> " + (dir / "err").string();
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = test::read(dir / "out");
+  r.err = test::read(dir / "err");
+  return r;
+}
+
+std::string scenario(const std::string& name) {
+  return (test::source_dir() / "scenarios" / name).string();
+}
+
+}  // namespace
+
+TEST(Cli, SimulatePrintsTheTable) {
+  const auto r = run("simulate " + scenario("gpt3-175b-a100.toml"));
+  EXPECT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"step time", "tokens/s", "MFU / HFU", "bubble fraction", "activations",
+                        "exposed TP comm", "(fits)"}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+  }
+}
+
+TEST(Cli, JsonHasTheDesignKeysAndIsDeterministic) {
+  const auto a = run("simulate --json " + scenario("gpt3-175b-a100.toml"));
+  const auto b = run("simulate --json " + scenario("gpt3-175b-a100.toml"));
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  const auto j = nlohmann::json::parse(a.out);
+  for (const char* k : {"step_time_s", "tokens_per_s", "model_tflops_per_gpu",
+                        "hardware_tflops_per_gpu", "mfu", "hfu", "bubble_fraction", "memory_gib",
+                        "fits_in_memory", "breakdown_s", "layout", "trainsim_version",
+                        "time_to_train_days"}) {
+    EXPECT_TRUE(j.contains(k)) << k;
+  }
+  for (const char* k : {"weights", "gradients", "optimizer", "activations", "total", "capacity"}) {
+    EXPECT_TRUE(j["memory_gib"].contains(k)) << k;
+  }
+  for (const char* k : {"compute", "exposed_tp_comm", "exposed_dp_comm", "exposed_pp_comm",
+                        "exposed_ep_comm", "exposed_cp_comm", "bubble", "optimizer"}) {
+    EXPECT_TRUE(j["breakdown_s"].contains(k)) << k;
+  }
+  EXPECT_EQ(j["layout"]["tp"], 8);
+}
+
+TEST(Cli, TraceIsChromeTraceEventJson) {
+  const auto dir = test::temp_dir("cli-trace");
+  const auto trace = dir / "trace.json";
+  const auto r = run("simulate " + scenario("gpt3-175b-a100.toml") + " --trace " + trace.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(test::read(trace));
+  ASSERT_TRUE(j.contains("traceEvents"));
+  int complete = 0;
+  std::set<int> pids;
+  for (const auto& e : j["traceEvents"]) {
+    if (e["ph"] == "X") {
+      ++complete;
+      pids.insert(e["pid"].get<int>());
+      EXPECT_GE(e["dur"].get<double>(), 0.0);
+    }
+  }
+  EXPECT_GT(complete, 1000);
+  EXPECT_EQ(pids.size(), 8U);  // a process per pipeline stage
+}
+
+TEST(Cli, BadInputExitsOneWithTheLocationAndWritesNothing) {
+  const auto dir = test::temp_dir("cli-bad");
+  const auto bad = test::write(dir / "bad.toml",
+                               test::replace(test::small_scenario(), "tp = 2", "tp = 3"));
+  const auto trace = dir / "trace.json";
+  const auto r = run("simulate " + bad.string() + " --trace " + trace.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("bad.toml:13:6: parallel.tp (3) must divide model.heads (16)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(trace));
+  EXPECT_TRUE(std::filesystem::is_empty(dir) ||
+              std::distance(std::filesystem::directory_iterator(dir),
+                            std::filesystem::directory_iterator()) == 1);  // only bad.toml
+}
+
+TEST(Cli, UsageErrorsExitOne) {
+  EXPECT_EQ(run("simulate").code, 1);
+  EXPECT_EQ(run("frobnicate").code, 1);
+  EXPECT_EQ(run("simulate /nonexistent.toml").code, 1);
+  const auto dir = test::temp_dir("cli-nodir");
+  const auto r = run("simulate " + scenario("gpt3-175b-a100.toml") + " --trace " +
+                     (dir / "no/such/dir/t.json").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--trace"), std::string::npos) << r.err;
+}
+
+TEST(Cli, VersionAndGpuList) {
+  const auto v = run("--version");
+  EXPECT_EQ(v.code, 0);
+  EXPECT_NE(v.out.find("trainsim"), std::string::npos);
+  const auto g = run("list-gpus");
+  EXPECT_EQ(g.code, 0);
+  EXPECT_NE(g.out.find("h100_sxm"), std::string::npos);
+}

@@ -1,0 +1,170 @@
+// Scenario and topology loading: every kind of bad input gives file:line:column and the
+// problem.
+#include <gtest/gtest.h>
+
+#include "config/scenario.hpp"
+#include "config/units.hpp"
+#include "test_util.hpp"
+
+using namespace trainsim;
+using config::ConfigError;
+
+namespace {
+
+/// Loads `text` as a scenario and returns the error message ("" when it loads).
+std::string error_of(const std::string& text, const std::string& name = "s.toml") {
+  const auto dir = test::temp_dir("config");
+  const auto path = test::write(dir / name, text);
+  try {
+    (void)config::load_scenario(path);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string with(const std::string& from, const std::string& to) {
+  return test::replace(test::small_scenario(), from, to);
+}
+
+}  // namespace
+
+TEST(Units, ParseQuantities) {
+  EXPECT_DOUBLE_EQ(*config::parse_bandwidth("400 Gbps"), 50e9);
+  EXPECT_DOUBLE_EQ(*config::parse_bandwidth("300 GB/s"), 300e9);
+  EXPECT_DOUBLE_EQ(*config::parse_duration("2 us"), 2e-6);
+  EXPECT_DOUBLE_EQ(*config::parse_duration("1.5ms"), 1.5e-3);
+  EXPECT_DOUBLE_EQ(*config::parse_bytes("80 GiB"), 80.0 * 1024 * 1024 * 1024);
+  EXPECT_FALSE(config::parse_bandwidth("400 parsecs"));
+  EXPECT_FALSE(config::parse_duration("fast"));
+  EXPECT_FALSE(config::parse_bytes("-1 GB"));
+}
+
+TEST(Config, ShippedScenariosLoad) {
+  for (const char* s : {"gpt3-175b-a100", "megatron-1t-a100", "llama3-70b-h100",
+                        "llama3-405b-h100"}) {
+    const auto sc = config::load_scenario(test::source_dir() / "scenarios" / (std::string(s) + ".toml"));
+    EXPECT_GT(sc.gpus, 0) << s;
+  }
+  for (const char* t : {"dgx-a100", "dgx-h100", "dgx-h200", "dgx-b200"}) {
+    const auto spec = config::load_topology(test::source_dir() / "topologies" / (std::string(t) + ".toml"));
+    EXPECT_EQ(spec.gpus_per_node, 8) << t;
+    EXPECT_GT(spec.nic_bw, 0) << t;
+  }
+}
+
+TEST(Config, SmallScenarioLoadsWithDefaults) {
+  EXPECT_EQ(error_of(test::small_scenario()), "");
+  const auto dir = test::temp_dir("config-defaults");
+  const auto sc = config::load_scenario(test::write(dir / "s.toml", test::small_scenario()));
+  EXPECT_EQ(sc.model.kv_heads, 16);
+  EXPECT_EQ(sc.model.ffn_hidden, 4096);
+  EXPECT_EQ(sc.layout.schedule, parallel::ScheduleKind::OneFOneB);
+  EXPECT_EQ(sc.gpu.key, "a100_sxm4_80gb");
+}
+
+TEST(Config, UnknownKeySuggestsTheNearestValidKey) {
+  const auto msg = error_of(with("tp = 2\n", "tpp = 2\n"));
+  EXPECT_NE(msg.find("s.toml:13:1: unknown key 'tpp' in [parallel]; did you mean 'tp'?"),
+            std::string::npos)
+      << msg;
+  const auto top = error_of(with("version = 1\n", "version = 1\nsimulaton = 3\n"));
+  EXPECT_NE(top.find("did you mean 'simulation'?"), std::string::npos) << top;
+}
+
+TEST(Config, MissingKeyNamesSectionAndKey) {
+  const auto msg = error_of(with("layers = 4\n", ""));
+  EXPECT_NE(msg.find("s.toml:3:1: missing key model.layers in [model]"), std::string::npos) << msg;
+  const auto sec = error_of(with("[training]\nglobal_batch = 16\nmicro_batch = 2\n", ""));
+  EXPECT_NE(sec.find("missing section [training]"), std::string::npos) << sec;
+}
+
+TEST(Config, WrongTypeIsReportedAtTheValue) {
+  const auto msg = error_of(with("hidden = 1024", "hidden = \"big\""));
+  EXPECT_NE(msg.find("s.toml:5:10: model.hidden must be an integer (got string)"),
+            std::string::npos)
+      << msg;
+  const auto b = error_of(with("sequence_parallel = true", "sequence_parallel = 1"));
+  EXPECT_NE(b.find("must be true or false"), std::string::npos) << b;
+}
+
+TEST(Config, BadEnumListsTheChoices) {
+  const auto msg = error_of(with("[parallel]\n", "[parallel]\nschedule = \"1f2b\"\n"));
+  EXPECT_NE(msg.find("parallel.schedule must be one of \"gpipe\""), std::string::npos) << msg;
+}
+
+TEST(Config, ImpossibleLayoutsPointAtTheirKey) {
+  auto msg = error_of(with("tp = 2", "tp = 3"));
+  EXPECT_NE(msg.find("s.toml:13:6: parallel.tp (3) must divide model.heads (16)"),
+            std::string::npos)
+      << msg;
+  msg = error_of(with("pp = 2", "pp = 8"));
+  EXPECT_NE(msg.find("parallel.pp (8) is larger than the layer count model.layers (4)"),
+            std::string::npos)
+      << msg;
+  msg = error_of(with("global_batch = 16", "global_batch = 12"));
+  EXPECT_NE(msg.find("s.toml:10:16: training.global_batch (12) is not divisible by "
+                     "training.micro_batch x parallel.dp (2 x 4)"),
+            std::string::npos)
+      << msg;
+  msg = error_of(with("dp = 4", "dp = 2"));
+  EXPECT_NE(msg.find("tp x pp x dp x cp = 2 x 2 x 2 x 1 = 8 does not equal cluster.gpus (16)"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("s.toml:19:8:"), std::string::npos) << msg;  // at cluster.gpus
+  msg = error_of(with("[parallel]\n", "[parallel]\nvirtual_stages = 2\nschedule = \"1f1b\"\n"));
+  EXPECT_NE(msg.find("parallel.virtual_stages > 1 needs schedule = \"interleaved\""),
+            std::string::npos)
+      << msg;
+}
+
+TEST(Config, SyntaxErrorsVersionsAndFiles) {
+  auto msg = error_of(with("layers = 4", "layers = = 4"));
+  EXPECT_NE(msg.find("s.toml:4:"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("TOML syntax error"), std::string::npos) << msg;
+  msg = error_of(with("version = 1", "version = 2"));
+  EXPECT_NE(msg.find("unsupported schema version 2"), std::string::npos) << msg;
+  msg = error_of(with("topologies/dgx-a100.toml", "topologies/nope.toml"));
+  EXPECT_NE(msg.find("cluster.topology: no such file"), std::string::npos) << msg;
+  try {
+    (void)config::load_scenario("/nonexistent/x.toml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/x.toml:1:1: cannot open file"),
+              std::string::npos);
+  }
+}
+
+TEST(Config, UnsupportedFeaturesAreRejectedNotIgnored) {
+  auto msg = error_of(with("[model]\n", "[model]\nhf_config = \"config.json\"\n"));
+  EXPECT_NE(msg.find("hf_config"), std::string::npos) << msg;
+  msg = error_of(with("[parallel]\n", "[parallel]\nschedule = \"dualpipe\"\n"));
+  EXPECT_NE(msg.find("not simulated yet"), std::string::npos) << msg;
+  msg = error_of(test::small_scenario() + "[simulation]\nfidelity = \"full\"\n");
+  EXPECT_NE(msg.find("not simulated yet"), std::string::npos) << msg;
+  msg = error_of(with("[cluster]\n", "[cluster]\nprofile = \"tpu_v5\"\n"));
+  EXPECT_NE(msg.find("unknown hardware profile \"tpu_v5\""), std::string::npos) << msg;
+}
+
+TEST(Config, TopologyErrors) {
+  const auto dir = test::temp_dir("topo");
+  const std::string good = test::read(test::source_dir() / "topologies/dgx-a100.toml");
+  auto load = [&](const std::string& text) -> std::string {
+    try {
+      (void)config::load_topology(test::write(dir / "t.toml", text));
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(load(good), "");
+  EXPECT_NE(load(test::replace(good, "\"200 Gbps\"", "\"200 furlongs\"")).find(
+                "network.nic_bw: cannot read \"200 furlongs\" as a quantity"),
+            std::string::npos);
+  EXPECT_NE(load(test::replace(good, "gpu = \"a100_sxm4_80gb\"", "gpu = \"v100\"")).find(
+                "unknown GPU \"v100\""),
+            std::string::npos);
+  EXPECT_NE(load(test::replace(good, "oversubscription = 1.0", "oversubscription = 0.5")).find(
+                "network.oversubscription must be >= 1"),
+            std::string::npos);
+}

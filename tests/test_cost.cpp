@@ -1,0 +1,93 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cost/cost_model.hpp"
+#include "hw/gpu.hpp"
+
+using namespace trainsim;
+using cost::CostModel;
+using hw::Dtype;
+
+namespace {
+const hw::GpuSpec& a100() { return *hw::find_builtin_gpu("a100_sxm4_80gb"); }
+const hw::GpuSpec& h100() { return *hw::find_builtin_gpu("h100_sxm"); }
+}  // namespace
+
+TEST(BuiltinGpus, AllIssueProfilesExistWithSourcedPeaks) {
+  for (const char* k : {"a100_sxm4_40gb", "a100_sxm4_80gb", "h100_sxm", "h200_sxm", "b200"}) {
+    const auto* g = hw::find_builtin_gpu(k);
+    ASSERT_NE(g, nullptr) << k;
+    EXPECT_GT(g->sm_count, 0);
+    EXPECT_GT(g->peak_bf16, 0);
+    EXPECT_GT(g->hbm_bw, 0);
+    EXPECT_FALSE(g->sources.empty());
+  }
+  EXPECT_DOUBLE_EQ(a100().peak_bf16, 312e12);
+  EXPECT_DOUBLE_EQ(h100().peak_bf16, 989.4e12);
+  EXPECT_EQ(hw::find_builtin_gpu("nope"), nullptr);
+  EXPECT_THROW((void)a100().peak_flops(Dtype::FP8), std::invalid_argument);
+}
+
+TEST(GemmCost, LargeSquareGemmRunsAtTheMeasuredBestShapeRate) {
+  const CostModel c(a100());
+  const double flops = 2.0 * 8192.0 * 8192.0 * 8192.0;
+  const double rate = flops / c.gemm(8192, 8192, 8192, Dtype::BF16).seconds();
+  // MAMF 271.2 TFLOP/s; tiles fill 19 waves of 108 SMs to 99.8%, epilogue < 1%.
+  EXPECT_NEAR(rate / 271.2e12, 1.0, 0.02);
+}
+
+TEST(GemmCost, WaveQuantizationMakesOneExtraWaveCostAFullWave) {
+  const CostModel c(a100());
+  // 108 output tiles of 256x128 fill one wave on 108 SMs; 109 need two.
+  const std::int64_t k = 8192;
+  const Time one_wave = c.gemm(256 * 108, 128, k, Dtype::BF16);
+  const Time two_waves = c.gemm(256 * 108 + 1, 128, k, Dtype::BF16);
+  EXPECT_GT(two_waves.seconds() / one_wave.seconds(), 1.3);
+}
+
+TEST(GemmCost, NeverFasterForALargerProblem) {
+  const CostModel c(h100());
+  Time prev;
+  for (std::int64_t m = 64; m <= 16384; m += 448) {
+    const Time t = c.gemm(m, 4096, 4096, Dtype::BF16);
+    EXPECT_GE(t, prev) << "m=" << m;
+    prev = t;
+  }
+}
+
+TEST(GemmCost, ThinGemmIsHbmBoundAndTinyGemmIsLaunchBound) {
+  const CostModel c(a100());
+  const double bytes = (8192.0 * 16 + 16.0 * 8192) * 2 + 8192.0 * 8192 * 2;
+  const double roofline = bytes / (a100().hbm_bw * a100().hbm_efficiency);
+  EXPECT_NEAR(c.gemm(8192, 8192, 16, Dtype::BF16).seconds() / roofline, 1.0, 0.15);
+  EXPECT_EQ(c.gemm(8, 8, 8, Dtype::BF16), Time::from_seconds(a100().kernel_launch_floor_s));
+  EXPECT_THROW((void)c.gemm(0, 8, 8, Dtype::BF16), std::invalid_argument);
+}
+
+TEST(AttentionCost, UsesTheMeasuredFlashAttentionRate) {
+  const CostModel c(a100());
+  // FA2 A100 causal hd128 at 2k: 155 TFLOP/s (fwd+bwd); 8 x 16 heads x 16 blocks = 2048 CTAs.
+  const double fwd_flops = 4.0 * 8 * 16 * 2048.0 * 2048 * 128 / 2;
+  const double waves = std::ceil(2048.0 / 108);
+  const double eff = 2048.0 / (waves * 108);
+  EXPECT_NEAR(c.attention_fwd(8, 16, 2048, 128, true).seconds(),
+              fwd_flops / (155e12 * eff), 1e-9);
+  EXPECT_NEAR(c.attention_bwd(8, 16, 2048, 128, true).seconds(),
+              2.5 * fwd_flops / (155e12 * eff), 1e-9);
+  // Log-linear interpolation between measured sequence lengths.
+  EXPECT_NEAR(c.attention_tflops(2896, 128, true, false), (155.0 + 173.0) / 2, 0.1);
+  EXPECT_DOUBLE_EQ(c.attention_tflops(100000, 128, true, false), 189.0);
+}
+
+TEST(AttentionCost, UnfusedAttentionIsSlowerThanFlashAtLongSequences) {
+  const CostModel c(a100());
+  EXPECT_GT(c.attention_fwd(1, 12, 4096, 128, true, cost::AttentionImpl::Unfused),
+            c.attention_fwd(1, 12, 4096, 128, true, cost::AttentionImpl::Flash));
+}
+
+TEST(MemoryBoundCost, BytesOverAchievableBandwidth) {
+  const CostModel c(h100());
+  EXPECT_NEAR(c.memory_bound(1e9).seconds(), 1e9 / (3.35e12 * 0.92), 1e-12);
+  EXPECT_EQ(c.memory_bound(10), Time::from_seconds(2e-6));
+}

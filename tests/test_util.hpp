@@ -1,0 +1,63 @@
+// Helpers shared by the tests: temporary scenario files and running the CLI.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+namespace trainsim::test {
+
+inline std::filesystem::path source_dir() { return TRAINSIM_SOURCE_DIR; }
+
+/// A fresh directory for one test's files.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("trainsim-test-" + std::to_string(::getpid()) + "-" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+inline std::filesystem::path write(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+inline std::string read(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// A small valid scenario: 4-layer GPT on 16 A100 (TP 2 + SP, PP 2, DP 4).
+inline std::string small_scenario() {
+  return "version = 1\n"
+         "name = \"small\"\n"
+         "[model]\n"
+         "layers = 4\n"
+         "hidden = 1024\n"
+         "heads = 16\n"
+         "vocab = 32000\n"
+         "seq_len = 1024\n"
+         "[training]\n"
+         "global_batch = 16\n"
+         "micro_batch = 2\n"
+         "[parallel]\n"
+         "tp = 2\n"
+         "pp = 2\n"
+         "dp = 4\n"
+         "sequence_parallel = true\n"
+         "[cluster]\n"
+         "topology = \"" + (source_dir() / "topologies/dgx-a100.toml").string() + "\"\n"
+         "gpus = 16\n";
+}
+
+/// Replaces the first occurrence of `from` in `text` by `to`.
+inline std::string replace(std::string text, const std::string& from, const std::string& to) {
+  const auto pos = text.find(from);
+  if (pos != std::string::npos) text.replace(pos, from.size(), to);
+  return text;
+}
+
+}  // namespace trainsim::test

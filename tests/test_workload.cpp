@@ -1,0 +1,139 @@
+// The whole step: builder + engine + metrics on real scenarios.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "config/scenario.hpp"
+#include "model/memory.hpp"
+#include "report/report.hpp"
+#include "test_util.hpp"
+#include "workload/builder.hpp"
+
+using namespace trainsim;
+using workload::Scenario;
+using workload::simulate_step;
+
+namespace {
+Scenario shipped(const std::string& name) {
+  return config::load_scenario(test::source_dir() / "scenarios" / (name + ".toml"));
+}
+Scenario small() {
+  const auto dir = test::temp_dir("workload-small");
+  return config::load_scenario(test::write(dir / "small.toml", test::small_scenario()));
+}
+double parts(const workload::StageBreakdown& b) {
+  double s = b.compute + b.optimizer + b.bubble;
+  for (double e : b.exposed) s += e;
+  return s;
+}
+}  // namespace
+
+TEST(Workload, Gpt3StepTimeWithin15PercentOfKorthikantiTable5) {
+  const auto r = simulate_step(shipped("gpt3-175b-a100"));
+  const double published = 13.75;  // s, Korthikanti et al. 2022 Table 5, GPT-3 present work
+  EXPECT_NEAR(r.step_time.seconds() / published, 1.0, 0.15) << r.step_time.seconds();
+  EXPECT_TRUE(r.memory.fits);
+}
+
+TEST(Workload, SameScenarioGivesByteIdenticalJson) {
+  const auto sc = shipped("gpt3-175b-a100");
+  const auto a = report::to_json(sc, simulate_step(sc));
+  const auto b = report::to_json(sc, simulate_step(sc));
+  EXPECT_EQ(a, b);
+}
+
+TEST(Workload, BreakdownOfEveryStageAddsUpToTheStepTime) {
+  for (const char* name : {"gpt3-175b-a100", "llama3-70b-h100"}) {
+    const auto r = simulate_step(shipped(name));
+    for (const auto& s : r.stages) {
+      EXPECT_NEAR(parts(s.breakdown), r.step_time.seconds(), 1e-9) << name << " stage " << s.stage;
+    }
+    EXPECT_NEAR(parts(r.breakdown), r.step_time.seconds(), 1e-9);
+  }
+}
+
+TEST(Workload, FlopsMfuAndMemoryAreConsistent) {
+  const auto sc = shipped("gpt3-175b-a100");
+  const auto r = simulate_step(sc);
+  EXPECT_DOUBLE_EQ(r.model_flops, model::model_flops_per_step(sc.model, sc.training.global_batch));
+  EXPECT_GT(r.mfu, 0.0);
+  EXPECT_LE(r.mfu, r.hfu);
+  EXPECT_LE(r.hfu, 1.0);
+  EXPECT_NEAR(r.mfu, r.model_flops / (r.step_time.seconds() * sc.gpus * 312e12), 1e-12);
+  // Step time can never beat the FLOPs at peak.
+  EXPECT_GE(r.step_time.seconds(), r.hardware_flops / (sc.gpus * 312e12));
+  for (const auto& s : r.stages) {
+    const auto st = model::model_state_bytes(s.params, sc.layout.dp, sc.layout.zero);
+    EXPECT_DOUBLE_EQ(s.memory.weights + s.memory.gradients + s.memory.optimizer, st.total());
+    EXPECT_DOUBLE_EQ(s.memory.total, st.total() + s.memory.activations);
+  }
+  double params = 0;
+  for (const auto& s : r.stages) params += s.params * sc.layout.tp;
+  EXPECT_NEAR(params / sc.model.total_params(), 1.0, 1e-9);
+}
+
+TEST(Workload, GoldenSmallScenarioExactPicoseconds) {
+  const auto r = simulate_step(small());
+  // Golden value: changes only when the cost model or the graph changes on purpose.
+  EXPECT_EQ(r.step_time.count_ps(), 8393411658);
+}
+
+TEST(Workload, OneFOneBHoldsAtMostPMicrobatchesGPipeHoldsAll) {
+  auto sc = small();
+  sc.training.global_batch = 64;  // m = 64 / (2 x 4) = 8 microbatches
+  const auto r1 = simulate_step(sc);
+  EXPECT_EQ(r1.microbatches, 8);
+  EXPECT_LE(r1.stages[0].peak_inflight, sc.layout.pp);
+  sc.layout.schedule = parallel::ScheduleKind::GPipe;
+  const auto rg = simulate_step(sc);
+  EXPECT_EQ(rg.stages[0].peak_inflight, 8);
+  EXPECT_GT(rg.memory.activations, r1.memory.activations);
+}
+
+TEST(Workload, OverlappingGradientReductionNeverSlowsTheStep) {
+  auto sc = small();
+  sc.layout.overlap_grad_reduce = false;
+  const auto serial = simulate_step(sc);
+  sc.layout.overlap_grad_reduce = true;
+  const auto overlapped = simulate_step(sc);
+  EXPECT_LE(overlapped.step_time, serial.step_time);
+  EXPECT_GT(serial.breakdown.exposed_of(Category::DpComm), 0.0);
+}
+
+TEST(Workload, ZeroStagesShrinkModelStateMemory) {
+  auto sc = small();
+  double prev = 1e30;
+  for (int z = 0; z <= 3; ++z) {
+    sc.layout.zero = z;
+    const auto r = simulate_step(sc);
+    const double state = r.memory.weights + r.memory.gradients + r.memory.optimizer;
+    EXPECT_LT(state, prev) << "zero " << z;
+    prev = state;
+  }
+}
+
+TEST(Workload, RecomputeTradesTimeForMemory) {
+  auto sc = small();
+  sc.training.recompute = model::Recompute::None;
+  const auto none = simulate_step(sc);
+  sc.training.recompute = model::Recompute::Full;
+  const auto full = simulate_step(sc);
+  EXPECT_GT(full.step_time, none.step_time);
+  EXPECT_LT(full.memory.activations, none.memory.activations);
+  // Narayanan et al. 2021 Eq. 3: 96 B s l h^2 (1 + s/6h + V/16lh) with full recompute.
+  const auto& m = sc.model;
+  const double B = sc.training.global_batch, s = m.seq_len, l = m.layers, h = m.hidden;
+  EXPECT_NEAR(full.hardware_flops /
+                  (96 * B * s * l * h * h * (1 + s / (6 * h) + m.vocab / (16 * l * h))),
+              1.0, 1e-3);
+}
+
+TEST(Workload, LargestScenarioSimulates) {
+  const auto r = simulate_step(shipped("llama3-405b-h100"));
+  EXPECT_GT(r.step_time.seconds(), 0);
+  EXPECT_EQ(r.stages.size(), 16U);
+  // 126 layers over 64 virtual stages: two each, one fewer on the first and the last.
+  EXPECT_EQ(r.stages.front().layers, 7);
+  EXPECT_EQ(r.stages.back().layers, 7);
+  EXPECT_EQ(r.stages[1].layers, 8);
+}
