@@ -1,6 +1,7 @@
 // The trainsim executable: exit codes, stdout/stderr and files, as a user sees them.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <set>
 #include <cstdio>
@@ -123,3 +124,45 @@ TEST(Cli, VersionAndGpuList) {
   EXPECT_EQ(g.code, 0);
   EXPECT_NE(g.out.find("h100_sxm"), std::string::npos);
 }
+
+// Every kind of bad input, through the executable: exit code 1, one line on stderr with
+// file:line:column and the problem, nothing on stdout.
+struct BadInput {
+  const char* what;
+  const char* from;
+  const char* to;
+  const char* message;
+};
+
+class CliBadInput : public ::testing::TestWithParam<BadInput> {};
+
+TEST_P(CliBadInput, ExitsOneWithLocationAndMessage) {
+  const BadInput& c = GetParam();
+  const auto dir = test::temp_dir(std::string("cli-badinput-") + c.what);
+  const auto file = test::write(dir / "s.toml", test::replace(test::small_scenario(), c.from, c.to));
+  const auto r = run("simulate " + file.string());
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find(file.string() + ":"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllKinds, CliBadInput,
+    ::testing::Values(
+        BadInput{"unknown_key", "tp = 2", "tpp = 2", ":13:1: unknown key 'tpp' in [parallel]; did you mean 'tp'?"},
+        BadInput{"missing_key", "vocab = 32000\n", "", ":3:1: missing key model.vocab in [model]"},
+        BadInput{"wrong_type", "layers = 4", "layers = 4.5", ":4:10: model.layers must be an integer (got float)"},
+        BadInput{"bad_enum", "[training]\n", "[training]\ndtype = \"fp64\"\n", "training.dtype must be one of"},
+        BadInput{"tp_not_dividing_heads", "tp = 2", "tp = 3", ":13:6: parallel.tp (3) must divide model.heads (16)"},
+        BadInput{"pp_larger_than_layers", "pp = 2", "pp = 8", ":14:6: parallel.pp (8) is larger than the layer count"},
+        BadInput{"batch_not_divisible", "global_batch = 16", "global_batch = 20", ":10:16: training.global_batch (20) is not divisible"},
+        BadInput{"world_size_mismatch", "gpus = 16", "gpus = 32", ":19:8: tp x pp x dp x cp = 2 x 2 x 4 x 1 = 16 does not equal cluster.gpus (32)"},
+        BadInput{"negative", "micro_batch = 2", "micro_batch = -2", "training.micro_batch must be >= 1"},
+        BadInput{"syntax", "heads = 16", "heads = ", "TOML syntax error"},
+        BadInput{"missing_topology", "dgx-a100.toml", "dgx-z100.toml", "cluster.topology: no such file"},
+        BadInput{"fp8_on_a100", "[training]\n", "[training]\ndtype = \"fp8\"\n", "needs FP8 tensor cores"},
+        BadInput{"virtual_stages_without_interleaving", "[parallel]\n", "[parallel]\nvirtual_stages = 2\nschedule = \"1f1b\"\n", "parallel.virtual_stages > 1 needs schedule = \"interleaved\""},
+        BadInput{"not_simulated_yet", "[parallel]\n", "[parallel]\ncp = 2\n", "parallel.cp > 1 (context parallelism) is not simulated yet"}),
+    [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.what); });

@@ -413,6 +413,11 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   }
   sc.gpu = *gpu;
   sc.topology.gpu = gpu->key;
+  if (tr.dtype == hw::Dtype::FP8 && gpu->peak_fp8 <= 0) {
+    const toml::node* n = t.node("dtype");
+    t.fail_at(n->source(), "training.dtype \"fp8\" needs FP8 tensor cores; " +
+                               gpu->display_name + " has none");
+  }
 
   // [parallel]
   Section p = sub(file, root, "parallel", "parallel", false);

@@ -4,6 +4,7 @@
 #include <map>
 #include <numeric>
 #include <string>
+#include <tuple>
 
 #include "core/error.hpp"
 #include "cost/cost_model.hpp"
@@ -185,6 +186,7 @@ class StepBuilder final : public PassEmitter {
         add_grads(sc_.model.head_params() / tp_);
       }
       for (int l = 0; l < nl; ++l) {
+        zero3_gather();  // ZeRO-3: the layer's parameters, before recompute and backward
         if (sc_.training.recompute == model::Recompute::Full) layer_forward(true);
         layer_backward();
       }
@@ -290,7 +292,7 @@ class StepBuilder final : public PassEmitter {
   }
 
   Time dp_cost(CollectiveOp op, double bytes) {
-    const auto key = std::make_pair(static_cast<int>(op), bytes);
+    const auto key = std::make_tuple(static_cast<int>(op), bytes, stage_);
     auto it = dp_cache_.find(key);
     if (it != dp_cache_.end()) return it->second;
     const auto group = sc_.layout.dp_group(0, stage_);
@@ -432,7 +434,6 @@ class StepBuilder final : public PassEmitter {
   }
 
   void layer_backward() {
-    zero3_gather();
     compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
     row_backward(c_.mlp_out);
     compute(c_.act.bwd_input, c_.act.bwd_label);
@@ -487,7 +488,7 @@ class StepBuilder final : public PassEmitter {
   double bucket_params_ = 0;
   LayerCosts c_;
   LabelId l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId;
-  std::map<std::pair<int, double>, Time> dp_cache_;
+  std::map<std::tuple<int, double, int>, Time> dp_cache_;
   std::vector<std::vector<int>> last_bwd_;
   // per-pass state
   const StageStreams* st_ = nullptr;
