@@ -41,7 +41,7 @@ TEST(Cli, SimulatePrintsTheTable) {
   const auto r = run("simulate " + scenario("gpt3-175b-a100.toml"));
   EXPECT_EQ(r.code, 0) << r.err;
   for (const char* s : {"step time", "tokens/s", "MFU / HFU", "bubble fraction", "activations",
-                        "exposed TP comm", "(fits)"}) {
+                        "exposed TP comm", "(fits, "}) {
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
   }
 }
@@ -166,3 +166,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"virtual_stages_without_interleaving", "[parallel]\n", "[parallel]\nvirtual_stages = 2\nschedule = \"1f1b\"\n", "parallel.virtual_stages > 1 needs schedule = \"interleaved\""},
         BadInput{"not_simulated_yet", "[parallel]\n", "[parallel]\ncp = 2\n", "parallel.cp > 1 (context parallelism) is not simulated yet"}),
     [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.what); });
+
+TEST(Cli, UnwritableTraceIsBadInputAndPrintsNoReport) {
+  const auto dir = test::temp_dir("cli-trace-dir");
+  const auto r = run("simulate " + scenario("gpt3-175b-a100.toml") + " --trace " + dir.string());
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("is a directory"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+  const auto r2 = run("simulate " + dir.string());
+  EXPECT_EQ(r2.code, 1);
+  EXPECT_NE(r2.err.find("is a directory"), std::string::npos) << r2.err;
+}

@@ -127,4 +127,11 @@ TEST(Layout, ImpossibleLayoutsNameTheKey) {
   L.schedule = ScheduleKind::Interleaved;
   EXPECT_EQ(key_of(L, 16, 16, 1), "");
   EXPECT_EQ(key_of(L, 16, 10, 1), "parallel.schedule");  // 5 microbatches, pp 2
+  L = ok;
+  L.zero = 2;
+  EXPECT_EQ(key_of(L, 16, 16, 1), "parallel.zero");  // ZeRO-2/3 with pipeline parallelism
+  L.pp = 1;
+  L.dp = 4;
+  EXPECT_EQ(key_of(L, 16, 16, 1), "");
+  EXPECT_EQ(key_of(ok, 16, 16 * 1024 * 1024, 1), "training.global_batch");  // too many tasks
 }

@@ -11,10 +11,20 @@ namespace trainsim::test {
 
 inline std::filesystem::path source_dir() { return TRAINSIM_SOURCE_DIR; }
 
+/// The per-process root of test files; removed when the test process exits.
+struct TempRoot {
+  std::filesystem::path path = std::filesystem::temp_directory_path() /
+                               ("trainsim-test-" + std::to_string(::getpid()));
+  ~TempRoot() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+inline TempRoot temp_root;
+
 /// A fresh directory for one test's files.
 inline std::filesystem::path temp_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("trainsim-test-" + std::to_string(::getpid()) + "-" + name);
+  auto dir = temp_root.path / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

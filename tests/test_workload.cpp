@@ -102,6 +102,8 @@ TEST(Workload, OverlappingGradientReductionNeverSlowsTheStep) {
 
 TEST(Workload, ZeroStagesShrinkModelStateMemory) {
   auto sc = small();
+  sc.layout.pp = 1;  // ZeRO-2/3 need pp = 1
+  sc.layout.dp = 8;
   double prev = 1e30;
   for (int z = 0; z <= 3; ++z) {
     sc.layout.zero = z;

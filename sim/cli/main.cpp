@@ -22,26 +22,32 @@ constexpr int kOk = 0;
 constexpr int kBadInput = 1;
 constexpr int kInternal = 2;
 
-/// Writes `text` to `path` atomically (temporary file + rename). Throws std::runtime_error.
+/// An output file that cannot be written (user error: exit 1).
+class OutputError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Writes `text` to `path` atomically (temporary file + rename). Throws OutputError.
 void write_file(const std::filesystem::path& path, const std::string& text) {
   std::filesystem::path tmp = path;
   tmp += ".tmp-trainsim";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + path.string());
+    if (!out) throw OutputError("cannot write " + path.string());
     out << text;
     out.flush();
     if (!out) {
       std::error_code ec;
       std::filesystem::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + path.string());
+      throw OutputError("cannot write " + path.string());
     }
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
     std::filesystem::remove(tmp, ec);
-    throw std::runtime_error("cannot write " + path.string());
+    throw OutputError("cannot write " + path.string());
   }
 }
 
@@ -51,6 +57,10 @@ void check_writable(const std::string& path, const char* option) {
   const std::filesystem::path p(path);
   const auto dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
   std::error_code ec;
+  if (std::filesystem::is_directory(p, ec)) {
+    throw trainsim::InputError(option, std::string(option) + ": \"" + path +
+                                           "\" is a directory, not a file name");
+  }
   if (!std::filesystem::is_directory(dir, ec)) {
     throw trainsim::InputError(option, std::string(option) + ": directory \"" + dir.string() +
                                            "\" does not exist");
@@ -64,14 +74,15 @@ int run_simulate(const std::string& file, bool json, const std::string& trace) {
   // Render everything before writing anything.
   const std::string trace_text =
       trace.empty() ? std::string() : trainsim::report::to_chrome_trace(scenario, result);
+  // Files first: if one cannot be written, nothing is printed as if the run succeeded.
+  if (!trace.empty()) write_file(trace, trace_text);
   if (json) {
     std::cout << trainsim::report::to_json(scenario, result);
   } else {
     trainsim::report::print_table(std::cout, scenario, result);
-  }
-  if (!trace.empty()) {
-    write_file(trace, trace_text);
-    if (!json) std::cout << "  trace written to " << trace << " (open in https://ui.perfetto.dev)\n";
+    if (!trace.empty()) {
+      std::cout << "  trace written to " << trace << " (open in https://ui.perfetto.dev)\n";
+    }
   }
   std::cout.flush();
   return kOk;
@@ -79,9 +90,9 @@ int run_simulate(const std::string& file, bool json, const std::string& trace) {
 
 int list_gpus() {
   for (const auto& g : trainsim::hw::builtin_gpus()) {
-    std::printf("%-16s %-40s %4d SMs  %6.1f TFLOP/s bf16  %5.0f GB  %5.2f TB/s\n",
+    std::printf("%-16s %-40s %4d SMs  %7.1f TFLOP/s bf16  %7.2f GiB HBM  %5.2f TB/s\n",
                 g.key.c_str(), g.display_name.c_str(), g.sm_count, g.peak_bf16 / 1e12,
-                g.hbm_bytes / 1e9, g.hbm_bw / 1e12);
+                g.hbm_bytes / (1024.0 * 1024.0 * 1024.0), g.hbm_bw / 1e12);
   }
   return kOk;
 }
@@ -116,6 +127,9 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;
   } catch (const trainsim::InputError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kBadInput;
+  } catch (const OutputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;
   } catch (const trainsim::InternalError& e) {

@@ -226,6 +226,9 @@ class Section {
 
 toml::table parse(const std::filesystem::path& file) {
   std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) {
+    throw ConfigError(file.string(), 1, 1, "is a directory, not a scenario file");
+  }
   if (!std::filesystem::is_regular_file(file, ec)) {
     throw ConfigError(file.string(), 1, 1, "cannot open file (no such file)");
   }

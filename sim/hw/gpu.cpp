@@ -155,7 +155,7 @@ std::vector<GpuSpec> make_builtins() {
   b200.display_name = "NVIDIA B200 (HGX/DGX, 180GB, 1000W)";
   b200.arch = 100;
   b200.sm_count = 148;
-  b200.hbm_bytes = 180 * kG;          // usable, hardware.toml (192 GB physical)
+  b200.hbm_bytes = 178.35 * 1024 * kMiB;  // usable 178.35 GiB (pytorch/ao PR #4002 device query)
   b200.hbm_bw = 8.0 * kT;
   b200.hbm_efficiency = 0.90;
   b200.l2_bw = 1.6 * b200.hbm_bw;      // assumed H100 ratio

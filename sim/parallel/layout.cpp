@@ -71,6 +71,12 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
   if (zero < 0 || zero > 3) {
     throw InputError("parallel.zero", "parallel.zero must be 0..3 (got " + str(zero) + ")");
   }
+  if (zero >= 2 && pp > 1) {
+    throw InputError("parallel.zero",
+                     "parallel.zero = " + str(zero) + " with pp > 1: ZeRO-2/3 shard gradients "
+                     "across DP, which breaks gradient accumulation over pipeline microbatches "
+                     "(DeepSpeed rejects it; Megatron's distributed optimizer is ZeRO-1)");
+  }
   if (ep != 1) {
     throw InputError("parallel.ep", "parallel.ep > 1 needs a [model.moe] section; MoE is not "
                                     "simulated yet");
@@ -90,6 +96,18 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                          str(micro_batch) + " x " + str(dp) + ")");
   }
   const std::int64_t m_count = global_batch / (micro_batch * dp);
+  // One rank per stage runs every microbatch of every layer it holds: about 40 tasks per
+  // layer per microbatch. Refuse graphs that would not fit in memory (~100 bytes per task).
+  const double tasks = 40.0 * static_cast<double>(m_count) * m.layers;
+  constexpr double kMaxTasks = 60e6;
+  if (tasks > kMaxTasks) {
+    throw InputError("training.global_batch",
+                     "this step has " + str(m_count) + " microbatches per pipeline x " +
+                         str(m.layers) + " layers, about " +
+                         str(static_cast<std::int64_t>(tasks)) + " tasks to simulate (limit " +
+                         str(static_cast<std::int64_t>(kMaxTasks)) +
+                         "); use a larger micro_batch or dp, or a smaller global_batch");
+  }
   switch (schedule) {
     case ScheduleKind::GPipe:
     case ScheduleKind::OneFOneB: break;

@@ -133,7 +133,12 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   os << "    optimizer   " << fmt("%8.2f", m.optimizer / kGiB) << "\n";
   os << "    activations " << fmt("%8.2f", m.activations / kGiB) << "\n";
   os << "    total       " << fmt("%8.2f", m.total / kGiB) << " of "
-     << fmt("%.2f", m.capacity / kGiB) << (m.fits ? "  (fits)" : "  (DOES NOT FIT)") << "\n";
+     << fmt("%.2f", m.capacity / kGiB);
+  if (m.fits) {
+    os << "  (fits, " << fmt("%.2f", (m.capacity - m.total) / kGiB) << " GiB free)\n";
+  } else {
+    os << "  (DOES NOT FIT: " << fmt("%.3f", (m.total - m.capacity) / kGiB) << " GiB over)\n";
+  }
   const auto& b = r.breakdown;
   const double step = r.step_time.seconds();
   auto line = [&](const char* name, double v) {
