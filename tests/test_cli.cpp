@@ -159,7 +159,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"pp_larger_than_layers", "pp = 2", "pp = 8", ":14:6: parallel.pp (8) is larger than the layer count"},
         BadInput{"batch_not_divisible", "global_batch = 16", "global_batch = 20", ":10:16: training.global_batch (20) is not divisible"},
         BadInput{"world_size_mismatch", "gpus = 16", "gpus = 32", ":19:8: tp x pp x dp x cp = 2 x 2 x 4 x 1 = 16 does not equal cluster.gpus (32)"},
-        BadInput{"negative", "micro_batch = 2", "micro_batch = -2", "training.micro_batch must be >= 1"},
+        BadInput{"negative", "micro_batch = 2", "micro_batch = -2", ":11:15: training.micro_batch must be in [1, 16] (got -2)"},
         BadInput{"syntax", "heads = 16", "heads = ", "TOML syntax error"},
         BadInput{"missing_topology", "dgx-a100.toml", "dgx-z100.toml", "cluster.topology: no such file"},
         BadInput{"fp8_on_a100", "[training]\n", "[training]\ndtype = \"fp8\"\n", "needs FP8 tensor cores"},

@@ -165,6 +165,6 @@ TEST(Config, TopologyErrors) {
                 "unknown GPU \"v100\""),
             std::string::npos);
   EXPECT_NE(load(test::replace(good, "oversubscription = 1.0", "oversubscription = 0.5")).find(
-                "network.oversubscription must be >= 1"),
+                "network.oversubscription must be a finite number in [1, 1024]"),
             std::string::npos);
 }

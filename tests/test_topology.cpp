@@ -178,19 +178,22 @@ TEST(TopologyTest, CrossSuRouteGoesThroughSpine) {
   EXPECT_EQ(t.route(2, 19 * 8 + 2).links.size(), 4U);
 }
 
-TEST(TopologyTest, OversubscribedUplinksLimitCrossSuRoutes) {
+TEST(TopologyTest, OversubscriptionSetsLeafUplinkCapacity) {
   TopologySpec s = dgx_a100();
-  s.nodes_per_su = 4;
-  s.spines = 2;
+  s.nodes_per_su = 8;
+  s.spines = 1;
   s.oversubscription = 4.0;
-  const Topology t(s, 8 * 8);  // 8 nodes, 2 SUs
-  // Uplink per leaf-spine link: 4 nodes x 24 GB/s / 4 / 2 spines = 12 GB/s.
-  const Route r = t.route(0, 4 * 8);
-  expect_chain(t, r, 0, 4 * 8);
-  EXPECT_EQ(r.links.size(), 6U);
-  EXPECT_DOUBLE_EQ(r.bottleneck_bw, 4 * kNicAchievable / 4.0 / 2.0);
-  // Same SU, same rail: one leaf, NIC-limited.
-  EXPECT_DOUBLE_EQ(t.route(0, 8).bottleneck_bw, kNicAchievable);
+  const Topology t(s, 16 * 8);  // 16 nodes, 2 SUs
+  // A leaf has 8 / 4 = 2 uplink cables, both to the one spine: 2 x 24 GB/s on that link.
+  const Route r = t.route(0, 8 * 8);
+  expect_chain(t, r, 0, 8 * 8);
+  ASSERT_EQ(r.links.size(), 6U);
+  EXPECT_DOUBLE_EQ(t.link(r.links[2]).bandwidth, 8 * kNicAchievable / 4.0);
+  // A single flow is still NIC-limited: oversubscription only bites under contention.
+  EXPECT_DOUBLE_EQ(r.bottleneck_bw, kNicAchievable);
+  // Every spine needs an uplink cable from every leaf.
+  s.spines = 3;
+  EXPECT_THROW(Topology(s, 16 * 8), std::invalid_argument);
 }
 
 TEST(TopologyTest, RoutesAreDeterministicAndSpreadOverSpines) {

@@ -139,3 +139,71 @@ TEST(Workload, LargestScenarioSimulates) {
   EXPECT_EQ(r.stages.back().layers, 7);
   EXPECT_EQ(r.stages[1].layers, 8);
 }
+
+// Regression tests for defects found in review.
+
+TEST(Workload, CollectivesAreCostedWhereEachStagesGroupSits) {
+  // 4 GPUs per node, tp 1, pp 4, dp 3 on 12 GPUs: stage 0's DP group {0,1,2} is inside node
+  // 0, stage 1's {3,4,5} spans nodes 0 and 1 and pays for the (slow) network.
+  auto sc = small();
+  sc.topology.gpus_per_node = 4;
+  sc.topology.nics_per_node = 4;
+  sc.topology.nodes_per_su = 4;
+  sc.topology.nic_bw = 1e9;
+  sc.gpus = 12;
+  sc.model.layers = 8;
+  sc.layout.tp = 1;
+  sc.layout.sequence_parallel = false;
+  sc.layout.pp = 4;
+  sc.layout.dp = 3;
+  sc.training.global_batch = 12;
+  sc.training.micro_batch = 1;
+  sc.layout.overlap_grad_reduce = false;
+  const auto r = workload::simulate_step(sc);
+  EXPECT_GT(r.stages[1].breakdown.exposed_of(Category::DpComm),
+            5 * r.stages[0].breakdown.exposed_of(Category::DpComm));
+}
+
+TEST(Workload, ExposedDpCommunicationIsNotCountedAsBubbleWithoutPipeline) {
+  auto sc = small();
+  sc.layout.pp = 1;
+  sc.layout.dp = 8;
+  sc.training.global_batch = 16;
+  sc.layout.overlap_grad_reduce = false;
+  sc.layout.dp_bucket_params = 100000;  // many buckets: a long chain on the DP stream
+  for (int zero : {0, 1}) {
+    sc.layout.zero = zero;
+    const auto r = workload::simulate_step(sc);
+    EXPECT_EQ(r.breakdown.bubble, 0.0) << "zero " << zero;
+    EXPECT_GT(r.breakdown.exposed_of(Category::DpComm), 0.0);
+  }
+}
+
+TEST(Workload, OverlappedParameterGatherHidesBehindTheFirstForward) {
+  auto sc = small();
+  sc.layout.pp = 1;
+  sc.layout.dp = 8;
+  sc.layout.zero = 1;
+  sc.layout.dp_bucket_params = 1000000;
+  sc.layout.overlap_param_gather = false;
+  const auto serial = workload::simulate_step(sc);
+  sc.layout.overlap_param_gather = true;
+  const auto overlapped = workload::simulate_step(sc);
+  EXPECT_LT(overlapped.step_time, serial.step_time);
+}
+
+TEST(Workload, TiedEmbeddingsSyncBetweenFirstAndLastStage) {
+  auto sc = small();
+  const auto untied = workload::simulate_step(sc);
+  sc.model.tied_embeddings = true;
+  const auto tied = workload::simulate_step(sc);
+  EXPECT_GT(tied.step_time, untied.step_time);  // one more all-reduce before the optimizer
+  bool found = false;
+  for (TaskId t = 0; t < tied.graph->num_tasks(); ++t) {
+    found = found || tied.graph->label(tied.graph->task(t).label).find("embedding grad") == 0;
+  }
+  EXPECT_TRUE(found);
+  // The last stage keeps a copy of the embedding as its output layer: as many parameters
+  // as an untied LM head.
+  EXPECT_NEAR(tied.stages.back().params, untied.stages.back().params, 1.0);
+}

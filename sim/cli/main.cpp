@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
   } catch (const OutputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;
+  } catch (const std::overflow_error& e) {
+    std::cerr << "error: a simulated time is out of range (" << e.what()
+              << "); check the scenario's sizes and bandwidths\n";
+    return kBadInput;
   } catch (const trainsim::InternalError& e) {
     std::cerr << "internal error: " << e.what() << "\n";
     return kInternal;

@@ -1,6 +1,8 @@
 #include "config/scenario.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -113,17 +115,33 @@ class Section {
     if (!v) fail("missing key " + full(key) + " in [" + name_ + "]");
     return *v;
   }
-  int int32(const std::string& key, int def) {
+  /// An integer in [lo, hi]; `def` when absent (not checked).
+  std::int64_t bounded(const std::string& key, std::int64_t def, std::int64_t lo, std::int64_t hi) {
     auto v = integer(key);
     if (!v) return def;
-    if (*v < -2147483647 || *v > 2147483647) {
-      fail_at(node(key)->source(), full(key) + " is out of range (" + std::to_string(*v) + ")");
+    if (*v < lo || *v > hi) {
+      fail_at(node(key)->source(), full(key) + " must be in [" + std::to_string(lo) + ", " +
+                                       std::to_string(hi) + "] (got " + std::to_string(*v) + ")");
     }
-    return static_cast<int>(*v);
+    return *v;
   }
-  int int32_req(const std::string& key) {
+  std::int64_t bounded_req(const std::string& key, std::int64_t lo, std::int64_t hi) {
     if (!has(key)) fail("missing key " + full(key) + " in [" + name_ + "]");
-    return int32(key, 0);
+    return bounded(key, 0, lo, hi);
+  }
+  /// A finite number in [lo, hi]; nullopt when absent.
+  std::optional<double> real(const std::string& key, double lo, double hi) {
+    auto v = number(key);
+    if (v && !(std::isfinite(*v) && *v >= lo && *v <= hi)) {
+      fail_at(node(key)->source(), full(key) + " must be a finite number in [" + fmt_num(lo) +
+                                       ", " + fmt_num(hi) + "]");
+    }
+    return v;
+  }
+  static std::string fmt_num(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
   }
   std::optional<double> number(const std::string& key) {
     const toml::node* n = node(key);
@@ -181,9 +199,16 @@ class Section {
     }
     return number(key);
   }
-  double positive(const std::string& key, std::optional<double> v) {
-    if (v && !(*v > 0)) fail_at(node(key)->source(), full(key) + " must be > 0");
-    return v.value_or(0);
+  /// A quantity that must lie in [lo, hi] (SI base units); `example` shows the syntax.
+  std::optional<double> quantity_in(const std::string& key,
+                                    std::optional<double> (*parse)(std::string_view),
+                                    const char* example, double lo, double hi, const char* unit) {
+    auto v = quantity(key, parse, example);
+    if (v && !(std::isfinite(*v) && *v >= lo && *v <= hi)) {
+      fail_at(node(key)->source(), full(key) + " must be between " + fmt_num(lo) + " and " +
+                                       fmt_num(hi) + " " + unit + " (got " + fmt_num(*v) + ")");
+    }
+    return v;
   }
 
   /// Rejects keys that were not expected, suggesting the nearest valid one.
@@ -299,32 +324,26 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
   spec.source = top.string("source").value_or("");
   Section node = sub(file, root, "node", "node", true);
   node.check_unknown(scenario_keys("topology.node"));
-  spec.gpus_per_node = node.int32_req("gpus");
-  if (spec.gpus_per_node < 1) node.fail_at(node.node("gpus")->source(), "node.gpus must be >= 1");
-  spec.nvlink_bw = node.positive("nvlink_bw", node.quantity("nvlink_bw", parse_bandwidth, "300 GB/s"));
+  spec.gpus_per_node = static_cast<int>(node.bounded_req("gpus", 1, 4096));
+  spec.nvlink_bw =
+      node.quantity_in("nvlink_bw", parse_bandwidth, "300 GB/s", 1e6, 1e15, "B/s").value_or(0);
   if (spec.nvlink_bw <= 0) node.fail("missing key node.nvlink_bw in [node]");
-  spec.nvlink_latency = node.quantity("nvlink_latency", parse_duration, "0.7 us").value_or(0.0);
-  spec.nics_per_node = node.int32("nics", spec.gpus_per_node);
-  if (spec.nics_per_node < 1) node.fail_at(node.node("nics")->source(), "node.nics must be >= 1");
+  spec.nvlink_latency =
+      node.quantity_in("nvlink_latency", parse_duration, "0.7 us", 0, 1, "s").value_or(0.0);
+  spec.nics_per_node = static_cast<int>(node.bounded("nics", spec.gpus_per_node, 1, 4096));
   Section net = sub(file, root, "network", "network", true);
   net.check_unknown(scenario_keys("topology.network"));
-  spec.nic_bw = net.positive("nic_bw", net.quantity("nic_bw", parse_bandwidth, "400 Gbps"));
+  spec.nic_bw =
+      net.quantity_in("nic_bw", parse_bandwidth, "400 Gbps", 1e6, 1e15, "B/s").value_or(0);
   if (spec.nic_bw <= 0) net.fail("missing key network.nic_bw in [network]");
-  spec.nic_efficiency = net.number("nic_efficiency").value_or(1.0);
-  if (!(spec.nic_efficiency > 0 && spec.nic_efficiency <= 1)) {
-    net.fail_at(net.node("nic_efficiency")->source(), "network.nic_efficiency must be in (0, 1]");
-  }
-  spec.link_latency = net.quantity("link_latency", parse_duration, "0.6 us").value_or(0.0);
-  spec.nodes_per_su = net.int32("nodes_per_su", 32);
-  if (spec.nodes_per_su < 1) {
-    net.fail_at(net.node("nodes_per_su")->source(), "network.nodes_per_su must be >= 1");
-  }
-  spec.spines = net.int32("spines", 0);
-  if (spec.spines < 0) net.fail_at(net.node("spines")->source(), "network.spines must be >= 0");
-  spec.oversubscription = net.number("oversubscription").value_or(1.0);
-  if (!(spec.oversubscription >= 1)) {
-    net.fail_at(net.node("oversubscription")->source(), "network.oversubscription must be >= 1");
-  }
+  spec.nic_efficiency = net.real("nic_efficiency", 1e-3, 1.0).value_or(1.0);
+  spec.link_latency =
+      net.quantity_in("link_latency", parse_duration, "0.6 us", 0, 1, "s").value_or(0.0);
+  spec.nodes_per_su = static_cast<int>(net.bounded("nodes_per_su", 32, 1, 100000));
+  spec.oversubscription = net.real("oversubscription", 1.0, 1024.0).value_or(1.0);
+  // Each leaf has nodes_per_su / oversubscription uplink cables; every spine needs one.
+  const auto uplinks = static_cast<std::int64_t>(spec.nodes_per_su / spec.oversubscription);
+  spec.spines = static_cast<int>(net.bounded("spines", 0, 0, std::max<std::int64_t>(1, uplinks)));
   return spec;
 }
 
@@ -350,16 +369,17 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   }
   auto& md = sc.model;
   md.name = m.string("name").value_or(sc.name);
-  md.layers = m.int32_req("layers");
-  md.hidden = m.int32_req("hidden");
-  md.heads = m.int32_req("heads");
-  md.kv_heads = m.int32("kv_heads", md.heads);
+  md.layers = static_cast<int>(m.bounded_req("layers", 1, 100000));
+  md.hidden = static_cast<int>(m.bounded_req("hidden", 1, 10000000));
+  md.heads = static_cast<int>(m.bounded_req("heads", 1, 1000000));
+  md.kv_heads = static_cast<int>(m.bounded("kv_heads", md.heads, 1, md.heads));
   md.activation = m.choice<model::Activation>("activation", {{"gelu", model::Activation::GeLU},
                                                              {"swiglu", model::Activation::SwiGLU}})
                       .value_or(model::Activation::GeLU);
-  md.ffn_hidden = m.int32("ffn_hidden", 4 * md.hidden);
-  md.vocab = m.integer_req("vocab");
-  md.seq_len = m.int32_req("seq_len");
+  md.ffn_hidden = static_cast<int>(
+      m.bounded("ffn_hidden", std::min<std::int64_t>(4LL * md.hidden, 100000000), 1, 100000000));
+  md.vocab = m.bounded_req("vocab", 1, 1000000000);
+  md.seq_len = static_cast<int>(m.bounded_req("seq_len", 1, 100000000));
   md.norm = m.choice<model::Norm>("norm", {{"layernorm", model::Norm::LayerNorm},
                                            {"rmsnorm", model::Norm::RMSNorm}})
                 .value_or(model::Norm::LayerNorm);
@@ -370,8 +390,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   Section t = sub(file, root, "training", "training", true);
   t.check_unknown(scenario_keys("training"));
   auto& tr = sc.training;
-  tr.global_batch = t.integer_req("global_batch");
-  tr.micro_batch = t.integer("micro_batch").value_or(1);
+  tr.global_batch = t.bounded_req("global_batch", 1, 1000000000000LL);
+  tr.micro_batch = t.bounded("micro_batch", 1, 1, tr.global_batch);
   tr.dtype = t.choice<hw::Dtype>("dtype", {{"bf16", hw::Dtype::BF16},
                                            {"fp16", hw::Dtype::FP16},
                                            {"fp8", hw::Dtype::FP8}})
@@ -383,10 +403,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   (void)t.choice<int>("optimizer", {{"adam", 0}});
   tr.flash_attention = t.choice<bool>("attention", {{"flash", true}, {"unfused", false}})
                            .value_or(true);
-  if (auto tok = t.number("tokens")) {
-    if (!(*tok > 0)) t.fail_at(t.node("tokens")->source(), "training.tokens must be > 0");
-    tr.tokens = *tok;
-  }
+  if (auto tok = t.real("tokens", 1, 1e18)) tr.tokens = *tok;
 
   // [cluster]
   Section c = sub(file, root, "cluster", "cluster", true);
@@ -403,8 +420,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
     }
   }
   sc.topology = load_topology(topo_path);
-  sc.gpus = c.int32_req("gpus");
-  if (sc.gpus < 1) c.fail_at(c.node("gpus")->source(), "cluster.gpus must be >= 1");
+  sc.gpus = static_cast<int>(c.bounded_req("gpus", 1, 1 << 20));
   const std::string profile = c.string("profile").value_or(sc.topology.gpu);
   const hw::GpuSpec* gpu = hw::find_builtin_gpu(profile);
   if (gpu == nullptr) {
@@ -426,18 +442,19 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   Section p = sub(file, root, "parallel", "parallel", false);
   p.check_unknown(scenario_keys("parallel"));
   auto& L = sc.layout;
-  L.tp = p.int32("tp", 1);
-  L.pp = p.int32("pp", 1);
-  L.ep = p.int32("ep", 1);
-  L.cp = p.int32("cp", 1);
+  constexpr std::int64_t kMaxDegree = 1 << 20;
+  L.tp = static_cast<int>(p.bounded("tp", 1, 1, kMaxDegree));
+  L.pp = static_cast<int>(p.bounded("pp", 1, 1, kMaxDegree));
+  L.ep = static_cast<int>(p.bounded("ep", 1, 1, kMaxDegree));
+  L.cp = static_cast<int>(p.bounded("cp", 1, 1, kMaxDegree));
   if (p.has("dp")) {
-    L.dp = p.int32("dp", 1);
+    L.dp = static_cast<int>(p.bounded("dp", 1, 1, kMaxDegree));
   } else {
-    const int denom = std::max(1, L.tp * L.pp * L.cp);
-    L.dp = sc.gpus % denom == 0 ? std::max(1, sc.gpus / denom) : 1;
+    const std::int64_t denom = static_cast<std::int64_t>(L.tp) * L.pp * L.cp;
+    L.dp = sc.gpus % denom == 0 ? static_cast<int>(std::max<std::int64_t>(1, sc.gpus / denom)) : 1;
   }
   L.sequence_parallel = p.boolean("sequence_parallel").value_or(false);
-  L.virtual_stages = p.int32("virtual_stages", 1);
+  L.virtual_stages = static_cast<int>(p.bounded("virtual_stages", 1, 1, 1024));
   L.schedule = p.choice<parallel::ScheduleKind>(
                     "schedule", {{"gpipe", parallel::ScheduleKind::GPipe},
                                  {"pipedream", parallel::ScheduleKind::PipeDream},
@@ -448,14 +465,12 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
                                  {"dualpipe", parallel::ScheduleKind::DualPipe}})
                    .value_or(L.virtual_stages > 1 ? parallel::ScheduleKind::Interleaved
                                                   : parallel::ScheduleKind::OneFOneB);
-  L.zero = p.int32("zero", 0);
+  L.zero = static_cast<int>(p.bounded("zero", 0, 0, 3));
   L.overlap_grad_reduce = p.boolean("overlap_grad_reduce").value_or(true);
   L.overlap_param_gather = p.boolean("overlap_param_gather").value_or(false);
   L.tp_comm_overlap = p.boolean("tp_comm_overlap").value_or(false);
-  L.dp_bucket_params = p.integer("dp_bucket_params").value_or(0);
-  if (L.dp_bucket_params < 0) {
-    p.fail_at(p.node("dp_bucket_params")->source(), "parallel.dp_bucket_params must be >= 0");
-  }
+  // 0 = Megatron's default; smaller buckets than 100k parameters only multiply tasks.
+  L.dp_bucket_params = p.bounded("dp_bucket_params", 0, 100000, 1000000000000LL);
 
   // [simulation]
   Section s = sub(file, root, "simulation", "simulation", false);
@@ -482,10 +497,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   // [cost]
   Section co = sub(file, root, "cost", "cost", false);
   co.check_unknown(scenario_keys("cost"));
-  if (auto usd = co.number("gpu_hour_usd")) {
-    if (!(*usd >= 0)) co.fail_at(co.node("gpu_hour_usd")->source(), "cost.gpu_hour_usd must be >= 0");
-    sc.gpu_hour_usd = *usd;
-  }
+  if (auto usd = co.real("gpu_hour_usd", 0, 1e6)) sc.gpu_hour_usd = *usd;
 
   // Semantic checks, pointed at the key to blame.
   try {

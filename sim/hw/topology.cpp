@@ -130,6 +130,11 @@ void validate(const TopologySpec& s, int num_gpus) {
     bad("nodes_per_su must be > 0 (got " + std::to_string(s.nodes_per_su) + ")");
   }
   if (s.spines < 0) bad("spines must be >= 0 (got " + std::to_string(s.spines) + ")");
+  // A leaf has nodes_per_su / oversubscription uplink cables and needs one to each spine.
+  if (s.spines > std::max(1, static_cast<int>(s.nodes_per_su / std::max(1.0, s.oversubscription)))) {
+    bad("spines (" + std::to_string(s.spines) + ") exceeds the uplink cables of a leaf (" +
+        "nodes_per_su / oversubscription)");
+  }
   if (!(s.oversubscription >= 1.0) || !std::isfinite(s.oversubscription)) {
     bad("oversubscription must be >= 1 (got " + num(s.oversubscription) + ")");
   }

@@ -62,7 +62,8 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
   }
   if (static_cast<std::int64_t>(pp) * virtual_stages > m.layers) {
     throw InputError("parallel.virtual_stages",
-                     "parallel.pp x parallel.virtual_stages (" + str(pp * virtual_stages) +
+                     "parallel.pp x parallel.virtual_stages (" +
+                         str(static_cast<std::int64_t>(pp) * virtual_stages) +
                          ") exceeds model.layers (" + str(m.layers) + ")");
   }
   if (sequence_parallel && tp == 1) {
@@ -89,7 +90,7 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                                          str(dp) + " x " + str(cp) + " = " + str(world_size()) +
                                          " does not equal cluster.gpus (" + str(gpus) + ")");
   }
-  if (global_batch % (micro_batch * dp) != 0) {
+  if (micro_batch > global_batch || global_batch % (micro_batch * dp) != 0) {
     throw InputError("training.global_batch",
                      "training.global_batch (" + str(global_batch) +
                          ") is not divisible by training.micro_batch x parallel.dp (" +
@@ -98,7 +99,7 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
   const std::int64_t m_count = global_batch / (micro_batch * dp);
   // One rank per stage runs every microbatch of every layer it holds: about 40 tasks per
   // layer per microbatch. Refuse graphs that would not fit in memory (~100 bytes per task).
-  const double tasks = 40.0 * static_cast<double>(m_count) * m.layers;
+  const double tasks = 40.0 * static_cast<double>(m_count) * static_cast<double>(m.layers);
   constexpr double kMaxTasks = 60e6;
   if (tasks > kMaxTasks) {
     throw InputError("training.global_batch",

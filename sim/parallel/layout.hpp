@@ -26,7 +26,9 @@ struct Layout {
   bool tp_comm_overlap = false;
   std::int64_t dp_bucket_params = 0;  ///< 0: Megatron's default max(40M, 1M x dp)
 
-  [[nodiscard]] int world_size() const { return tp * pp * dp * cp; }
+  [[nodiscard]] std::int64_t world_size() const {
+    return static_cast<std::int64_t>(tp) * pp * dp * cp;
+  }
 
   /// Checks the layout against the model, the GPU count and the batch. Throws InputError
   /// naming the key at fault: tp not dividing heads (or kv_heads), pp larger than the layer

@@ -98,7 +98,7 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
   sim["tasks"] = r.tasks;
   sim["events"] = r.events;
   j["simulation"] = sim;
-  return j.dump(2) + "\n";
+  return j.dump(2, ' ', false, ordered_json::error_handler_t::replace) + "\n";
 }
 
 void print_table(std::ostream& os, const workload::Scenario& sc, const workload::StepResult& r) {
@@ -193,7 +193,7 @@ std::string to_chrome_trace(const workload::Scenario& sc, const workload::StepRe
   j["traceEvents"] = std::move(events);
   j["displayTimeUnit"] = "ms";
   j["otherData"] = {{"trainsim_version", TRAINSIM_VERSION}, {"scenario", sc.name}};
-  return j.dump() + "\n";
+  return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace trainsim::report

@@ -1,6 +1,7 @@
 #include "workload/builder.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <numeric>
 #include <string>
@@ -85,22 +86,24 @@ class StepBuilder final : public PassEmitter {
   /// Parameters of one rank of `stage`.
   double stage_params(int stage) const {
     double p = 0;
-    for (int c = 0; c < v_; ++c) p += layers_of(c * sc_.layout.pp + stage) * c_.layer_params;
-    if (stage == 0) p += sc_.model.embedding_params() / tp_;
-    if (stage == sc_.layout.pp - 1) {
-      p += sc_.model.head_params() / tp_;
-      if (sc_.model.tied_embeddings && sc_.layout.pp > 1) p += sc_.model.embedding_params() / tp_;
-    }
+    for (int c = 0; c < v_; ++c) p += chunk_params(stage, c);
     return p;
   }
 
-  /// Parameters in model chunk `chunk` of `stage` (embedding and head included).
+  /// Parameters in model chunk `chunk` of `stage`, per rank: its layers, the embedding on the
+  /// first virtual stage, the head on the last (with tied embeddings and pp > 1, the last
+  /// stage keeps its own copy of the embedding, as Megatron-LM does).
   double chunk_params(int stage, int chunk) const {
     const int vs = chunk * sc_.layout.pp + stage;
     double p = layers_of(vs) * c_.layer_params;
-    if (vs == 0) p += sc_.model.embedding_params() / tp_;
-    if (vs == last_vs_) p += sc_.model.head_params() / tp_;
+    if (vs == 0) p += embedding_params();
+    if (vs == last_vs_) p += head_params();
     return p;
+  }
+  double embedding_params() const { return sc_.model.embedding_params() / tp_; }
+  double head_params() const {
+    const bool tied_copy = sc_.model.tied_embeddings && last_vs_ > 0;
+    return (sc_.model.head_params() + (tied_copy ? sc_.model.embedding_params() : 0.0)) / tp_;
   }
 
   void set_last_backward(std::vector<std::vector<int>> last_bwd) { last_bwd_ = std::move(last_bwd); }
@@ -109,15 +112,16 @@ class StepBuilder final : public PassEmitter {
   void begin_stage(const StageStreams& st, int stage) {
     stage_ = stage;
     dp_grad_tasks_.clear();
-    chunk_param_gather_.assign(static_cast<std::size_t>(v_), kNoId);
+    gathers_.assign(static_cast<std::size_t>(v_), {});
     bucket_fill_ = 0;
+    compute_tp_costs();  // the TP group of this stage, where it sits on the topology
     const auto& L = sc_.layout;
     if (L.dp > 1 && (L.zero == 1 || L.zero == 2) && L.overlap_param_gather) {
       for (int c = 0; c < v_; ++c) {
+        auto& gathers = gathers_[static_cast<std::size_t>(c)];
         for (double bytes : bucket_bytes(chunk_params(stage, c))) {
-          chunk_param_gather_[static_cast<std::size_t>(c)] =
-              g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes), Category::DpComm,
-                          l_param_ag_);
+          gathers.tasks.push_back(g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
+                                              Category::DpComm, l_param_ag_));
         }
       }
     }
@@ -135,6 +139,24 @@ class StepBuilder final : public PassEmitter {
           g_.add_dependency(last_compute, t);
           dp_grad_tasks_.push_back(t);
         }
+      }
+    }
+    // Tied embeddings with pp > 1: the first and the last stage all-reduce the embedding
+    // gradient between them (Megatron-LM's embedding group) before the optimizer.
+    if (sc_.model.tied_embeddings && last_vs_ > 0 &&
+        (stage_ == 0 || stage_ == sc_.layout.pp - 1)) {
+      const int group[2] = {L.rank(0, 0, 0, 0), L.rank(0, 0, 0, L.pp - 1)};
+      const Time t = comm_.cost(CollectiveOp::AllReduce,
+                                static_cast<std::uint64_t>(embedding_params() *
+                                                           hw::dtype_bytes(grad_dtype())),
+                                group).time;
+      const TaskId sync = g_.add_task(st.dp, t, Category::DpComm, l_tied_sync_);
+      g_.add_dependency(last_compute, sync);
+      dp_grad_tasks_.push_back(sync);
+      if (tied_sync_first_ == kNoId) {
+        tied_sync_first_ = sync;
+      } else {
+        g_.add_rendezvous({tied_sync_first_, sync});
       }
     }
     const double params = stage_params(stage_);
@@ -166,14 +188,24 @@ class StepBuilder final : public PassEmitter {
     const int vs = op.chunk * sc_.layout.pp + stage;
     const int nl = layers_of(vs);
     if (op.kind == PassKind::Forward) {
-      const TaskId gather = chunk_param_gather_[static_cast<std::size_t>(op.chunk)];
-      if (gather != kNoId) {
-        wait_.push_back(gather);
-        chunk_param_gather_[static_cast<std::size_t>(op.chunk)] = kNoId;
+      gather_ = &gathers_[static_cast<std::size_t>(op.chunk)];
+      if (vs == 0) {
+        wait_for_params(embedding_params());
+        zero3_gather(embedding_params());
+        embedding_forward();
       }
-      if (vs == 0) embedding_forward();
-      for (int l = 0; l < nl; ++l) layer_forward(false);
-      if (vs == last_vs_) head_forward();
+      for (int l = 0; l < nl; ++l) {
+        wait_for_params(c_.layer_params);
+        zero3_gather(c_.layer_params);
+        layer_forward(false);
+      }
+      if (vs == last_vs_) {
+        wait_for_params(head_params());
+        zero3_gather(head_params());
+        head_forward();
+      }
+      gather_->tasks.clear();  // later microbatches find the parameters in place
+      gather_ = nullptr;
     } else {
       const bool reduce_now = sc_.layout.dp > 1 && sc_.layout.overlap_grad_reduce &&
                               sc_.layout.zero < 3 &&
@@ -182,17 +214,23 @@ class StepBuilder final : public PassEmitter {
       reduce_now_ = reduce_now;
       bucket_fill_ = 0;
       if (vs == last_vs_) {
-        head_backward();
-        add_grads(sc_.model.head_params() / tp_);
+        zero3_gather(head_params());
+        const TaskId wgrad = head_backward();
+        zero3_reduce(head_params(), wgrad);
+        add_grads(head_params());
       }
       for (int l = 0; l < nl; ++l) {
-        zero3_gather();  // ZeRO-3: the layer's parameters, before recompute and backward
+        zero3_gather(c_.layer_params);  // before recompute and backward
         if (sc_.training.recompute == model::Recompute::Full) layer_forward(true);
-        layer_backward();
+        const TaskId wgrad = layer_backward();
+        zero3_reduce(c_.layer_params, wgrad);
+        add_grads(c_.layer_params);
       }
       if (vs == 0) {
+        zero3_gather(embedding_params());
         embedding_backward();
-        add_grads(sc_.model.embedding_params() / tp_);
+        zero3_reduce(embedding_params(), last_);
+        add_grads(embedding_params());
       }
       if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
     }
@@ -213,6 +251,7 @@ class StepBuilder final : public PassEmitter {
         std::int64_t m = op.m, n = op.n, k = op.k;
         if (op.shard == Shard::Column) n = std::max<std::int64_t>(1, n / tp_);
         if (op.shard == Shard::Row) k = std::max<std::int64_t>(1, k / tp_);
+        if (name == "qkv") n = qkv_width_per_rank();
         c.fwd = cost_.gemm(m, n, k, dt);
         c.bwd_input = cost_.gemm(m, k, n, dt);   // dX = dY * W^T
         c.bwd_weight = cost_.gemm(k, n, m, dt);  // dW = X^T * dY
@@ -244,7 +283,7 @@ class StepBuilder final : public PassEmitter {
     CommCost c;
     c.label = g_.intern(label);
     if (tp_ > 1) {
-      const auto group = sc_.layout.tp_group(0, 0);
+      const auto group = sc_.layout.tp_group(0, stage_);
       c.time = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
     }
     return c;
@@ -276,7 +315,32 @@ class StepBuilder final : public PassEmitter {
     c_.final_norm = op_cost(head[0], "final_norm");
     c_.lm_head = op_cost(head[1], "lm_head");
     c_.loss = op_cost(head[2], "loss");
-    const double act = static_cast<double>(b) * mdl.seq_len * mdl.hidden * 2.0;
+    // Per rank: QKV (KV heads replicated when tp > kv_heads), projection, MLP, norms.
+    const double h = mdl.hidden;
+    c_.layer_params = h * static_cast<double>(qkv_width_per_rank()) + h * h / tp_ +
+                      (mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0) * h *
+                          mdl.ffn_hidden / tp_ +
+                      (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp_;
+    l_tied_sync_ = g_.intern("embedding grad all_reduce (first/last stage)");
+    l_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "dp reduce_scatter grads"
+                                                    : "dp all_reduce grads");
+    l_param_ag_ = g_.intern("dp all_gather params");
+    l_optimizer_ = g_.intern("optimizer step");
+  }
+
+  /// Output width of the QKV GEMM on one TP rank: its query heads and its K/V heads (one
+  /// replicated K/V head per rank when tp exceeds kv_heads).
+  std::int64_t qkv_width_per_rank() const {
+    const auto& mdl = sc_.model;
+    const std::int64_t d = mdl.head_dim();
+    const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp_);
+    return static_cast<std::int64_t>(mdl.heads / tp_) * d + 2 * kv_local * d;
+  }
+
+  /// TP collectives of one [b, s, h] activation in this stage's TP group.
+  void compute_tp_costs() {
+    const auto& mdl = sc_.model;
+    const double act = static_cast<double>(sc_.training.micro_batch) * mdl.seq_len * mdl.hidden * 2.0;
     c_.tp_ag = tp_comm(CollectiveOp::AllGather, act, "tp all_gather");
     c_.tp_rs = tp_comm(CollectiveOp::ReduceScatter, act, "tp reduce_scatter");
     c_.tp_ar = tp_comm(CollectiveOp::AllReduce, act, "tp all_reduce");
@@ -284,11 +348,6 @@ class StepBuilder final : public PassEmitter {
     c_.tp_rs_bwd = tp_comm(CollectiveOp::ReduceScatter, act, "tp reduce_scatter bwd");
     c_.tp_ag_wgrad = tp_comm(CollectiveOp::AllGather, act, "tp all_gather (wgrad input)");
     c_.tp_ar_bwd = tp_comm(CollectiveOp::AllReduce, act, "tp all_reduce bwd");
-    c_.layer_params = mdl.params_per_layer() / tp_;
-    l_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "dp reduce_scatter grads"
-                                                    : "dp all_reduce grads");
-    l_param_ag_ = g_.intern("dp all_gather params");
-    l_optimizer_ = g_.intern("optimizer step");
   }
 
   Time dp_cost(CollectiveOp op, double bytes) {
@@ -340,16 +399,35 @@ class StepBuilder final : public PassEmitter {
     }
     return t;
   }
-  /// ZeRO-3: all-gather one layer's parameters before it runs.
-  void zero3_gather() {
+  /// ZeRO-3: all-gather `params` (a layer, the embedding, the head) before they are used.
+  void zero3_gather(double params) {
     if (sc_.layout.zero != 3 || sc_.layout.dp == 1) return;
     const TaskId t = g_.add_task(st_->dp, dp_cost(CollectiveOp::AllGather,
-                                                  c_.layer_params * hw::dtype_bytes(grad_dtype())),
+                                                  params * hw::dtype_bytes(grad_dtype())),
                                  Category::DpComm, l_param_ag_, mb_, chunk_);
     wait_.push_back(t);
   }
+  /// ZeRO-3: reduce-scatter the gradients of `params` once `wgrad` produced them.
+  void zero3_reduce(double params, TaskId wgrad) {
+    if (sc_.layout.zero != 3 || sc_.layout.dp == 1) return;
+    const TaskId rs = g_.add_task(st_->dp, dp_cost(CollectiveOp::ReduceScatter,
+                                                   params * hw::dtype_bytes(grad_dtype())),
+                                  Category::DpComm, l_grad_reduce_, mb_, chunk_);
+    g_.add_dependency(wgrad, rs);
+    dp_grad_tasks_.push_back(rs);
+  }
+  /// ZeRO-1/2 with overlap_param_gather: the first forward of a chunk waits, op by op, for
+  /// the bucket all-gathers that cover the next `params` parameters.
+  void wait_for_params(double params) {
+    if (gather_ == nullptr || gather_->tasks.empty()) return;
+    gather_->offset += params;
+    const auto needed = static_cast<std::size_t>(
+        std::min<double>(static_cast<double>(gather_->tasks.size()),
+                         std::ceil(gather_->offset / bucket_params_ - 1e-9)));
+    for (; gather_->next < needed; ++gather_->next) wait_.push_back(gather_->tasks[gather_->next]);
+  }
   void add_grads(double params) {
-    if (!reduce_now_) return;
+    if (!reduce_now_ || sc_.layout.zero == 3) return;
     bucket_fill_ += params;
     if (bucket_fill_ >= bucket_params_) flush_bucket();
   }
@@ -399,7 +477,6 @@ class StepBuilder final : public PassEmitter {
 
   void layer_forward(bool recompute) {
     auto lbl = [recompute](const OpCost& c) { return recompute ? c.recompute_label : c.fwd_label; };
-    if (!recompute) zero3_gather();
     compute(c_.attn_norm.fwd, lbl(c_.attn_norm));
     gather_then_gemm(c_.qkv, recompute);
     compute(c_.attention.fwd, lbl(c_.attention));
@@ -433,7 +510,8 @@ class StepBuilder final : public PassEmitter {
     return wgrad;
   }
 
-  void layer_backward() {
+  /// Backward of one layer; returns the task of its last weight gradient.
+  TaskId layer_backward() {
     compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
     row_backward(c_.mlp_out);
     compute(c_.act.bwd_input, c_.act.bwd_label);
@@ -447,15 +525,7 @@ class StepBuilder final : public PassEmitter {
     compute(c_.attention.bwd_input, c_.attention.bwd_label);
     const TaskId wgrad = column_backward(c_.qkv);
     compute(c_.attn_norm.bwd_input, c_.attn_norm.bwd_label);
-    if (sc_.layout.zero == 3 && sc_.layout.dp > 1) {
-      const TaskId rs = g_.add_task(st_->dp,
-                                    dp_cost(CollectiveOp::ReduceScatter,
-                                            c_.layer_params * hw::dtype_bytes(grad_dtype())),
-                                    Category::DpComm, l_grad_reduce_, mb_, chunk_);
-      g_.add_dependency(wgrad, rs);
-      dp_grad_tasks_.push_back(rs);
-    }
-    add_grads(c_.layer_params);
+    return wgrad;
   }
 
   void embedding_forward() {
@@ -471,10 +541,11 @@ class StepBuilder final : public PassEmitter {
     gather_then_gemm(c_.lm_head, false);
     compute(c_.loss.fwd, c_.loss.fwd_label);
   }
-  void head_backward() {
+  TaskId head_backward() {
     compute(c_.loss.bwd_input, c_.loss.bwd_label);
-    column_backward(c_.lm_head);
+    const TaskId wgrad = column_backward(c_.lm_head);
     compute(c_.final_norm.bwd_input, c_.final_norm.bwd_label);
+    return wgrad;
   }
 
   const Scenario& sc_;
@@ -487,7 +558,17 @@ class StepBuilder final : public PassEmitter {
   std::vector<int> layers_;
   double bucket_params_ = 0;
   LayerCosts c_;
-  LabelId l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId;
+  LabelId l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId,
+          l_tied_sync_ = kNoId;
+  TaskId tied_sync_first_ = kNoId;
+  /// ZeRO-1/2 parameter all-gathers of one chunk, consumed by its first forward.
+  struct ChunkGathers {
+    std::vector<TaskId> tasks;
+    std::size_t next = 0;
+    double offset = 0;
+  };
+  std::vector<ChunkGathers> gathers_;
+  ChunkGathers* gather_ = nullptr;
   std::map<std::tuple<int, double, int>, Time> dp_cache_;
   std::vector<std::vector<int>> last_bwd_;
   // per-pass state
@@ -498,7 +579,6 @@ class StepBuilder final : public PassEmitter {
   bool reduce_now_ = false;
   double bucket_fill_ = 0;
   std::vector<TaskId> dp_grad_tasks_;
-  std::vector<TaskId> chunk_param_gather_;
 };
 
 /// Emits the whole pipeline with the builder, stage by stage, with the stage prologue and

@@ -136,7 +136,8 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
   Time bubble, compute, optimizer;
   // Attributes the idle interval [a, b) that ended when task `x` (a predecessor) finished.
   auto attribute = [&](Time a, Time b, TaskId x) {
-    for (int depth = 0; depth < 256 && a < b; ++depth) {
+    // Each step moves to a predecessor that ended no later, so the walk ends.
+    while (a < b) {
       if (x == kNoId || g.stream(g.task(x).stream).rank != rank || !is_comm(g.task(x).category)) {
         break;
       }
@@ -173,6 +174,19 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
       compute += g.task(t).duration;
     }
     cursor = ex.end(t);
+  }
+  // After the last kernel: communication still running on this rank (gradient reduction
+  // or parameter gathers after the optimizer) is exposed; the rest is waiting for other
+  // stages to finish.
+  TaskId last_task = kNoId;
+  for (StreamId s = 0; s < g.num_streams(); ++s) {
+    if (g.stream(s).rank != rank || g.stream(s).tasks.empty()) continue;
+    const TaskId t = g.stream(s).tasks.back();
+    if (last_task == kNoId || ex.end(t) > ex.end(last_task)) last_task = t;
+  }
+  if (last_task != kNoId && cursor < ex.end(last_task)) {
+    attribute(cursor, ex.end(last_task), last_task);
+    cursor = ex.end(last_task);
   }
   if (cursor < step_time) bubble += step_time - cursor;
   out.compute = compute.seconds();
