@@ -134,6 +134,8 @@ struct BadInput {
   const char* message;
 };
 
+void PrintTo(const BadInput& b, std::ostream* os) { *os << b.what; }
+
 class CliBadInput : public ::testing::TestWithParam<BadInput> {};
 
 TEST_P(CliBadInput, ExitsOneWithLocationAndMessage) {
