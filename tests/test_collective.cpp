@@ -2,6 +2,8 @@
 // (hardware.md §3.3) and the measured DGX A100 numbers of hardware.md §3.2.
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
@@ -22,22 +24,7 @@ constexpr double kNic = 25e9 * 0.96;      // HDR 200 Gb/s x nic_efficiency = 24 
 constexpr double kLLMaxAmpere = 87.7e9;   // llMaxBw, single node, Ampere
 constexpr double kPs = 1e-12;             // Time resolution
 
-hw::TopologySpec dgx_a100() {
-  hw::TopologySpec s;
-  s.name = "dgx_a100_test";
-  s.gpu = "a100_sxm4_80gb";
-  s.gpus_per_node = 8;
-  s.nvlink_bw = 300e9;
-  s.nvlink_latency = 0.7e-6;
-  s.nics_per_node = 8;
-  s.nic_bw = 25e9;
-  s.nic_efficiency = 0.96;
-  s.link_latency = 0.6e-6;
-  s.nodes_per_su = 20;
-  s.spines = 0;
-  s.oversubscription = 1.0;
-  return s;
-}
+hw::TopologySpec dgx_a100() { return test::dgx_a100_spec(); }
 
 /// `count` GPU indices first, first + stride, ...
 std::vector<int> ranks(int first, int count, int stride = 1) {

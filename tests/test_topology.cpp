@@ -2,6 +2,8 @@
 // (hardware.md §2.2, §2.5).
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include <cstdint>
 #include <limits>
 #include <set>
@@ -16,23 +18,7 @@
 namespace trainsim::hw {
 namespace {
 
-/// DGX A100 nodes (8 x A100, NVLink 3 at 300 GB/s, 8 x HDR 200 Gb/s NICs), SU of 20 nodes.
-TopologySpec dgx_a100() {
-  TopologySpec s;
-  s.name = "dgx_a100_test";
-  s.gpu = "a100_sxm4_80gb";
-  s.gpus_per_node = 8;
-  s.nvlink_bw = 300e9;
-  s.nvlink_latency = 0.7e-6;
-  s.nics_per_node = 8;
-  s.nic_bw = 25e9;
-  s.nic_efficiency = 0.96;
-  s.link_latency = 0.6e-6;
-  s.nodes_per_su = 20;
-  s.spines = 0;
-  s.oversubscription = 1.0;
-  return s;
-}
+TopologySpec dgx_a100() { return test::dgx_a100_spec(); }
 
 constexpr double kNicAchievable = 25e9 * 0.96;  // 24 GB/s
 

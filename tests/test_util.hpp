@@ -7,9 +7,29 @@
 
 #include <unistd.h>
 
+#include "hw/topology.hpp"
+
 namespace trainsim::test {
 
 inline std::filesystem::path source_dir() { return TRAINSIM_SOURCE_DIR; }
+
+/// DGX A100 nodes (8 x A100, NVLink 3 at 300 GB/s, 8 x HDR 200 Gb/s NICs), SU of 20 nodes.
+inline hw::TopologySpec dgx_a100_spec() {
+  hw::TopologySpec s;
+  s.name = "dgx_a100_test";
+  s.gpu = "a100_sxm4_80gb";
+  s.gpus_per_node = 8;
+  s.nvlink_bw = 300e9;
+  s.nvlink_latency = 0.7e-6;
+  s.nics_per_node = 8;
+  s.nic_bw = 25e9;
+  s.nic_efficiency = 0.96;
+  s.link_latency = 0.6e-6;
+  s.nodes_per_su = 20;
+  s.spines = 0;
+  s.oversubscription = 1.0;
+  return s;
+}
 
 /// The per-process root of test files; removed when the test process exits.
 struct TempRoot {
