@@ -1,6 +1,9 @@
 // Pipeline schedules run event by event with uniform stages, against closed forms.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <tuple>
+
 #include "core/error.hpp"
 #include "core/task_graph.hpp"
 #include "parallel/schedule.hpp"
@@ -12,21 +15,25 @@ using parallel::PassKind;
 
 namespace {
 
-/// Each pass is one compute task of fixed duration per model chunk.
+/// Each pass is one compute task of fixed duration per model chunk: F takes tf, a whole
+/// backward tb + tw, a split backward tb (B) and tw (W).
 class UniformEmitter final : public PassEmitter {
  public:
-  UniformEmitter(Time tf, Time tb) : tf_(tf), tb_(tb) {}
+  UniformEmitter(Time tf, Time tb, Time tw = Time::zero()) : tf_(tf), tb_(tb), tw_(tw) {}
   PassRecord emit(TaskGraph& g, const StageStreams& st, int, const parallel::PipeOp& op,
                   TaskId wait_for) override {
-    const bool fwd = op.kind == PassKind::Forward;
-    const TaskId t = g.add_task(st.compute, fwd ? tf_ : tb_, Category::Compute,
-                                g.intern(fwd ? "F" : "B"), op.microbatch, op.chunk);
+    Time d = tf_;
+    if (op.kind == PassKind::Backward) d = tb_ + tw_;
+    if (op.kind == PassKind::BackwardInput) d = tb_;
+    if (op.kind == PassKind::BackwardWeight) d = tw_;
+    const TaskId t = g.add_task(st.compute, d, Category::Compute,
+                                g.intern(parallel::pass_letter(op.kind)), op.microbatch, op.chunk);
     if (wait_for != kNoId) g.add_dependency(wait_for, t);
     return {t, t};
   }
 
  private:
-  Time tf_, tb_;
+  Time tf_, tb_, tw_;
 };
 
 struct Outcome {
@@ -36,7 +43,7 @@ struct Outcome {
 };
 
 Outcome run(std::vector<parallel::StageProgram> programs, int pp, int v, int m, Time tf, Time tb,
-            Time p2p = Time::zero()) {
+            Time p2p = Time::zero(), Time tw = Time::zero()) {
   TaskGraph g;
   PipelineSpec spec;
   spec.pp = pp;
@@ -44,7 +51,7 @@ Outcome run(std::vector<parallel::StageProgram> programs, int pp, int v, int m, 
   spec.microbatches = m;
   spec.programs = std::move(programs);
   spec.p2p_time = [p2p](int, int) { return p2p; };
-  UniformEmitter em(tf, tb);
+  UniformEmitter em(tf, tb, tw);
   const auto pg = build_pipeline(g, spec, em);
   Simulator sim;
   Executor ex(g);
@@ -53,12 +60,12 @@ Outcome run(std::vector<parallel::StageProgram> programs, int pp, int v, int m, 
   o.step = ex.makespan();
   const auto prev = stream_predecessors(g);
   for (int s = 0; s < pp; ++s) {
-    o.stages.push_back(analyze_stage(g, ex, prev, pg.streams[s].compute, o.step));
+    o.stages.push_back(analyze_stage(g, ex, prev, pg.streams[s].compute, Time::zero(), o.step));
     std::vector<Time> a, f;
     std::vector<double> bytes;
     for (std::size_t i = 0; i < pg.fwd[s].size(); ++i) {
       a.push_back(ex.start(pg.fwd[s][i].first));
-      f.push_back(ex.end(pg.bwd[s][i].last));
+      f.push_back(ex.end(pg.release(s, i)));
       bytes.push_back(1.0);
     }
     o.peak_inflight.push_back(peak_in_flight(a, f, bytes).peak_count);
@@ -141,4 +148,105 @@ TEST(PipelineSchedules, MalformedProgramIsRejected) {
   auto progs = parallel::one_f_one_b_schedule(2, 2);
   progs[1].pop_back();  // drop a backward
   EXPECT_THROW(run(progs, 2, 1, 2, Time::us(1), Time::us(2)), InputError);
+}
+
+// Qi et al. 2023, Table 1: ZB-H1's bubble is (p-1)(T_F + T_B - T_W), 1F1B's (p-1)(T_F+T_B+T_W)
+// with T_B the activation-gradient and T_W the weight-gradient time.
+TEST(PipelineSchedules, ZbH1BubbleMatchesThePaper) {
+  for (int p : {2, 4, 8}) {
+    for (int m : {p, 2 * p, 4 * p}) {
+      for (auto [tf, tb, tw] : {std::tuple{10, 10, 10}, std::tuple{10, 12, 7}, std::tuple{10, 20, 5}}) {
+        const auto o = run(parallel::zb_h1_schedule(p, m), p, 1, m, Time::us(tf), Time::us(tb),
+                           Time::zero(), Time::us(tw));
+        for (int s = 0; s < p; ++s) {
+          EXPECT_NEAR(o.stages[s].bubble, (p - 1) * (tf + tb - tw) * 1e-6, 1e-12)
+              << "p=" << p << " m=" << m << " stage " << s;
+          // Activations live until W: every stage holds at most p, 1F1B's peak (Qi et al.).
+          EXPECT_LE(o.peak_inflight[s], p);
+        }
+        EXPECT_EQ(o.peak_inflight[0], p);
+      }
+    }
+  }
+}
+
+TEST(PipelineSchedules, ZbH2HoldsTwoPMinusOneInFlight) {
+  for (int p : {2, 4, 8}) {
+    const int m = 2 * p;
+    const auto o = run(parallel::zb_h2_schedule(p, m), p, 1, m, Time::us(10), Time::us(20),
+                       Time::zero(), Time::us(5));
+    EXPECT_EQ(o.peak_inflight[0], 2 * p - 1);
+    // Within one flushed step: (p-1)(T_F + T_B - 2 T_W) when that exceeds (p-1) T_F.
+    EXPECT_NEAR(o.stages[0].bubble, (p - 1) * (10 + 20 - 2 * 5) * 1e-6, 1e-12);
+  }
+}
+
+namespace {
+
+/// Steady state of `steps` steps run back to back with no synchronisation between them:
+/// the last step's span on each stage and the bubble fraction inside it.
+struct SteadyState {
+  std::vector<double> period, bubble_fraction;
+};
+
+SteadyState steady(const parallel::Layout& L, int m, int steps, Time tf, Time tb, Time tw) {
+  TaskGraph g;
+  PipelineSpec spec;
+  spec.pp = L.pp;
+  spec.virtual_stages = 1;
+  spec.microbatches = m * steps;
+  spec.programs = parallel::make_programs(L, m, steps);
+  spec.p2p_time = [](int, int) { return Time::zero(); };
+  UniformEmitter em(tf, tb, tw);
+  const auto pg = build_pipeline(g, spec, em);
+  Simulator sim;
+  Executor ex(g);
+  ex.run(sim);
+  SteadyState out;
+  for (int s = 0; s < L.pp; ++s) {
+    // End of step k on stage s: its last task belonging to step k's microbatches.
+    auto step_end = [&](int k) {
+      Time e;
+      for (int mb = k * m; mb < (k + 1) * m; ++mb) {
+        e = max(e, ex.end(pg.release(s, static_cast<std::size_t>(mb))));
+      }
+      return e;
+    };
+    const double period = (step_end(steps - 1) - step_end(steps - 2)).seconds();
+    const double busy = (tf + tb + tw).seconds() * m;
+    out.period.push_back(period);
+    out.bubble_fraction.push_back(1.0 - busy / period);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(PipelineSchedules, ZbH2WithPostValidationHasNoBubbleInSteadyState) {
+  for (int p : {2, 4, 8}) {
+    for (int m : {2 * p - 1, 3 * p}) {
+      parallel::Layout L;
+      L.pp = p;
+      L.schedule = parallel::ScheduleKind::ZbH2;
+      const auto st = steady(L, m, 4, Time::us(10), Time::us(10), Time::us(10));
+      for (int s = 0; s < p; ++s) {
+        EXPECT_LE(st.bubble_fraction[s], 0.01) << "p=" << p << " m=" << m << " stage " << s;
+      }
+    }
+  }
+}
+
+TEST(PipelineSchedules, PipeDreamSteadyStateHasNoBubble) {
+  for (int p : {2, 4, 8}) {
+    parallel::Layout L;
+    L.pp = p;
+    L.schedule = parallel::ScheduleKind::PipeDream;
+    const int m = 8;
+    const auto st = steady(L, m, 4, Time::us(10), Time::us(20), Time::zero());
+    for (int s = 0; s < p; ++s) EXPECT_NEAR(st.bubble_fraction[s], 0.0, 1e-9) << "stage " << s;
+    // 1F1B with a flush every step keeps its (p-1)/(m+p-1) bubble.
+    L.schedule = parallel::ScheduleKind::OneFOneB;
+    const auto flushed = steady(L, m, 4, Time::us(10), Time::us(20), Time::zero());
+    EXPECT_NEAR(flushed.bubble_fraction[0], double(p - 1) / (m + p - 1), 1e-9);
+  }
 }

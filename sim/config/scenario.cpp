@@ -49,9 +49,10 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
         "attention"}},
       {"parallel",
        {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
-        "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params"}},
+        "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
+        "optimizer_post_validation"}},
       {"cluster", {"topology", "gpus", "profile"}},
-      {"simulation", {"fidelity", "seed", "stragglers"}},
+      {"simulation", {"fidelity", "seed", "stragglers", "steps"}},
       {"cost", {"gpu_hour_usd"}},
       {"topology", {"version", "name", "kind", "gpu", "source", "node", "network"}},
       {"topology.node", {"gpus", "nvlink_bw", "nvlink_latency", "nics"}},
@@ -458,6 +459,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   L.schedule = p.choice<parallel::ScheduleKind>(
                     "schedule", {{"gpipe", parallel::ScheduleKind::GPipe},
                                  {"pipedream", parallel::ScheduleKind::PipeDream},
+                                 {"2bw", parallel::ScheduleKind::TwoBW},
                                  {"1f1b", parallel::ScheduleKind::OneFOneB},
                                  {"interleaved", parallel::ScheduleKind::Interleaved},
                                  {"zb-h1", parallel::ScheduleKind::ZbH1},
@@ -469,6 +471,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   L.overlap_grad_reduce = p.boolean("overlap_grad_reduce").value_or(true);
   L.overlap_param_gather = p.boolean("overlap_param_gather").value_or(false);
   L.tp_comm_overlap = p.boolean("tp_comm_overlap").value_or(false);
+  L.optimizer_post_validation = p.boolean("optimizer_post_validation").value_or(false);
   // 0 = Megatron's default; smaller buckets than 100k parameters only multiply tasks.
   L.dp_bucket_params = p.bounded("dp_bucket_params", 0, 100000, 1000000000000LL);
 
@@ -487,6 +490,10 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   const auto seed = s.integer("seed").value_or(0);
   if (seed < 0) s.fail_at(s.node("seed")->source(), "simulation.seed must be >= 0");
   sc.seed = static_cast<std::uint64_t>(seed);
+  // Asynchronous schedules have no per-step flush: measure their steady state by default.
+  const bool async = L.schedule == parallel::ScheduleKind::PipeDream ||
+                     L.schedule == parallel::ScheduleKind::TwoBW;
+  sc.steps = static_cast<int>(s.bounded("steps", async ? 4 : 1, 1, 64));
   if (const toml::node* st = s.node("stragglers")) {
     if (!st->is_array() || !st->as_array()->empty()) {
       s.fail_at(st->source(), "simulation.stragglers: stragglers are not simulated yet "

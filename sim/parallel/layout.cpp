@@ -10,6 +10,7 @@ std::string_view schedule_name(ScheduleKind s) {
   switch (s) {
     case ScheduleKind::GPipe: return "gpipe";
     case ScheduleKind::PipeDream: return "pipedream";
+    case ScheduleKind::TwoBW: return "2bw";
     case ScheduleKind::OneFOneB: return "1f1b";
     case ScheduleKind::Interleaved: return "interleaved";
     case ScheduleKind::ZbH1: return "zb-h1";
@@ -111,7 +112,17 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
   }
   switch (schedule) {
     case ScheduleKind::GPipe:
-    case ScheduleKind::OneFOneB: break;
+    case ScheduleKind::OneFOneB:
+    case ScheduleKind::ZbH1:
+    case ScheduleKind::ZbH2: break;
+    case ScheduleKind::PipeDream:
+    case ScheduleKind::TwoBW:
+      if (zero != 0) {
+        throw InputError("parallel.zero", "schedule \"" + std::string(schedule_name(schedule)) +
+                                              "\" keeps whole weight versions per stage; it "
+                                              "needs parallel.zero = 0");
+      }
+      break;
     case ScheduleKind::Interleaved:
       if (pp < 2) {
         throw InputError("parallel.schedule", "schedule \"interleaved\" needs pp >= 2");
@@ -126,7 +137,8 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
     default:
       throw InputError("parallel.schedule", "schedule \"" + std::string(schedule_name(schedule)) +
                                                 "\" is not simulated yet (available: gpipe, "
-                                                "1f1b, interleaved)");
+                                                "pipedream, 2bw, 1f1b, interleaved, zb-h1, "
+                                                "zb-h2)");
   }
 }
 

@@ -11,7 +11,7 @@
 
 namespace trainsim::parallel {
 
-enum class ScheduleKind { GPipe, PipeDream, OneFOneB, Interleaved, ZbH1, ZbH2, DualPipe };
+enum class ScheduleKind { GPipe, PipeDream, TwoBW, OneFOneB, Interleaved, ZbH1, ZbH2, DualPipe };
 
 std::string_view schedule_name(ScheduleKind s);  ///< "gpipe", "1f1b", "interleaved", ...
 
@@ -24,6 +24,10 @@ struct Layout {
   bool overlap_grad_reduce = true;
   bool overlap_param_gather = false;
   bool tp_comm_overlap = false;
+  /// Zero-bubble "optimizer post-validation" (Qi et al. 2023 §4): no pipeline-wide
+  /// synchronisation (gradient-norm all-reduce) before each stage's optimizer step, so a
+  /// stage starts its next step as soon as its own update is done.
+  bool optimizer_post_validation = false;
   std::int64_t dp_bucket_params = 0;  ///< 0: Megatron's default max(40M, 1M x dp)
 
   [[nodiscard]] std::int64_t world_size() const {

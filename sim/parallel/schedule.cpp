@@ -7,7 +7,29 @@
 
 namespace trainsim::parallel {
 
+const char* pass_letter(PassKind k) {
+  switch (k) {
+    case PassKind::Forward: return "F";
+    case PassKind::Backward: return "B";
+    case PassKind::BackwardInput: return "B";
+    case PassKind::BackwardWeight: return "W";
+  }
+  return "?";
+}
+
 namespace {
+/// Rank i of a zero-bubble schedule whose B lags F by `b_lag` and W lags F by `w_lag`.
+StageProgram zero_bubble_program(int m, int b_lag, int w_lag) {
+  StageProgram prog;
+  for (int x = 0; x < m + w_lag; ++x) {
+    if (x < m) prog.push_back({PassKind::Forward, x, 0});
+    const int b = x - b_lag, w = x - w_lag;
+    if (b >= 0 && b < m) prog.push_back({PassKind::BackwardInput, b, 0});
+    if (w >= 0 && w < m) prog.push_back({PassKind::BackwardWeight, w, 0});
+  }
+  return prog;
+}
+
 void check(int pp, int m) {
   if (pp < 1 || m < 1) {
     throw InputError("parallel.pp", "pipeline needs pp >= 1 and microbatches >= 1 (pp=" +
@@ -78,12 +100,50 @@ std::vector<StageProgram> interleaved_schedule(int pp, int m, int v) {
   return out;
 }
 
+std::vector<StageProgram> zb_h1_schedule(int pp, int m) {
+  check(pp, m);
+  std::vector<StageProgram> out;
+  for (int i = 0; i < pp; ++i) out.push_back(zero_bubble_program(m, pp - 1 - i, pp - 1));
+  return out;
+}
+
+std::vector<StageProgram> zb_h2_schedule(int pp, int m) {
+  check(pp, m);
+  std::vector<StageProgram> out;
+  for (int i = 0; i < pp; ++i) out.push_back(zero_bubble_program(m, 2 * (pp - 1 - i), 2 * (pp - 1)));
+  return out;
+}
+
+bool flushes(ScheduleKind s) {
+  return s != ScheduleKind::PipeDream && s != ScheduleKind::TwoBW;
+}
+
+std::vector<StageProgram> make_programs(const Layout& layout, int m, int steps) {
+  if (steps < 1) throw InputError("simulation.steps", "simulation.steps must be >= 1");
+  if (!flushes(layout.schedule)) return one_f_one_b_schedule(layout.pp, m * steps);
+  const auto one = make_schedule(layout, m);
+  std::vector<StageProgram> out(one.size());
+  for (int k = 0; k < steps; ++k) {
+    for (std::size_t s = 0; s < one.size(); ++s) {
+      for (PipeOp op : one[s]) {
+        op.microbatch += k * m;
+        out[s].push_back(op);
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<StageProgram> make_schedule(const Layout& layout, int microbatches) {
   switch (layout.schedule) {
     case ScheduleKind::GPipe: return gpipe_schedule(layout.pp, microbatches);
-    case ScheduleKind::OneFOneB: return one_f_one_b_schedule(layout.pp, microbatches);
+    case ScheduleKind::OneFOneB:
+    case ScheduleKind::PipeDream:
+    case ScheduleKind::TwoBW: return one_f_one_b_schedule(layout.pp, microbatches);
     case ScheduleKind::Interleaved:
       return interleaved_schedule(layout.pp, microbatches, layout.virtual_stages);
+    case ScheduleKind::ZbH1: return zb_h1_schedule(layout.pp, microbatches);
+    case ScheduleKind::ZbH2: return zb_h2_schedule(layout.pp, microbatches);
     default:
       throw InputError("parallel.schedule", "schedule \"" +
                                                 std::string(schedule_name(layout.schedule)) +

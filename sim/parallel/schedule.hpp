@@ -13,7 +13,13 @@
 
 namespace trainsim::parallel {
 
-enum class PassKind : std::uint8_t { Forward, Backward };
+/// Forward (F); Backward (the whole backward of a pass); or, for zero-bubble schedules, the
+/// backward split into BackwardInput (B: activation gradients, on the critical path) and
+/// BackwardWeight (W: weight gradients, deferrable), after Qi et al. 2023.
+enum class PassKind : std::uint8_t { Forward, Backward, BackwardInput, BackwardWeight };
+
+/// "F", "B" (whole backward), "B" (input), "W".
+const char* pass_letter(PassKind k);
 
 struct PipeOp {
   PassKind kind = PassKind::Forward;
@@ -36,7 +42,25 @@ std::vector<StageProgram> one_f_one_b_schedule(int pp, int microbatches);
 /// Requires microbatches % pp == 0.
 std::vector<StageProgram> interleaved_schedule(int pp, int microbatches, int v);
 
+/// ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", §3): the 1F1B order of F and B
+/// with W deferred; rank i runs, for x = 0, 1, ...: F(x), B(x - (p-1-i)), W(x - (p-1)),
+/// skipping indices outside [0, m). Same in-flight activations as 1F1B (p on rank 0);
+/// bubble (p-1)(T_F + T_B - T_W) against 1F1B's (p-1)(T_F + T_B + T_W).
+std::vector<StageProgram> zb_h1_schedule(int pp, int microbatches);
+/// ZB-H2 (same paper): rank i runs F(x), B(x - 2(p-1-i)), W(x - 2(p-1)); up to 2p-1
+/// microbatches in flight on rank 0, bubble (p-1)(T_F + T_B - 2 T_W) within a step.
+std::vector<StageProgram> zb_h2_schedule(int pp, int microbatches);
+
 /// The program of a layout's schedule; throws InputError for schedules not simulated yet.
 std::vector<StageProgram> make_schedule(const Layout& layout, int microbatches);
+
+/// Programs for `steps` consecutive training steps of `microbatches` each; microbatch ids run
+/// on across steps (step k owns ids k*m .. k*m + m - 1). Flushing schedules repeat their
+/// one-step program; PipeDream and PipeDream-2BW (Narayanan et al. 2019, 2021) never flush:
+/// one 1F1B order runs over all steps' microbatches.
+std::vector<StageProgram> make_programs(const Layout& layout, int microbatches, int steps);
+
+/// Whether the schedule flushes the pipeline at the end of every step.
+bool flushes(ScheduleKind s);
 
 }  // namespace trainsim::parallel

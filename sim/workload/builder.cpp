@@ -106,29 +106,56 @@ class StepBuilder final : public PassEmitter {
     return (sc_.model.head_params() + (tied_copy ? sc_.model.embedding_params() : 0.0)) / tp_;
   }
 
-  void set_last_backward(std::vector<std::vector<int>> last_bwd) { last_bwd_ = std::move(last_bwd); }
+  /// Where, in each stage's program, updates happen and gradient buckets are reduced.
+  struct StagePlan {
+    std::vector<int> update_after;      ///< per op: the update group that ends with it, or -1
+    std::vector<bool> reduce_trigger;   ///< per op: last weight-gradient pass of a chunk in
+                                        ///< its update group: reduce buckets during it
+  };
+  void set_plans(std::vector<StagePlan> plans, std::vector<int> group_step) {
+    plans_ = std::move(plans);
+    group_step_ = std::move(group_step);
+  }
+  /// Per stage, the optimizer task that ends each step (index = step).
+  const std::vector<std::vector<TaskId>>& step_ends() const { return step_ends_; }
+  /// Per step, the stages' gradient-norm synchronisation tasks (empty without a barrier).
+  const std::vector<std::vector<TaskId>>& barriers() const { return barriers_; }
 
   /// Before the stage's program: ZeRO-1/2 parameter all-gathers overlapped with the forward.
   void begin_stage(const StageStreams& st, int stage) {
     stage_ = stage;
+    op_index_ = 0;
     dp_grad_tasks_.clear();
-    gathers_.assign(static_cast<std::size_t>(v_), {});
     bucket_fill_ = 0;
+    step_ends_.emplace_back();
     compute_tp_costs();  // the TP group of this stage, where it sits on the topology
+    schedule_param_gathers(st, kNoId);
+  }
+
+  /// ZeRO-1/2: the parameter all-gathers after an update (or, with overlap_param_gather,
+  /// before the first step: the previous step's). With overlap_param_gather they wait for
+  /// nothing and each chunk's first forward waits for the buckets it needs; otherwise they
+  /// follow the optimizer step directly.
+  void schedule_param_gathers(const StageStreams& st, TaskId after) {
     const auto& L = sc_.layout;
-    if (L.dp > 1 && (L.zero == 1 || L.zero == 2) && L.overlap_param_gather) {
-      for (int c = 0; c < v_; ++c) {
-        auto& gathers = gathers_[static_cast<std::size_t>(c)];
-        for (double bytes : bucket_bytes(chunk_params(stage, c))) {
-          gathers.tasks.push_back(g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
-                                              Category::DpComm, l_param_ag_));
-        }
+    gathers_.assign(static_cast<std::size_t>(v_), {});
+    if (L.dp == 1 || (L.zero != 1 && L.zero != 2)) return;
+    if (after == kNoId && !L.overlap_param_gather) return;
+    for (int c = 0; c < v_; ++c) {
+      auto& gathers = gathers_[static_cast<std::size_t>(c)];
+      for (double bytes : bucket_bytes(chunk_params(stage_, c))) {
+        const TaskId t = g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
+                                     Category::DpComm, l_param_ag_);
+        if (after != kNoId) g_.add_dependency(after, t);
+        if (L.overlap_param_gather) gathers.tasks.push_back(t);
       }
     }
   }
 
-  /// After the program: remaining gradient reduction, optimizer step, parameter gathers.
-  void end_stage(const StageStreams& st, TaskId last_compute) {
+  /// End of an update group (a step, or for PipeDream one microbatch): gradient reduction not
+  /// yet done, the pipeline-wide gradient-norm synchronisation (unless the schedule has none),
+  /// the optimizer step and the parameter gathers for the next step.
+  void end_update(const StageStreams& st, TaskId last_compute, int group) {
     const auto& L = sc_.layout;
     const bool dp_comm = L.dp > 1;
     if (dp_comm && !L.overlap_grad_reduce && L.zero < 3) {
@@ -145,39 +172,52 @@ class StepBuilder final : public PassEmitter {
     // gradient between them (Megatron-LM's embedding group) before the optimizer.
     if (sc_.model.tied_embeddings && last_vs_ > 0 &&
         (stage_ == 0 || stage_ == sc_.layout.pp - 1)) {
-      const int group[2] = {L.rank(0, 0, 0, 0), L.rank(0, 0, 0, L.pp - 1)};
+      const int pair[2] = {L.rank(0, 0, 0, 0), L.rank(0, 0, 0, L.pp - 1)};
       const Time t = comm_.cost(CollectiveOp::AllReduce,
                                 static_cast<std::uint64_t>(embedding_params() *
                                                            hw::dtype_bytes(grad_dtype())),
-                                group).time;
+                                pair).time;
       const TaskId sync = g_.add_task(st.dp, t, Category::DpComm, l_tied_sync_);
       g_.add_dependency(last_compute, sync);
       dp_grad_tasks_.push_back(sync);
-      if (tied_sync_first_ == kNoId) {
-        tied_sync_first_ = sync;
+      if (stage_ == 0) {
+        tied_syncs_.push_back(sync);
       } else {
-        g_.add_rendezvous({tied_sync_first_, sync});
+        g_.add_rendezvous({tied_syncs_.at(tied_index_++), sync});
       }
+    }
+    const int step = group_step_[static_cast<std::size_t>(group)];
+    // Megatron-LM clips gradients by their global norm: an all-reduce over the pipeline group
+    // before every optimizer step, which synchronises the stages. Zero-bubble post-validation
+    // and the asynchronous PipeDream schedules have none.
+    if (step >= 0 && L.pp > 1 && !L.optimizer_post_validation &&
+        parallel::flushes(L.schedule)) {
+      if (barriers_.size() <= static_cast<std::size_t>(step)) {
+        barriers_.resize(static_cast<std::size_t>(step) + 1);
+      }
+      const TaskId b = g_.add_task(st.dp, norm_sync_time_, Category::PpComm, l_norm_sync_);
+      g_.add_dependency(last_compute, b);
+      for (TaskId t : dp_grad_tasks_) g_.add_dependency(t, b);
+      barriers_[static_cast<std::size_t>(step)].push_back(b);
+      dp_grad_tasks_.push_back(b);
     }
     const double params = stage_params(stage_);
     const double local = L.zero >= 1 ? params / L.dp : params;
     const TaskId opt = g_.add_task(st.compute, cost_.memory_bound(kAdamBytesPerParam * local),
                                    Category::Optimizer, l_optimizer_);
     for (TaskId t : dp_grad_tasks_) g_.add_dependency(t, opt);
-    if (dp_comm && (L.zero == 1 || L.zero == 2) && !L.overlap_param_gather) {
-      for (int c = 0; c < v_; ++c) {
-        for (double bytes : bucket_bytes(chunk_params(stage_, c))) {
-          const TaskId t = g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
-                                       Category::DpComm, l_param_ag_);
-          g_.add_dependency(opt, t);
-        }
-      }
-    }
+    dp_grad_tasks_.clear();
+    if (step >= 0) step_ends_.back().push_back(opt);
+    const bool last = group + 1 == static_cast<int>(group_step_.size());
+    if (!last || !L.overlap_param_gather) schedule_param_gathers(st, opt);
   }
 
   PassRecord emit(TaskGraph& g, const StageStreams& st, int stage, const PipeOp& op,
                   TaskId wait_for) override {
     (void)g;
+    const auto op_i = static_cast<std::size_t>(op_index_++);
+    const StagePlan& plan = plans_[static_cast<std::size_t>(stage)];
+    reduce_trigger_ = plan.reduce_trigger[op_i];
     st_ = &st;
     mb_ = op.microbatch;
     chunk_ = op.chunk;
@@ -206,35 +246,59 @@ class StepBuilder final : public PassEmitter {
       }
       gather_->tasks.clear();  // later microbatches find the parameters in place
       gather_ = nullptr;
+    } else if (op.kind == PassKind::BackwardWeight) {
+      // Zero-bubble W pass: the weight-gradient GEMMs of the chunk, in backward order.
+      input_only_ = false;
+      begin_reduction();
+      if (vs == last_vs_) {
+        const TaskId wgrad = column_weight_grad(c_.lm_head);
+        zero3_reduce(head_params(), wgrad);
+        add_grads(head_params());
+      }
+      for (int l = 0; l < nl; ++l) {
+        const TaskId wgrad = layer_weight_grads();
+        zero3_reduce(c_.layer_params, wgrad);
+        add_grads(c_.layer_params);
+      }
+      if (vs == 0) {
+        zero3_reduce(embedding_params(), last_);  // its gradient came with the B pass
+        add_grads(embedding_params());
+      }
+      if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
     } else {
-      const bool reduce_now = sc_.layout.dp > 1 && sc_.layout.overlap_grad_reduce &&
-                              sc_.layout.zero < 3 &&
-                              last_bwd_[static_cast<std::size_t>(stage)]
-                                       [static_cast<std::size_t>(op.chunk)] == op.microbatch;
-      reduce_now_ = reduce_now;
-      bucket_fill_ = 0;
+      // Whole backward, or (zero-bubble B pass) the activation-gradient part only.
+      input_only_ = op.kind == PassKind::BackwardInput;
+      begin_reduction();
       if (vs == last_vs_) {
         zero3_gather(head_params());
         const TaskId wgrad = head_backward();
-        zero3_reduce(head_params(), wgrad);
-        add_grads(head_params());
+        if (!input_only_) {
+          zero3_reduce(head_params(), wgrad);
+          add_grads(head_params());
+        }
       }
       for (int l = 0; l < nl; ++l) {
         zero3_gather(c_.layer_params);  // before recompute and backward
         if (sc_.training.recompute == model::Recompute::Full) layer_forward(true);
         const TaskId wgrad = layer_backward();
-        zero3_reduce(c_.layer_params, wgrad);
-        add_grads(c_.layer_params);
+        if (!input_only_) {
+          zero3_reduce(c_.layer_params, wgrad);
+          add_grads(c_.layer_params);
+        }
       }
       if (vs == 0) {
         zero3_gather(embedding_params());
         embedding_backward();
-        zero3_reduce(embedding_params(), last_);
-        add_grads(embedding_params());
+        if (!input_only_) {
+          zero3_reduce(embedding_params(), last_);
+          add_grads(embedding_params());
+        }
       }
       if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
     }
-    return {first_, last_};
+    const PassRecord rec{first_, last_};
+    if (plan.update_after[op_i] >= 0) end_update(st, last_, plan.update_after[op_i]);
+    return rec;
   }
 
  private:
@@ -322,6 +386,11 @@ class StepBuilder final : public PassEmitter {
                           mdl.ffn_hidden / tp_ +
                       (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp_;
     l_tied_sync_ = g_.intern("embedding grad all_reduce (first/last stage)");
+    l_norm_sync_ = g_.intern("grad-norm all_reduce (pipeline)");
+    // One fp32 value per rank over the pipeline ranks of TP rank 0, DP rank 0.
+    std::vector<int> pipe;
+    for (int s = 0; s < sc_.layout.pp; ++s) pipe.push_back(sc_.layout.rank(0, 0, 0, s));
+    norm_sync_time_ = comm_.cost(CollectiveOp::AllReduce, 4, pipe).time;
     l_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "dp reduce_scatter grads"
                                                     : "dp all_reduce grads");
     l_param_ag_ = g_.intern("dp all_gather params");
@@ -494,11 +563,16 @@ class StepBuilder final : public PassEmitter {
   void row_backward(const OpCost& gemm) {
     if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
     compute(gemm.bwd_input, gemm.dgrad_label);
-    compute(gemm.bwd_weight, gemm.wgrad_label);
+    if (!input_only_) compute(gemm.bwd_weight, gemm.wgrad_label);
   }
   /// Backward of a column-parallel GEMM: dgrad, then the input-gradient reduce-scatter (SP)
   /// or all-reduce overlapped with wgrad; with SP, wgrad also waits for the re-gathered input.
   TaskId column_backward(const OpCost& gemm) {
+    if (input_only_) {
+      compute(gemm.bwd_input, gemm.dgrad_label);
+      if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd));
+      return kNoId;
+    }
     TaskId ag_input = kNoId;
     if (tp_on() && sp_) ag_input = tp(c_.tp_ag_wgrad);
     compute(gemm.bwd_input, gemm.dgrad_label);
@@ -508,6 +582,26 @@ class StepBuilder final : public PassEmitter {
     const TaskId wgrad = compute(gemm.bwd_weight, gemm.wgrad_label);
     if (red != kNoId) wait_.push_back(red);
     return wgrad;
+  }
+
+  /// W pass of a column-parallel GEMM: (SP) re-gather its input, then the weight gradient.
+  TaskId column_weight_grad(const OpCost& gemm) {
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_wgrad));
+    return compute(gemm.bwd_weight, gemm.wgrad_label);
+  }
+  /// W pass of one layer: the four weight-gradient GEMMs in backward order.
+  TaskId layer_weight_grads() {
+    compute(c_.mlp_out.bwd_weight, c_.mlp_out.wgrad_label);
+    column_weight_grad(c_.mlp_in);
+    compute(c_.proj.bwd_weight, c_.proj.wgrad_label);
+    return column_weight_grad(c_.qkv);
+  }
+  /// Gradient reduction state for a backward or W pass: buckets are reduced during the last
+  /// pass that produces weight gradients of the chunk.
+  void begin_reduction() {
+    reduce_now_ = !input_only_ && sc_.layout.dp > 1 && sc_.layout.overlap_grad_reduce &&
+                  sc_.layout.zero < 3 && reduce_trigger_;
+    bucket_fill_ = 0;
   }
 
   /// Backward of one layer; returns the task of its last weight gradient.
@@ -560,7 +654,6 @@ class StepBuilder final : public PassEmitter {
   LayerCosts c_;
   LabelId l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId,
           l_tied_sync_ = kNoId;
-  TaskId tied_sync_first_ = kNoId;
   /// ZeRO-1/2 parameter all-gathers of one chunk, consumed by its first forward.
   struct ChunkGathers {
     std::vector<TaskId> tasks;
@@ -570,45 +663,42 @@ class StepBuilder final : public PassEmitter {
   std::vector<ChunkGathers> gathers_;
   ChunkGathers* gather_ = nullptr;
   std::map<std::tuple<int, double, int>, Time> dp_cache_;
-  std::vector<std::vector<int>> last_bwd_;
+  std::vector<StagePlan> plans_;
+  std::vector<int> group_step_;
+  int op_index_ = 0;
+  bool reduce_trigger_ = false;
+  std::vector<std::vector<TaskId>> step_ends_, barriers_;
+  std::vector<TaskId> tied_syncs_;
+  std::size_t tied_index_ = 0;
+  LabelId l_norm_sync_ = kNoId;
+  Time norm_sync_time_;
   // per-pass state
   const StageStreams* st_ = nullptr;
   int mb_ = -1, chunk_ = -1;
   std::vector<TaskId> wait_;
   TaskId first_ = kNoId, last_ = kNoId;
   bool reduce_now_ = false;
+  bool input_only_ = false;
   double bucket_fill_ = 0;
   std::vector<TaskId> dp_grad_tasks_;
 };
 
-/// Emits the whole pipeline with the builder, stage by stage, with the stage prologue and
-/// epilogue around each program. build_pipeline() emits stages in order, so the hooks run
-/// from a thin emitter wrapper that notices stage changes.
+/// Calls the builder's stage prologue when build_pipeline() moves to the next stage.
 class StagedEmitter final : public PassEmitter {
  public:
-  StagedEmitter(StepBuilder& b, std::vector<StageStreams>* streams) : b_(b), streams_(streams) {}
+  explicit StagedEmitter(StepBuilder& b) : b_(b) {}
   PassRecord emit(TaskGraph& g, const StageStreams& st, int stage, const PipeOp& op,
                   TaskId wait_for) override {
     if (stage != current_) {
-      if (current_ >= 0) b_.end_stage(prev_streams_, last_);
       current_ = stage;
-      prev_streams_ = st;
       b_.begin_stage(st, stage);
     }
-    const PassRecord r = b_.emit(g, st, stage, op, wait_for);
-    last_ = r.last;
-    return r;
-  }
-  void finish() {
-    if (current_ >= 0) b_.end_stage(prev_streams_, last_);
+    return b_.emit(g, st, stage, op, wait_for);
   }
 
  private:
   StepBuilder& b_;
-  std::vector<StageStreams>* streams_;
   int current_ = -1;
-  StageStreams prev_streams_;
-  TaskId last_ = kNoId;
 };
 
 }  // namespace
@@ -630,22 +720,42 @@ StepResult simulate_step(const Scenario& sc) {
   auto graph = std::make_shared<TaskGraph>();
   StepBuilder builder(sc, topo, comm, cost, *graph, m);
 
+  const int steps = sc.steps;
   PipelineSpec spec;
   spec.pp = L.pp;
   spec.virtual_stages = L.virtual_stages;
-  spec.microbatches = m;
-  spec.programs = parallel::make_schedule(L, m);
-  // Last backward microbatch of each (stage, chunk): its backward triggers the DP reduction.
-  std::vector<std::vector<int>> last_bwd(static_cast<std::size_t>(L.pp),
-                                         std::vector<int>(static_cast<std::size_t>(L.virtual_stages), -1));
-  for (int s = 0; s < L.pp; ++s) {
-    for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
-      if (op.kind == PassKind::Backward) {
-        last_bwd[static_cast<std::size_t>(s)][static_cast<std::size_t>(op.chunk)] = op.microbatch;
-      }
-    }
+  spec.microbatches = m * steps;
+  spec.programs = parallel::make_programs(L, m, steps);
+  // Update groups: PipeDream updates the weights after every microbatch (Narayanan et al.
+  // 2019); every other schedule once per step, after accumulating m microbatches.
+  const bool per_microbatch = L.schedule == parallel::ScheduleKind::PipeDream;
+  const int groups = per_microbatch ? m * steps : steps;
+  auto group_of = [&](int mb) { return per_microbatch ? mb : mb / m; };
+  std::vector<int> group_step(static_cast<std::size_t>(groups), -1);
+  for (int g = 0; g < groups; ++g) {
+    if (!per_microbatch) group_step[static_cast<std::size_t>(g)] = g;
+    else if ((g + 1) % m == 0) group_step[static_cast<std::size_t>(g)] = (g + 1) / m - 1;
   }
-  builder.set_last_backward(last_bwd);
+  std::vector<StepBuilder::StagePlan> plans(static_cast<std::size_t>(L.pp));
+  for (int s = 0; s < L.pp; ++s) {
+    const auto& prog = spec.programs[static_cast<std::size_t>(s)];
+    auto& plan = plans[static_cast<std::size_t>(s)];
+    plan.update_after.assign(prog.size(), -1);
+    plan.reduce_trigger.assign(prog.size(), false);
+    // The last weight-gradient pass of each (group, chunk), and of each group.
+    std::map<std::pair<int, int>, std::size_t> last_of_chunk;
+    std::map<int, std::size_t> last_of_group;
+    for (std::size_t i = 0; i < prog.size(); ++i) {
+      const PipeOp& op = prog[i];
+      if (op.kind != PassKind::Backward && op.kind != PassKind::BackwardWeight) continue;
+      const int g = group_of(op.microbatch);
+      last_of_chunk[{g, op.chunk}] = i;
+      last_of_group[g] = i;
+    }
+    for (const auto& [key, i] : last_of_chunk) plan.reduce_trigger[i] = true;
+    for (const auto& [g, i] : last_of_group) plan.update_after[i] = g;
+  }
+  builder.set_plans(std::move(plans), std::move(group_step));
   const double p2p_bytes = static_cast<double>(sc.training.micro_batch) * sc.model.seq_len *
                            sc.model.hidden * 2.0 / L.tp;
   std::map<std::pair<int, int>, Time> p2p_cache;
@@ -662,9 +772,11 @@ StepResult simulate_step(const Scenario& sc) {
     return t;
   };
 
-  StagedEmitter staged(builder, nullptr);
+  StagedEmitter staged(builder);
   const PipelineGraph pg = build_pipeline(*graph, spec, staged);
-  staged.finish();
+  for (const auto& members : builder.barriers()) {
+    if (members.size() > 1) graph->add_rendezvous(members);
+  }
 
   Simulator sim;
   sim.reserve(graph->num_streams() * 4);
@@ -672,7 +784,25 @@ StepResult simulate_step(const Scenario& sc) {
   ex.run(sim);
 
   StepResult r;
-  r.step_time = ex.makespan();
+  // The step: with one step simulated, from 0 to the last task; with several, the steady
+  // state: the last step's span, from the end of the previous step's update to the end of
+  // its own, per stage.
+  const auto& ends = builder.step_ends();
+  std::vector<Time> win_begin(static_cast<std::size_t>(L.pp)), win_end(static_cast<std::size_t>(L.pp));
+  Time last_end, prev_end;
+  for (int s = 0; s < L.pp; ++s) {
+    const auto& e = ends[static_cast<std::size_t>(s)];
+    if (steps > 1) {
+      win_begin[static_cast<std::size_t>(s)] = ex.end(e[e.size() - 2]);
+      win_end[static_cast<std::size_t>(s)] = ex.end(e.back());
+      last_end = max(last_end, ex.end(e.back()));
+      prev_end = max(prev_end, ex.end(e[e.size() - 2]));
+    } else {
+      win_end[static_cast<std::size_t>(s)] = ex.makespan();
+    }
+  }
+  r.step_time = steps > 1 ? last_end - prev_end : ex.makespan();
+  r.steps_simulated = steps;
   r.microbatches = m;
   r.events = sim.events_processed();
   r.tasks = graph->num_tasks();
@@ -709,16 +839,27 @@ StepResult simulate_step(const Scenario& sc) {
     sr.stage = s;
     for (int c = 0; c < v; ++c) sr.layers += builder.layers_of(c * L.pp + s);
     sr.params = builder.stage_params(s);
-    sr.breakdown =
-        analyze_stage(*graph, ex, prev, pg.streams[static_cast<std::size_t>(s)].compute, r.step_time);
+    sr.breakdown = analyze_stage(*graph, ex, prev, pg.streams[static_cast<std::size_t>(s)].compute,
+                                 win_begin[static_cast<std::size_t>(s)],
+                                 win_end[static_cast<std::size_t>(s)]);
+    // Weight versions held at once: PipeDream stashes one per microbatch in flight on the
+    // stage (p - s in steady state), PipeDream-2BW double-buffers (2).
+    sr.weight_versions = 1;
+    if (L.schedule == parallel::ScheduleKind::PipeDream) sr.weight_versions = L.pp - s;
+    if (L.schedule == parallel::ScheduleKind::TwoBW) sr.weight_versions = 2;
+    // Gradient staleness in updates: PipeDream's stage s computes a gradient on weights that
+    // are p - s - 1 updates old when it is applied; 2BW's is one update old.
+    sr.staleness = 0;
+    if (L.schedule == parallel::ScheduleKind::PipeDream) sr.staleness = L.pp - s - 1;
+    if (L.schedule == parallel::ScheduleKind::TwoBW) sr.staleness = 1;
     std::vector<Time> alloc, free;
     std::vector<double> bytes;
-    for (int mb = 0; mb < m; ++mb) {
+    for (int mb = 0; mb < m * steps; ++mb) {
       for (int c = 0; c < v; ++c) {
         const auto idx = static_cast<std::size_t>(mb * v + c);
         const int vs = c * L.pp + s;
         alloc.push_back(ex.start(pg.fwd[static_cast<std::size_t>(s)][idx].first));
-        free.push_back(ex.end(pg.bwd[static_cast<std::size_t>(s)][idx].last));
+        free.push_back(ex.end(pg.release(s, idx)));
         double bts = builder.layers_of(vs) * act_layer;
         if (vs == 0) bts += emb_act;
         if (vs == last_vs) bts += head_act;
@@ -728,11 +869,12 @@ StepResult simulate_step(const Scenario& sc) {
     const PeakResult peak_act = peak_in_flight(alloc, free, bytes);
     sr.peak_inflight = peak_act.peak_count;
     const auto state = model::model_state_bytes(sr.params, L.dp, L.zero);
-    sr.memory.weights = state.weights;
+    sr.memory.weights = state.weights * sr.weight_versions;
     sr.memory.gradients = state.gradients;
     sr.memory.optimizer = state.optimizer;
     sr.memory.activations = peak_act.peak_bytes;
-    sr.memory.total = state.total() + peak_act.peak_bytes;
+    sr.memory.total =
+        sr.memory.weights + sr.memory.gradients + sr.memory.optimizer + peak_act.peak_bytes;
     sr.memory.capacity = sc.gpu.hbm_bytes;
     sr.memory.fits = sr.memory.total <= sr.memory.capacity;
     if (sr.memory.total > worst) {
@@ -751,8 +893,9 @@ StepResult simulate_step(const Scenario& sc) {
       r.breakdown.exposed[i] += sr.breakdown.exposed[i] / n;
     }
   }
-  r.breakdown.step = step;
-  r.bubble_fraction = r.breakdown.bubble / step;
+  r.breakdown.step = 0;
+  for (const auto& sr : r.stages) r.breakdown.step += sr.breakdown.step / n;
+  r.bubble_fraction = r.breakdown.bubble / r.breakdown.step;
   if (sc.training.tokens) {
     r.time_to_train_days = *sc.training.tokens / r.tokens_per_s / 86400.0;
     if (sc.gpu_hour_usd) {

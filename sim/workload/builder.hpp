@@ -62,6 +62,9 @@ struct Scenario {
   int gpus = 0;
   Fidelity fidelity = Fidelity::Stage;
   std::uint64_t seed = 0;
+  /// Training steps simulated back to back; with more than one, the reported step is the
+  /// last one (steady state), which is what asynchronous schedules need.
+  int steps = 1;
   std::optional<double> gpu_hour_usd;
 };
 
@@ -78,18 +81,21 @@ struct StageResult {
   StageBreakdown breakdown;
   MemoryBreakdown memory;
   int peak_inflight = 0;        ///< (microbatch, chunk) activations alive at the peak
+  int weight_versions = 1;      ///< copies of the weights held (PipeDream stashes, 2BW: 2)
+  int staleness = 0;            ///< updates between the weights a gradient used and applied
 };
 
 struct StepResult {
   Time step_time;
   int microbatches = 0;         ///< per pipeline (global_batch / (micro_batch x dp))
+  int steps_simulated = 1;
   double tokens_per_s = 0;
   double model_flops = 0;       ///< per step, whole cluster (Megatron convention)
   double hardware_flops = 0;    ///< including recompute
   double model_tflops_per_gpu = 0, hardware_tflops_per_gpu = 0;
   double mfu = 0, hfu = 0;
   double bubble_fraction = 0;   ///< mean over stages of bubble / step time
-  StageBreakdown breakdown;     ///< mean over stages (parts still add up to the step)
+  StageBreakdown breakdown;     ///< mean over stages (parts add up to the mean window)
   MemoryBreakdown memory;       ///< of the stage with the largest total
   std::vector<StageResult> stages;
   std::optional<double> time_to_train_days;

@@ -23,6 +23,7 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
   const auto slots = static_cast<std::size_t>(m) * static_cast<std::size_t>(v);
   out.fwd.assign(static_cast<std::size_t>(pp), std::vector<PassRecord>(slots));
   out.bwd.assign(static_cast<std::size_t>(pp), std::vector<PassRecord>(slots));
+  out.wgt.assign(static_cast<std::size_t>(pp), std::vector<PassRecord>(slots));
   out.last_compute.assign(static_cast<std::size_t>(pp), kNoId);
   for (int s = 0; s < pp; ++s) {
     const auto r = static_cast<std::uint32_t>(s);
@@ -81,10 +82,20 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
           g.add_dependency(rec.last, send);
           pair(0, op.microbatch, vs + 1, send);
         }
+      } else if (op.kind == PassKind::BackwardWeight) {
+        if (out.bwd[static_cast<std::size_t>(s)][idx].last == kNoId ||
+            out.wgt[static_cast<std::size_t>(s)][idx].last != kNoId) {
+          throw InputError("parallel.schedule", "schedule runs a weight-gradient pass before "
+                                                "its input-gradient pass, or twice, on stage " +
+                                                    std::to_string(s));
+        }
+        rec = emitter.emit(g, st, s, op, kNoId);
+        out.wgt[static_cast<std::size_t>(s)][idx] = rec;
       } else {
-        if (out.fwd[static_cast<std::size_t>(s)][idx].last == kNoId) {
+        if (out.fwd[static_cast<std::size_t>(s)][idx].last == kNoId ||
+            out.bwd[static_cast<std::size_t>(s)][idx].last != kNoId) {
           throw InputError("parallel.schedule", "schedule runs a backward pass before its "
-                                                "forward on stage " + std::to_string(s));
+                                                "forward, or twice, on stage " + std::to_string(s));
         }
         if (vs < last_vs) {
           wait = g.add_task(st.bwd_recv, spec.p2p_time(next, s), Category::PpComm, l_recv_b,
@@ -102,9 +113,17 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
       }
       out.last_compute[static_cast<std::size_t>(s)] = rec.last;
     }
+    std::vector<bool> split_slot(slots, false);
+    for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
+      if (op.kind == PassKind::BackwardInput) {
+        split_slot[static_cast<std::size_t>(op.microbatch * v + op.chunk)] = true;
+      }
+    }
     for (std::size_t i = 0; i < slots; ++i) {
+      const bool split = split_slot[i];
       if (out.fwd[static_cast<std::size_t>(s)][i].last == kNoId ||
-          out.bwd[static_cast<std::size_t>(s)][i].last == kNoId) {
+          out.bwd[static_cast<std::size_t>(s)][i].last == kNoId ||
+          (split && out.wgt[static_cast<std::size_t>(s)][i].last == kNoId)) {
         throw InputError("parallel.schedule", "schedule misses a pass of microbatch " +
                                                   std::to_string(i / static_cast<std::size_t>(v)) +
                                                   " on stage " + std::to_string(s));
@@ -129,7 +148,7 @@ std::vector<TaskId> stream_predecessors(const TaskGraph& g) {
 
 StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
                              const std::vector<TaskId>& prev_on_stream, StreamId compute_stream,
-                             Time step_time) {
+                             Time begin, Time step_time) {
   StageBreakdown out;
   const std::uint32_t rank = g.stream(compute_stream).rank;
   std::array<Time, 7> exposed{};
@@ -146,18 +165,28 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
       b = s;
       if (!(a < b)) return;
       const Task& tx = g.task(x);
-      if (tx.rendezvous != kNoId) {
+      const TaskId dep = ex.last_dependency(x);
+      const TaskId prev = prev_on_stream[x];
+      // When this rank's member of a rendezvous was ready (its dependencies and its stream),
+      // it waited for the peers: that part is bubble; before it, follow the local cause.
+      Time ready;
+      if (dep != kNoId) ready = max(ready, ex.end(dep));
+      if (prev != kNoId) ready = max(ready, ex.end(prev));
+      if (tx.rendezvous != kNoId && ready < ex.start(x)) {
         bool remote = false;
         for (TaskId mbr : g.rendezvous_members(tx.rendezvous)) {
           remote = remote || g.stream(g.task(mbr).stream).rank != rank;
         }
-        if (remote) break;  // waited for a peer stage: bubble
+        if (remote) {
+          const Time r = max(a, ready);
+          bubble += b - r;
+          b = r;
+          if (!(a < b)) return;
+        }
       }
-      const TaskId dep = ex.last_dependency(x);
-      const TaskId prev = prev_on_stream[x];
-      if (dep != kNoId && ex.end(dep) == ex.start(x)) {
+      if (dep != kNoId && ex.end(dep) == b) {
         x = dep;
-      } else if (prev != kNoId && ex.end(prev) == ex.start(x)) {
+      } else if (prev != kNoId && ex.end(prev) == b) {
         x = prev;
       } else {
         break;
@@ -165,8 +194,10 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
     }
     if (a < b) bubble += b - a;
   };
-  Time cursor;
+  Time cursor = begin;
   for (TaskId t : g.stream(compute_stream).tasks) {
+    if (ex.start(t) < begin) continue;
+    if (step_time < ex.end(t)) break;
     if (cursor < ex.start(t)) attribute(cursor, ex.start(t), ex.last_dependency(t));
     if (g.task(t).category == Category::Optimizer) {
       optimizer += g.task(t).duration;
@@ -184,7 +215,7 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
     const TaskId t = g.stream(s).tasks.back();
     if (last_task == kNoId || ex.end(t) > ex.end(last_task)) last_task = t;
   }
-  if (last_task != kNoId && cursor < ex.end(last_task)) {
+  if (last_task != kNoId && cursor < ex.end(last_task) && ex.end(last_task) <= step_time) {
     attribute(cursor, ex.end(last_task), last_task);
     cursor = ex.end(last_task);
   }
@@ -193,7 +224,7 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
   out.optimizer = optimizer.seconds();
   for (std::size_t i = 0; i < exposed.size(); ++i) out.exposed[i] = exposed[i].seconds();
   out.bubble = bubble.seconds();
-  out.step = step_time.seconds();
+  out.step = (step_time - begin).seconds();
   return out;
 }
 

@@ -50,8 +50,14 @@ struct PipelineSpec {
 
 struct PipelineGraph {
   std::vector<StageStreams> streams;            ///< per stage
-  /// Per stage, indexed by microbatch * v + chunk: the forward and backward pass records.
-  std::vector<std::vector<PassRecord>> fwd, bwd;
+  /// Per stage, indexed by microbatch * v + chunk: the forward, backward (whole, or input
+  /// part) and weight-gradient pass records (`wgt` empty where the backward is not split).
+  std::vector<std::vector<PassRecord>> fwd, bwd, wgt;
+  /// The task after which a slot's activations are freed: end of W if split, else of B.
+  [[nodiscard]] TaskId release(int stage, std::size_t slot) const {
+    const auto& w = wgt[static_cast<std::size_t>(stage)][slot];
+    return w.last != kNoId ? w.last : bwd[static_cast<std::size_t>(stage)][slot].last;
+  }
   std::vector<TaskId> last_compute;             ///< per stage, last task of its program
 };
 
@@ -75,9 +81,11 @@ struct StageBreakdown {
 /// running part of a communication task on the rank (exposed communication of its kind), or,
 /// when the wait leads to another rank (a receive waiting for its sender), the bubble.
 /// `prev_on_stream` comes from stream_predecessors(g).
+/// The window [begin, end) is the step analysed: [0, makespan) for one step, or the last
+/// step's span on this stage in steady state; `step` in the result is its length.
 StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
                              const std::vector<TaskId>& prev_on_stream, StreamId compute_stream,
-                             Time step_time);
+                             Time begin, Time end);
 
 /// For each task, the task issued before it on its stream (kNoId for the first).
 std::vector<TaskId> stream_predecessors(const TaskGraph& g);
