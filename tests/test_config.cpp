@@ -138,7 +138,7 @@ TEST(Config, SyntaxErrorsVersionsAndFiles) {
 TEST(Config, UnsupportedFeaturesAreRejectedNotIgnored) {
   auto msg = error_of(with("[model]\n", "[model]\nhf_config = \"config.json\"\n"));
   EXPECT_NE(msg.find("hf_config"), std::string::npos) << msg;
-  msg = error_of(with("[parallel]\n", "[parallel]\nschedule = \"dualpipe\"\n"));
+  msg = error_of(with("[parallel]\n", "[parallel]\nep = 2\n"));
   EXPECT_NE(msg.find("not simulated yet"), std::string::npos) << msg;
   msg = error_of(test::small_scenario() + "[simulation]\nfidelity = \"full\"\n");
   EXPECT_NE(msg.find("not simulated yet"), std::string::npos) << msg;

@@ -250,3 +250,49 @@ TEST(PipelineSchedules, PipeDreamSteadyStateHasNoBubble) {
     EXPECT_NEAR(flushed.bubble_fraction[0], double(p - 1) / (m + p - 1), 1e-9);
   }
 }
+
+// DeepSeek-V3 report Table 2 / deepseek-ai/DualPipe README: DualPipe's bubble is
+// (p/2 - 1)(F&B + B - 3W), F&B being an overlapped forward+backward pair (here F + B + W, no
+// communication to hide), with p + 1 microbatches of activations in flight.
+TEST(PipelineSchedules, DualPipeBubbleMatchesTheReport) {
+  for (int p : {2, 4, 8, 16}) {
+    for (int m : {2 * p, 4 * p}) {
+      // The closed form assumes the report's shape: B = W and F >= B. Elsewhere the
+      // simulated bubble differs (docs/schedules.md).
+      for (auto [tf, tbw] : {std::pair{10, 10}, std::pair{20, 10}, std::pair{30, 15}}) {
+        const int tb = tbw, tw = tbw;
+        TaskGraph g;
+        PipelineSpec spec;
+        spec.pp = p;
+        spec.dual = true;
+        spec.microbatches = m;
+        spec.programs = parallel::dualpipe_schedule(p, m);
+        spec.p2p_time = [](int, int) { return Time::zero(); };
+        UniformEmitter em(Time::us(tf), Time::us(tb), Time::us(tw));
+        const auto pg = build_pipeline(g, spec, em);
+        Simulator sim;
+        Executor ex(g);
+        ex.run(sim);
+        const auto prev = stream_predecessors(g);
+        const double fb = tf + tb + tw;
+        const double want = (p / 2 - 1) * (fb + tb - 3 * tw) * 1e-6;
+        for (int s = 0; s < p; ++s) {
+          const auto b =
+              analyze_stage(g, ex, prev, pg.streams[s].compute, Time::zero(), ex.makespan());
+          EXPECT_NEAR(b.bubble, want, 1e-12) << "p=" << p << " m=" << m << " stage " << s;
+          std::vector<Time> a, f;
+          std::vector<double> bytes;
+          for (std::size_t i = 0; i < pg.fwd[s].size(); ++i) {
+            if (pg.fwd[s][i].first == kNoId) continue;
+            a.push_back(ex.start(pg.fwd[s][i].first));
+            f.push_back(ex.end(pg.release(s, i)));
+            bytes.push_back(1);
+          }
+          EXPECT_EQ(peak_in_flight(a, f, bytes).peak_count, p + 1);
+        }
+      }
+    }
+  }
+  EXPECT_THROW(parallel::dualpipe_schedule(3, 12), InputError);
+  EXPECT_THROW(parallel::dualpipe_schedule(4, 6), InputError);
+}

@@ -115,6 +115,14 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
     case ScheduleKind::OneFOneB:
     case ScheduleKind::ZbH1:
     case ScheduleKind::ZbH2: break;
+    case ScheduleKind::DualPipe:
+      if (pp % 2 != 0 || m_count % 2 != 0 || m_count < 2 * pp) {
+        throw InputError("parallel.schedule",
+                         "schedule \"dualpipe\" needs an even pp (got " + str(pp) +
+                             ") and an even microbatch count of at least 2 x pp (got " +
+                             str(m_count) + " = global_batch / (micro_batch x dp))");
+      }
+      break;
     case ScheduleKind::PipeDream:
     case ScheduleKind::TwoBW:
       if (zero != 0) {
@@ -136,9 +144,7 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
       break;
     default:
       throw InputError("parallel.schedule", "schedule \"" + std::string(schedule_name(schedule)) +
-                                                "\" is not simulated yet (available: gpipe, "
-                                                "pipedream, 2bw, 1f1b, interleaved, zb-h1, "
-                                                "zb-h2)");
+                                                "\" is not simulated yet");
   }
 }
 

@@ -114,6 +114,68 @@ std::vector<StageProgram> zb_h2_schedule(int pp, int m) {
   return out;
 }
 
+std::vector<StageProgram> dualpipe_schedule(int pp, int m) {
+  check(pp, m);
+  if (pp % 2 != 0 || m % 2 != 0 || m < 2 * pp) {
+    throw InputError("parallel.schedule",
+                     "schedule \"dualpipe\" needs an even pp (" + std::to_string(pp) +
+                         ") and an even number of microbatches of at least 2 x pp (" +
+                         std::to_string(m) + ")");
+  }
+  const int half = m / 2, half_ranks = pp / 2;
+  std::vector<StageProgram> out(static_cast<std::size_t>(pp));
+  for (int r = 0; r < pp; ++r) {
+    auto& prog = out[static_cast<std::size_t>(r)];
+    const int h = std::min(r, pp - 1 - r);
+    const int own = r < half_ranks ? 0 : 1, other = 1 - own;
+    int next_f[2] = {0, 0}, next_b[2] = {0, 0};
+    std::vector<PipeOp> pending_w;  // FIFO of deferred weight-gradient passes
+    std::size_t w_head = 0;
+    auto base = [half](int chunk) { return chunk == 0 ? 0 : half; };
+    auto F = [&](int c) { prog.push_back({PassKind::Forward, base(c) + next_f[c]++, c}); };
+    auto B = [&](int c, bool split) {
+      const int mb = base(c) + next_b[c]++;
+      prog.push_back({split ? PassKind::BackwardInput : PassKind::Backward, mb, c});
+      if (split) pending_w.push_back({PassKind::BackwardWeight, mb, c});
+    };
+    auto W = [&]() { prog.push_back(pending_w.at(w_head++)); };
+    for (int i = 0; i < 2 * (half_ranks - h - 1); ++i) F(own);
+    for (int i = 0; i < h + 1; ++i) {
+      F(own);
+      F(other);
+    }
+    for (int i = 0; i < half_ranks - h - 1; ++i) {
+      B(other, true);
+      W();
+      F(other);
+    }
+    for (int i = 0; i < half - pp + h + 1; ++i) {
+      F(own);
+      B(other, false);
+      F(other);
+      B(own, false);
+    }
+    for (int i = 0; i < half_ranks - h - 1; ++i) {
+      B(other, false);
+      F(other);
+      B(own, false);
+    }
+    bool split = false;
+    for (int i = 0; i < h + 1; ++i) {
+      if (i == (h + 1) / 2 && h % 2 == 1) split = true;
+      B(other, split);
+      if (i == (h + 1) / 2 && h % 2 == 0) split = true;
+      B(own, split);
+    }
+    for (int i = 0; i < half_ranks - h - 1; ++i) {
+      W();
+      B(own, true);
+    }
+    while (w_head < pending_w.size()) W();
+  }
+  return out;
+}
+
 bool flushes(ScheduleKind s) {
   return s != ScheduleKind::PipeDream && s != ScheduleKind::TwoBW;
 }
@@ -144,6 +206,7 @@ std::vector<StageProgram> make_schedule(const Layout& layout, int microbatches) 
       return interleaved_schedule(layout.pp, microbatches, layout.virtual_stages);
     case ScheduleKind::ZbH1: return zb_h1_schedule(layout.pp, microbatches);
     case ScheduleKind::ZbH2: return zb_h2_schedule(layout.pp, microbatches);
+    case ScheduleKind::DualPipe: return dualpipe_schedule(layout.pp, microbatches);
     default:
       throw InputError("parallel.schedule", "schedule \"" +
                                                 std::string(schedule_name(layout.schedule)) +

@@ -51,6 +51,17 @@ std::vector<StageProgram> zb_h1_schedule(int pp, int microbatches);
 /// microbatches in flight on rank 0, bubble (p-1)(T_F + T_B - 2 T_W) within a step.
 std::vector<StageProgram> zb_h2_schedule(int pp, int microbatches);
 
+/// DualPipe (DeepSeek-AI 2024, DeepSeek-V3 technical report §3.2.1, Fig. 5; deepseek-ai/
+/// DualPipe): microbatches 0..m/2-1 run chunk 0 on ranks 0 -> p-1, microbatches m/2..m-1 run
+/// chunk 1 on ranks p-1 -> 0, so every rank holds two chunks (two copies of the parameters).
+/// Rank r (h = min(r, p-1-r); "own" chunk: 0 on the first half of the ranks, 1 on the second)
+/// runs: 2(p/2-h-1) forwards of its own chunk; h+1 pairs (own F, other F); p/2-h-1 of
+/// (other B split as B then W, other F); m/2-p+h+1 of (own F, other B, other F, own B), the
+/// overlapped forward/backward pairs; p/2-h-1 of (other B, other F, own B); h+1 of
+/// (other B, own B) of which the second half split into B and W; p/2-h-1 of (W, own B split);
+/// the remaining h+1 W. Requires p even, m even and m >= 2p.
+std::vector<StageProgram> dualpipe_schedule(int pp, int microbatches);
+
 /// The program of a layout's schedule; throws InputError for schedules not simulated yet.
 std::vector<StageProgram> make_schedule(const Layout& layout, int microbatches);
 

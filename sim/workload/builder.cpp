@@ -71,9 +71,9 @@ class StepBuilder final : public PassEmitter {
     const auto& L = sc_.layout;
     tp_ = L.tp;
     sp_ = L.sequence_parallel;
-    v_ = L.virtual_stages;
-    layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, L.pp, v_);
-    last_vs_ = L.pp * v_ - 1;
+    shape_ = PipelineShape{L.pp, L.virtual_stages, L.schedule == parallel::ScheduleKind::DualPipe};
+    v_ = shape_.dual ? 2 : L.virtual_stages;  // model chunks per rank
+    layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, shape_.chain_length(), 1);
     bucket_params_ = L.dp_bucket_params > 0
                          ? static_cast<double>(L.dp_bucket_params)
                          : std::max(40e6, 1e6 * L.dp);
@@ -81,7 +81,9 @@ class StepBuilder final : public PassEmitter {
   }
 
   const LayerCosts& costs() const { return c_; }
-  int layers_of(int vs) const { return layers_[static_cast<std::size_t>(vs)]; }
+  int layers_of(int vs) const { return layers_[static_cast<std::size_t>(shape_.position(vs))]; }
+  int chunks() const { return v_; }
+  const PipelineShape& shape() const { return shape_; }
 
   /// Parameters of one rank of `stage`.
   double stage_params(int stage) const {
@@ -94,15 +96,15 @@ class StepBuilder final : public PassEmitter {
   /// first virtual stage, the head on the last (with tied embeddings and pp > 1, the last
   /// stage keeps its own copy of the embedding, as Megatron-LM does).
   double chunk_params(int stage, int chunk) const {
-    const int vs = chunk * sc_.layout.pp + stage;
+    const int vs = shape_.vs_of(stage, chunk);
     double p = layers_of(vs) * c_.layer_params;
-    if (vs == 0) p += embedding_params();
-    if (vs == last_vs_) p += head_params();
+    if (shape_.first_of_chain(vs)) p += embedding_params();
+    if (shape_.last_of_chain(vs)) p += head_params();
     return p;
   }
   double embedding_params() const { return sc_.model.embedding_params() / tp_; }
   double head_params() const {
-    const bool tied_copy = sc_.model.tied_embeddings && last_vs_ > 0;
+    const bool tied_copy = sc_.model.tied_embeddings && shape_.chain_length() > 1;
     return (sc_.model.head_params() + (tied_copy ? sc_.model.embedding_params() : 0.0)) / tp_;
   }
 
@@ -125,6 +127,7 @@ class StepBuilder final : public PassEmitter {
   void begin_stage(const StageStreams& st, int stage) {
     stage_ = stage;
     op_index_ = 0;
+    updates_ = 0;
     dp_grad_tasks_.clear();
     bucket_fill_ = 0;
     step_ends_.emplace_back();
@@ -170,7 +173,7 @@ class StepBuilder final : public PassEmitter {
     }
     // Tied embeddings with pp > 1: the first and the last stage all-reduce the embedding
     // gradient between them (Megatron-LM's embedding group) before the optimizer.
-    if (sc_.model.tied_embeddings && last_vs_ > 0 &&
+    if (sc_.model.tied_embeddings && shape_.chain_length() > 1 && !shape_.dual &&
         (stage_ == 0 || stage_ == sc_.layout.pp - 1)) {
       const int pair[2] = {L.rank(0, 0, 0, 0), L.rank(0, 0, 0, L.pp - 1)};
       const Time t = comm_.cost(CollectiveOp::AllReduce,
@@ -186,6 +189,30 @@ class StepBuilder final : public PassEmitter {
         g_.add_rendezvous({tied_syncs_.at(tied_index_++), sync});
       }
     }
+    // DualPipe: rank r and rank p-1-r hold the same layers (in opposite directions) and
+    // all-reduce their gradients before the update (DeepSeek-V3 report §3.2.1).
+    if (shape_.dual) {
+      const int mirror = L.pp - 1 - stage_;
+      const int pair_ranks[2] = {L.rank(0, 0, 0, std::min(stage_, mirror)),
+                                 L.rank(0, 0, 0, std::max(stage_, mirror))};
+      const Time t = comm_.cost(CollectiveOp::AllReduce,
+                                static_cast<std::uint64_t>(stage_params(stage_) *
+                                                           hw::dtype_bytes(grad_dtype())),
+                                pair_ranks).time;
+      const TaskId sync = g_.add_task(st.dp, t, Category::DpComm, l_mirror_sync_);
+      g_.add_dependency(last_compute, sync);
+      for (TaskId d : dp_grad_tasks_) g_.add_dependency(d, sync);
+      dp_grad_tasks_.push_back(sync);
+      const auto key = std::make_pair(std::min(stage_, mirror), updates_);
+      auto it = mirror_syncs_.find(key);
+      if (it == mirror_syncs_.end()) {
+        mirror_syncs_.emplace(key, sync);
+      } else {
+        g_.add_rendezvous({it->second, sync});
+        mirror_syncs_.erase(it);
+      }
+    }
+    ++updates_;
     const int step = group_step_[static_cast<std::size_t>(group)];
     // Megatron-LM clips gradients by their global norm: an all-reduce over the pipeline group
     // before every optimizer step, which synchronises the stages. Zero-bubble post-validation
@@ -225,11 +252,12 @@ class StepBuilder final : public PassEmitter {
     if (wait_for != kNoId) wait_.push_back(wait_for);
     first_ = kNoId;
     last_ = kNoId;
-    const int vs = op.chunk * sc_.layout.pp + stage;
+    const int vs = shape_.vs_of(stage, op.chunk);
     const int nl = layers_of(vs);
+    const bool first_vs = shape_.first_of_chain(vs), last_vs = shape_.last_of_chain(vs);
     if (op.kind == PassKind::Forward) {
       gather_ = &gathers_[static_cast<std::size_t>(op.chunk)];
-      if (vs == 0) {
+      if (first_vs) {
         wait_for_params(embedding_params());
         zero3_gather(embedding_params());
         embedding_forward();
@@ -239,7 +267,7 @@ class StepBuilder final : public PassEmitter {
         zero3_gather(c_.layer_params);
         layer_forward(false);
       }
-      if (vs == last_vs_) {
+      if (last_vs) {
         wait_for_params(head_params());
         zero3_gather(head_params());
         head_forward();
@@ -250,7 +278,7 @@ class StepBuilder final : public PassEmitter {
       // Zero-bubble W pass: the weight-gradient GEMMs of the chunk, in backward order.
       input_only_ = false;
       begin_reduction();
-      if (vs == last_vs_) {
+      if (last_vs) {
         const TaskId wgrad = column_weight_grad(c_.lm_head);
         zero3_reduce(head_params(), wgrad);
         add_grads(head_params());
@@ -260,7 +288,7 @@ class StepBuilder final : public PassEmitter {
         zero3_reduce(c_.layer_params, wgrad);
         add_grads(c_.layer_params);
       }
-      if (vs == 0) {
+      if (first_vs) {
         zero3_reduce(embedding_params(), last_);  // its gradient came with the B pass
         add_grads(embedding_params());
       }
@@ -269,7 +297,7 @@ class StepBuilder final : public PassEmitter {
       // Whole backward, or (zero-bubble B pass) the activation-gradient part only.
       input_only_ = op.kind == PassKind::BackwardInput;
       begin_reduction();
-      if (vs == last_vs_) {
+      if (last_vs) {
         zero3_gather(head_params());
         const TaskId wgrad = head_backward();
         if (!input_only_) {
@@ -286,7 +314,7 @@ class StepBuilder final : public PassEmitter {
           add_grads(c_.layer_params);
         }
       }
-      if (vs == 0) {
+      if (first_vs) {
         zero3_gather(embedding_params());
         embedding_backward();
         if (!input_only_) {
@@ -387,6 +415,7 @@ class StepBuilder final : public PassEmitter {
                       (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp_;
     l_tied_sync_ = g_.intern("embedding grad all_reduce (first/last stage)");
     l_norm_sync_ = g_.intern("grad-norm all_reduce (pipeline)");
+    l_mirror_sync_ = g_.intern("grad all_reduce with mirror rank (DualPipe)");
     // One fp32 value per rank over the pipeline ranks of TP rank 0, DP rank 0.
     std::vector<int> pipe;
     for (int s = 0; s < sc_.layout.pp; ++s) pipe.push_back(sc_.layout.rank(0, 0, 0, s));
@@ -647,7 +676,10 @@ class StepBuilder final : public PassEmitter {
   const net::CollectiveModel& comm_;
   const cost::CostModel& cost_;
   TaskGraph& g_;
-  int m_ = 1, tp_ = 1, v_ = 1, last_vs_ = 0, stage_ = 0;
+  int m_ = 1, tp_ = 1, v_ = 1, stage_ = 0;
+  PipelineShape shape_;
+  std::map<std::pair<int, std::size_t>, TaskId> mirror_syncs_;
+  std::size_t updates_ = 0;
   bool sp_ = false;
   std::vector<int> layers_;
   double bucket_params_ = 0;
@@ -670,7 +702,7 @@ class StepBuilder final : public PassEmitter {
   std::vector<std::vector<TaskId>> step_ends_, barriers_;
   std::vector<TaskId> tied_syncs_;
   std::size_t tied_index_ = 0;
-  LabelId l_norm_sync_ = kNoId;
+  LabelId l_norm_sync_ = kNoId, l_mirror_sync_ = kNoId;
   Time norm_sync_time_;
   // per-pass state
   const StageStreams* st_ = nullptr;
@@ -724,6 +756,7 @@ StepResult simulate_step(const Scenario& sc) {
   PipelineSpec spec;
   spec.pp = L.pp;
   spec.virtual_stages = L.virtual_stages;
+  spec.dual = L.schedule == parallel::ScheduleKind::DualPipe;
   spec.microbatches = m * steps;
   spec.programs = parallel::make_programs(L, m, steps);
   // Update groups: PipeDream updates the weights after every microbatch (Narayanan et al.
@@ -831,13 +864,13 @@ StepResult simulate_step(const Scenario& sc) {
   // Embedding output kept for the first layer (sharded with SP); fp32 logits for the loss.
   const double emb_act = 2.0 * sbh / (L.sequence_parallel ? L.tp : 1);
   const double head_act = 4.0 * b * sc.model.seq_len * static_cast<double>(sc.model.vocab) / L.tp;
-  const int v = L.virtual_stages;
-  const int last_vs = L.pp * v - 1;
+  const int v = builder.chunks();
+  const PipelineShape shape = builder.shape();
   double worst = -1;
   for (int s = 0; s < L.pp; ++s) {
     StageResult sr;
     sr.stage = s;
-    for (int c = 0; c < v; ++c) sr.layers += builder.layers_of(c * L.pp + s);
+    for (int c = 0; c < v; ++c) sr.layers += builder.layers_of(shape.vs_of(s, c));
     sr.params = builder.stage_params(s);
     sr.breakdown = analyze_stage(*graph, ex, prev, pg.streams[static_cast<std::size_t>(s)].compute,
                                  win_begin[static_cast<std::size_t>(s)],
@@ -857,12 +890,13 @@ StepResult simulate_step(const Scenario& sc) {
     for (int mb = 0; mb < m * steps; ++mb) {
       for (int c = 0; c < v; ++c) {
         const auto idx = static_cast<std::size_t>(mb * v + c);
-        const int vs = c * L.pp + s;
+        const int vs = shape.vs_of(s, c);
+        if (pg.fwd[static_cast<std::size_t>(s)][idx].first == kNoId) continue;  // DualPipe
         alloc.push_back(ex.start(pg.fwd[static_cast<std::size_t>(s)][idx].first));
         free.push_back(ex.end(pg.release(s, idx)));
         double bts = builder.layers_of(vs) * act_layer;
-        if (vs == 0) bts += emb_act;
-        if (vs == last_vs) bts += head_act;
+        if (shape.first_of_chain(vs)) bts += emb_act;
+        if (shape.last_of_chain(vs)) bts += head_act;
         bytes.push_back(bts);
       }
     }

@@ -13,7 +13,8 @@ using parallel::PassKind;
 using parallel::PipeOp;
 
 PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter& emitter) {
-  const int pp = spec.pp, v = spec.virtual_stages, m = spec.microbatches;
+  // Slots per microbatch: one per model chunk a rank holds.
+  const int pp = spec.pp, v = spec.dual ? 2 : spec.virtual_stages, m = spec.microbatches;
   if (static_cast<int>(spec.programs.size()) != pp) {
     throw InputError("parallel.schedule", "schedule has a program for " +
                                               std::to_string(spec.programs.size()) +
@@ -25,21 +26,25 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
   out.bwd.assign(static_cast<std::size_t>(pp), std::vector<PassRecord>(slots));
   out.wgt.assign(static_cast<std::size_t>(pp), std::vector<PassRecord>(slots));
   out.last_compute.assign(static_cast<std::size_t>(pp), kNoId);
+  const PipelineShape shape = shape_of(spec);
   for (int s = 0; s < pp; ++s) {
     const auto r = static_cast<std::uint32_t>(s);
     StageStreams st;
     st.compute = g.add_stream(r, "compute");
     st.tp = g.add_stream(r, "tp_comm");
     st.dp = g.add_stream(r, "dp_comm");
-    st.fwd_send = g.add_stream(r, "pp_send_fwd");
-    st.fwd_recv = g.add_stream(r, "pp_recv_fwd");
-    st.bwd_send = g.add_stream(r, "pp_send_bwd");
-    st.bwd_recv = g.add_stream(r, "pp_recv_bwd");
+    for (int c = 0; c < shape.chains(); ++c) {
+      const std::string sfx = shape.chains() > 1 ? (c == 0 ? " (chain 0)" : " (chain 1)") : "";
+      const auto cc = static_cast<std::size_t>(c);
+      st.fwd_send[cc] = g.add_stream(r, "pp_send_fwd" + sfx);
+      st.fwd_recv[cc] = g.add_stream(r, "pp_recv_fwd" + sfx);
+      st.bwd_send[cc] = g.add_stream(r, "pp_send_bwd" + sfx);
+      st.bwd_recv[cc] = g.add_stream(r, "pp_recv_bwd" + sfx);
+    }
     out.streams.push_back(st);
   }
   const LabelId l_recv_f = g.intern("recv activations"), l_send_f = g.intern("send activations");
   const LabelId l_recv_b = g.intern("recv gradients"), l_send_b = g.intern("send gradients");
-  const int last_vs = pp * v - 1;
   // Unpaired halves of transfers: (direction, microbatch, target virtual stage) -> task.
   std::map<std::tuple<int, int, int>, TaskId> pending;
   auto pair = [&](int dir, int mb, int target_vs, TaskId t) {
@@ -54,14 +59,17 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
   };
   for (int s = 0; s < pp; ++s) {
     const StageStreams& st = out.streams[static_cast<std::size_t>(s)];
-    const int prev = (s - 1 + pp) % pp, next = (s + 1) % pp;
     for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
       if (op.microbatch < 0 || op.microbatch >= m || op.chunk < 0 || op.chunk >= v) {
         throw InputError("parallel.schedule", "schedule names microbatch " +
                                                   std::to_string(op.microbatch) + " chunk " +
                                                   std::to_string(op.chunk) + " out of range");
       }
-      const int vs = op.chunk * pp + s;
+      const int vs = shape.vs_of(s, op.chunk);
+      const auto chain = static_cast<std::size_t>(vs / shape.chain_length());
+      const bool first = shape.first_of_chain(vs), last = shape.last_of_chain(vs);
+      const int prev = first ? s : shape.rank_of(vs - 1);
+      const int next = last ? s : shape.rank_of(vs + 1);
       const auto idx = static_cast<std::size_t>(op.microbatch * v + op.chunk);
       TaskId wait = kNoId;
       PassRecord rec;
@@ -69,15 +77,15 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
         if (out.fwd[static_cast<std::size_t>(s)][idx].last != kNoId) {
           throw InputError("parallel.schedule", "schedule repeats a forward pass");
         }
-        if (vs > 0) {
-          wait = g.add_task(st.fwd_recv, spec.p2p_time(prev, s), Category::PpComm, l_recv_f,
+        if (!first) {
+          wait = g.add_task(st.fwd_recv[chain], spec.p2p_time(prev, s), Category::PpComm, l_recv_f,
                             op.microbatch, op.chunk);
           pair(0, op.microbatch, vs, wait);
         }
         rec = emitter.emit(g, st, s, op, wait);
         out.fwd[static_cast<std::size_t>(s)][idx] = rec;
-        if (vs < last_vs) {
-          const TaskId send = g.add_task(st.fwd_send, spec.p2p_time(s, next), Category::PpComm,
+        if (!last) {
+          const TaskId send = g.add_task(st.fwd_send[chain], spec.p2p_time(s, next), Category::PpComm,
                                          l_send_f, op.microbatch, op.chunk);
           g.add_dependency(rec.last, send);
           pair(0, op.microbatch, vs + 1, send);
@@ -97,15 +105,15 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
           throw InputError("parallel.schedule", "schedule runs a backward pass before its "
                                                 "forward, or twice, on stage " + std::to_string(s));
         }
-        if (vs < last_vs) {
-          wait = g.add_task(st.bwd_recv, spec.p2p_time(next, s), Category::PpComm, l_recv_b,
+        if (!last) {
+          wait = g.add_task(st.bwd_recv[chain], spec.p2p_time(next, s), Category::PpComm, l_recv_b,
                             op.microbatch, op.chunk);
           pair(1, op.microbatch, vs, wait);
         }
         rec = emitter.emit(g, st, s, op, wait);
         out.bwd[static_cast<std::size_t>(s)][idx] = rec;
-        if (vs > 0) {
-          const TaskId send = g.add_task(st.bwd_send, spec.p2p_time(s, prev), Category::PpComm,
+        if (!first) {
+          const TaskId send = g.add_task(st.bwd_send[chain], spec.p2p_time(s, prev), Category::PpComm,
                                          l_send_b, op.microbatch, op.chunk);
           g.add_dependency(rec.last, send);
           pair(1, op.microbatch, vs - 1, send);
@@ -121,6 +129,12 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
     }
     for (std::size_t i = 0; i < slots; ++i) {
       const bool split = split_slot[i];
+      // DualPipe: a microbatch runs one of the two chunks (its direction's), never both.
+      const std::size_t other = i % 2 == 0 ? i + 1 : i - 1;
+      if (spec.dual && out.fwd[static_cast<std::size_t>(s)][i].last == kNoId &&
+          out.fwd[static_cast<std::size_t>(s)][other].last != kNoId) {
+        continue;
+      }
       if (out.fwd[static_cast<std::size_t>(s)][i].last == kNoId ||
           out.bwd[static_cast<std::size_t>(s)][i].last == kNoId ||
           (split && out.wgt[static_cast<std::size_t>(s)][i].last == kNoId)) {

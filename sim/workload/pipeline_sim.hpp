@@ -21,7 +21,10 @@ namespace trainsim::workload {
 /// The streams of one simulated rank (one pipeline stage in stage fidelity).
 struct StageStreams {
   StreamId compute = kNoId, tp = kNoId, dp = kNoId;
-  StreamId fwd_send = kNoId, fwd_recv = kNoId, bwd_send = kNoId, bwd_recv = kNoId;
+  /// Point-to-point streams per chain (DualPipe has two chains running in opposite
+  /// directions; every other schedule one).
+  std::array<StreamId, 2> fwd_send{kNoId, kNoId}, fwd_recv{kNoId, kNoId};
+  std::array<StreamId, 2> bwd_send{kNoId, kNoId}, bwd_recv{kNoId, kNoId};
 };
 
 /// First and last task of an emitted pass.
@@ -39,9 +42,36 @@ class PassEmitter {
                           const parallel::PipeOp& op, TaskId wait_for) = 0;
 };
 
+/// Placement of model chunks on pipeline ranks. A chain is the path of one microbatch through
+/// the whole model: `chain_length` virtual stages, the first holding the embedding and the
+/// last the LM head. Megatron's layouts have one chain of pp * v virtual stages (virtual
+/// stage chunk * pp + rank); DualPipe has two chains of pp, one per direction.
+struct PipelineShape {
+  int pp = 1;
+  int virtual_stages = 1;
+  bool dual = false;  ///< DualPipe: chunk 0 runs ranks 0..pp-1, chunk 1 runs pp-1..0
+
+  [[nodiscard]] int chain_length() const { return dual ? pp : pp * virtual_stages; }
+  [[nodiscard]] int chains() const { return dual ? 2 : 1; }
+  /// Virtual stage of (rank, chunk); chain = vs / chain_length().
+  [[nodiscard]] int vs_of(int rank, int chunk) const {
+    return dual ? (chunk == 0 ? rank : 2 * pp - 1 - rank) : chunk * pp + rank;
+  }
+  [[nodiscard]] int rank_of(int vs) const {
+    return dual ? (vs < pp ? vs : 2 * pp - 1 - vs) : vs % pp;
+  }
+  [[nodiscard]] bool first_of_chain(int vs) const { return vs % chain_length() == 0; }
+  [[nodiscard]] bool last_of_chain(int vs) const {
+    return vs % chain_length() == chain_length() - 1;
+  }
+  /// Position in its chain (0 .. chain_length-1): which layers the virtual stage holds.
+  [[nodiscard]] int position(int vs) const { return vs % chain_length(); }
+};
+
 struct PipelineSpec {
   int pp = 1;
   int virtual_stages = 1;
+  bool dual = false;
   int microbatches = 1;
   std::vector<parallel::StageProgram> programs;  ///< one per stage
   /// Transfer time of one activation (or gradient) between two stages.
@@ -60,6 +90,10 @@ struct PipelineGraph {
   }
   std::vector<TaskId> last_compute;             ///< per stage, last task of its program
 };
+
+[[nodiscard]] inline PipelineShape shape_of(const PipelineSpec& s) {
+  return PipelineShape{s.pp, s.virtual_stages, s.dual};
+}
 
 /// Emits the whole pipeline (ranks 0..pp-1) into `g`. Throws InputError when a program is
 /// malformed (a backward before its forward, a pass missing or repeated).
