@@ -179,3 +179,56 @@ TEST(Cli, UnwritableTraceIsBadInputAndPrintsNoReport) {
   EXPECT_EQ(r2.code, 1);
   EXPECT_NE(r2.err.find("is a directory"), std::string::npos) << r2.err;
 }
+
+namespace {
+/// Checks that every tag is closed in order (self-closing allowed); a small XML oracle.
+bool well_formed(const std::string& xml) {
+  std::vector<std::string> stack;
+  for (std::size_t i = xml.find('<'); i != std::string::npos; i = xml.find('<', i + 1)) {
+    if (xml.compare(i, 2, "<?") == 0) continue;
+    const std::size_t end = xml.find('>', i);
+    if (end == std::string::npos) return false;
+    const std::string tag = xml.substr(i + 1, end - i - 1);
+    if (tag.empty()) return false;
+    if (tag[0] == '/') {
+      if (stack.empty() || stack.back() != tag.substr(1)) return false;
+      stack.pop_back();
+    } else if (tag.back() != '/') {
+      stack.push_back(tag.substr(0, tag.find_first_of(" \n")));
+    }
+  }
+  return stack.empty();
+}
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto i = text.find(what); i != std::string::npos; i = text.find(what, i + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+TEST(Cli, SvgIsWellFormedWithOneBoxPerPass) {
+  const auto dir = test::temp_dir("cli-svg");
+  const auto svg = dir / "p.svg";
+  const auto r = run("simulate " + scenario("schedules-teaching-4stage.toml") + " --svg " +
+                     svg.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto text = test::read(svg);
+  EXPECT_TRUE(well_formed(text));
+  EXPECT_EQ(count(text, "<rect class=\"op\""), 4U * 8U * 2U);  // 4 stages x 8 microbatches x F, B
+  EXPECT_GT(count(text, "<line class=\"p2p\""), 0U);
+}
+
+TEST(Cli, CompareSchedulesPrintsEveryScheduleAndStacksTimelines) {
+  const auto dir = test::temp_dir("cli-compare");
+  const auto svg = dir / "grid.svg";
+  const auto r = run("compare-schedules " + scenario("schedules-teaching-4stage.toml") +
+                     " --svg " + svg.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"gpipe", "1f1b", "interleaved (v=2)", "zb-h1", "zb-h2", "dualpipe",
+                        "pipedream", "2bw", "vs 1F1B"}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+  }
+  const auto text = test::read(svg);
+  EXPECT_TRUE(well_formed(text));
+  EXPECT_EQ(count(text, "<g class=\"run\">"), 8U);
+}

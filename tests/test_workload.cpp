@@ -4,10 +4,12 @@
 #include <cmath>
 
 #include "config/scenario.hpp"
+#include "core/error.hpp"
 #include "model/memory.hpp"
 #include "report/report.hpp"
 #include "test_util.hpp"
 #include "workload/builder.hpp"
+#include "workload/compare.hpp"
 
 using namespace trainsim;
 using workload::Scenario;
@@ -206,4 +208,74 @@ TEST(Workload, TiedEmbeddingsSyncBetweenFirstAndLastStage) {
   // The last stage keeps a copy of the embedding as its output layer: as many parameters
   // as an untied LM head.
   EXPECT_NEAR(tied.stages.back().params, untied.stages.back().params, 1.0);
+}
+
+// Narayanan et al. 2021 Figure 12: on GPT-3 with 96 GPUs (TP 8, PP 12) the interleaved
+// schedule beats 1F1B at small global batch, and the gap shrinks as the batch grows.
+TEST(Schedules, InterleavedBeats1F1BAndTheGapShrinksWithBatch) {
+  auto sc = shipped("schedules-gpt3-96gpu");
+  auto gain = [&](std::int64_t global_batch) {
+    sc.training.global_batch = global_batch;
+    sc.layout.schedule = parallel::ScheduleKind::OneFOneB;
+    sc.layout.virtual_stages = 1;
+    const double plain = workload::simulate_step(sc).step_time.seconds();
+    sc.layout.schedule = parallel::ScheduleKind::Interleaved;
+    sc.layout.virtual_stages = 4;
+    const double interleaved = workload::simulate_step(sc).step_time.seconds();
+    return plain / interleaved - 1;
+  };
+  const double small = gain(12), large = gain(60);
+  EXPECT_GT(small, 0.10);
+  EXPECT_GT(large, 0.0);
+  EXPECT_LT(large, small);
+}
+
+TEST(Schedules, EveryScheduleRunsTheTeachingScenario) {
+  const auto runs = workload::compare_schedules(shipped("schedules-teaching-4stage"));
+  ASSERT_EQ(runs.size(), 8U);
+  double one_f_one_b = 0;
+  for (const auto& r : runs) {
+    ASSERT_TRUE(r.result.has_value()) << r.name << ": " << r.skipped;
+    for (const auto& s : r.result->stages) {
+      EXPECT_NEAR(parts(s.breakdown), s.breakdown.step, 1e-9) << r.name;
+    }
+    if (r.schedule == parallel::ScheduleKind::OneFOneB) {
+      one_f_one_b = r.result->step_time.seconds();
+      EXPECT_EQ(r.result->stages[0].peak_inflight, 4);
+    }
+    if (r.schedule == parallel::ScheduleKind::GPipe) {
+      EXPECT_EQ(r.result->stages[0].peak_inflight, 8);
+    }
+    if (r.schedule == parallel::ScheduleKind::PipeDream) {
+      EXPECT_EQ(r.result->stages[0].weight_versions, 4);  // one per microbatch in flight
+      EXPECT_EQ(r.result->stages[0].staleness, 3);
+      EXPECT_EQ(r.result->stages[3].staleness, 0);
+    }
+    if (r.schedule == parallel::ScheduleKind::TwoBW) {
+      EXPECT_EQ(r.result->stages[0].weight_versions, 2);
+      EXPECT_EQ(r.result->stages[0].staleness, 1);
+    }
+    if (r.schedule == parallel::ScheduleKind::DualPipe) {
+      // Two chunks per rank: twice the parameters of 1F1B's stage.
+      EXPECT_NEAR(r.result->stages[1].params, 2 * runs[1].result->stages[1].params, 1.0);
+    }
+  }
+  EXPECT_GT(one_f_one_b, 0);
+}
+
+TEST(Schedules, ConstraintsAreRejectedWithTheKey) {
+  auto sc = shipped("schedules-teaching-4stage");
+  sc.layout.schedule = parallel::ScheduleKind::DualPipe;
+  sc.training.global_batch = 6;  // 6 microbatches < 2 x pp
+  try {
+    (void)workload::simulate_step(sc);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.key(), "parallel.schedule");
+    EXPECT_NE(std::string(e.what()).find("at least 2 x pp"), std::string::npos);
+  }
+  sc = shipped("schedules-teaching-4stage");
+  sc.layout.schedule = parallel::ScheduleKind::PipeDream;
+  sc.layout.zero = 1;
+  EXPECT_THROW((void)workload::simulate_step(sc), InputError);
 }

@@ -14,6 +14,8 @@
 #include "core/task_graph.hpp"
 #include "hw/gpu.hpp"
 #include "report/report.hpp"
+#include "report/svg.hpp"
+#include "workload/compare.hpp"
 #include "workload/builder.hpp"
 
 namespace {
@@ -67,15 +69,24 @@ void check_writable(const std::string& path, const char* option) {
   }
 }
 
-int run_simulate(const std::string& file, bool json, const std::string& trace) {
+int run_simulate(const std::string& file, bool json, const std::string& trace,
+                 const std::string& svg) {
   check_writable(trace, "--trace");
+  check_writable(svg, "--svg");
   const auto scenario = trainsim::config::load_scenario(file);
   const auto result = trainsim::workload::simulate_step(scenario);
   // Render everything before writing anything.
   const std::string trace_text =
       trace.empty() ? std::string() : trainsim::report::to_chrome_trace(scenario, result);
+  const std::string svg_text =
+      svg.empty() ? std::string()
+                  : trainsim::report::pipeline_svg({{scenario.name + " — " +
+                                                         std::string(trainsim::parallel::schedule_name(
+                                                             scenario.layout.schedule)),
+                                                     &result}});
   // Files first: if one cannot be written, nothing is printed as if the run succeeded.
   if (!trace.empty()) write_file(trace, trace_text);
+  if (!svg.empty()) write_file(svg, svg_text);
   if (json) {
     std::cout << trainsim::report::to_json(scenario, result);
   } else {
@@ -83,8 +94,24 @@ int run_simulate(const std::string& file, bool json, const std::string& trace) {
     if (!trace.empty()) {
       std::cout << "  trace written to " << trace << " (open in https://ui.perfetto.dev)\n";
     }
+    if (!svg.empty()) std::cout << "  pipeline picture written to " << svg << "\n";
   }
   std::cout.flush();
+  return kOk;
+}
+
+int run_compare(const std::string& file, const std::string& svg) {
+  check_writable(svg, "--svg");
+  const auto scenario = trainsim::config::load_scenario(file);
+  const auto runs = trainsim::workload::compare_schedules(scenario);
+  std::vector<trainsim::report::SvgRun> pictures;
+  for (const auto& run : runs) {
+    if (run.result) pictures.push_back({run.name, &*run.result});
+  }
+  const std::string svg_text = svg.empty() ? std::string() : trainsim::report::pipeline_svg(pictures);
+  if (!svg.empty()) write_file(svg, svg_text);
+  trainsim::report::print_comparison(std::cout, scenario, runs);
+  if (!svg.empty()) std::cout << "\n  timelines written to " << svg << "\n";
   return kOk;
 }
 
@@ -110,6 +137,14 @@ int main(int argc, char** argv) {
   sim->add_option("FILE", file, "Scenario file (TOML, schema version 1)")->required();
   sim->add_flag("--json", json, "Print the JSON report instead of the table");
   sim->add_option("--trace", trace, "Write a Chrome trace-event JSON (opens in Perfetto)");
+  std::string svg;
+  sim->add_option("--svg", svg, "Draw the pipeline timeline as SVG");
+
+  auto* cmp = app.add_subcommand("compare-schedules",
+                                 "Run a scenario under every pipeline schedule it allows");
+  std::string cmp_file, cmp_svg;
+  cmp->add_option("FILE", cmp_file, "Scenario file")->required();
+  cmp->add_option("--svg", cmp_svg, "Stack the schedules' timelines in one SVG");
 
   auto* gpus = app.add_subcommand("list-gpus", "List the built-in GPU hardware profiles");
 
@@ -122,7 +157,8 @@ int main(int argc, char** argv) {
 
   try {
     if (*gpus) return list_gpus();
-    if (*sim) return run_simulate(file, json, trace);
+    if (*sim) return run_simulate(file, json, trace, svg);
+    if (*cmp) return run_compare(cmp_file, cmp_svg);
   } catch (const trainsim::config::ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;

@@ -157,6 +157,48 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
      << workload::fidelity_name(sc.fidelity) << ")\n";
 }
 
+void print_comparison(std::ostream& os, const workload::Scenario& sc,
+                      const std::vector<workload::ScheduleRun>& runs) {
+  const auto& L = sc.layout;
+  os << "trainsim " << TRAINSIM_VERSION << " — compare-schedules: " << sc.name << "\n";
+  os << "  " << sc.model.name << " on " << sc.gpus << " x " << sc.gpu.display_name << ", TP "
+     << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp << ", DP " << L.dp
+     << ", global batch " << sc.training.global_batch << ", micro batch "
+     << sc.training.micro_batch << "\n\n";
+  double base = 0;
+  for (const auto& r : runs) {
+    if (r.schedule == parallel::ScheduleKind::OneFOneB && r.result) {
+      base = r.result->step_time.seconds();
+    }
+  }
+  char line[256];
+  std::snprintf(line, sizeof line, "  %-28s %10s %8s %9s %10s %8s  %s\n", "schedule", "step (s)",
+                "bubble", "vs 1F1B", "mem (GiB)", "fits", "peak activations per stage (GiB)");
+  os << line;
+  for (const auto& r : runs) {
+    if (!r.result) {
+      std::snprintf(line, sizeof line, "  %-28s %s\n", r.name.c_str(),
+                    ("skipped: " + r.skipped).c_str());
+      os << line;
+      continue;
+    }
+    const auto& res = *r.result;
+    const double step = res.step_time.seconds();
+    std::string acts;
+    for (const auto& s : res.stages) {
+      if (!acts.empty()) acts.push_back(' ');
+      acts.append(fmt("%.1f", s.memory.activations / kGiB));
+    }
+    std::snprintf(line, sizeof line, "  %-28s %10.3f %7.1f%% %8.3fx %10.2f %8s  %s\n",
+                  r.name.c_str(), step, 100 * res.bubble_fraction,
+                  base > 0 ? base / step : 0.0, res.memory.total / kGiB,
+                  res.memory.fits ? "yes" : "NO", acts.c_str());
+    os << line;
+  }
+  os << "\n  vs 1F1B = throughput relative to 1F1B. Steady-state rows simulate 4 steps and "
+        "report the last.\n";
+}
+
 std::string to_chrome_trace(const workload::Scenario& sc, const workload::StepResult& r) {
   const TaskGraph& g = *r.graph;
   ordered_json events = ordered_json::array();

@@ -936,6 +936,17 @@ StepResult simulate_step(const Scenario& sc) {
       r.cost_usd = *r.time_to_train_days * 24.0 * sc.gpus * *sc.gpu_hour_usd;
     }
   }
+  for (int s = 0; s < L.pp; ++s) {
+    for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
+      const auto idx = static_cast<std::size_t>(op.microbatch * v + op.chunk);
+      const auto& recs = op.kind == PassKind::Forward          ? pg.fwd
+                         : op.kind == PassKind::BackwardWeight ? pg.wgt
+                                                               : pg.bwd;
+      const PassRecord& rec = recs[static_cast<std::size_t>(s)][idx];
+      r.passes.push_back(PassSpan{s, op.kind, op.microbatch, op.chunk, ex.start(rec.first),
+                                  ex.end(rec.last)});
+    }
+  }
   r.graph = graph;
   r.task_start.resize(graph->num_tasks());
   r.task_end.resize(graph->num_tasks());

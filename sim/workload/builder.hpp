@@ -34,6 +34,7 @@
 #include "hw/topology.hpp"
 #include "model/transformer.hpp"
 #include "parallel/layout.hpp"
+#include "parallel/schedule.hpp"
 #include "workload/pipeline_sim.hpp"
 
 namespace trainsim::workload {
@@ -85,6 +86,15 @@ struct StageResult {
   int staleness = 0;            ///< updates between the weights a gradient used and applied
 };
 
+/// One pipeline pass (F, B, W) as it ran: for timelines.
+struct PassSpan {
+  int stage = 0;
+  parallel::PassKind kind = parallel::PassKind::Forward;
+  int microbatch = 0;
+  int chunk = 0;
+  Time start, end;
+};
+
 struct StepResult {
   Time step_time;
   int microbatches = 0;         ///< per pipeline (global_batch / (micro_batch x dp))
@@ -102,6 +112,7 @@ struct StepResult {
   std::optional<double> cost_usd;  ///< of time_to_train at gpu_hour_usd
   std::uint64_t events = 0;
   std::size_t tasks = 0;
+  std::vector<PassSpan> passes;  ///< every pass of every stage, in program order
   /// The simulated timeline, for traces.
   std::shared_ptr<const TaskGraph> graph;
   std::vector<Time> task_start, task_end;
