@@ -232,3 +232,16 @@ TEST(Cli, CompareSchedulesPrintsEveryScheduleAndStacksTimelines) {
   EXPECT_TRUE(well_formed(text));
   EXPECT_EQ(count(text, "<g class=\"run\">"), 8U);
 }
+
+// The README shows the quick start's output verbatim; keep it true.
+TEST(Cli, ReadmeQuickStartOutputIsCurrent) {
+  const std::string readme = test::read(test::source_dir() / "README.md");
+  const std::string start = "```\ntrainsim ";
+  const auto a = readme.find(start);
+  ASSERT_NE(a, std::string::npos);
+  const auto b = readme.find("```", a + 4);
+  ASSERT_NE(b, std::string::npos);
+  const auto r = run("simulate " + scenario("gpt3-175b-a100.toml"));
+  ASSERT_EQ(r.code, 0);
+  EXPECT_EQ(readme.substr(a + 4, b - a - 4), r.out);
+}
