@@ -66,6 +66,11 @@ TEST(Cli, JsonHasTheDesignKeysAndIsDeterministic) {
     EXPECT_TRUE(j["breakdown_s"].contains(k)) << k;
   }
   EXPECT_EQ(j["layout"]["tp"], 8);
+  ASSERT_EQ(j["stages"].size(), 8U);
+  for (const char* k : {"peak_inflight_microbatches", "weight_versions", "gradient_staleness",
+                        "memory_gib", "breakdown_s"}) {
+    EXPECT_TRUE(j["stages"][0].contains(k)) << k;
+  }
 }
 
 TEST(Cli, TraceIsChromeTraceEventJson) {

@@ -88,6 +88,8 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
     st["layers"] = s.layers;
     st["params"] = s.params;
     st["peak_inflight_microbatches"] = s.peak_inflight;
+    st["weight_versions"] = s.weight_versions;
+    st["gradient_staleness"] = s.staleness;
     st["memory_gib"] = memory_json(s.memory);
     st["breakdown_s"] = breakdown_json(s.breakdown);
     stages.push_back(st);
@@ -95,6 +97,7 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
   j["stages"] = stages;
   ordered_json sim;
   sim["fidelity"] = workload::fidelity_name(sc.fidelity);
+  sim["steps"] = r.steps_simulated;
   sim["tasks"] = r.tasks;
   sim["events"] = r.events;
   j["simulation"] = sim;
@@ -121,6 +124,22 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   os << "  MFU / HFU              " << fmt("%9.1f%%", 100 * r.mfu) << " / "
      << fmt("%.1f%%", 100 * r.hfu) << "\n";
   os << "  bubble fraction        " << fmt("%9.1f%%", 100 * r.bubble_fraction) << "\n";
+  if (r.steps_simulated > 1) {
+    os << "  steady state           last of " << r.steps_simulated << " simulated steps\n";
+  }
+  std::string versions, staleness;
+  bool async = false;
+  for (const auto& s : r.stages) {
+    async = async || s.weight_versions > 1 || s.staleness > 0;
+    if (!versions.empty()) versions.push_back(' ');
+    versions.append(std::to_string(s.weight_versions));
+    if (!staleness.empty()) staleness.push_back(' ');
+    staleness.append(std::to_string(s.staleness));
+  }
+  if (async) {
+    os << "  weight versions        " << versions << " (per stage)\n";
+    os << "  gradient staleness     " << staleness << " updates (per stage)\n";
+  }
   if (r.time_to_train_days) {
     os << "  time to train          " << fmt("%10.1f days", *r.time_to_train_days);
     if (r.cost_usd) os << fmt("  (%.3g USD)", *r.cost_usd);
