@@ -250,3 +250,20 @@ TEST(Cli, ReadmeQuickStartOutputIsCurrent) {
   ASSERT_EQ(r.code, 0);
   EXPECT_EQ(readme.substr(a + 4, b - a - 4), r.out);
 }
+
+TEST(Cli, CompareSchedulesSkipsRatherThanRejectsTheBaseSchedule) {
+  const auto dir = test::temp_dir("cli-compare-base");
+  // dualpipe needs an even number of microbatches >= 2 pp: 4 microbatches with pp 4 do not.
+  const auto file = test::write(
+      dir / "s.toml",
+      test::replace(test::replace(test::read(scenario("schedules-teaching-4stage.toml")),
+                                  "schedule = \"1f1b\"", "schedule = \"dualpipe\""),
+                    "global_batch = 8", "global_batch = 4"));
+  test::write(dir / "s.toml", test::replace(test::read(dir / "s.toml"), "../topologies",
+                                            (test::source_dir() / "topologies").string()));
+  EXPECT_EQ(run("simulate " + file.string()).code, 1);
+  const auto r = run("compare-schedules " + file.string());
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("dualpipe"), std::string::npos);
+  EXPECT_NE(r.out.find("skipped"), std::string::npos);
+}

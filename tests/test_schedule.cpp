@@ -126,6 +126,9 @@ TEST(Layout, ImpossibleLayoutsNameTheKey) {
   EXPECT_EQ(key_of(L, 16, 16, 1), "parallel.virtual_stages");  // needs interleaved
   L.schedule = ScheduleKind::Interleaved;
   EXPECT_EQ(key_of(L, 16, 16, 1), "");
+  L.virtual_stages = 1;
+  EXPECT_EQ(key_of(L, 16, 16, 1), "parallel.virtual_stages");  // interleaving needs v >= 2
+  L.virtual_stages = 2;
   EXPECT_EQ(key_of(L, 16, 10, 1), "parallel.schedule");  // 5 microbatches, pp 2
   L = ok;
   L.zero = 2;

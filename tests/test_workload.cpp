@@ -279,3 +279,32 @@ TEST(Schedules, ConstraintsAreRejectedWithTheKey) {
   sc.layout.zero = 1;
   EXPECT_THROW((void)workload::simulate_step(sc), InputError);
 }
+
+TEST(Schedules, ParameterGatherWithoutOverlapDelaysTheNextStep) {
+  auto sc = small();
+  sc.layout.zero = 1;
+  sc.layout.pp = 1;
+  sc.layout.dp = 8;
+  sc.layout.dp_bucket_params = 1000000;
+  sc.steps = 3;
+  sc.layout.overlap_param_gather = false;
+  const auto serial = workload::simulate_step(sc);
+  sc.layout.overlap_param_gather = true;
+  const auto overlapped = workload::simulate_step(sc);
+  EXPECT_LT(overlapped.step_time, serial.step_time);
+  EXPECT_GT(serial.breakdown.exposed_of(Category::DpComm), 0.0);
+}
+
+TEST(Schedules, AsynchronousSteadyStateIsNotTheDrain) {
+  // 2BW in steady state: the slowest stage (the last, with the LM head) never waits.
+  auto sc = shipped("schedules-teaching-4stage");
+  sc.layout.schedule = parallel::ScheduleKind::TwoBW;
+  sc.steps = 3;
+  const auto r = workload::simulate_step(sc);
+  EXPECT_EQ(r.steps_simulated, 4);
+  EXPECT_EQ(r.measured_step, 3);
+  EXPECT_NEAR(r.stages.back().breakdown.bubble / r.stages.back().breakdown.step, 0.0, 0.01);
+  // Every stage runs all m forwards inside the measured step.
+  const double f_b_last = r.stages.back().breakdown.compute;
+  for (const auto& s : r.stages) EXPECT_GT(s.breakdown.compute, 0.6 * f_b_last);
+}

@@ -348,7 +348,7 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
   return spec;
 }
 
-workload::Scenario load_scenario(const std::filesystem::path& path) {
+workload::Scenario load_scenario(const std::filesystem::path& path, bool check_schedule) {
   const std::string file = path.string();
   toml::table root = parse(path);
   Section top(file, &root, "", root.source());
@@ -509,7 +509,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path) {
   // Semantic checks, pointed at the key to blame.
   try {
     sc.model.validate();
-    L.validate(sc.model, sc.gpus, tr.global_batch, tr.micro_batch);
+    L.validate(sc.model, sc.gpus, tr.global_batch, tr.micro_batch, sc.steps, check_schedule);
     if (sc.gpus % sc.topology.gpus_per_node != 0) {
       throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
                                            ") must be a multiple of the topology's node.gpus (" +

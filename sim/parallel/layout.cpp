@@ -25,7 +25,7 @@ std::string str(std::int64_t v) { return std::to_string(v); }
 }  // namespace
 
 void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_batch,
-                      std::int64_t micro_batch) const {
+                      std::int64_t micro_batch, int steps, bool check_schedule) const {
   auto positive = [](const char* key, std::int64_t v) {
     if (v < 1) throw InputError(key, std::string(key) + " must be >= 1 (got " + str(v) + ")");
   };
@@ -98,18 +98,23 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                          str(micro_batch) + " x " + str(dp) + ")");
   }
   const std::int64_t m_count = global_batch / (micro_batch * dp);
-  // One rank per stage runs every microbatch of every layer it holds: about 40 tasks per
-  // layer per microbatch. Refuse graphs that would not fit in memory (~100 bytes per task).
-  const double tasks = 40.0 * static_cast<double>(m_count) * static_cast<double>(m.layers);
+  // One rank per stage runs every microbatch of every layer it holds: up to about 50 tasks
+  // per layer per microbatch (TP + SP + full recompute), for every simulated step (one more
+  // for schedules that never flush). Refuse graphs that would not fit in memory (~100 bytes
+  // per task).
+  const double tasks = 50.0 * static_cast<double>(m_count) * static_cast<double>(m.layers) *
+                       (steps + 1);
   constexpr double kMaxTasks = 60e6;
   if (tasks > kMaxTasks) {
     throw InputError("training.global_batch",
-                     "this step has " + str(m_count) + " microbatches per pipeline x " +
-                         str(m.layers) + " layers, about " +
+                     "this run has " + str(m_count) + " microbatches per pipeline x " +
+                         str(m.layers) + " layers x " + str(steps) + " steps, about " +
                          str(static_cast<std::int64_t>(tasks)) + " tasks to simulate (limit " +
                          str(static_cast<std::int64_t>(kMaxTasks)) +
-                         "); use a larger micro_batch or dp, or a smaller global_batch");
+                         "); use a larger micro_batch or dp, a smaller global_batch or "
+                         "fewer simulation.steps");
   }
+  if (!check_schedule) return;
   switch (schedule) {
     case ScheduleKind::GPipe:
     case ScheduleKind::OneFOneB:
@@ -134,6 +139,11 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
     case ScheduleKind::Interleaved:
       if (pp < 2) {
         throw InputError("parallel.schedule", "schedule \"interleaved\" needs pp >= 2");
+      }
+      if (virtual_stages < 2) {
+        throw InputError("parallel.virtual_stages",
+                         "schedule \"interleaved\" needs parallel.virtual_stages >= 2 (model "
+                         "chunks per pipeline rank)");
       }
       if (m_count % pp != 0) {
         throw InputError("parallel.schedule",

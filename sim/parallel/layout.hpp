@@ -39,8 +39,11 @@ struct Layout {
   /// count, virtual stages with a non-interleaved schedule or more chunks than layers,
   /// tp*pp*dp*cp != gpus, global batch not divisible by micro_batch*dp, schedules or
   /// features not simulated yet (ep, cp > 1).
+  /// `steps`: training steps simulated back to back (for the size guard). With
+  /// `check_schedule` false the schedule's own constraints are not checked (compare-schedules
+  /// tries every schedule and skips those that do not fit).
   void validate(const model::ModelSpec& m, int gpus, std::int64_t global_batch,
-                std::int64_t micro_batch) const;
+                std::int64_t micro_batch, int steps = 1, bool check_schedule = true) const;
 
   /// Global GPU rank of a coordinate. Megatron-LM's default order: tp fastest, then cp,
   /// then dp, then pp (megatron/core/parallel_state.py, order "tp-cp-ep-dp-pp").

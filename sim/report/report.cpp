@@ -125,7 +125,8 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
      << fmt("%.1f%%", 100 * r.hfu) << "\n";
   os << "  bubble fraction        " << fmt("%9.1f%%", 100 * r.bubble_fraction) << "\n";
   if (r.steps_simulated > 1) {
-    os << "  steady state           last of " << r.steps_simulated << " simulated steps\n";
+    os << "  steady state           step " << r.measured_step << " of " << r.steps_simulated
+       << " simulated\n";
   }
   std::string versions, staleness;
   bool async = false;
@@ -214,8 +215,8 @@ void print_comparison(std::ostream& os, const workload::Scenario& sc,
                   res.memory.fits ? "yes" : "NO", acts.c_str());
     os << line;
   }
-  os << "\n  vs 1F1B = throughput relative to 1F1B. Steady-state rows simulate 4 steps and "
-        "report the last.\n";
+  os << "\n  vs 1F1B = throughput relative to 1F1B. Steady-state rows report the 4th of several "
+        "simulated steps.\n";
 }
 
 std::string to_chrome_trace(const workload::Scenario& sc, const workload::StepResult& r) {

@@ -26,7 +26,9 @@ std::string esc(const std::string& s) {
       case '<': o += "&lt;"; break;
       case '>': o += "&gt;"; break;
       case '"': o += "&quot;"; break;
-      default: o += c;
+      default:
+        // XML 1.0 has no place for other control characters.
+        o += (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n') ? '?' : c;
     }
   }
   return o;
@@ -84,9 +86,16 @@ double run_height(const workload::StepResult& r) {
   return kTitle + stages * (kRow + kLane + kGap);
 }
 
+/// Text colour readable on a pass colour: dark on the light tones of odd chunks.
+const char* text_colour(int chunk) { return chunk % 2 == 1 ? "#1a1a1a" : "#ffffff"; }
+
 void draw_run(std::ostringstream& os, const std::string& title, const workload::StepResult& r,
               double y0, double scale) {
   const TaskGraph& g = *r.graph;
+  // Only the measured step is drawn (for multi-step runs, the steady-state step), from 0.
+  const Time t0 = r.window_begin, t1 = r.window_end;
+  const auto in_window = [&](Time a, Time b) { return !(b < t0) && !(t1 < a) && b >= a; };
+  const auto x_of = [&](Time t) { return kLeft + (max(t, t0) - t0).seconds() * scale; };
   os << "<g class=\"run\">\n";
   os << "<text x=\"4\" y=\"" << num(y0 + 17) << "\" class=\"title\">" << esc(title) << "</text>\n";
   const auto row_y = [&](int stage) { return y0 + kTitle + stage * (kRow + kLane + kGap); };
@@ -98,8 +107,9 @@ void draw_run(std::ostringstream& os, const std::string& title, const workload::
   }
   // One box per pass, with its microbatch number when there is room.
   for (const auto& p : r.passes) {
-    const double x = kLeft + p.start.seconds() * scale;
-    const double w = std::max(0.5, (p.end - p.start).seconds() * scale);
+    if (!in_window(p.start, p.end)) continue;
+    const double x = x_of(p.start);
+    const double w = std::max(0.5, x_of(min(p.end, t1)) - x);
     const double y = row_y(p.stage);
     os << "<rect class=\"op\" x=\"" << num(x) << "\" y=\"" << num(y) << "\" width=\"" << num(w)
        << "\" height=\"" << num(kRow) << "\" fill=\"" << pass_colour(p.kind, p.chunk)
@@ -109,8 +119,8 @@ void draw_run(std::ostringstream& os, const std::string& title, const workload::
        << num(p.end.seconds() * 1e3) << " ms</title></rect>\n";
     const std::string label = std::to_string(p.microbatch);
     if (w >= 6.0 * static_cast<double>(label.size()) + 2) {
-      os << "<text class=\"mb\" x=\"" << num(x + w / 2) << "\" y=\"" << num(y + 15) << "\">"
-         << label << "</text>\n";
+      os << "<text class=\"mb\" x=\"" << num(x + w / 2) << "\" y=\"" << num(y + 15)
+         << "\" fill=\"" << text_colour(p.chunk) << "\">" << label << "</text>\n";
     }
   }
   // Communication lane per stage: TP, DP, pipeline synchronisation, optimizer.
@@ -125,9 +135,8 @@ void draw_run(std::ostringstream& os, const std::string& title, const workload::
         const bool p2p = name.rfind("pp_", 0) == 0;
         if (p2p) continue;  // transfers are drawn as lines
         for (TaskId t : st.tasks) {
-          if (g.task(t).category != c) continue;
-          iv.push_back({kLeft + r.task_start[t].seconds() * scale,
-                        kLeft + r.task_end[t].seconds() * scale});
+          if (g.task(t).category != c || !in_window(r.task_start[t], r.task_end[t])) continue;
+          iv.push_back({x_of(r.task_start[t]), x_of(min(r.task_end[t], t1))});
         }
       }
       const double y = row_y(static_cast<int>(s)) + kRow + 1;
@@ -146,14 +155,25 @@ void draw_run(std::ostringstream& os, const std::string& title, const workload::
     if (name.rfind("pp_send", 0) != 0) continue;
     for (TaskId other : g.rendezvous_members(task.rendezvous)) {
       if (other == t) continue;
+      if (!in_window(r.task_start[t], r.task_end[t])) continue;
       const int from = static_cast<int>(g.stream(task.stream).rank);
       const int to = static_cast<int>(g.stream(g.task(other).stream).rank);
-      const double x1 = kLeft + r.task_start[t].seconds() * scale;
-      const double x2 = kLeft + r.task_end[t].seconds() * scale;
+      const double x1 = x_of(r.task_start[t]);
+      const double x2 = x_of(min(r.task_end[t], t1));
       const double y1 = row_y(from) + (to > from ? kRow : 0);
       const double y2 = row_y(to) + (to > from ? 0 : kRow);
-      os << "<line class=\"p2p\" x1=\"" << num(x1) << "\" y1=\"" << num(y1) << "\" x2=\""
-         << num(x2) << "\" y2=\"" << num(y2) << "\"/>\n";
+      if (std::abs(to - from) == 1) {
+        os << "<line class=\"p2p\" x1=\"" << num(x1) << "\" y1=\"" << num(y1) << "\" x2=\""
+           << num(x2) << "\" y2=\"" << num(y2) << "\"/>\n";
+      } else {
+        // A wrap-around transfer (interleaved: last stage to first) would cross every row:
+        // mark its two ends instead.
+        const double d = to > from ? 5 : -5;
+        os << "<line class=\"p2p\" x1=\"" << num(x1) << "\" y1=\"" << num(y1) << "\" x2=\""
+           << num(x1) << "\" y2=\"" << num(y1 + d) << "\"/>\n";
+        os << "<line class=\"p2p\" x1=\"" << num(x2) << "\" y1=\"" << num(y2 - d) << "\" x2=\""
+           << num(x2) << "\" y2=\"" << num(y2) << "\"/>\n";
+      }
     }
   }
   os << "</g>\n";
@@ -165,18 +185,17 @@ std::string pipeline_svg(const std::vector<SvgRun>& runs) {
   Time longest;
   double height = 40;  // legend + axis
   for (const auto& run : runs) {
-    for (const auto& p : run.result->passes) longest = max(longest, p.end);
-    for (Time t : run.result->task_end) longest = max(longest, t);
+    longest = max(longest, run.result->window_end - run.result->window_begin);
     height += run_height(*run.result) + kRunGap;
   }
   const double span = std::max(1e-12, longest.seconds());
   const double scale = kWidth / span;
   std::ostringstream os;
   os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << num(kLeft + kWidth + 20)
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << num(kLeft + kWidth + 40)
      << "\" height=\"" << num(height) << "\" font-family=\"Helvetica, Arial, sans-serif\">\n";
   os << "<style>.title{font-size:13px;font-weight:bold}.label{font-size:11px}"
-        ".mb{font-size:9px;fill:#fff;text-anchor:middle}.track{fill:#f4f4f4}"
+        ".mb{font-size:9px;text-anchor:middle}.track{fill:#f4f4f4}"
         ".p2p{stroke:#b279a2;stroke-width:0.6;opacity:0.7}.axis{font-size:10px}</style>\n";
   os << "<rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
   double y = 4;
@@ -184,15 +203,21 @@ std::string pipeline_svg(const std::vector<SvgRun>& runs) {
     draw_run(os, run.title, *run.result, y, scale);
     y += run_height(*run.result) + kRunGap;
   }
-  // Time axis with ~10 ticks, and the legend.
-  const double tick = std::pow(10.0, std::floor(std::log10(span / 10)));
-  const double step = span / tick > 50 ? 5 * tick : (span / tick > 20 ? 2 * tick : tick);
+  // Time axis: a 1-2-5 tick step giving at most ~12 ticks, labelled in s or ms.
+  const double raw = span / 12;
+  const double decade = std::pow(10.0, std::floor(std::log10(raw)));
+  const double step = raw <= decade ? decade : raw <= 2 * decade ? 2 * decade
+                                      : raw <= 5 * decade      ? 5 * decade
+                                                               : 10 * decade;
+  const bool seconds = span >= 2.0;
   for (double t = 0; t <= span * 1.0001; t += step) {
     const double x = kLeft + t * scale;
+    char label[32];
+    std::snprintf(label, sizeof label, "%g %s", seconds ? t : t * 1e3, seconds ? "s" : "ms");
     os << "<line x1=\"" << num(x) << "\" y1=\"" << num(y - kRunGap) << "\" x2=\"" << num(x)
        << "\" y2=\"" << num(y - kRunGap + 4) << "\" stroke=\"#333\"/>";
-    os << "<text class=\"axis\" x=\"" << num(x) << "\" y=\"" << num(y) << "\">"
-       << num(t * 1e3) << " ms</text>\n";
+    os << "<text class=\"axis\" text-anchor=\"middle\" x=\"" << num(x) << "\" y=\"" << num(y)
+       << "\">" << label << "</text>\n";
   }
   double lx = kLeft;
   const double ly = y + 14;

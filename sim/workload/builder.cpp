@@ -128,6 +128,7 @@ class StepBuilder final : public PassEmitter {
     stage_ = stage;
     op_index_ = 0;
     updates_ = 0;
+    blocking_gathers_.clear();
     dp_grad_tasks_.clear();
     bucket_fill_ = 0;
     step_ends_.emplace_back();
@@ -150,7 +151,11 @@ class StepBuilder final : public PassEmitter {
         const TaskId t = g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
                                      Category::DpComm, l_param_ag_);
         if (after != kNoId) g_.add_dependency(after, t);
-        if (L.overlap_param_gather) gathers.tasks.push_back(t);
+        if (L.overlap_param_gather) {
+          gathers.tasks.push_back(t);
+        } else {
+          blocking_gathers_.push_back(t);  // the next forward waits for all of them
+        }
       }
     }
   }
@@ -256,6 +261,10 @@ class StepBuilder final : public PassEmitter {
     const int nl = layers_of(vs);
     const bool first_vs = shape_.first_of_chain(vs), last_vs = shape_.last_of_chain(vs);
     if (op.kind == PassKind::Forward) {
+      // Without overlap_param_gather Megatron gathers the parameters inside the optimizer
+      // step: the next forward starts after all of them.
+      for (TaskId t : blocking_gathers_) wait_.push_back(t);
+      blocking_gathers_.clear();
       gather_ = &gathers_[static_cast<std::size_t>(op.chunk)];
       if (first_vs) {
         wait_for_params(embedding_params());
@@ -694,6 +703,7 @@ class StepBuilder final : public PassEmitter {
   };
   std::vector<ChunkGathers> gathers_;
   ChunkGathers* gather_ = nullptr;
+  std::vector<TaskId> blocking_gathers_;
   std::map<std::tuple<int, double, int>, Time> dp_cache_;
   std::vector<StagePlan> plans_;
   std::vector<int> group_step_;
@@ -738,7 +748,7 @@ class StagedEmitter final : public PassEmitter {
 StepResult simulate_step(const Scenario& sc) {
   sc.model.validate();
   const auto& L = sc.layout;
-  L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch);
+  L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch, sc.steps);
   if (sc.fidelity != Fidelity::Stage) {
     throw InputError("simulation.fidelity", std::string("simulation.fidelity \"") +
                                                 fidelity_name(sc.fidelity) +
@@ -752,17 +762,20 @@ StepResult simulate_step(const Scenario& sc) {
   auto graph = std::make_shared<TaskGraph>();
   StepBuilder builder(sc, topo, comm, cost, *graph, m);
 
+  // Schedules that never flush get one more step simulated after the measured ones, so the
+  // measured step is not the pipeline's drain.
   const int steps = sc.steps;
+  const int sim_steps = parallel::flushes(L.schedule) ? steps : steps + 1;
   PipelineSpec spec;
   spec.pp = L.pp;
   spec.virtual_stages = L.virtual_stages;
   spec.dual = L.schedule == parallel::ScheduleKind::DualPipe;
-  spec.microbatches = m * steps;
-  spec.programs = parallel::make_programs(L, m, steps);
+  spec.microbatches = m * sim_steps;
+  spec.programs = parallel::make_programs(L, m, sim_steps);
   // Update groups: PipeDream updates the weights after every microbatch (Narayanan et al.
   // 2019); every other schedule once per step, after accumulating m microbatches.
   const bool per_microbatch = L.schedule == parallel::ScheduleKind::PipeDream;
-  const int groups = per_microbatch ? m * steps : steps;
+  const int groups = per_microbatch ? m * sim_steps : sim_steps;
   auto group_of = [&](int mb) { return per_microbatch ? mb : mb / m; };
   std::vector<int> group_step(static_cast<std::size_t>(groups), -1);
   for (int g = 0; g < groups; ++g) {
@@ -823,19 +836,21 @@ StepResult simulate_step(const Scenario& sc) {
   const auto& ends = builder.step_ends();
   std::vector<Time> win_begin(static_cast<std::size_t>(L.pp)), win_end(static_cast<std::size_t>(L.pp));
   Time last_end, prev_end;
+  const bool drained = sim_steps == steps;  // nothing simulated after the measured step
   for (int s = 0; s < L.pp; ++s) {
     const auto& e = ends[static_cast<std::size_t>(s)];
-    if (steps > 1) {
-      win_begin[static_cast<std::size_t>(s)] = ex.end(e[e.size() - 2]);
-      win_end[static_cast<std::size_t>(s)] = ex.end(e.back());
-      last_end = max(last_end, ex.end(e.back()));
-      prev_end = max(prev_end, ex.end(e[e.size() - 2]));
-    } else {
-      win_end[static_cast<std::size_t>(s)] = ex.makespan();
-    }
+    const auto last = static_cast<std::size_t>(steps - 1);
+    if (steps > 1) win_begin[static_cast<std::size_t>(s)] = ex.end(e[last - 1]);
+    win_end[static_cast<std::size_t>(s)] =
+        (steps == 1 && drained) ? ex.makespan() : ex.end(e[last]);
+    last_end = max(last_end, win_end[static_cast<std::size_t>(s)]);
+    prev_end = max(prev_end, win_begin[static_cast<std::size_t>(s)]);
   }
-  r.step_time = steps > 1 ? last_end - prev_end : ex.makespan();
-  r.steps_simulated = steps;
+  r.step_time = last_end - prev_end;
+  r.window_begin = prev_end;
+  r.window_end = last_end;
+  r.steps_simulated = sim_steps;
+  r.measured_step = steps;
   r.microbatches = m;
   r.events = sim.events_processed();
   r.tasks = graph->num_tasks();
@@ -887,7 +902,7 @@ StepResult simulate_step(const Scenario& sc) {
     if (L.schedule == parallel::ScheduleKind::TwoBW) sr.staleness = 1;
     std::vector<Time> alloc, free;
     std::vector<double> bytes;
-    for (int mb = 0; mb < m * steps; ++mb) {
+    for (int mb = 0; mb < m * sim_steps; ++mb) {
       for (int c = 0; c < v; ++c) {
         const auto idx = static_cast<std::size_t>(mb * v + c);
         const int vs = shape.vs_of(s, c);

@@ -99,6 +99,9 @@ struct StepResult {
   Time step_time;
   int microbatches = 0;         ///< per pipeline (global_batch / (micro_batch x dp))
   int steps_simulated = 1;
+  int measured_step = 1;        ///< which simulated step the metrics describe (1-based)
+  /// The measured step on the simulated timeline (all stages): [0, makespan] for one step.
+  Time window_begin, window_end;
   double tokens_per_s = 0;
   double model_flops = 0;       ///< per step, whole cluster (Megatron convention)
   double hardware_flops = 0;    ///< including recompute
