@@ -32,5 +32,7 @@ BENCHMARK_CAPTURE(BM_Scenario, llama3_405b_h100_16k_gpus, std::string("llama3-40
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Scenario, megatron_1t_a100_3072_gpus, std::string("megatron-1t-a100"))
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Scenario, schedules_gpt3_96gpu, std::string("schedules-gpt3-96gpu"))
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
