@@ -15,6 +15,7 @@
 #include "hw/gpu.hpp"
 #include "report/report.hpp"
 #include "report/svg.hpp"
+#include "validate/validate.hpp"
 #include "workload/compare.hpp"
 #include "workload/builder.hpp"
 
@@ -115,6 +116,29 @@ int run_compare(const std::string& file, const std::string& svg) {
   return kOk;
 }
 
+int run_validate(const std::string& file, const std::string& group, bool json,
+                 const std::string& csv, const std::string& markdown, const std::string& topo) {
+  check_writable(csv, "--csv");
+  check_writable(markdown, "--markdown");
+  const auto report = trainsim::validate::run_validation(file, topo, group);
+  if (report.rows.empty()) {
+    throw trainsim::InputError("--group", "no rows" + (group.empty() ? std::string() :
+                                                       " in group \"" + group + "\""));
+  }
+  const std::string csv_text = csv.empty() ? "" : trainsim::validate::report_csv(report);
+  const std::string md_text =
+      markdown.empty() ? ""
+                       : trainsim::validate::report_markdown(report, file);
+  if (!csv.empty()) write_file(csv, csv_text);
+  if (!markdown.empty()) write_file(markdown, md_text);
+  if (json) {
+    std::cout << trainsim::validate::report_json(report);
+  } else {
+    trainsim::validate::print_report(std::cout, report);
+  }
+  return kOk;
+}
+
 int list_gpus() {
   for (const auto& g : trainsim::hw::builtin_gpus()) {
     std::printf("%-16s %-40s %4d SMs  %7.1f TFLOP/s bf16  %7.2f GiB HBM  %5.2f TB/s\n",
@@ -146,6 +170,16 @@ int main(int argc, char** argv) {
   cmp->add_option("FILE", cmp_file, "Scenario file")->required();
   cmp->add_option("--svg", cmp_svg, "Stack the schedules' timelines in one SVG");
 
+  auto* val = app.add_subcommand("validate", "Predict published runs and report the error");
+  std::string val_file, val_group, val_csv, val_md, val_topo = TRAINSIM_TOPOLOGY_DIR;
+  bool val_json = false;
+  val->add_option("RUNS", val_file, "Runs file (format of published_runs.toml)")->required();
+  val->add_option("--group", val_group, "Only this group");
+  val->add_flag("--json", val_json, "Print JSON (rows, groups)");
+  val->add_option("--csv", val_csv, "Write the rows as CSV");
+  val->add_option("--markdown", val_md, "Write the tables as Markdown (docs/validation.md)");
+  val->add_option("--topologies", val_topo, "Folder with dgx-a100.toml, dgx-h100.toml, ...");
+
   auto* gpus = app.add_subcommand("list-gpus", "List the built-in GPU hardware profiles");
 
   try {
@@ -159,6 +193,7 @@ int main(int argc, char** argv) {
     if (*gpus) return list_gpus();
     if (*sim) return run_simulate(file, json, trace, svg);
     if (*cmp) return run_compare(cmp_file, cmp_svg);
+    if (*val) return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo);
   } catch (const trainsim::config::ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;

@@ -1,0 +1,501 @@
+#include "validate/validate.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "config/scenario.hpp"
+#include "core/error.hpp"
+#include "hw/gpu.hpp"
+
+namespace trainsim::validate {
+
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+bool has(const std::string& text, const std::string& what) {
+  return lower(text).find(lower(what)) != std::string::npos;
+}
+
+/// Reads one [[run]] row's fields.
+struct Row {
+  const toml::table& t;
+  std::optional<double> num(const char* k) const {
+    const toml::node* n = t.get(k);
+    if (n == nullptr) return std::nullopt;
+    if (n->is_integer()) return static_cast<double>(n->as_integer()->get());
+    if (n->is_floating_point()) return n->as_floating_point()->get();
+    return std::nullopt;
+  }
+  std::string str(const char* k) const {
+    const toml::node* n = t.get(k);
+    return n != nullptr && n->is_string() ? n->as_string()->get() : std::string();
+  }
+  std::optional<bool> boolean(const char* k) const {
+    const toml::node* n = t.get(k);
+    if (n == nullptr || !n->is_boolean()) return std::nullopt;
+    return n->as_boolean()->get();
+  }
+};
+
+/// Built-in GPU profile and topology file for a row's GPU name; empty when unknown.
+std::pair<std::string, std::string> hardware_of(const std::string& gpu) {
+  if (has(gpu, "A100") && has(gpu, "40GB")) return {"a100_sxm4_40gb", "dgx-a100.toml"};
+  if (has(gpu, "A100")) return {"a100_sxm4_80gb", "dgx-a100.toml"};
+  if (has(gpu, "H100")) return {"h100_sxm", "dgx-h100.toml"};
+  if (has(gpu, "H200")) return {"h200_sxm", "dgx-h200.toml"};
+  if (has(gpu, "B200")) return {"b200", "dgx-b200.toml"};
+  return {};
+}
+
+/// Narayanan et al. 2021, Eq. 3 (hardware FLOPs with the recompute forward):
+/// 96 B s l h^2 (1 + s/6h + V/16lh); without recompute the 72 form, V/12lh.
+double narayanan_eq3_flops(const model::ModelSpec& m, double B, bool full_recompute) {
+  const double s = m.seq_len, l = m.layers, h = m.hidden, V = static_cast<double>(m.vocab);
+  return full_recompute ? 96 * B * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h))
+                        : 72 * B * s * l * h * h * (1 + s / (6 * h) + V / (12 * l * h));
+}
+
+}  // namespace
+
+double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch) {
+  const double tokens = static_cast<double>(global_batch) * m.seq_len;
+  const double h = m.hidden, d = m.head_dim();
+  const double q = static_cast<double>(m.heads) * d, kv = static_cast<double>(m.kv_heads) * d;
+  const double mlp_mats = m.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
+  // Per token per layer, forward multiply-adds: QKV h(q + 2kv), projection q h, MLP
+  // mlp_mats h ffn, attention core 2 q s, halved for the causal mask.
+  double macs = h * (q + 2 * kv) + q * h + mlp_mats * h * m.ffn_hidden;
+  macs += (m.causal ? 0.5 : 1.0) * 2.0 * q * m.seq_len;
+  const double per_token = 3 * 2 * (macs * m.layers + h * static_cast<double>(m.vocab));
+  return per_token * tokens;
+}
+
+double kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
+  double concordant = 0, discordant = 0, ties_a = 0, ties_b = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    for (std::size_t j = i + 1; j < a.size(); ++j) {
+      const double da = a[i] - a[j], db = b[i] - b[j];
+      if (da == 0 && db == 0) continue;
+      if (da == 0) {
+        ties_a += 1;
+      } else if (db == 0) {
+        ties_b += 1;
+      } else if ((da > 0) == (db > 0)) {
+        concordant += 1;
+      } else {
+        discordant += 1;
+      }
+    }
+  }
+  const double n1 = concordant + discordant + ties_a, n2 = concordant + discordant + ties_b;
+  if (n1 == 0 || n2 == 0) return 0;
+  return (concordant - discordant) / std::sqrt(n1 * n2);
+}
+
+Report run_validation(const std::filesystem::path& runs_file,
+                      const std::filesystem::path& topologies, const std::string& only_group) {
+  toml::table root;
+  try {
+    root = toml::parse_file(runs_file.string());
+  } catch (const toml::parse_error& e) {
+    throw config::ConfigError(runs_file.string(), static_cast<int>(e.source().begin.line),
+                              static_cast<int>(e.source().begin.column),
+                              "TOML syntax error: " + std::string(e.description()));
+  }
+  Report report;
+  std::map<std::string, std::string> titles;
+  std::vector<std::string> group_order;
+  if (const toml::array* groups = root["group"].as_array()) {
+    for (const toml::node& g : *groups) {
+      if (const toml::table* gt = g.as_table()) {
+        const Row gr{*gt};
+        titles[gr.str("id")] = gr.str("title");
+        group_order.push_back(gr.str("id"));
+      }
+    }
+  }
+  const toml::array* runs = root["run"].as_array();
+  if (runs == nullptr) {
+    throw config::ConfigError(runs_file.string(), 1, 1, "no [[run]] rows in the file");
+  }
+  for (const toml::node& node : *runs) {
+    const toml::table* rt = node.as_table();
+    if (rt == nullptr) continue;
+    const Row row{*rt};
+    RowResult res;
+    res.id = row.str("id");
+    res.group = row.str("group");
+    res.model = row.str("model");
+    if (!only_group.empty() && res.group != only_group) continue;
+    if (std::find(group_order.begin(), group_order.end(), res.group) == group_order.end()) {
+      group_order.push_back(res.group);
+    }
+    std::vector<std::string> notes;
+    auto skip = [&](const std::string& why) {
+      res.ok = false;
+      res.reason = why;
+      report.rows.push_back(res);
+    };
+    // The metric the row reports, in order of preference.
+    std::string kind = row.str("tflops_kind");
+    if (auto t = row.num("iteration_time_s")) {
+      res.metric = "iteration_time_s";
+      res.published = *t;
+    } else if (auto f = row.num("tflops_per_gpu")) {
+      res.metric = "tflops_per_gpu";
+      res.published = *f;
+    } else if (auto u = row.num("mfu")) {
+      res.metric = "mfu";
+      res.published = *u;
+    } else {
+      skip("no absolute metric (iteration time, TFLOP/s per GPU or MFU): relative or per-layer "
+           "results are not compared yet");
+      continue;
+    }
+    std::vector<std::string> missing;
+    for (const char* k : {"num_layers", "hidden_size", "num_heads", "seq_len", "tp", "pp", "dp",
+                          "global_batch_size"}) {
+      if (!row.num(k)) missing.emplace_back(k);
+    }
+    if (!missing.empty()) {
+      std::string list;
+      for (const auto& k : missing) list += (list.empty() ? "" : ", ") + k;
+      skip("missing fields: " + list);
+      continue;
+    }
+    const auto [gpu_key, topo_file] = hardware_of(row.str("gpu"));
+    if (gpu_key.empty()) {
+      skip("no built-in profile for GPU \"" + row.str("gpu") + "\"");
+      continue;
+    }
+    if (row.num("cp").value_or(1) > 1) {
+      skip("context parallelism (cp > 1) is not simulated yet");
+      continue;
+    }
+    if (row.num("ep").value_or(1) > 1 || row.num("moe_num_experts")) {
+      skip("mixture-of-experts / expert parallelism is not simulated yet");
+      continue;
+    }
+    if (has(row.str("task"), "lora")) {
+      skip("LoRA fine-tuning (frozen base weights) is not modelled");
+      continue;
+    }
+    workload::Scenario sc;
+    sc.name = res.id;
+    auto& md = sc.model;
+    md.name = res.model;
+    md.layers = static_cast<int>(*row.num("num_layers"));
+    md.hidden = static_cast<int>(*row.num("hidden_size"));
+    md.heads = static_cast<int>(*row.num("num_heads"));
+    md.kv_heads = static_cast<int>(row.num("num_kv_heads").value_or(md.heads));
+    md.seq_len = static_cast<int>(*row.num("seq_len"));
+    const bool llama_like = has(res.model, "llama") || has(res.model, "mixtral");
+    md.activation = llama_like ? model::Activation::SwiGLU : model::Activation::GeLU;
+    md.norm = llama_like ? model::Norm::RMSNorm : model::Norm::LayerNorm;
+    if (auto f = row.num("ffn_hidden_size")) {
+      md.ffn_hidden = static_cast<int>(*f);
+    } else {
+      md.ffn_hidden = 4 * md.hidden;
+      notes.emplace_back("ffn 4h");
+    }
+    if (auto v = row.num("vocab_size")) {
+      md.vocab = static_cast<std::int64_t>(*v);
+    } else {
+      md.vocab = 51200;
+      notes.emplace_back("vocab 51200");
+    }
+    auto& tr = sc.training;
+    tr.global_batch = static_cast<std::int64_t>(*row.num("global_batch_size"));
+    if (auto mb = row.num("micro_batch_size")) {
+      tr.micro_batch = static_cast<std::int64_t>(*mb);
+    } else {
+      tr.micro_batch = 1;
+      notes.emplace_back("micro batch 1");
+    }
+    const std::string prec = lower(row.str("precision"));
+    tr.dtype = prec.find("fp8") != std::string::npos ? hw::Dtype::FP8
+               : (prec == "fp16")                     ? hw::Dtype::FP16
+                                                      : hw::Dtype::BF16;
+    const std::string rc = lower(row.str("recompute"));
+    tr.recompute = rc == "full"        ? model::Recompute::Full
+                   : rc == "selective" ? model::Recompute::Selective
+                                       : model::Recompute::None;
+    auto& L = sc.layout;
+    L.tp = static_cast<int>(*row.num("tp"));
+    L.pp = static_cast<int>(*row.num("pp"));
+    L.dp = static_cast<int>(*row.num("dp"));
+    const std::string framework = row.str("framework");
+    const bool modern = has(framework, "megatron-core") || has(framework, "nemo");
+    if (auto sp = row.boolean("sp")) {
+      L.sequence_parallel = *sp && L.tp > 1;
+    } else {
+      L.sequence_parallel = modern && L.tp > 1;
+      if (L.sequence_parallel) notes.emplace_back("sequence parallel");
+    }
+    int v = static_cast<int>(row.num("vp").value_or(1));
+    if (auto lpvs = row.num("layers_per_virtual_stage")) {
+      v = std::max(1, static_cast<int>(md.layers / (L.pp * *lpvs)));
+    }
+    L.virtual_stages = v;
+    L.schedule = v > 1 ? parallel::ScheduleKind::Interleaved : parallel::ScheduleKind::OneFOneB;
+    // Attention kernels of the software the run used: FlashAttention arrived in Megatron-LM
+    // with Transformer Engine (2023); the 2021-22 papers ran its fused-softmax path. A row may
+    // say so itself (`attention = "flash" | "unfused"`); otherwise the framework, or the
+    // source's year, decides.
+    const std::string attention = lower(row.str("attention"));
+    const std::string source = row.str("source") + " " + res.group;
+    if (!attention.empty()) {
+      tr.flash_attention = attention != "unfused";
+    } else if (modern) {
+      tr.flash_attention = true;
+    } else if (has(source, "2021") || has(source, "2022")) {
+      tr.flash_attention = false;
+      notes.emplace_back("unfused attention (pre-2023 Megatron-LM)");
+    }
+    const std::string overlap = row.str("overlap");
+    if (has(overlap, "param-gather")) {
+      L.zero = 1;
+      L.overlap_param_gather = true;
+    }
+    L.tp_comm_overlap = has(overlap, "tp-comm");
+    sc.gpus = static_cast<int>(row.num("num_gpus").value_or(L.tp * L.pp * L.dp));
+    try {
+      sc.topology = config::load_topology(topologies / topo_file);
+    } catch (const config::ConfigError& e) {
+      skip(std::string("topology: ") + e.what());
+      continue;
+    }
+    sc.gpu = *hw::find_builtin_gpu(gpu_key);
+    if (sc.gpus % sc.topology.gpus_per_node != 0) {
+      skip("gpus (" + std::to_string(sc.gpus) + ") not a multiple of the node size");
+      continue;
+    }
+    try {
+      const auto r = workload::simulate_step(sc);
+      const double step = r.step_time.seconds();
+      if (res.metric == "iteration_time_s") {
+        res.predicted = step;
+        res.formula = "simulated step time";
+      } else {
+        double flops = 0;
+        if (has(kind, "eq.3") || has(kind, "eq 3")) {
+          flops = narayanan_eq3_flops(md, static_cast<double>(tr.global_batch),
+                                      tr.recompute == model::Recompute::Full);
+          res.formula = "Narayanan et al. 2021 Eq. 3";
+        } else {
+          flops = megatron_core_model_flops(md, tr.global_batch);
+          res.formula = "Megatron-LM model FLOPs (causal attention halved)";
+        }
+        const double per_gpu = flops / step / sc.gpus;
+        if (res.metric == "tflops_per_gpu") {
+          res.predicted = per_gpu / 1e12;
+        } else {
+          res.predicted = per_gpu / sc.gpu.peak_flops(tr.dtype);
+        }
+      }
+      res.error = res.predicted / res.published - 1;
+      res.ok = true;
+    } catch (const InputError& e) {
+      skip(e.what());
+      continue;
+    }
+    for (const auto& n : notes) res.assumptions += (res.assumptions.empty() ? "" : ", ") + n;
+    report.rows.push_back(res);
+  }
+  for (const auto& gid : group_order) {
+    GroupResult gr;
+    gr.group = gid;
+    gr.title = titles[gid];
+    std::vector<double> apes, pred, pub;
+    for (const auto& r : report.rows) {
+      if (r.group != gid) continue;
+      if (!r.ok) {
+        ++gr.rows_skipped;
+        continue;
+      }
+      ++gr.rows_ok;
+      apes.push_back(std::abs(r.error));
+      pred.push_back(r.predicted);
+      pub.push_back(r.published);
+    }
+    if (gr.rows_ok + gr.rows_skipped == 0) continue;
+    if (!apes.empty()) {
+      double sum = 0;
+      for (double a : apes) sum += a;
+      gr.mape = sum / static_cast<double>(apes.size());
+      gr.max_ape = *std::max_element(apes.begin(), apes.end());
+      std::sort(apes.begin(), apes.end());
+      const std::size_t n = apes.size();
+      gr.median_ape = n % 2 == 1 ? apes[n / 2] : (apes[n / 2 - 1] + apes[n / 2]) / 2;
+    }
+    if (pred.size() >= 2) gr.kendall_tau = kendall_tau(pred, pub);
+    report.groups.push_back(gr);
+  }
+  return report;
+}
+
+namespace {
+std::string pct(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%+.1f%%", 100 * v);
+  return buf;
+}
+std::string val(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+}  // namespace
+
+void print_report(std::ostream& os, const Report& r) {
+  for (const auto& g : r.groups) {
+    os << "\n== " << g.group << (g.title.empty() ? "" : " — " + g.title) << "\n";
+    char line[512];
+    std::snprintf(line, sizeof line, "  %-40s %-16s %11s %11s %8s\n", "row", "metric",
+                  "published", "predicted", "error");
+    os << line;
+    for (const auto& row : r.rows) {
+      if (row.group != g.group) continue;
+      if (!row.ok) {
+        std::snprintf(line, sizeof line, "  %-40s skipped: %s\n", row.id.c_str(),
+                      row.reason.c_str());
+      } else {
+        std::snprintf(line, sizeof line, "  %-40s %-16s %11s %11s %8s%s\n", row.id.c_str(),
+                      row.metric.c_str(), val(row.published).c_str(), val(row.predicted).c_str(),
+                      pct(row.error).c_str(),
+                      row.assumptions.empty() ? "" : ("  (assumed " + row.assumptions + ")").c_str());
+      }
+      os << line;
+    }
+  }
+  os << "\n  group                          ok  skipped    MAPE  median   max APE  Kendall tau\n";
+  for (const auto& g : r.groups) {
+    char line[256];
+    if (g.rows_ok == 0) {
+      std::snprintf(line, sizeof line, "  %-28s %4d %8d %7s %7s %9s  %s\n", g.group.c_str(),
+                    g.rows_ok, g.rows_skipped, "-", "-", "-", "-");
+    } else {
+      std::snprintf(line, sizeof line, "  %-28s %4d %8d %6.1f%% %6.1f%% %8.1f%%  %s\n",
+                    g.group.c_str(), g.rows_ok, g.rows_skipped, 100 * g.mape,
+                    100 * g.median_ape, 100 * g.max_ape,
+                    g.kendall_tau ? val(*g.kendall_tau).c_str() : "-");
+    }
+    os << line;
+  }
+}
+
+std::string report_json(const Report& r) {
+  nlohmann::ordered_json j;
+  j["trainsim_version"] = TRAINSIM_VERSION;
+  auto rows = nlohmann::ordered_json::array();
+  for (const auto& row : r.rows) {
+    nlohmann::ordered_json o;
+    o["id"] = row.id;
+    o["group"] = row.group;
+    o["metric"] = row.metric;
+    if (row.ok) {
+      o["published"] = row.published;
+      o["predicted"] = row.predicted;
+      o["error"] = row.error;
+      o["status"] = "ok";
+      o["formula"] = row.formula;
+      if (!row.assumptions.empty()) o["assumptions"] = row.assumptions;
+    } else {
+      o["published"] = row.metric.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(row.published);
+      o["predicted"] = nullptr;
+      o["error"] = nullptr;
+      o["status"] = "skipped";
+      o["reason"] = row.reason;
+    }
+    rows.push_back(o);
+  }
+  j["rows"] = rows;
+  auto groups = nlohmann::ordered_json::array();
+  for (const auto& g : r.groups) {
+    nlohmann::ordered_json o;
+    o["group"] = g.group;
+    o["rows_ok"] = g.rows_ok;
+    o["rows_skipped"] = g.rows_skipped;
+    const bool any = g.rows_ok > 0;
+    o["mape"] = any ? nlohmann::ordered_json(g.mape) : nlohmann::ordered_json();
+    o["median_ape"] = any ? nlohmann::ordered_json(g.median_ape) : nlohmann::ordered_json();
+    o["max_ape"] = any ? nlohmann::ordered_json(g.max_ape) : nlohmann::ordered_json();
+    o["kendall_tau"] = g.kendall_tau ? nlohmann::ordered_json(*g.kendall_tau) : nlohmann::ordered_json();
+    groups.push_back(o);
+  }
+  j["groups"] = groups;
+  return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+}
+
+std::string report_csv(const Report& r) {
+  std::ostringstream os;
+  os << "id,group,metric,published,predicted,error,status,reason\n";
+  for (const auto& row : r.rows) {
+    std::string reason = row.reason;
+    std::replace(reason.begin(), reason.end(), '"', '\'');
+    os << row.id << ',' << row.group << ',' << row.metric << ',';
+    if (row.ok) {
+      os << val(row.published) << ',' << val(row.predicted) << ',' << val(row.error) << ",ok,";
+    } else {
+      os << ",,,skipped,\"" << reason << '"';
+    }
+    os << '\n';
+  }
+  return os.str();
+}
+
+std::string report_markdown(const Report& r, const std::string& source) {
+  std::ostringstream os;
+  os << "# Validation against published runs\n\n"
+     << "Generated by `trainsim validate " << source << " --markdown docs/validation.md` "
+     << "(trainsim " << TRAINSIM_VERSION << "); do not edit by hand. Error = predicted / "
+     << "published − 1, on the metric each row reports, derived with that source's FLOP "
+     << "formula. Skipped rows say why.\n\n";
+  os << "| group | ok | skipped | MAPE | median APE | max APE | Kendall tau |\n"
+     << "|---|---|---|---|---|---|---|\n";
+  for (const auto& g : r.groups) {
+    char line[256];
+    if (g.rows_ok == 0) {
+      std::snprintf(line, sizeof line, "| %s | 0 | %d | – | – | – | – |\n", g.group.c_str(),
+                    g.rows_skipped);
+    } else {
+      std::snprintf(line, sizeof line, "| %s | %d | %d | %.1f%% | %.1f%% | %.1f%% | %s |\n",
+                    g.group.c_str(), g.rows_ok, g.rows_skipped, 100 * g.mape,
+                    100 * g.median_ape, 100 * g.max_ape,
+                    g.kendall_tau ? val(*g.kendall_tau).c_str() : "–");
+    }
+    os << line;
+  }
+  for (const auto& g : r.groups) {
+    os << "\n## " << g.group << "\n\n";
+    if (!g.title.empty()) os << g.title << "\n\n";
+    os << "| row | metric | published | predicted | error | notes |\n|---|---|---|---|---|---|\n";
+    for (const auto& row : r.rows) {
+      if (row.group != g.group) continue;
+      if (row.ok) {
+        os << "| " << row.id << " | " << row.metric << " | " << val(row.published) << " | "
+           << val(row.predicted) << " | " << pct(row.error) << " | " << row.formula
+           << (row.assumptions.empty() ? "" : "; assumed " + row.assumptions) << " |\n";
+      } else {
+        std::string reason = row.reason;
+        std::replace(reason.begin(), reason.end(), '|', '/');
+        os << "| " << row.id << " | " << row.metric << " | – | – | – | skipped: " << reason
+           << " |\n";
+      }
+    }
+  }
+  return os.str();
+}
+
+}  // namespace trainsim::validate

@@ -1,0 +1,66 @@
+// Predictions against published measurements of real training runs.
+//
+// A runs file (format of ../shared/validation/published_runs.toml) has [[group]] tables
+// (id, title, source, notes) and [[run]] rows (model shape, batch, layout, hardware and the
+// measured metric). Each row becomes a scenario on a built-in GPU profile and topology, is
+// simulated, and the same quantity the source reported is derived from the simulated step
+// with that source's own FLOP formula. Rows that cannot be simulated yet are kept, with the
+// reason, never dropped.
+#pragma once
+
+#include <filesystem>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "workload/builder.hpp"
+
+namespace trainsim::validate {
+
+struct RowResult {
+  std::string id, group, model;
+  std::string metric;           ///< "iteration_time_s" | "tflops_per_gpu" | "mfu"
+  std::string formula;          ///< how the predicted metric was derived
+  double published = 0, predicted = 0;
+  double error = 0;             ///< signed relative error, predicted / published - 1
+  bool ok = false;
+  std::string reason;           ///< why a row was skipped
+  std::string assumptions;      ///< defaults filled in for fields the row does not give
+};
+
+struct GroupResult {
+  std::string group, title;
+  int rows_ok = 0, rows_skipped = 0;
+  double mape = 0, median_ape = 0, max_ape = 0;
+  std::optional<double> kendall_tau;  ///< over ok rows, when at least 2
+};
+
+struct Report {
+  std::vector<RowResult> rows;
+  std::vector<GroupResult> groups;
+};
+
+/// Reads, simulates and scores a runs file. `topologies` is the folder with dgx-a100.toml and
+/// dgx-h100.toml. `only_group` limits the rows to one group (empty: all). Throws
+/// config::ConfigError for a malformed file.
+Report run_validation(const std::filesystem::path& runs_file,
+                      const std::filesystem::path& topologies, const std::string& only_group);
+
+/// The per-row and per-group tables (text), the JSON object (`rows`, `groups`), a CSV of the
+/// rows, and the Markdown page docs/validation.md.
+void print_report(std::ostream& os, const Report& r);
+std::string report_json(const Report& r);
+std::string report_csv(const Report& r);
+std::string report_markdown(const Report& r, const std::string& source);
+
+/// Kendall's tau-b between two equally long series (ties counted as neither).
+double kendall_tau(const std::vector<double>& a, const std::vector<double>& b);
+
+/// Model FLOPs per step as Megatron-LM's current code counts them
+/// (megatron/training/training.py num_floating_point_operations, hardware.md §5.1): 3 passes
+/// x 2 FLOPs per MAC of QKV (GQA-sized), projection, MLP (2 or 3 GEMMs), the attention core
+/// halved for the causal mask, and the logits (6 h V per token).
+double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch);
+
+}  // namespace trainsim::validate
