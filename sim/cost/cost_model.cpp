@@ -28,8 +28,15 @@ double CostModel::gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, h
   const double rate = gpu_.peak_flops(dtype) * gpu_.gemm_efficiency(dtype);
   const double rate_per_sm = rate / sms;
   const double hbm = gpu_.hbm_bw * gpu_.hbm_efficiency;
-  const double l2_per_sm = (gpu_.l2_bw > 0 ? gpu_.l2_bw : 1.6 * gpu_.hbm_bw) / sms;
   const double in_bytes = hw::dtype_bytes(dtype);
+  // Operand bandwidth per SM: the L2 share, but never below what the largest tile needs to
+  // run at the best-shape rate, since that rate (MAMF) was measured on such tiles (Hopper
+  // feeds them with TMA multicast across CTA clusters, beyond plain L2 reads).
+  const GemmTile& big = kTiles.front();
+  const double feed_big =
+      (big.tm + big.tn) * in_bytes * rate_per_sm / (2.0 * big.tm * big.tn);
+  const double l2_per_sm =
+      std::max((gpu_.l2_bw > 0 ? gpu_.l2_bw : 1.6 * gpu_.hbm_bw) / sms, feed_big);
   const double out_bytes = dtype == hw::Dtype::FP32 ? 4.0 : 2.0;
   double best_t = 0;
   for (const GemmTile& tile : kTiles) {
