@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <memory>
 #include <tuple>
 
 #include "core/error.hpp"
@@ -42,33 +43,53 @@ struct Outcome {
   std::vector<int> peak_inflight;
 };
 
+/// A pipeline of uniform passes, built and simulated.
+struct Simulated {
+  TaskGraph g;
+  PipelineGraph pg;
+  std::unique_ptr<Executor> ex;
+};
+
+std::unique_ptr<Simulated> simulate(PipelineSpec spec, Time tf, Time tb, Time tw) {
+  auto out = std::make_unique<Simulated>();
+  UniformEmitter em(tf, tb, tw);
+  out->pg = build_pipeline(out->g, spec, em);
+  Simulator sim;
+  out->ex = std::make_unique<Executor>(out->g);
+  out->ex->run(sim);
+  return out;
+}
+
+/// Peak count of (microbatch, chunk) slots in flight on `stage` (unused slots skipped).
+int peak_slots(const Simulated& r, int stage) {
+  std::vector<Time> a, f;
+  std::vector<double> bytes;
+  const auto& fwd = r.pg.fwd[static_cast<std::size_t>(stage)];
+  for (std::size_t i = 0; i < fwd.size(); ++i) {
+    if (fwd[i].first == kNoId) continue;
+    a.push_back(r.ex->start(fwd[i].first));
+    f.push_back(r.ex->end(r.pg.release(stage, i)));
+    bytes.push_back(1.0);
+  }
+  return peak_in_flight(a, f, bytes).peak_count;
+}
+
 Outcome run(std::vector<parallel::StageProgram> programs, int pp, int v, int m, Time tf, Time tb,
             Time p2p = Time::zero(), Time tw = Time::zero()) {
-  TaskGraph g;
   PipelineSpec spec;
   spec.pp = pp;
   spec.virtual_stages = v;
   spec.microbatches = m;
   spec.programs = std::move(programs);
   spec.p2p_time = [p2p](int, int) { return p2p; };
-  UniformEmitter em(tf, tb, tw);
-  const auto pg = build_pipeline(g, spec, em);
-  Simulator sim;
-  Executor ex(g);
-  ex.run(sim);
+  const auto r = simulate(std::move(spec), tf, tb, tw);
   Outcome o;
-  o.step = ex.makespan();
-  const auto prev = stream_predecessors(g);
+  o.step = r->ex->makespan();
+  const auto prev = stream_predecessors(r->g);
   for (int s = 0; s < pp; ++s) {
-    o.stages.push_back(analyze_stage(g, ex, prev, pg.streams[s].compute, Time::zero(), o.step));
-    std::vector<Time> a, f;
-    std::vector<double> bytes;
-    for (std::size_t i = 0; i < pg.fwd[s].size(); ++i) {
-      a.push_back(ex.start(pg.fwd[s][i].first));
-      f.push_back(ex.end(pg.release(s, i)));
-      bytes.push_back(1.0);
-    }
-    o.peak_inflight.push_back(peak_in_flight(a, f, bytes).peak_count);
+    o.stages.push_back(
+        analyze_stage(r->g, *r->ex, prev, r->pg.streams[s].compute, Time::zero(), o.step));
+    o.peak_inflight.push_back(peak_slots(*r, s));
   }
   return o;
 }
@@ -190,18 +211,14 @@ struct SteadyState {
 };
 
 SteadyState steady(const parallel::Layout& L, int m, int steps, Time tf, Time tb, Time tw) {
-  TaskGraph g;
   PipelineSpec spec;
   spec.pp = L.pp;
-  spec.virtual_stages = 1;
   spec.microbatches = m * steps;
   spec.programs = parallel::make_programs(L, m, steps);
   spec.p2p_time = [](int, int) { return Time::zero(); };
-  UniformEmitter em(tf, tb, tw);
-  const auto pg = build_pipeline(g, spec, em);
-  Simulator sim;
-  Executor ex(g);
-  ex.run(sim);
+  const auto r = simulate(std::move(spec), tf, tb, tw);
+  const auto& pg = r->pg;
+  const Executor& ex = *r->ex;
   SteadyState out;
   for (int s = 0; s < L.pp; ++s) {
     // End of step k on stage s: its last task belonging to step k's microbatches.
@@ -261,34 +278,21 @@ TEST(PipelineSchedules, DualPipeBubbleMatchesTheReport) {
       // simulated bubble differs (docs/schedules.md).
       for (auto [tf, tbw] : {std::pair{10, 10}, std::pair{20, 10}, std::pair{30, 15}}) {
         const int tb = tbw, tw = tbw;
-        TaskGraph g;
         PipelineSpec spec;
         spec.pp = p;
         spec.dual = true;
         spec.microbatches = m;
         spec.programs = parallel::dualpipe_schedule(p, m);
         spec.p2p_time = [](int, int) { return Time::zero(); };
-        UniformEmitter em(Time::us(tf), Time::us(tb), Time::us(tw));
-        const auto pg = build_pipeline(g, spec, em);
-        Simulator sim;
-        Executor ex(g);
-        ex.run(sim);
-        const auto prev = stream_predecessors(g);
+        const auto r = simulate(std::move(spec), Time::us(tf), Time::us(tb), Time::us(tw));
+        const auto prev = stream_predecessors(r->g);
         const double fb = tf + tb + tw;
         const double want = (p / 2 - 1) * (fb + tb - 3 * tw) * 1e-6;
         for (int s = 0; s < p; ++s) {
-          const auto b =
-              analyze_stage(g, ex, prev, pg.streams[s].compute, Time::zero(), ex.makespan());
+          const auto b = analyze_stage(r->g, *r->ex, prev, r->pg.streams[s].compute,
+                                       Time::zero(), r->ex->makespan());
           EXPECT_NEAR(b.bubble, want, 1e-12) << "p=" << p << " m=" << m << " stage " << s;
-          std::vector<Time> a, f;
-          std::vector<double> bytes;
-          for (std::size_t i = 0; i < pg.fwd[s].size(); ++i) {
-            if (pg.fwd[s][i].first == kNoId) continue;
-            a.push_back(ex.start(pg.fwd[s][i].first));
-            f.push_back(ex.end(pg.release(s, i)));
-            bytes.push_back(1);
-          }
-          EXPECT_EQ(peak_in_flight(a, f, bytes).peak_count, p + 1);
+          EXPECT_EQ(peak_slots(*r, s), p + 1);
         }
       }
     }

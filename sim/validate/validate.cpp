@@ -1,6 +1,7 @@
 #include "validate/validate.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -356,6 +357,17 @@ std::string val(double v) {
   std::snprintf(buf, sizeof buf, "%.4g", v);
   return buf;
 }
+/// MAPE, median APE, max APE and Kendall tau of a group as text; `none` where undefined.
+std::array<std::string, 4> stats_text(const GroupResult& g, const char* none) {
+  auto p = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f%%", 100 * v);
+    return std::string(buf);
+  };
+  if (g.rows_ok == 0) return {none, none, none, none};
+  return {p(g.mape), p(g.median_ape), p(g.max_ape),
+          g.kendall_tau ? val(*g.kendall_tau) : std::string(none)};
+}
 }  // namespace
 
 void print_report(std::ostream& os, const Report& r) {
@@ -382,15 +394,10 @@ void print_report(std::ostream& os, const Report& r) {
   os << "\n  group                          ok  skipped    MAPE  median   max APE  Kendall tau\n";
   for (const auto& g : r.groups) {
     char line[256];
-    if (g.rows_ok == 0) {
-      std::snprintf(line, sizeof line, "  %-28s %4d %8d %7s %7s %9s  %s\n", g.group.c_str(),
-                    g.rows_ok, g.rows_skipped, "-", "-", "-", "-");
-    } else {
-      std::snprintf(line, sizeof line, "  %-28s %4d %8d %6.1f%% %6.1f%% %8.1f%%  %s\n",
-                    g.group.c_str(), g.rows_ok, g.rows_skipped, 100 * g.mape,
-                    100 * g.median_ape, 100 * g.max_ape,
-                    g.kendall_tau ? val(*g.kendall_tau).c_str() : "-");
-    }
+    const auto st = stats_text(g, "-");
+    std::snprintf(line, sizeof line, "  %-28s %4d %8d %7s %7s %9s  %s\n", g.group.c_str(),
+                  g.rows_ok, g.rows_skipped, st[0].c_str(), st[1].c_str(), st[2].c_str(),
+                  st[3].c_str());
     os << line;
   }
 }
@@ -466,15 +473,10 @@ std::string report_markdown(const Report& r, const std::string& source) {
      << "|---|---|---|---|---|---|---|\n";
   for (const auto& g : r.groups) {
     char line[256];
-    if (g.rows_ok == 0) {
-      std::snprintf(line, sizeof line, "| %s | 0 | %d | – | – | – | – |\n", g.group.c_str(),
-                    g.rows_skipped);
-    } else {
-      std::snprintf(line, sizeof line, "| %s | %d | %d | %.1f%% | %.1f%% | %.1f%% | %s |\n",
-                    g.group.c_str(), g.rows_ok, g.rows_skipped, 100 * g.mape,
-                    100 * g.median_ape, 100 * g.max_ape,
-                    g.kendall_tau ? val(*g.kendall_tau).c_str() : "–");
-    }
+    const auto st = stats_text(g, "–");
+    std::snprintf(line, sizeof line, "| %s | %d | %d | %s | %s | %s | %s |\n", g.group.c_str(),
+                  g.rows_ok, g.rows_skipped, st[0].c_str(), st[1].c_str(), st[2].c_str(),
+                  st[3].c_str());
     os << line;
   }
   for (const auto& g : r.groups) {

@@ -65,9 +65,9 @@ struct LayerCosts {
 
 class StepBuilder final : public PassEmitter {
  public:
-  StepBuilder(const Scenario& sc, const hw::Topology& topo, const net::CollectiveModel& comm,
-              const cost::CostModel& cost, TaskGraph& g, int microbatches)
-      : sc_(sc), topo_(topo), comm_(comm), cost_(cost), g_(g), m_(microbatches) {
+  StepBuilder(const Scenario& sc, const net::CollectiveModel& comm, const cost::CostModel& cost,
+              TaskGraph& g)
+      : sc_(sc), comm_(comm), cost_(cost), g_(g) {
     const auto& L = sc_.layout;
     tp_ = L.tp;
     sp_ = L.sequence_parallel;
@@ -681,11 +681,10 @@ class StepBuilder final : public PassEmitter {
   }
 
   const Scenario& sc_;
-  const hw::Topology& topo_;
   const net::CollectiveModel& comm_;
   const cost::CostModel& cost_;
   TaskGraph& g_;
-  int m_ = 1, tp_ = 1, v_ = 1, stage_ = 0;
+  int tp_ = 1, v_ = 1, stage_ = 0;
   PipelineShape shape_;
   std::map<std::pair<int, std::size_t>, TaskId> mirror_syncs_;
   std::size_t updates_ = 0;
@@ -760,7 +759,7 @@ StepResult simulate_step(const Scenario& sc) {
   const int m = static_cast<int>(sc.training.global_batch / (sc.training.micro_batch * L.dp));
 
   auto graph = std::make_shared<TaskGraph>();
-  StepBuilder builder(sc, topo, comm, cost, *graph, m);
+  StepBuilder builder(sc, comm, cost, *graph);
 
   // Schedules that never flush get one more step simulated after the measured ones, so the
   // measured step is not the pipeline's drain.
