@@ -7,6 +7,7 @@
 
 using namespace trainsim;
 using cost::CostModel;
+using cost::Epilogue;
 using hw::Dtype;
 
 namespace {
@@ -63,6 +64,23 @@ TEST(GemmCost, ThinGemmIsHbmBoundAndTinyGemmIsLaunchBound) {
   EXPECT_NEAR(c.gemm(8192, 8192, 16, Dtype::BF16).seconds() / roofline, 1.0, 0.15);
   EXPECT_EQ(c.gemm(8, 8, 8, Dtype::BF16), Time::from_seconds(a100().kernel_launch_floor_s));
   EXPECT_THROW((void)c.gemm(0, 8, 8, Dtype::BF16), std::invalid_argument);
+}
+
+// Accumulating into fp32 main gradients moves 8 bytes of C per element instead of 2: on an
+// output-bound GEMM (k tiny) the time follows the HBM bytes.
+TEST(GemmCost, Fp32AccumulateEpilogueMovesEightBytesPerOutputElement) {
+  const CostModel c(a100());
+  const double hbm = a100().hbm_bw * a100().hbm_efficiency;
+  const double mn = 8192.0 * 8192, in = (8192.0 * 16 * 2) * 2;
+  const double store = c.gemm(8192, 8192, 16, Dtype::BF16).seconds();
+  const double acc = c.gemm(8192, 8192, 16, Dtype::BF16, 1, Epilogue::AccumulateFp32).seconds();
+  EXPECT_NEAR(store / ((in + 2 * mn) / hbm), 1.0, 0.15);
+  EXPECT_NEAR(acc / ((in + 8 * mn) / hbm), 1.0, 0.15);
+  // A compute-bound GEMM notices little (the epilogue is a small part of each tile).
+  const double big = c.gemm(8192, 8192, 8192, Dtype::BF16).seconds();
+  const double big_acc = c.gemm(8192, 8192, 8192, Dtype::BF16, 1, Epilogue::AccumulateFp32).seconds();
+  EXPECT_GT(big_acc, big);
+  EXPECT_LT(big_acc / big, 1.08);
 }
 
 TEST(AttentionCost, UsesTheMeasuredFlashAttentionRate) {

@@ -66,6 +66,19 @@ TEST(ModelFlops, BackwardIsTwiceForwardAndSplitsIntoInputAndWeight) {
   }
 }
 
+// Megatron-LM's unfused vocab-parallel cross entropy: 3e + 36 bytes per logit forward and
+// 3e + 12 backward (transpose, fp32 cast, max, subtract, exp, sum, normalise; scale, cast,
+// transpose back).
+TEST(HeadOps, CrossEntropyMovesMegatronsBytesPerLogit) {
+  const auto m = gpt(2, 1024, 16, 2048, 50000);
+  const auto ops = head_ops(m, 3, 2);
+  ASSERT_EQ(ops.size(), 3U);
+  const double logits = 3.0 * 2048 * 50000;
+  EXPECT_EQ(ops[2].name, "loss");
+  EXPECT_DOUBLE_EQ(ops[2].fwd_bytes, logits * 42);
+  EXPECT_DOUBLE_EQ(ops[2].bwd_bytes, logits * 18);
+}
+
 TEST(ModelParams, KnownModels) {
   // GPT-3 175B: 12 l h^2 + V h ~ 174.6e9 (weights only).
   EXPECT_NEAR(gpt(96, 12288, 96, 2048, 51200).total_params() / 174.6e9, 1.0, 0.005);

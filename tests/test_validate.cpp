@@ -141,16 +141,37 @@ iteration_time_s = 1.0
   EXPECT_NE(md.find("| g | 2 | 2 |"), std::string::npos);
 }
 
+// Korthikanti et al. 2022 Table 4: forward and backward of one 22B layer (A100, TP 8) for
+// five recompute / SP variants. The issue's bound is 10% on each; the guard holds the errors
+// measured now (forward within 7%, backward within 15%: docs/accuracy.md says why).
+TEST(Validate, KorthikantiTable4PerLayerTimes) {
+  const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
+  if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies",
+                                               "korthikanti2022_table4");
+  int rows = 0;
+  for (const auto& r : report.rows) {
+    ASSERT_TRUE(r.ok) << r.id << ": " << r.reason;
+    ASSERT_EQ(r.metric, "layer_ms");
+    ++rows;
+    EXPECT_LE(std::abs(r.predicted_fwd_ms / r.published_fwd_ms - 1), 0.07) << r.id;
+    EXPECT_LE(std::abs(r.predicted_bwd_ms / r.published_bwd_ms - 1), 0.15) << r.id;
+    EXPECT_NEAR(r.predicted, r.predicted_fwd_ms + r.predicted_bwd_ms, 1e-9);
+  }
+  EXPECT_EQ(rows, 5);
+}
+
 // Regression guard on the published runs (../shared beside the repository, as in CI): the
-// errors measured when `validate` landed. The accuracy issue tightens them to its bounds.
+// errors measured now (docs/validation.md). The issue's bounds are tighter (4/6/8/10%).
 TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
-  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.15},
-                                         {"narayanan2021_table1", 0.30},
-                                         {"megatron_core_h100", 0.20},
-                                         {"nemo_2407_h100", 0.30}};
+  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.10},
+                                         {"korthikanti2022_table4", 0.12},
+                                         {"narayanan2021_table1", 0.25},
+                                         {"megatron_core_h100", 0.12},
+                                         {"nemo_2407_h100", 0.10}};
   for (const auto& g : report.groups) {
     auto it = bound.find(g.group);
     if (it == bound.end()) continue;

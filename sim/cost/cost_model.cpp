@@ -19,7 +19,7 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
 }  // namespace
 
 double CostModel::gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, hw::Dtype dtype,
-                               std::int64_t batch, GemmTile* best) const {
+                               std::int64_t batch, Epilogue epilogue, GemmTile* best) const {
   if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) {
     throw std::invalid_argument("gemm: sizes must be > 0 (m=" + std::to_string(m) +
                                 " n=" + std::to_string(n) + " k=" + std::to_string(k) + ")");
@@ -37,7 +37,11 @@ double CostModel::gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, h
       (big.tm + big.tn) * in_bytes * rate_per_sm / (2.0 * big.tm * big.tn);
   const double l2_per_sm =
       std::max((gpu_.l2_bw > 0 ? gpu_.l2_bw : 1.6 * gpu_.hbm_bw) / sms, feed_big);
-  const double out_bytes = dtype == hw::Dtype::FP32 ? 4.0 : 2.0;
+  // Bytes of C moved per output element: a 16-bit store, an fp32 store, or an fp32
+  // read-modify-write when accumulating into fp32 main gradients.
+  const double out_bytes = epilogue == Epilogue::AccumulateFp32 ? 8.0
+                           : dtype == hw::Dtype::FP32          ? 4.0
+                                                                : 2.0;
   double best_t = 0;
   for (const GemmTile& tile : kTiles) {
     const std::int64_t tiles = ceil_div(m, tile.tm) * ceil_div(n, tile.tn) * batch;
@@ -47,8 +51,8 @@ double CostModel::gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, h
     const double mainloop =
         std::max(2.0 * tile.tm * tile.tn * static_cast<double>(k) / rate_per_sm,
                  (tile.tm + tile.tn) * static_cast<double>(k) * in_bytes / l2_per_sm);
-    const double epilogue = tile.tm * tile.tn * out_bytes / (hbm / sms);
-    const double t = waves * (mainloop + epilogue);
+    const double store = tile.tm * tile.tn * out_bytes / (hbm / sms);
+    const double t = waves * (mainloop + store);
     if (best_t == 0 || t < best_t) {
       best_t = t;
       if (best != nullptr) *best = tile;
@@ -61,14 +65,14 @@ double CostModel::gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, h
 }
 
 Time CostModel::gemm(std::int64_t m, std::int64_t n, std::int64_t k, hw::Dtype dtype,
-                     std::int64_t batch) const {
-  return Time::from_seconds(gemm_seconds(m, n, k, dtype, batch, nullptr));
+                     std::int64_t batch, Epilogue epilogue) const {
+  return Time::from_seconds(gemm_seconds(m, n, k, dtype, batch, epilogue, nullptr));
 }
 
 GemmTile CostModel::gemm_tile(std::int64_t m, std::int64_t n, std::int64_t k,
                               hw::Dtype dtype) const {
   GemmTile t;
-  (void)gemm_seconds(m, n, k, dtype, 1, &t);
+  (void)gemm_seconds(m, n, k, dtype, 1, Epilogue::Store, &t);
   return t;
 }
 

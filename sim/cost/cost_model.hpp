@@ -26,6 +26,15 @@ struct GemmTile {
   int tm = 0, tn = 0;
 };
 
+/// What a GEMM's epilogue does with C.
+/// Store: writes C in 16-bit (fp32 for Dtype::FP32 inputs).
+/// AccumulateFp32: C += A·B into an fp32 buffer (reads and writes 4 bytes per element): the
+/// weight-gradient GEMMs of mixed-precision training, which accumulate into fp32 main
+/// gradients (Megatron-LM `main_grad` with gradient-accumulation fusion: the wgrad GEMM runs
+/// with beta = 1 on the fp32 buffer; Narayanan et al. 2021 and Megatron-Core DDP keep fp32
+/// gradient buffers for bf16/fp16 training).
+enum class Epilogue { Store, AccumulateFp32 };
+
 /// Which attention kernels run.
 /// Flash: fused FlashAttention kernels (Dao 2022/2023), timed from measured rates.
 /// Unfused: Megatron-LM's pre-FlashAttention core attention (as in Korthikanti et al. 2022):
@@ -41,7 +50,7 @@ class CostModel {
   /// Time of C[m x n] = A[m x k]·B[k x n] with inputs in `dtype` and 16-bit output
   /// (fp32 output for Dtype::FP32). Throws std::invalid_argument for non-positive sizes.
   [[nodiscard]] Time gemm(std::int64_t m, std::int64_t n, std::int64_t k, hw::Dtype dtype,
-                          std::int64_t batch = 1) const;
+                          std::int64_t batch = 1, Epilogue epilogue = Epilogue::Store) const;
   /// The tile shape chosen for that GEMM.
   [[nodiscard]] GemmTile gemm_tile(std::int64_t m, std::int64_t n, std::int64_t k,
                                    hw::Dtype dtype) const;
@@ -60,7 +69,8 @@ class CostModel {
 
  private:
   [[nodiscard]] double gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k,
-                                    hw::Dtype dtype, std::int64_t batch, GemmTile* best) const;
+                                    hw::Dtype dtype, std::int64_t batch, Epilogue epilogue,
+                                    GemmTile* best) const;
   [[nodiscard]] Time unfused_attention(std::int64_t batch, int heads, int seq, int head_dim,
                                        bool backward) const;
   [[nodiscard]] Time attention(std::int64_t batch, int heads, int seq, int head_dim, bool causal,

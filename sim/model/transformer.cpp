@@ -153,10 +153,17 @@ std::vector<Op> head_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   std::vector<Op> ops;
   ops.push_back(elementwise("final_norm", OpKind::Norm, Shard::Replicated, 2 * act, 3 * act));
   ops.push_back(gemm("lm_head", Shard::Column, tokens, m.vocab, m.hidden));
-  // Vocab-parallel cross entropy: read logits, fp32 softmax statistics, write gradients.
+  // Vocab-parallel cross entropy as Megatron-LM runs it, unfused (megatron/core/
+  // tensor_parallel/cross_entropy.py _VocabParallelCrossEntropy, and GPTModel's
+  // compute_language_model_loss), per logit element with e = activation bytes:
+  //  forward: transpose to [b, s, V] (read e, write e), .float() (read e, write 4), max
+  //  (read 4), subtract the max (read 4, write 4), exp (read 4, write 4), sum (read 4),
+  //  normalise (read 4, write 4, kept for backward) = 3e + 36 bytes;
+  //  backward: scale the saved softmax by the incoming gradient (read 4, write 4), cast to e
+  //  (read 4, write e), transpose back (read e, write e) = 3e + 12 bytes.
   const double logits = static_cast<double>(tokens) * static_cast<double>(m.vocab);
-  ops.push_back(elementwise("loss", OpKind::Loss, Shard::TpLocal, logits * (elem_bytes + 4),
-                            logits * (4 + elem_bytes)));
+  ops.push_back(elementwise("loss", OpKind::Loss, Shard::TpLocal, logits * (3 * elem_bytes + 36),
+                            logits * (3 * elem_bytes + 12)));
   return ops;
 }
 

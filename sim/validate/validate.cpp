@@ -104,6 +104,28 @@ double kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
   return (concordant - discordant) / std::sqrt(n1 * n2);
 }
 
+std::pair<double, double> layer_pass_ms(workload::Scenario sc) {
+  sc.training.global_batch = sc.training.micro_batch * sc.layout.dp;
+  sc.layout.pp = 1;
+  sc.layout.virtual_stages = 1;
+  sc.layout.schedule = parallel::ScheduleKind::OneFOneB;
+  sc.steps = 1;
+  auto spans = [&](int layers) {
+    sc.model.layers = layers;
+    const auto r = workload::simulate_step(sc);
+    double f = 0, b = 0;
+    for (const auto& p : r.passes) {
+      const double ms = (p.end - p.start).seconds() * 1e3;
+      if (p.kind == parallel::PassKind::Forward) f += ms;
+      else b += ms;
+    }
+    return std::pair<double, double>{f, b};
+  };
+  const auto one = spans(1);
+  const auto two = spans(2);
+  return {two.first - one.first, two.second - one.second};
+}
+
 Report run_validation(const std::filesystem::path& runs_file,
                       const std::filesystem::path& topologies, const std::string& only_group) {
   toml::table root;
@@ -159,14 +181,21 @@ Report run_validation(const std::filesystem::path& runs_file,
     } else if (auto u = row.num("mfu")) {
       res.metric = "mfu";
       res.published = *u;
+    } else if (row.num("fwd_ms") && row.num("bwd_ms")) {
+      res.metric = "layer_ms";
+      res.published_fwd_ms = *row.num("fwd_ms");
+      res.published_bwd_ms = *row.num("bwd_ms");
+      res.published = res.published_fwd_ms + res.published_bwd_ms;
     } else {
       skip("no absolute metric (iteration time, TFLOP/s per GPU or MFU): relative or per-layer "
            "results are not compared yet");
       continue;
     }
+    const bool per_layer = res.metric == "layer_ms";
     std::vector<std::string> missing;
     for (const char* k : {"num_layers", "hidden_size", "num_heads", "seq_len", "tp", "pp", "dp",
                           "global_batch_size"}) {
+      if (per_layer && std::string(k) == "global_batch_size") continue;  // one microbatch
       if (!row.num(k)) missing.emplace_back(k);
     }
     if (!missing.empty()) {
@@ -212,18 +241,23 @@ Report run_validation(const std::filesystem::path& runs_file,
     }
     if (auto v = row.num("vocab_size")) {
       md.vocab = static_cast<std::int64_t>(*v);
+    } else if (has(res.model, "nemotron")) {
+      // Nemotron-4 (Parmar et al. 2024, arXiv:2402.16819 §2): a 256,000-token vocabulary.
+      md.vocab = 256000;
+      notes.emplace_back("vocab 256000 (Nemotron-4)");
     } else {
       md.vocab = 51200;
       notes.emplace_back("vocab 51200");
     }
     auto& tr = sc.training;
-    tr.global_batch = static_cast<std::int64_t>(*row.num("global_batch_size"));
     if (auto mb = row.num("micro_batch_size")) {
       tr.micro_batch = static_cast<std::int64_t>(*mb);
     } else {
       tr.micro_batch = 1;
       notes.emplace_back("micro batch 1");
     }
+    tr.global_batch = per_layer ? tr.micro_batch * static_cast<std::int64_t>(*row.num("dp"))
+                                : static_cast<std::int64_t>(*row.num("global_batch_size"));
     const std::string prec = lower(row.str("precision"));
     tr.dtype = prec.find("fp8") != std::string::npos ? hw::Dtype::FP8
                : (prec == "fp16")                     ? hw::Dtype::FP16
@@ -283,6 +317,23 @@ Report run_validation(const std::filesystem::path& runs_file,
       continue;
     }
     try {
+      if (per_layer) {
+        const auto [fwd, bwd] = layer_pass_ms(sc);
+        res.predicted_fwd_ms = fwd;
+        res.predicted_bwd_ms = bwd;
+        res.predicted = fwd + bwd;
+        res.formula = "one layer: 2-layer minus 1-layer pass spans";
+        res.error = res.predicted / res.published - 1;
+        res.ok = true;
+        char parts[160];
+        std::snprintf(parts, sizeof parts, "fwd %.2f ms vs %.2f (%+.1f%%), bwd %.2f vs %.2f (%+.1f%%)",
+                      fwd, res.published_fwd_ms, 100 * (fwd / res.published_fwd_ms - 1), bwd,
+                      res.published_bwd_ms, 100 * (bwd / res.published_bwd_ms - 1));
+        res.detail = parts;
+        for (const auto& n : notes) res.assumptions += (res.assumptions.empty() ? "" : ", ") + n;
+        report.rows.push_back(res);
+        continue;
+      }
       const auto r = workload::simulate_step(sc);
       const double step = r.step_time.seconds();
       if (res.metric == "iteration_time_s") {
@@ -383,10 +434,12 @@ void print_report(std::ostream& os, const Report& r) {
         std::snprintf(line, sizeof line, "  %-40s skipped: %s\n", row.id.c_str(),
                       row.reason.c_str());
       } else {
+        std::string tail;
+        if (!row.detail.empty()) tail += "  " + row.detail;
+        if (!row.assumptions.empty()) tail += "  (assumed " + row.assumptions + ")";
         std::snprintf(line, sizeof line, "  %-40s %-16s %11s %11s %8s%s\n", row.id.c_str(),
                       row.metric.c_str(), val(row.published).c_str(), val(row.predicted).c_str(),
-                      pct(row.error).c_str(),
-                      row.assumptions.empty() ? "" : ("  (assumed " + row.assumptions + ")").c_str());
+                      pct(row.error).c_str(), tail.c_str());
       }
       os << line;
     }
@@ -418,6 +471,12 @@ std::string report_json(const Report& r) {
       o["status"] = "ok";
       o["formula"] = row.formula;
       if (!row.assumptions.empty()) o["assumptions"] = row.assumptions;
+      if (row.metric == "layer_ms") {
+        o["published_fwd_ms"] = row.published_fwd_ms;
+        o["published_bwd_ms"] = row.published_bwd_ms;
+        o["predicted_fwd_ms"] = row.predicted_fwd_ms;
+        o["predicted_bwd_ms"] = row.predicted_bwd_ms;
+      }
     } else {
       o["published"] = row.metric.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(row.published);
       o["predicted"] = nullptr;
@@ -488,6 +547,7 @@ std::string report_markdown(const Report& r, const std::string& source) {
       if (row.ok) {
         os << "| " << row.id << " | " << row.metric << " | " << val(row.published) << " | "
            << val(row.predicted) << " | " << pct(row.error) << " | " << row.formula
+           << (row.detail.empty() ? "" : "; " + row.detail)
            << (row.assumptions.empty() ? "" : "; assumed " + row.assumptions) << " |\n";
       } else {
         std::string reason = row.reason;

@@ -20,13 +20,16 @@ namespace trainsim::validate {
 
 struct RowResult {
   std::string id, group, model;
-  std::string metric;           ///< "iteration_time_s" | "tflops_per_gpu" | "mfu"
+  std::string metric;           ///< "iteration_time_s" | "tflops_per_gpu" | "mfu" | "layer_ms"
   std::string formula;          ///< how the predicted metric was derived
   double published = 0, predicted = 0;
   double error = 0;             ///< signed relative error, predicted / published - 1
   bool ok = false;
   std::string reason;           ///< why a row was skipped
   std::string assumptions;      ///< defaults filled in for fields the row does not give
+  /// Per-layer rows (metric "layer_ms" = forward + backward of one layer, ms): the parts.
+  std::string detail;           ///< per-layer rows: forward and backward compared
+  double published_fwd_ms = 0, published_bwd_ms = 0, predicted_fwd_ms = 0, predicted_bwd_ms = 0;
 };
 
 struct GroupResult {
@@ -53,6 +56,13 @@ void print_report(std::ostream& os, const Report& r);
 std::string report_json(const Report& r);
 std::string report_csv(const Report& r);
 std::string report_markdown(const Report& r, const std::string& source);
+
+/// Forward and backward time (ms) of one transformer layer as the simulator runs it: the
+/// scenario is simulated with one and with two layers (one microbatch, the other settings
+/// kept) and the forward and backward pass spans are differenced, so embedding, logits, loss
+/// and optimizer cancel and the layer's own collectives and overlaps are included.
+/// Returns {fwd_ms, bwd_ms}. Throws as workload::simulate_step does.
+std::pair<double, double> layer_pass_ms(workload::Scenario scenario);
 
 /// Kendall's tau-b between two equally long series (ties counted as neither).
 double kendall_tau(const std::vector<double>& a, const std::vector<double>& b);

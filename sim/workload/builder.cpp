@@ -355,7 +355,21 @@ class StepBuilder final : public PassEmitter {
         if (name == "qkv") n = qkv_width_per_rank();
         c.fwd = cost_.gemm(m, n, k, dt);
         c.bwd_input = cost_.gemm(m, k, n, dt);   // dX = dY * W^T
-        c.bwd_weight = cost_.gemm(k, n, m, dt);  // dW = X^T * dY
+        // dW = X^T * dY, accumulated into the fp32 main gradient.
+        c.bwd_weight = cost_.gemm(k, n, m, dt, 1, cost::Epilogue::AccumulateFp32);
+        if (dt == hw::Dtype::FP8) {
+          // Transformer Engine's FP8 recipe (Micikevicius et al. 2022, arXiv:2209.05433; TE's
+          // cast_transpose kernels): Hopper FP8 GEMMs take both operands K-major, so the
+          // incoming gradient dY [m x n] (bf16) is cast to FP8 twice, plain and transposed,
+          // by a memory-bound kernel before dgrad and wgrad: read 2 + write 1 + 1 bytes per
+          // element. Inputs of QKV/fc1/fc2 arrive in FP8 from the fused LayerNorm/activation
+          // kernels; the projection's input (the attention output) is cast the same way.
+          const double mn = static_cast<double>(m) * static_cast<double>(n);
+          c.bwd_input = c.bwd_input + cost_.memory_bound(4 * mn);
+          if (name == "proj") {
+            c.fwd = c.fwd + cost_.memory_bound(4 * static_cast<double>(m) * static_cast<double>(k));
+          }
+        }
         c.dgrad_label = g_.intern(name + " dgrad");
         c.wgrad_label = g_.intern(name + " wgrad");
         break;
