@@ -150,6 +150,11 @@ TEST(StateMemory, ZeroStagesMatchThePaper) {
   EXPECT_NEAR(model_state_bytes(psi, nd, 1).total(), 4 * psi + 12 * psi / nd, 1);
   EXPECT_NEAR(model_state_bytes(psi, nd, 2).total(), 2 * psi + 14 * psi / nd, 1);
   EXPECT_NEAR(model_state_bytes(psi, nd, 3).total(), 16 * psi / nd, 1);
+  // Megatron-LM's distributed-optimizer guide: bf16 weights with fp32 gradients are 18 bytes
+  // per parameter, 6 + 12/d with the optimizer sharded.
+  EXPECT_DOUBLE_EQ(model_state_bytes(psi, nd, 0, 4).total(), 18 * psi);
+  EXPECT_NEAR(model_state_bytes(psi, nd, 1, 4).total(), 6 * psi + 12 * psi / nd, 1);
+  EXPECT_THROW(model_state_bytes(psi, nd, 1, 0), std::invalid_argument);
   EXPECT_THROW(model_state_bytes(psi, nd, 4), std::invalid_argument);
   EXPECT_THROW(model_state_bytes(psi, 0, 1), std::invalid_argument);
 }

@@ -31,14 +31,15 @@ double activation_bytes_per_layer(const ModelSpec& m, std::int64_t b,
   return outside / outside_div + (inside + core) / t;
 }
 
-StateMemory model_state_bytes(double params, int dp, int zero_stage) {
+StateMemory model_state_bytes(double params, int dp, int zero_stage, double grad_bytes) {
   if (dp < 1) throw std::invalid_argument("model_state_bytes: dp must be >= 1");
+  if (!(grad_bytes > 0)) throw std::invalid_argument("model_state_bytes: grad_bytes must be > 0");
   if (zero_stage < 0 || zero_stage > 3) {
     throw std::invalid_argument("model_state_bytes: zero stage must be 0..3");
   }
   StateMemory mem;
   mem.weights = 2.0 * params;
-  mem.gradients = 2.0 * params;
+  mem.gradients = grad_bytes * params;
   mem.optimizer = 12.0 * params;
   if (zero_stage >= 1) mem.optimizer /= dp;
   if (zero_stage >= 2) mem.gradients /= dp;

@@ -35,8 +35,11 @@ struct StateMemory {
 /// Mixed-precision Adam (ZeRO paper §3.1): 2 bytes of 16-bit weights, 2 of 16-bit gradients
 /// and K = 12 of fp32 master weights, momentum and variance per parameter, i.e. 16 bytes.
 /// ZeRO-1 shards the optimizer states over `dp` ranks, ZeRO-2 also the gradients, ZeRO-3 also
-/// the weights (4Ψ + 12Ψ/N_d, 2Ψ + 14Ψ/N_d, 16Ψ/N_d). Throws std::invalid_argument for
-/// zero_stage outside 0..3 or dp < 1.
-StateMemory model_state_bytes(double params, int dp, int zero_stage);
+/// the weights (4Ψ + 12Ψ/N_d, 2Ψ + 14Ψ/N_d, 16Ψ/N_d). `grad_bytes` is the size of one
+/// gradient: 2 in the ZeRO paper's fp16 setting, 4 for Megatron-LM's fp32 main gradients with
+/// bf16 (its distributed-optimizer guide, docs/source/api-guide/dist_optimizer.md: 18 bytes
+/// per parameter, 6 + 12/d sharded). Throws std::invalid_argument for zero_stage outside
+/// 0..3, dp < 1 or grad_bytes <= 0.
+StateMemory model_state_bytes(double params, int dp, int zero_stage, double grad_bytes = 2.0);
 
 }  // namespace trainsim::model

@@ -15,6 +15,10 @@
 
 namespace trainsim::workload {
 
+hw::Dtype gradient_dtype(hw::Dtype training) {
+  return training == hw::Dtype::FP16 ? hw::Dtype::FP16 : hw::Dtype::FP32;
+}
+
 const char* fidelity_name(Fidelity f) {
   switch (f) {
     case Fidelity::Analytic: return "analytic";
@@ -147,7 +151,7 @@ class StepBuilder final : public PassEmitter {
     if (after == kNoId && !L.overlap_param_gather) return;
     for (int c = 0; c < v_; ++c) {
       auto& gathers = gathers_[static_cast<std::size_t>(c)];
-      for (double bytes : bucket_bytes(chunk_params(stage_, c))) {
+      for (double bytes : bucket_bytes(chunk_params(stage_, c), param_dtype())) {
         const TaskId t = g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
                                      Category::DpComm, l_param_ag_);
         if (after != kNoId) g_.add_dependency(after, t);
@@ -485,17 +489,20 @@ class StepBuilder final : public PassEmitter {
     return sc_.layout.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
   }
 
-  /// Splits `params` into buckets; returns the gradient bytes of each.
-  std::vector<double> bucket_bytes(double params) const {
+  /// Splits `params` into buckets; returns the bytes of each in `dtype` (default: gradients).
+  std::vector<double> bucket_bytes(double params, std::optional<hw::Dtype> dtype = {}) const {
+    const int elem = hw::dtype_bytes(dtype.value_or(grad_dtype()));
     std::vector<double> out;
     while (params > 0) {
       const double p = std::min(params, bucket_params_);
-      out.push_back(p * hw::dtype_bytes(grad_dtype()));
+      out.push_back(p * elem);
       params -= p;
     }
     return out;
   }
-  hw::Dtype grad_dtype() const {
+  hw::Dtype grad_dtype() const { return gradient_dtype(sc_.training.dtype); }
+  /// Parameters as all-gathered by ZeRO: bf16 for FP8 training, else the training dtype.
+  hw::Dtype param_dtype() const {
     return sc_.training.dtype == hw::Dtype::FP8 ? hw::Dtype::BF16 : sc_.training.dtype;
   }
 
@@ -524,7 +531,7 @@ class StepBuilder final : public PassEmitter {
   void zero3_gather(double params) {
     if (sc_.layout.zero != 3 || sc_.layout.dp == 1) return;
     const TaskId t = g_.add_task(st_->dp, dp_cost(CollectiveOp::AllGather,
-                                                  params * hw::dtype_bytes(grad_dtype())),
+                                                  params * hw::dtype_bytes(param_dtype())),
                                  Category::DpComm, l_param_ag_, mb_, chunk_);
     wait_.push_back(t);
   }
@@ -930,7 +937,8 @@ StepResult simulate_step(const Scenario& sc) {
     }
     const PeakResult peak_act = peak_in_flight(alloc, free, bytes);
     sr.peak_inflight = peak_act.peak_count;
-    const auto state = model::model_state_bytes(sr.params, L.dp, L.zero);
+    const auto state = model::model_state_bytes(sr.params, L.dp, L.zero,
+                                                hw::dtype_bytes(gradient_dtype(sc.training.dtype)));
     sr.memory.weights = state.weights * sr.weight_versions;
     sr.memory.gradients = state.gradients;
     sr.memory.optimizer = state.optimizer;

@@ -39,6 +39,12 @@
 
 namespace trainsim::workload {
 
+/// The dtype gradients are accumulated and data-parallel reduced in: fp32 for bf16 (and
+/// FP8, whose parameters are bf16) training — Megatron-LM forces
+/// accumulate_allreduce_grads_in_fp32 with --bf16 (megatron/training/arguments.py) and NeMo
+/// 2.0's recipes set grad_reduce_in_fp32 — and Megatron's default fp16 gradients for fp16.
+hw::Dtype gradient_dtype(hw::Dtype training);
+
 enum class Fidelity { Analytic, Stage, Full };
 const char* fidelity_name(Fidelity f);
 
