@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and runs every test: a Release build (tests + benches compiled) and an
-# AddressSanitizer + UndefinedBehaviorSanitizer build of the whole suite.
+# Builds and runs every test: a Release build (tests + benches compiled), an
+# AddressSanitizer + UndefinedBehaviorSanitizer build of the whole suite, clang-tidy on sim/
+# and a bounded libFuzzer run of the input loaders (FUZZ_SECONDS each, default 45).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -17,3 +18,9 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTRAINSIM_SANITIZE=ON \
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
    ctest --output-on-failure -j"$jobs")
+
+echo "== clang-tidy =="
+bash scripts/tidy.sh build
+
+echo "== fuzzing the loaders =="
+bash scripts/fuzz.sh

@@ -83,7 +83,7 @@ class Section {
  public:
   Section(std::string file, const toml::table* tbl, std::string name,
           toml::source_region where)
-      : file_(std::move(file)), tbl_(tbl), name_(std::move(name)), where_(where) {}
+      : file_(std::move(file)), tbl_(tbl), name_(std::move(name)), where_(std::move(where)) {}
 
   [[noreturn]] void fail_at(const toml::source_region& r, const std::string& msg) const {
     throw ConfigError(file_, static_cast<int>(r.begin.line), static_cast<int>(r.begin.column),

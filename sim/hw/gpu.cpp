@@ -55,7 +55,7 @@ const std::vector<double> kSeq = {512, 1024, 2048, 4096, 8192, 16384};
 // flash-attention README benchmark figures (hardware.md §4.2). The figures give the combined
 // rate only, so forward and backward share it.
 std::vector<AttentionCurve> a100_attention() {
-  auto same = [](bool causal, int d, std::vector<double> r) {
+  auto same = [](bool causal, int d, const std::vector<double>& r) {
     return AttentionCurve{causal, d, kSeq, r, r};
   };
   return {same(false, 64, {132, 153, 162, 171, 175, 176}),
@@ -68,7 +68,8 @@ std::vector<AttentionCurve> a100_attention() {
 // rate of FA2's fwd+bwd rate x 1.6 (FA3 paper: backward 1.5-1.75x FA2; hardware.md §4.2, no
 // per-shape backward table was sourced).
 std::vector<AttentionCurve> hopper_attention(double scale) {
-  auto curve = [scale](bool causal, int d, std::vector<double> fwd, std::vector<double> fa2) {
+  auto curve = [scale](bool causal, int d, const std::vector<double>& fwd,
+                       const std::vector<double>& fa2) {
     AttentionCurve c{causal, d, kSeq, {}, {}};
     for (double v : fwd) c.fwd_tflops.push_back(v * scale);
     for (double v : fa2) c.bwd_tflops.push_back(v * 1.6 * scale);

@@ -121,7 +121,7 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
     case ScheduleKind::ZbH1:
     case ScheduleKind::ZbH2: break;
     case ScheduleKind::DualPipe:
-      if (pp % 2 != 0 || m_count % 2 != 0 || m_count < 2 * pp) {
+      if (pp % 2 != 0 || m_count % 2 != 0 || m_count < 2 * static_cast<std::int64_t>(pp)) {
         throw InputError("parallel.schedule",
                          "schedule \"dualpipe\" needs an even pp (got " + str(pp) +
                              ") and an even microbatch count of at least 2 x pp (got " +

@@ -10,7 +10,7 @@ namespace trainsim::parallel {
 const char* pass_letter(PassKind k) {
   switch (k) {
     case PassKind::Forward: return "F";
-    case PassKind::Backward: return "B";
+    case PassKind::Backward:
     case PassKind::BackwardInput: return "B";
     case PassKind::BackwardWeight: return "W";
   }

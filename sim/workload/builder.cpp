@@ -924,7 +924,8 @@ StepResult simulate_step(const Scenario& sc) {
     std::vector<double> bytes;
     for (int mb = 0; mb < m * sim_steps; ++mb) {
       for (int c = 0; c < v; ++c) {
-        const auto idx = static_cast<std::size_t>(mb * v + c);
+        const auto idx = static_cast<std::size_t>(mb) * static_cast<std::size_t>(v) +
+                         static_cast<std::size_t>(c);
         const int vs = shape.vs_of(s, c);
         if (pg.fwd[static_cast<std::size_t>(s)][idx].first == kNoId) continue;  // DualPipe
         alloc.push_back(ex.start(pg.fwd[static_cast<std::size_t>(s)][idx].first));
@@ -974,7 +975,8 @@ StepResult simulate_step(const Scenario& sc) {
   }
   for (int s = 0; s < L.pp; ++s) {
     for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
-      const auto idx = static_cast<std::size_t>(op.microbatch * v + op.chunk);
+      const auto idx = static_cast<std::size_t>(op.microbatch) * static_cast<std::size_t>(v) +
+                       static_cast<std::size_t>(op.chunk);
       const auto& recs = op.kind == PassKind::Forward          ? pg.fwd
                          : op.kind == PassKind::BackwardWeight ? pg.wgt
                                                                : pg.bwd;

@@ -70,7 +70,8 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
       const bool first = shape.first_of_chain(vs), last = shape.last_of_chain(vs);
       const int prev = first ? s : shape.rank_of(vs - 1);
       const int next = last ? s : shape.rank_of(vs + 1);
-      const auto idx = static_cast<std::size_t>(op.microbatch * v + op.chunk);
+      const auto idx = static_cast<std::size_t>(op.microbatch) * static_cast<std::size_t>(v) +
+                        static_cast<std::size_t>(op.chunk);
       TaskId wait = kNoId;
       PassRecord rec;
       if (op.kind == PassKind::Forward) {
@@ -124,7 +125,8 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
     std::vector<bool> split_slot(slots, false);
     for (const PipeOp& op : spec.programs[static_cast<std::size_t>(s)]) {
       if (op.kind == PassKind::BackwardInput) {
-        split_slot[static_cast<std::size_t>(op.microbatch * v + op.chunk)] = true;
+        split_slot[static_cast<std::size_t>(op.microbatch) * static_cast<std::size_t>(v) +
+                   static_cast<std::size_t>(op.chunk)] = true;
       }
     }
     for (std::size_t i = 0; i < slots; ++i) {
