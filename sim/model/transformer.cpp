@@ -273,6 +273,22 @@ std::vector<Op> head_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   return ops;
 }
 
+double cp_attention_fwd_flops(const ModelSpec& m, std::int64_t b, int cp, int rank,
+                              bool load_balanced) {
+  const int n = load_balanced ? 2 * cp : cp;
+  if (cp < 1 || rank < 0 || rank >= cp || m.seq_len % n != 0) {
+    throw std::invalid_argument("cp_attention_fwd_flops: need 0 <= rank < cp and seq_len "
+                                "divisible by the chunk count");
+  }
+  const double c = static_cast<double>(m.seq_len) / n;
+  const double pair = 4.0 * static_cast<double>(b) * c * c * m.heads * m.core_head_dim();
+  std::vector<int> chunks{rank};
+  if (load_balanced) chunks.push_back(2 * cp - 1 - rank);
+  double blocks = 0;
+  for (int i : chunks) blocks += m.causal ? i + 0.5 : n;
+  return blocks * pair;
+}
+
 double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch) {
   double dense = 0, moe = 0;
   for (const Op& op : layer_ops(m, global_batch)) dense += op.flops.total();

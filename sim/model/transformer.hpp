@@ -169,6 +169,17 @@ Op embedding_op(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 /// Final norm, LM head GEMM (vocab-parallel) and cross-entropy loss (last stage).
 std::vector<Op> head_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 
+/// Forward attention-core FLOPs one context-parallel rank computes for a micro-batch of b
+/// sequences (Q·K^T and P·V, 2 FLOPs per multiply-add, the causal mask honoured: a query
+/// chunk attends to the earlier chunks in full and to its own chunk half). The sequence is
+/// cut into 2·cp chunks and rank r holds chunks r and 2cp-1-r when `load_balanced`
+/// (Megatron-Core / Transformer Engine causal load balancing), else into cp contiguous
+/// chunks with rank r holding chunk r. Over all ranks the sum is the whole sequence's causal
+/// attention, 2·b·s²·heads·d. Throws std::invalid_argument unless 0 <= rank < cp and the
+/// chunk count divides seq_len.
+double cp_attention_fwd_flops(const ModelSpec& m, std::int64_t b, int cp, int rank,
+                              bool load_balanced);
+
 /// Model FLOPs of one training step over `global_batch` sequences (Megatron convention).
 /// MoE layers count the activated experts only (k routed + shared) and the router.
 double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch);

@@ -493,6 +493,12 @@ class StepBuilder final : public PassEmitter {
       c_.moe_layer_params = attn + router + mats * h * static_cast<double>(mdl.moe.shared_ffn()) / tp_;
       c_.expert_params = static_cast<double>(mdl.moe.experts / sc_.layout.ep) * mats * h *
                          mdl.moe.expert_ffn_hidden / tp_;
+      if (sc_.layout.ep == 1) {
+        // Without EP the experts are replicated like every other weight: one gradient
+        // bucket stream and one optimizer shard over DP x CP.
+        c_.moe_layer_params += c_.expert_params;
+        c_.expert_params = 0;
+      }
     }
     l_expert_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "expert-dp reduce_scatter grads"
                                                            : "expert-dp all_reduce grads");
@@ -847,9 +853,11 @@ class StepBuilder final : public PassEmitter {
     if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
     (void)recompute;
   }
-  /// MoE MLP backward: output gradients to the experts (combine's conjugate), the shared
-  /// experts' backward while it runs, the experts' dgrad (and wgrad), input gradients back
-  /// (dispatch's conjugate), router backward.
+  /// MoE MLP backward: output gradients to the experts (combine's conjugate) while the
+  /// shared experts' backward runs, the experts' dgrad and wgrad, input gradients back
+  /// (dispatch's conjugate), router backward. TP collectives as in the dense MLP's backward
+  /// (row-parallel expert_out, column-parallel expert_in), so one expert without EP is the
+  /// dense layer task for task.
   void moe_backward(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
@@ -865,24 +873,35 @@ class StepBuilder final : public PassEmitter {
       wait_.push_back(to_experts);
       compute(mc.unsort_chunks, l_permute_bwd_);
     }
-    compute(mc.expert_out.dgrad + mc.expert_act_bwd + mc.expert_in.dgrad, l_expert_bwd_);
-    if (sc_.layout.ep > 1) compute(mc.sort_chunks, l_permute_bwd_);
-    const TaskId back =
-        sc_.layout.ep > 1 ? comm(st_->ep, mc.dispatch_bwd, Category::EpComm, l_dispatch_bwd_)
-                          : kNoId;
-    if (!input_only_) compute(mc.expert_out.wgrad + mc.expert_in.wgrad, l_expert_wgrad_);
-    if (back != kNoId) wait_.push_back(back);
+    compute(mc.expert_out.dgrad, l_expert_bwd_);
+    if (!input_only_) compute(mc.expert_out.wgrad, l_expert_wgrad_);
+    compute(mc.expert_act_bwd, l_expert_bwd_);
+    TaskId ag_input = kNoId;
+    if (!input_only_ && tp_on() && sp_) ag_input = tp(c_.tp_ag_wgrad);
+    compute(mc.expert_in.dgrad, l_expert_bwd_);
+    if (sc_.layout.ep > 1) {
+      compute(mc.sort_chunks, l_permute_bwd_);
+      wait_.push_back(comm(st_->ep, mc.dispatch_bwd, Category::EpComm, l_dispatch_bwd_));
+    }
     if (mc.router) {
       compute(mc.permute, l_permute_bwd_);
       compute(mc.router_gemm.dgrad, l_router_bwd_);
-      if (!input_only_) compute(mc.router_gemm.wgrad, l_router_bwd_);
     }
-    if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd));
+    TaskId red = kNoId;
+    if (tp_on()) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
+    if (!input_only_) {
+      if (ag_input != kNoId) wait_.push_back(ag_input);
+      compute(mc.expert_in.wgrad, l_expert_wgrad_);
+      if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
+    }
+    if (red != kNoId) wait_.push_back(red);
   }
   /// W pass of an MoE MLP: the weight gradients of experts, shared experts and router.
   void moe_weight_grads(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
-    compute(mc.expert_out.wgrad + mc.expert_in.wgrad, l_expert_wgrad_);
+    compute(mc.expert_out.wgrad, l_expert_wgrad_);
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_wgrad));
+    compute(mc.expert_in.wgrad, l_expert_wgrad_);
     if (mc.shared) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
     if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
   }
