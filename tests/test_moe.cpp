@@ -340,3 +340,58 @@ TEST(MoeScenarios, ShippedScenariosLoadAndSimulate) {
     EXPECT_LT(r.mfu, 0.9) << name;
   }
 }
+
+TEST(ContextParallel, AllGatherVariantGathersKvAndScattersItsGradient) {
+  std::string text = test::replace(test::small_scenario(), "[parallel]\n",
+                                   "[parallel]\ncp = 2\ncp_comm = \"all_gather\"\n");
+  text = test::replace(text, "gpus = 16", "gpus = 32");
+  const auto r = workload::simulate_step(load("cp-ag", text));
+  std::size_t ag = 0, rs = 0, attn = 0;
+  for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+    const auto& label = r.graph->label(r.graph->task(t).label);
+    ag += label == "cp all_gather kv" ? 1 : 0;
+    rs += label == "cp reduce_scatter dkv" ? 1 : 0;
+    attn += label == "attention" ? 1 : 0;
+  }
+  const std::size_t passes = 4 * (16 / (2 * 4));
+  EXPECT_EQ(ag, 2 * passes);  // forward and backward
+  EXPECT_EQ(rs, passes);
+  EXPECT_EQ(attn, passes);    // one kernel over the gathered KV
+}
+
+TEST(Moe, SplitBackwardSchedulesAndTensorParallelExpertsRun) {
+  // ZB-H1 splits B and W passes; TP 2 + SP wraps the MoE block in TP collectives.
+  std::string text = moe_scenario(4, "routing = \"uniform\"\n",
+                                  "sequence_parallel = true\nschedule = \"zb-h1\"\n");
+  text = test::replace(text, "tp = 1", "tp = 2");
+  text = test::replace(text, "dp = 8", "dp = 4");
+  const auto sc = load("zb", text);
+  const auto r = workload::simulate_step(sc);
+  EXPECT_GT(r.breakdown.exposed_of(Category::EpComm), 0.0);
+  // The split backward does the same work as the whole one.
+  const auto whole = workload::simulate_step(load("zb-1f1b", test::replace(text, "zb-h1", "1f1b")));
+  EXPECT_DOUBLE_EQ(r.stages[0].breakdown.compute, whole.stages[0].breakdown.compute);
+}
+
+TEST(Moe, SeededScenarioGivesByteIdenticalResults) {
+  const auto sc = config::load_scenario(test::source_dir() / "scenarios/qwen3-30b-a3b-h100.toml");
+  const auto a = workload::simulate_step(sc);
+  const auto b = workload::simulate_step(sc);
+  EXPECT_EQ(a.step_time, b.step_time);
+  EXPECT_EQ(a.moe->imbalance_max, b.moe->imbalance_max);
+  auto other = sc;
+  other.seed = sc.seed + 1;
+  EXPECT_NE(workload::simulate_step(other).moe->imbalance_max, a.moe->imbalance_max);
+}
+
+TEST(Moe, ConfigErrorsNameTheKey) {
+  EXPECT_NE(load_error("typo", moe_scenario(8, "top_kk = 2\n")).find("did you mean 'top_k'"),
+            std::string::npos);
+  EXPECT_NE(load_error("topk", test::replace(moe_scenario(8), "top_k = 2", "top_k = 9")).find("model.moe.top_k must be in [1, 8]"),
+            std::string::npos);
+  const std::string missing =
+      "version = 1\n[model]\nhf_config = \"nope.json\"\nseq_len = 8\n[training]\nglobal_batch = 8\n"
+      "[cluster]\ntopology = \"x.toml\"\ngpus = 8\n";
+  EXPECT_NE(load_error("hf-missing", missing).find(":3:13: model.hf_config: no such file"),
+            std::string::npos);
+}
