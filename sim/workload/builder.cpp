@@ -200,7 +200,7 @@ class StepBuilder final : public PassEmitter {
         const TaskId t = g_.add_task(st.dp, time, Category::DpComm, l_param_ag_);
         if (after != kNoId) g_.add_dependency(after, t);
         if (L.overlap_param_gather) {
-          gathers.tasks.push_back(t);
+          (expert ? gathers.expert_tasks : gathers.tasks).push_back(t);
         } else {
           blocking_gathers_.push_back(t);  // the next forward waits for all of them
         }
@@ -331,6 +331,10 @@ class StepBuilder final : public PassEmitter {
       for (int l = 0; l < nl; ++l) {
         const int idx = first_layer_of(vs) + l;
         wait_for_params(layer_params_at(idx));
+        if (sc_.model.is_moe_layer(idx)) {
+          for (TaskId t : gather_->expert_tasks) wait_.push_back(t);
+          gather_->expert_tasks.clear();
+        }
         zero3_gather(layer_params_at(idx));
         layer_forward(false, idx);
       }
@@ -1045,6 +1049,7 @@ class StepBuilder final : public PassEmitter {
   /// ZeRO-1/2 parameter all-gathers of one chunk, consumed by its first forward.
   struct ChunkGathers {
     std::vector<TaskId> tasks;
+    std::vector<TaskId> expert_tasks;  ///< the chunk's expert buckets: its first MoE layer waits
     std::size_t next = 0;
     double offset = 0;
   };
