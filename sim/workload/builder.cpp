@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <string>
@@ -154,6 +155,8 @@ class StepBuilder final : public PassEmitter {
     std::vector<int> update_after;      ///< per op: the update group that ends with it, or -1
     std::vector<bool> reduce_trigger;   ///< per op: last weight-gradient pass of a chunk in
                                         ///< its update group: reduce buckets during it
+    std::vector<bool> pair_with_next;   ///< per op: DualPipe forward overlapped with the
+                                        ///< backward that follows it
   };
   void set_plans(std::vector<StagePlan> plans, std::vector<int> group_step) {
     plans_ = std::move(plans);
@@ -306,107 +309,248 @@ class StepBuilder final : public PassEmitter {
     (void)g;
     const auto op_i = static_cast<std::size_t>(op_index_++);
     const StagePlan& plan = plans_[static_cast<std::size_t>(stage)];
-    reduce_trigger_ = plan.reduce_trigger[op_i];
-    st_ = &st;
-    mb_ = op.microbatch;
-    chunk_ = op.chunk;
-    wait_.clear();
+    if (paired_ && paired_->op_index == op_i) {
+      // The backward half of a DualPipe pair, emitted with its forward: link its input.
+      const Paired pb = *paired_;
+      paired_.reset();
+      if (wait_for != kNoId && pb.rec.first != kNoId) g_.add_dependency(wait_for, pb.rec.first);
+      if (plan.update_after[op_i] >= 0) end_update(st, pb.rec.last, plan.update_after[op_i]);
+      return pb.rec;
+    }
+    begin_pass(st, op, plan.reduce_trigger[op_i]);
     if (wait_for != kNoId) wait_.push_back(wait_for);
-    first_ = kNoId;
-    last_ = kNoId;
-    const int vs = shape_.vs_of(stage, op.chunk);
-    const int nl = layers_of(vs);
-    const bool first_vs = shape_.first_of_chain(vs), last_vs = shape_.last_of_chain(vs);
-    if (op.kind == PassKind::Forward) {
-      // Without overlap_param_gather Megatron gathers the parameters inside the optimizer
-      // step: the next forward starts after all of them.
-      for (TaskId t : blocking_gathers_) wait_.push_back(t);
-      blocking_gathers_.clear();
-      gather_ = &gathers_[static_cast<std::size_t>(op.chunk)];
-      if (first_vs) {
-        wait_for_params(embedding_params());
-        zero3_gather(embedding_params());
-        embedding_forward();
-      }
-      for (int l = 0; l < nl; ++l) {
-        const int idx = first_layer_of(vs) + l;
-        wait_for_params(layer_params_at(idx));
-        if (sc_.model.is_moe_layer(idx)) {
-          for (TaskId t : gather_->expert_tasks) wait_.push_back(t);
-          gather_->expert_tasks.clear();
-        }
-        zero3_gather(layer_params_at(idx));
-        layer_forward(false, idx);
-      }
-      if (last_vs) {
-        wait_for_params(head_params());
-        zero3_gather(head_params());
-        head_forward();
-      }
-      gather_->tasks.clear();  // later microbatches find the parameters in place
-      gather_ = nullptr;
-    } else if (op.kind == PassKind::BackwardWeight) {
-      // Zero-bubble W pass: the weight-gradient GEMMs of the chunk, in backward order.
-      input_only_ = false;
-      begin_reduction();
-      if (last_vs) {
-        const TaskId wgrad = column_weight_grad(c_.lm_head);
-        zero3_reduce(head_params(), wgrad);
-        add_grads(head_params());
-      }
-      for (int l = 0; l < nl; ++l) {
-        const int idx = first_layer_of(vs) + nl - 1 - l;
-        const TaskId wgrad = layer_weight_grads(idx);
-        zero3_reduce(layer_params_at(idx), wgrad);
-        add_grads(layer_params_at(idx));
-        if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
-      }
-      if (first_vs) {
-        zero3_reduce(embedding_params(), last_);  // its gradient came with the B pass
-        add_grads(embedding_params());
-      }
-      if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
-      if (reduce_now_ && expert_fill_ > 0) flush_expert_bucket();
+    std::vector<Action> acts = pass_actions(stage, op);
+    const bool paired = op_i + 1 < plan.pair_with_next.size() && plan.pair_with_next[op_i];
+    if (!paired) {
+      for (auto& a : acts) a.run();
     } else {
-      // Whole backward, or (zero-bubble B pass) the activation-gradient part only.
-      input_only_ = op.kind == PassKind::BackwardInput;
-      begin_reduction();
-      if (last_vs) {
-        zero3_gather(head_params());
-        const TaskId wgrad = head_backward();
-        if (!input_only_) {
-          zero3_reduce(head_params(), wgrad);
-          add_grads(head_params());
+      // DualPipe's overlapped forward/backward pair (DeepSeek-V3 report §3.2.1, Fig. 4): the
+      // two passes' work is interleaved on the compute stream, switching at every all-to-all
+      // issue, so each pass's dispatch and combine run under the other pass's computation.
+      const PipeOp& bop = programs_[static_cast<std::size_t>(stage)][op_i + 1];
+      PassState fs = save();
+      begin_pass(st, bop, plan.reduce_trigger[op_i + 1]);
+      std::vector<Action> bacts = pass_actions(stage, bop);
+      PassState bs = save();
+      std::size_t i = 0, j = 0;
+      while (i < acts.size() || j < bacts.size()) {
+        restore(fs);
+        while (i < acts.size()) {
+          acts[i].run();
+          if (acts[i++].yield_after) break;
         }
-      }
-      for (int l = 0; l < nl; ++l) {
-        const int idx = first_layer_of(vs) + nl - 1 - l;  // backward runs the layers in reverse
-        zero3_gather(layer_params_at(idx));  // before recompute and backward
-        if (sc_.training.recompute == model::Recompute::Full) layer_forward(true, idx);
-        const TaskId wgrad = layer_backward(idx);
-        if (!input_only_) {
-          zero3_reduce(layer_params_at(idx), wgrad);
-          add_grads(layer_params_at(idx));
-          if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+        fs = save();
+        restore(bs);
+        while (j < bacts.size()) {
+          bacts[j].run();
+          if (bacts[j++].yield_after) break;
         }
+        bs = save();
       }
-      if (first_vs) {
-        zero3_gather(embedding_params());
-        embedding_backward();
-        if (!input_only_) {
-          zero3_reduce(embedding_params(), last_);
-          add_grads(embedding_params());
-        }
-      }
-      if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
-      if (reduce_now_ && expert_fill_ > 0) flush_expert_bucket();
+      paired_ = Paired{op_i + 1, PassRecord{bs.first, bs.last}};
+      restore(fs);
     }
     const PassRecord rec{first_, last_};
     if (plan.update_after[op_i] >= 0) end_update(st, last_, plan.update_after[op_i]);
     return rec;
   }
 
+  void set_programs(std::vector<parallel::StageProgram> programs) { programs_ = std::move(programs); }
+
  private:
+  /// One step of a pass's emission; `yield_after`: an all-to-all was just issued, so a paired
+  /// pass may run its own work before this pass waits for it.
+  struct Action {
+    std::function<void()> run;
+    bool yield_after = false;
+  };
+  /// The per-pass emission state (swapped when two passes are interleaved).
+  struct PassState {
+    const StageStreams* st = nullptr;
+    int mb = -1, chunk = -1;
+    std::vector<TaskId> wait;
+    TaskId first = kNoId, last = kNoId, ag_input = kNoId;
+    bool reduce_now = false, input_only = false, reduce_trigger = false;
+    double bucket_fill = 0, expert_fill = 0;
+    void* gather = nullptr;
+  };
+  struct Paired {
+    std::size_t op_index = 0;
+    PassRecord rec;
+  };
+  PassState save() const {
+    PassState p;
+    p.st = st_;
+    p.mb = mb_;
+    p.chunk = chunk_;
+    p.wait = wait_;
+    p.first = first_;
+    p.last = last_;
+    p.ag_input = moe_ag_input_;
+    p.reduce_now = reduce_now_;
+    p.input_only = input_only_;
+    p.reduce_trigger = reduce_trigger_;
+    p.bucket_fill = bucket_fill_;
+    p.expert_fill = expert_fill_;
+    p.gather = gather_;
+    return p;
+  }
+  void restore(const PassState& p) {
+    st_ = p.st;
+    mb_ = p.mb;
+    chunk_ = p.chunk;
+    wait_ = p.wait;
+    first_ = p.first;
+    last_ = p.last;
+    moe_ag_input_ = p.ag_input;
+    reduce_now_ = p.reduce_now;
+    input_only_ = p.input_only;
+    reduce_trigger_ = p.reduce_trigger;
+    bucket_fill_ = p.bucket_fill;
+    expert_fill_ = p.expert_fill;
+    gather_ = static_cast<ChunkGathers*>(p.gather);
+  }
+  void begin_pass(const StageStreams& st, const PipeOp& op, bool reduce_trigger) {
+    reduce_trigger_ = reduce_trigger;
+    st_ = &st;
+    mb_ = op.microbatch;
+    chunk_ = op.chunk;
+    wait_.clear();
+    first_ = kNoId;
+    last_ = kNoId;
+    moe_ag_input_ = kNoId;
+  }
+
+  /// The emission of one pass as a list of actions (run in order unless interleaved).
+  std::vector<Action> pass_actions(int stage, const PipeOp& op) {
+    std::vector<Action> acts;
+    auto add = [&acts](std::function<void()> f, bool yield = false) {
+      acts.push_back(Action{std::move(f), yield});
+    };
+    const int vs = shape_.vs_of(stage, op.chunk);
+    const int nl = layers_of(vs);
+    const int first_layer = first_layer_of(vs);
+    const bool first_vs = shape_.first_of_chain(vs), last_vs = shape_.last_of_chain(vs);
+    const bool moe_ep = sc_.layout.ep > 1;
+    if (op.kind == PassKind::Forward) {
+      const int chunk = op.chunk;
+      add([this, chunk, first_vs] {
+        // Without overlap_param_gather Megatron gathers the parameters inside the optimizer
+        // step: the next forward starts after all of them.
+        for (TaskId t : blocking_gathers_) wait_.push_back(t);
+        blocking_gathers_.clear();
+        gather_ = &gathers_[static_cast<std::size_t>(chunk)];
+        if (first_vs) {
+          wait_for_params(embedding_params());
+          zero3_gather(embedding_params());
+          embedding_forward();
+        }
+      });
+      for (int l = 0; l < nl; ++l) {
+        const int idx = first_layer + l;
+        const bool moe = sc_.model.is_moe_layer(idx);
+        add([this, idx, moe] {
+          wait_for_params(layer_params_at(idx));
+          if (moe) {
+            for (TaskId t : gather_->expert_tasks) wait_.push_back(t);
+            gather_->expert_tasks.clear();
+          }
+          zero3_gather(layer_params_at(idx));
+          layer_forward_a(false, idx);
+        }, moe && moe_ep);
+        if (moe) {
+          add([this, idx] { moe_forward_b(idx); }, moe_ep);
+          add([this, idx] { moe_forward_c(idx); });
+        }
+      }
+      add([this, last_vs] {
+        if (last_vs) {
+          wait_for_params(head_params());
+          zero3_gather(head_params());
+          head_forward();
+        }
+        gather_->tasks.clear();  // later microbatches find the parameters in place
+        gather_ = nullptr;
+      });
+    } else if (op.kind == PassKind::BackwardWeight) {
+      // Zero-bubble W pass: the weight-gradient GEMMs of the chunk, in backward order.
+      add([this, nl, first_layer, first_vs, last_vs] {
+        input_only_ = false;
+        begin_reduction();
+        if (last_vs) {
+          const TaskId wgrad = column_weight_grad(c_.lm_head);
+          zero3_reduce(head_params(), wgrad);
+          add_grads(head_params());
+        }
+        for (int l = 0; l < nl; ++l) {
+          const int idx = first_layer + nl - 1 - l;
+          const TaskId wgrad = layer_weight_grads(idx);
+          zero3_reduce(layer_params_at(idx), wgrad);
+          add_grads(layer_params_at(idx));
+          if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+        }
+        if (first_vs) {
+          zero3_reduce(embedding_params(), last_);  // its gradient came with the B pass
+          add_grads(embedding_params());
+        }
+        if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
+        if (reduce_now_ && expert_fill_ > 0) flush_expert_bucket();
+      });
+    } else {
+      // Whole backward, or (zero-bubble B pass) the activation-gradient part only.
+      const bool input_only = op.kind == PassKind::BackwardInput;
+      add([this, input_only, last_vs] {
+        input_only_ = input_only;
+        begin_reduction();
+        if (last_vs) {
+          zero3_gather(head_params());
+          const TaskId wgrad = head_backward();
+          if (!input_only_) {
+            zero3_reduce(head_params(), wgrad);
+            add_grads(head_params());
+          }
+        }
+      });
+      for (int l = 0; l < nl; ++l) {
+        const int idx = first_layer + nl - 1 - l;  // backward runs the layers in reverse
+        const bool moe = sc_.model.is_moe_layer(idx);
+        add([this, idx] {
+          zero3_gather(layer_params_at(idx));  // before recompute and backward
+          if (sc_.training.recompute == model::Recompute::Full) layer_forward(true, idx);
+          compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
+          if (sc_.model.is_moe_layer(idx)) moe_backward_a(idx);
+        }, moe && moe_ep);
+        if (moe) add([this, idx] { moe_backward_b(idx); }, moe_ep);
+        add([this, idx] {
+          if (sc_.model.is_moe_layer(idx)) {
+            moe_backward_c(idx);
+          } else {
+            dense_mlp_backward();
+          }
+          const TaskId wgrad = attention_block_backward();
+          if (!input_only_) {
+            zero3_reduce(layer_params_at(idx), wgrad);
+            add_grads(layer_params_at(idx));
+            if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+          }
+        });
+      }
+      add([this, first_vs] {
+        if (first_vs) {
+          zero3_gather(embedding_params());
+          embedding_backward();
+          if (!input_only_) {
+            zero3_reduce(embedding_params(), last_);
+            add_grads(embedding_params());
+          }
+        }
+        if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
+        if (reduce_now_ && expert_fill_ > 0) flush_expert_bucket();
+      });
+    }
+    return acts;
+  }
+
   // ----- costs -------------------------------------------------------------------------
   OpCost op_cost(const Op& op, const std::string& name) {
     OpCost c;
@@ -824,11 +968,11 @@ class StepBuilder final : public PassEmitter {
 
   const MoeLayerCost& moe_cost(int idx) const { return moe_.at(idx); }
 
-  /// MoE MLP forward (Megatron-Core all-to-all token dispatcher): router, dispatch
-  /// all-to-all, the shared experts on the compute stream while it runs, the local experts'
-  /// grouped GEMMs, combine all-to-all. With TP, the block is wrapped in the dense MLP's TP
-  /// collectives (expert TP = TP).
-  void moe_forward(int idx, bool recompute) {
+  /// MoE MLP forward (Megatron-Core all-to-all token dispatcher): router, permute, dispatch
+  /// all-to-all with the shared experts on the compute stream while it runs (part a); the
+  /// local experts' grouped GEMMs and the combine all-to-all (part b); un-permute (part c).
+  /// With TP, the block is wrapped in the dense MLP's TP collectives (expert TP = TP).
+  void moe_forward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag));
     if (mc.router) {
@@ -842,10 +986,11 @@ class StepBuilder final : public PassEmitter {
       compute(mc.shared_act_fwd, l_shared_act_);
       compute(mc.shared_out.fwd, l_shared_out_);
     }
-    if (dispatch != kNoId) {
-      wait_.push_back(dispatch);
-      compute(mc.sort_chunks, l_permute_);
-    }
+    if (dispatch != kNoId) wait_.push_back(dispatch);
+  }
+  void moe_forward_b(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (sc_.layout.ep > 1) compute(mc.sort_chunks, l_permute_);
     compute(mc.expert_in.fwd, l_expert_in_);
     compute(mc.expert_act_fwd, l_expert_act_);
     compute(mc.expert_out.fwd, l_expert_out_);
@@ -853,16 +998,19 @@ class StepBuilder final : public PassEmitter {
       compute(mc.unsort_chunks, l_permute_);
       wait_.push_back(comm(st_->ep, mc.combine, Category::EpComm, l_combine_));
     }
+  }
+  void moe_forward_c(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
     if (mc.router) compute(mc.unpermute, l_permute_);
     if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
-    (void)recompute;
+    compute(c_.mlp_residual.fwd, c_.mlp_residual.fwd_label);
   }
   /// MoE MLP backward: output gradients to the experts (combine's conjugate) while the
-  /// shared experts' backward runs, the experts' dgrad and wgrad, input gradients back
-  /// (dispatch's conjugate), router backward. TP collectives as in the dense MLP's backward
-  /// (row-parallel expert_out, column-parallel expert_in), so one expert without EP is the
-  /// dense layer task for task.
-  void moe_backward(int idx) {
+  /// shared experts' backward runs (part a); the experts' dgrad and wgrad, input gradients
+  /// back (dispatch's conjugate) (part b); router backward (part c). TP collectives as in the
+  /// dense MLP's backward (row-parallel expert_out, column-parallel expert_in), so one expert
+  /// without EP is the dense layer task for task.
+  void moe_backward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
     if (mc.router) compute(mc.unpermute, l_permute_bwd_);
@@ -873,20 +1021,24 @@ class StepBuilder final : public PassEmitter {
       compute(mc.shared_out.dgrad + mc.shared_act_bwd + mc.shared_in.dgrad, l_shared_bwd_);
       if (!input_only_) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
     }
-    if (to_experts != kNoId) {
-      wait_.push_back(to_experts);
-      compute(mc.unsort_chunks, l_permute_bwd_);
-    }
+    if (to_experts != kNoId) wait_.push_back(to_experts);
+  }
+  void moe_backward_b(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (sc_.layout.ep > 1) compute(mc.unsort_chunks, l_permute_bwd_);
     compute(mc.expert_out.dgrad, l_expert_bwd_);
     if (!input_only_) compute(mc.expert_out.wgrad, l_expert_wgrad_);
     compute(mc.expert_act_bwd, l_expert_bwd_);
-    TaskId ag_input = kNoId;
-    if (!input_only_ && tp_on() && sp_) ag_input = tp(c_.tp_ag_wgrad);
+    moe_ag_input_ = kNoId;
+    if (!input_only_ && tp_on() && sp_) moe_ag_input_ = tp(c_.tp_ag_wgrad);
     compute(mc.expert_in.dgrad, l_expert_bwd_);
     if (sc_.layout.ep > 1) {
       compute(mc.sort_chunks, l_permute_bwd_);
       wait_.push_back(comm(st_->ep, mc.dispatch_bwd, Category::EpComm, l_dispatch_bwd_));
     }
+  }
+  void moe_backward_c(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
     if (mc.router) {
       compute(mc.permute, l_permute_bwd_);
       compute(mc.router_gemm.dgrad, l_router_bwd_);
@@ -894,10 +1046,11 @@ class StepBuilder final : public PassEmitter {
     TaskId red = kNoId;
     if (tp_on()) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
     if (!input_only_) {
-      if (ag_input != kNoId) wait_.push_back(ag_input);
+      if (moe_ag_input_ != kNoId) wait_.push_back(moe_ag_input_);
       compute(mc.expert_in.wgrad, l_expert_wgrad_);
       if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
     }
+    moe_ag_input_ = kNoId;
     if (red != kNoId) wait_.push_back(red);
   }
   /// W pass of an MoE MLP: the weight gradients of experts, shared experts and router.
@@ -910,7 +1063,8 @@ class StepBuilder final : public PassEmitter {
     if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
   }
 
-  void layer_forward(bool recompute, int idx) {
+  /// Forward of one layer up to (MoE) the dispatch all-to-all, or (dense) whole.
+  void layer_forward_a(bool recompute, int idx) {
     auto lbl = [recompute](const OpCost& c) { return recompute ? c.recompute_label : c.fwd_label; };
     compute(c_.attn_norm.fwd, lbl(c_.attn_norm));
     gather_then_gemm(c_.qkv, recompute);
@@ -919,13 +1073,20 @@ class StepBuilder final : public PassEmitter {
     compute(c_.attn_residual.fwd, lbl(c_.attn_residual));
     compute(c_.mlp_norm.fwd, lbl(c_.mlp_norm));
     if (sc_.model.is_moe_layer(idx)) {
-      moe_forward(idx, recompute);
-    } else {
-      gather_then_gemm(c_.mlp_in, recompute);
-      compute(c_.act.fwd, lbl(c_.act));
-      gemm_then_reduce(c_.mlp_out, recompute);
+      moe_forward_a(idx);
+      return;
     }
+    gather_then_gemm(c_.mlp_in, recompute);
+    compute(c_.act.fwd, lbl(c_.act));
+    gemm_then_reduce(c_.mlp_out, recompute);
     compute(c_.mlp_residual.fwd, lbl(c_.mlp_residual));
+  }
+  void layer_forward(bool recompute, int idx) {
+    layer_forward_a(recompute, idx);
+    if (sc_.model.is_moe_layer(idx)) {
+      moe_forward_b(idx);
+      moe_forward_c(idx);
+    }
   }
 
   /// Backward of a row-parallel GEMM: (SP) all-gather of the output gradient, then dgrad
@@ -979,16 +1140,15 @@ class StepBuilder final : public PassEmitter {
     expert_fill_ = 0;
   }
 
-  /// Backward of one layer; returns the task of its last weight gradient.
-  TaskId layer_backward(int idx) {
-    compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
-    if (sc_.model.is_moe_layer(idx)) {
-      moe_backward(idx);
-    } else {
-      row_backward(c_.mlp_out);
-      compute(c_.act.bwd_input, c_.act.bwd_label);
-      column_backward(c_.mlp_in);
-    }
+  /// Backward of a dense layer's MLP (after its residual).
+  void dense_mlp_backward() {
+    row_backward(c_.mlp_out);
+    compute(c_.act.bwd_input, c_.act.bwd_label);
+    column_backward(c_.mlp_in);
+  }
+  /// Backward of a layer's attention block (after the MLP); returns the QKV weight-gradient
+  /// task.
+  TaskId attention_block_backward() {
     compute(c_.mlp_norm.bwd_input, c_.mlp_norm.bwd_label);
     compute(c_.attn_residual.bwd_input, c_.attn_residual.bwd_label);
     row_backward(c_.proj);
@@ -1038,6 +1198,9 @@ class StepBuilder final : public PassEmitter {
   std::map<int, MoeLayerCost> moe_;        // this stage's MoE layers by global index
   std::vector<MoeLayerCost> moe_all_;      // every stage's, for the report
   double expert_fill_ = 0;
+  TaskId moe_ag_input_ = kNoId;            // SP: expert_in's re-gathered input (per pass)
+  std::optional<Paired> paired_;           // the emitted backward half of a DualPipe pair
+  std::vector<parallel::StageProgram> programs_;
   LabelId l_expert_grad_reduce_ = kNoId, l_router_ = kNoId, l_router_bwd_ = kNoId,
           l_shared_in_ = kNoId, l_shared_act_ = kNoId, l_shared_out_ = kNoId,
           l_shared_bwd_ = kNoId, l_expert_in_ = kNoId, l_expert_act_ = kNoId,
@@ -1142,6 +1305,15 @@ StepResult simulate_step(const Scenario& sc) {
     auto& plan = plans[static_cast<std::size_t>(s)];
     plan.update_after.assign(prog.size(), -1);
     plan.reduce_trigger.assign(prog.size(), false);
+    plan.pair_with_next.assign(prog.size(), false);
+    // DualPipe overlaps a forward with the backward that follows it; it matters where there
+    // are all-to-alls to hide (MoE with ep > 1).
+    if (spec.dual && sc.model.moe.enabled() && L.ep > 1) {
+      for (std::size_t i = 0; i + 1 < prog.size(); ++i) {
+        plan.pair_with_next[i] =
+            prog[i].kind == PassKind::Forward && prog[i + 1].kind == PassKind::Backward;
+      }
+    }
     // The last weight-gradient pass of each (group, chunk), and of each group.
     std::map<std::pair<int, int>, std::size_t> last_of_chunk;
     std::map<int, std::size_t> last_of_group;
@@ -1156,6 +1328,7 @@ StepResult simulate_step(const Scenario& sc) {
     for (const auto& [g, i] : last_of_group) plan.update_after[i] = g;
   }
   builder.set_plans(std::move(plans), std::move(group_step));
+  builder.set_programs(spec.programs);
   const double p2p_bytes = static_cast<double>(sc.training.micro_batch) * sc.model.seq_len *
                            sc.model.hidden * 2.0 / L.tp / L.cp;
   std::map<std::pair<int, int>, Time> p2p_cache;
