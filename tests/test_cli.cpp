@@ -171,7 +171,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"missing_topology", "dgx-a100.toml", "dgx-z100.toml", "cluster.topology: no such file"},
         BadInput{"fp8_on_a100", "[training]\n", "[training]\ndtype = \"fp8\"\n", "needs FP8 tensor cores"},
         BadInput{"virtual_stages_without_interleaving", "[parallel]\n", "[parallel]\nvirtual_stages = 2\nschedule = \"1f1b\"\n", "parallel.virtual_stages > 1 needs schedule = \"interleaved\""},
-        BadInput{"not_simulated_yet", "[parallel]\n", "[parallel]\ncp = 2\n", "parallel.cp > 1 (context parallelism) is not simulated yet"}),
+        BadInput{"ep_without_moe", "[parallel]\n", "[parallel]\nep = 2\n", "parallel.ep > 1 needs a mixture-of-experts model"}),
     [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.what); });
 
 TEST(Cli, UnwritableTraceIsBadInputAndPrintsNoReport) {

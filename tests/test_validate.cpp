@@ -79,9 +79,10 @@ tflops_kind = "paper Eq.3 (includes recompute forward)"
 tflops_per_gpu = 100.0
 
 [[run]]
-id = "cp_row"
+id = "lora_row"
 group = "g"
 model = "x"
+task = "LoRA"
 num_layers = 4
 hidden_size = 1024
 num_heads = 16
@@ -118,7 +119,7 @@ iteration_time_s = 1.0
   EXPECT_EQ(report.rows[1].formula, "Narayanan et al. 2021 Eq. 3");
   EXPECT_NE(report.rows[1].assumptions.find("micro batch 1"), std::string::npos);
   EXPECT_FALSE(report.rows[2].ok);
-  EXPECT_NE(report.rows[2].reason.find("context parallelism"), std::string::npos);
+  EXPECT_NE(report.rows[2].reason.find("LoRA"), std::string::npos);
   EXPECT_FALSE(report.rows[3].ok);
   EXPECT_NE(report.rows[3].reason.find("TPU"), std::string::npos);
   ASSERT_EQ(report.groups.size(), 1U);

@@ -8,6 +8,7 @@
 #include <set>
 #include <toml++/toml.h>
 
+#include "config/hf_config.hpp"
 #include "config/units.hpp"
 #include "core/error.hpp"
 #include "hw/gpu.hpp"
@@ -43,14 +44,18 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"", {"version", "name", "model", "training", "parallel", "cluster", "simulation", "cost"}},
       {"model",
        {"name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len",
-        "activation", "norm", "tied_embeddings", "causal", "hf_config", "moe"}},
+        "activation", "norm", "tied_embeddings", "causal", "hf_config", "moe", "head_dim"}},
+      {"model.moe",
+       {"experts", "top_k", "expert_ffn_hidden", "shared_experts", "shared_ffn_hidden",
+        "capacity_factor", "moe_layer_freq", "first_dense_layers", "routing", "zipf_exponent",
+        "imbalance"}},
       {"training",
        {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
         "attention"}},
       {"parallel",
        {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
         "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
-        "optimizer_post_validation"}},
+        "optimizer_post_validation", "cp_comm"}},
       {"cluster", {"topology", "gpus", "profile"}},
       {"simulation", {"fidelity", "seed", "stragglers", "steps"}},
       {"cost", {"gpu_hour_usd"}},
@@ -294,6 +299,78 @@ void check_version(Section& top) {
   }
 }
 
+/// [model] with hf_config: the shape comes from the Hugging Face config; only name, seq_len,
+/// causal and [model.moe]'s routing keys may be given alongside.
+void load_hf_model(const std::string& file, const std::filesystem::path& scenario, Section& m,
+                   model::ModelSpec& md) {
+  for (const char* k : {"layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab",
+                        "activation", "norm", "tied_embeddings", "head_dim"}) {
+    if (m.has(k)) {
+      m.fail_at(m.node(k)->source(), std::string("model.") + k +
+                                         " conflicts with model.hf_config (the shape comes "
+                                         "from the config file)");
+    }
+  }
+  std::filesystem::path hf(m.string_req("hf_config"));
+  if (hf.is_relative()) hf = scenario.parent_path() / hf;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(hf, ec)) {
+    m.fail_at(m.node("hf_config")->source(), "model.hf_config: no such file \"" + hf.string() +
+                                                 "\" (paths resolve relative to the scenario "
+                                                 "file)");
+  }
+  (void)file;
+  md = load_hf_config(hf);
+  md.seq_len = static_cast<int>(m.bounded_req("seq_len", 1, 100000000));
+}
+
+/// [model.moe]. With an HF config only the routing model and the capacity factor may be set.
+void read_moe(const std::string& file, const toml::node* node, model::ModelSpec& md, bool hf) {
+  if (!node->is_table()) {
+    throw ConfigError(file, static_cast<int>(node->source().begin.line),
+                      static_cast<int>(node->source().begin.column),
+                      "[model.moe] must be a table");
+  }
+  Section s(file, node->as_table(), "model.moe", node->source());
+  s.check_unknown(scenario_keys("model.moe"));
+  auto& moe = md.moe;
+  if (hf) {
+    for (const char* k : {"experts", "top_k", "expert_ffn_hidden", "shared_experts",
+                          "shared_ffn_hidden", "moe_layer_freq", "first_dense_layers"}) {
+      if (s.has(k)) {
+        s.fail_at(s.node(k)->source(), std::string("model.moe.") + k +
+                                           " conflicts with model.hf_config (the experts come "
+                                           "from the config file)");
+      }
+    }
+    if (!moe.enabled()) s.fail("[model.moe] given but the Hugging Face config has no experts");
+  } else {
+    moe.experts = static_cast<int>(s.bounded_req("experts", 1, 1000000));
+    moe.top_k = static_cast<int>(s.bounded("top_k", 1, 1, moe.experts));
+    moe.expert_ffn_hidden =
+        static_cast<int>(s.bounded("expert_ffn_hidden", md.ffn_hidden, 1, 100000000));
+    moe.shared_experts = static_cast<int>(s.bounded("shared_experts", 0, 0, 1000));
+    moe.shared_ffn_hidden = static_cast<int>(s.bounded("shared_ffn_hidden", 0, 0, 100000000));
+    moe.layer_freq = static_cast<int>(s.bounded("moe_layer_freq", 1, 1, 100000));
+    moe.first_dense_layers =
+        static_cast<int>(s.bounded("first_dense_layers", 0, 0, std::max(0, md.layers - 1)));
+  }
+  moe.capacity_factor = s.real("capacity_factor", 0, 1000).value_or(0);
+  moe.routing = s.choice<model::Routing>("routing", {{"balanced", model::Routing::Balanced},
+                                                     {"uniform", model::Routing::Uniform},
+                                                     {"zipf", model::Routing::Zipf},
+                                                     {"imbalance", model::Routing::Imbalance}})
+                    .value_or(model::Routing::Balanced);
+  moe.zipf_exponent = s.real("zipf_exponent", 0, 10).value_or(1.0);
+  if (s.has("zipf_exponent") && moe.routing != model::Routing::Zipf) {
+    s.fail_at(s.node("zipf_exponent")->source(), "model.moe.zipf_exponent needs routing = \"zipf\"");
+  }
+  moe.imbalance = s.real("imbalance", 1, 1e6).value_or(1.0);
+  if (s.has("imbalance") && moe.routing != model::Routing::Imbalance) {
+    s.fail_at(s.node("imbalance")->source(), "model.moe.imbalance needs routing = \"imbalance\"");
+  }
+}
+
 }  // namespace
 
 const std::vector<std::string>& scenario_keys(const std::string& section) {
@@ -360,15 +437,11 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   // [model]
   Section m = sub(file, root, "model", "model", true);
   m.check_unknown(scenario_keys("model"));
-  if (m.has("hf_config")) {
-    m.fail_at(m.node("hf_config")->source(),
-              "model.hf_config (Hugging Face configs) is not supported yet; give the shape "
-              "with layers, hidden, heads, ...");
-  }
-  if (m.has("moe")) {
-    m.fail_at(m.node("moe")->source(), "[model.moe]: mixture-of-experts is not simulated yet");
-  }
   auto& md = sc.model;
+  if (m.has("hf_config")) {
+    load_hf_model(file, path, m, md);
+    md.name = m.string("name").value_or(md.name);
+  } else {
   md.name = m.string("name").value_or(sc.name);
   md.layers = static_cast<int>(m.bounded_req("layers", 1, 100000));
   md.hidden = static_cast<int>(m.bounded_req("hidden", 1, 10000000));
@@ -385,7 +458,10 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                                            {"rmsnorm", model::Norm::RMSNorm}})
                 .value_or(model::Norm::LayerNorm);
   md.tied_embeddings = m.boolean("tied_embeddings").value_or(false);
+  md.head_size = static_cast<int>(m.bounded("head_dim", 0, 1, 100000));
+  }  // shape given in the scenario
   md.causal = m.boolean("causal").value_or(true);
+  if (const toml::node* mn = m.node("moe")) read_moe(file, mn, md, m.has("hf_config"));
 
   // [training]
   Section t = sub(file, root, "training", "training", true);
@@ -472,6 +548,10 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   L.overlap_param_gather = p.boolean("overlap_param_gather").value_or(false);
   L.tp_comm_overlap = p.boolean("tp_comm_overlap").value_or(false);
   L.optimizer_post_validation = p.boolean("optimizer_post_validation").value_or(false);
+  L.cp_comm = p.choice<parallel::Layout::CpComm>("cp_comm",
+                                                 {{"p2p", parallel::Layout::CpComm::P2P},
+                                                  {"all_gather", parallel::Layout::CpComm::AllGather}})
+                  .value_or(parallel::Layout::CpComm::P2P);
   // 0 = Megatron's default; smaller buckets than 100k parameters only multiply tasks.
   L.dp_bucket_params = p.bounded("dp_bucket_params", 0, 100000, 1000000000000LL);
 

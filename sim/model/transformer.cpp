@@ -1,5 +1,6 @@
 #include "model/transformer.hpp"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "core/error.hpp"
@@ -8,6 +9,15 @@ namespace trainsim::model {
 
 const char* activation_name(Activation a) { return a == Activation::GeLU ? "gelu" : "swiglu"; }
 const char* norm_name(Norm n) { return n == Norm::LayerNorm ? "layernorm" : "rmsnorm"; }
+const char* routing_name(Routing r) {
+  switch (r) {
+    case Routing::Balanced: return "balanced";
+    case Routing::Uniform: return "uniform";
+    case Routing::Zipf: return "zipf";
+    case Routing::Imbalance: return "imbalance";
+  }
+  return "?";
+}
 const char* recompute_name(Recompute r) {
   switch (r) {
     case Recompute::None: return "none";
@@ -32,7 +42,7 @@ void ModelSpec::validate() const {
   positive("ffn_hidden", ffn_hidden);
   positive("vocab", vocab);
   positive("seq_len", seq_len);
-  if (hidden % heads != 0) {
+  if (head_size == 0 && hidden % heads != 0) {
     throw InputError("model.heads", "model.heads (" + std::to_string(heads) +
                                          ") must divide model.hidden (" +
                                          std::to_string(hidden) + ")");
@@ -42,15 +52,87 @@ void ModelSpec::validate() const {
                                             ") must divide model.heads (" +
                                             std::to_string(heads) + ")");
   }
+  if (moe.enabled()) {
+    positive("moe.top_k", moe.top_k);
+    positive("moe.expert_ffn_hidden", moe.expert_ffn_hidden);
+    positive("moe.layer_freq", moe.layer_freq);
+    if (moe.top_k > moe.experts) {
+      throw InputError("model.moe.top_k", "model.moe.top_k (" + std::to_string(moe.top_k) +
+                                              ") exceeds model.moe.experts (" +
+                                              std::to_string(moe.experts) + ")");
+    }
+    if (moe.first_dense_layers < 0 || moe.first_dense_layers >= layers) {
+      throw InputError("model.moe.first_dense_layers",
+                       "model.moe.first_dense_layers must be in [0, layers)");
+    }
+    if (moe.shared_experts < 0) {
+      throw InputError("model.moe.shared_experts", "model.moe.shared_experts must be >= 0");
+    }
+  }
+  if (mla.enabled()) {
+    positive("mla.kv_lora_rank", mla.kv_lora_rank);
+    positive("mla.qk_nope_head_dim", mla.qk_nope_head_dim);
+    positive("mla.qk_rope_head_dim", mla.qk_rope_head_dim);
+    positive("mla.v_head_dim", mla.v_head_dim);
+  }
+}
+
+std::int64_t ModelSpec::qkv_width() const {
+  if (mla.enabled()) {
+    // Parameters of q_down (h x q_lora) [or q (h x heads·qk) without q_lora], q_up, kv_down
+    // (h x (kv_lora + rope)) and kv_up (kv_lora x heads·(nope + v)), expressed as a width.
+    const double h = hidden, H = heads;
+    const double qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim;
+    const double q = mla.q_lora_rank > 0 ? h * mla.q_lora_rank + mla.q_lora_rank * H * qk
+                                         : h * H * qk;
+    const double kv = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) +
+                      static_cast<double>(mla.kv_lora_rank) * H *
+                          (mla.qk_nope_head_dim + mla.v_head_dim);
+    return static_cast<std::int64_t>(std::llround((q + kv) / h));
+  }
+  return static_cast<std::int64_t>(heads + 2 * kv_heads) * head_dim();
+}
+
+std::int64_t ModelSpec::attn_out_width() const {
+  return static_cast<std::int64_t>(heads) * (mla.enabled() ? mla.v_head_dim : head_dim());
+}
+
+int ModelSpec::core_head_dim() const {
+  if (!mla.enabled()) return head_dim();
+  return (mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) / 2;
+}
+
+int ModelSpec::moe_layers() const {
+  int n = 0;
+  for (int i = 0; i < layers; ++i) n += is_moe_layer(i) ? 1 : 0;
+  return n;
+}
+
+double ModelSpec::attention_params() const {
+  const double h = hidden;
+  const double norms = (norm == Norm::LayerNorm ? 4.0 : 2.0) * h;
+  return h * static_cast<double>(qkv_width()) + static_cast<double>(attn_out_width()) * h +
+         norms;
+}
+
+double ModelSpec::expert_params() const {
+  const double mats = activation == Activation::SwiGLU ? 3.0 : 2.0;
+  return static_cast<double>(moe.experts) * mats * hidden * moe.expert_ffn_hidden;
+}
+
+double ModelSpec::moe_mlp_params() const {
+  const double mats = activation == Activation::SwiGLU ? 3.0 : 2.0;
+  const double router = moe.experts > 1 ? static_cast<double>(hidden) * moe.experts : 0.0;
+  return router + expert_params() + mats * hidden * static_cast<double>(moe.shared_ffn());
+}
+
+double ModelSpec::params_of_layer(int i) const {
+  return is_moe_layer(i) ? attention_params() + moe_mlp_params() : params_per_layer();
 }
 
 double ModelSpec::params_per_layer() const {
-  const double h = hidden;
-  const double kv = static_cast<double>(kv_heads) * head_dim();
-  const double attn = h * (h + 2 * kv) + h * h;
-  const double mlp = (activation == Activation::SwiGLU ? 3.0 : 2.0) * h * ffn_hidden;
-  const double norms = (norm == Norm::LayerNorm ? 4.0 : 2.0) * h;
-  return attn + mlp + norms;
+  const double mlp = (activation == Activation::SwiGLU ? 3.0 : 2.0) * hidden * ffn_hidden;
+  return attention_params() + mlp;
 }
 
 double ModelSpec::embedding_params() const { return static_cast<double>(vocab) * hidden; }
@@ -61,7 +143,9 @@ double ModelSpec::head_params() const {
 }
 
 double ModelSpec::total_params() const {
-  return layers * params_per_layer() + embedding_params() + head_params();
+  double p = 0;
+  for (int i = 0; i < layers; ++i) p += params_of_layer(i);
+  return p + embedding_params() + head_params();
 }
 
 namespace {
@@ -95,11 +179,10 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   const std::int64_t tokens = b * m.seq_len;
   const double e = elem_bytes;
   const double act = static_cast<double>(tokens) * m.hidden * e;  // one [b, s, h] tensor
-  const std::int64_t kv = static_cast<std::int64_t>(m.kv_heads) * m.head_dim();
   std::vector<Op> ops;
   // Norm: read x, write y (+ stats); backward reads dy, x and writes dx.
   ops.push_back(elementwise("attn_norm", OpKind::Norm, Shard::Replicated, 2 * act, 3 * act));
-  ops.push_back(gemm("qkv", Shard::Column, tokens, m.hidden + 2 * kv, m.hidden));
+  ops.push_back(gemm("qkv", Shard::Column, tokens, m.qkv_width(), m.hidden));
   Op attn;
   attn.name = "attention";
   attn.kind = OpKind::Attention;
@@ -108,14 +191,15 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   attn.heads = m.heads;
   attn.kv_heads = m.kv_heads;
   attn.seq = m.seq_len;
-  attn.head_dim = m.head_dim();
+  attn.head_dim = m.core_head_dim();
   attn.causal = m.causal;
-  // Q·K^T and P·V: 2 GEMMs of 2·b·s²·h FLOPs each, counted without causal halving.
+  // Q·K^T and P·V: 2 GEMMs of 2·b·s²·heads·d FLOPs each (heads·d = h for a GPT shape),
+  // counted without causal halving.
   const double core = 4.0 * static_cast<double>(b) * m.seq_len * static_cast<double>(m.seq_len) *
-                      m.hidden;
+                      static_cast<double>(m.heads) * m.core_head_dim();
   attn.flops = {core, 2 * core, 0};
   ops.push_back(attn);
-  ops.push_back(gemm("proj", Shard::Row, tokens, m.hidden, m.hidden));
+  ops.push_back(gemm("proj", Shard::Row, tokens, m.hidden, m.attn_out_width()));
   // Bias-dropout-add: read two tensors and the mask, write one.
   ops.push_back(elementwise("attn_residual", OpKind::Elementwise, Shard::Replicated, 3.5 * act,
                             2.5 * act));
@@ -138,6 +222,35 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
                      tokens, m.hidden, m.ffn_hidden));
   ops.push_back(elementwise("mlp_residual", OpKind::Elementwise, Shard::Replicated, 3.5 * act,
                             2.5 * act));
+  return ops;
+}
+
+std::vector<Op> moe_mlp_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
+  const std::int64_t tokens = b * m.seq_len;
+  const double e = elem_bytes;
+  const bool swiglu = m.activation == Activation::SwiGLU;
+  std::vector<Op> ops;
+  if (m.moe.experts > 1) ops.push_back(gemm("router", Shard::Replicated, tokens, m.moe.experts, m.hidden));
+  auto mlp = [&](const std::string& prefix, std::int64_t rows, std::int64_t ffn) {
+    ops.push_back(gemm(prefix + "_in", Shard::Column, rows, swiglu ? 2 * ffn : ffn, m.hidden));
+    const double a = static_cast<double>(rows) * static_cast<double>(ffn) * e;
+    ops.push_back(elementwise(prefix + "_act", OpKind::Activation, Shard::TpLocal,
+                              (swiglu ? 3 : 2) * a, (swiglu ? 5 : 3) * a));
+    ops.push_back(gemm(prefix + "_out", Shard::Row, rows, m.hidden, ffn));
+  };
+  if (m.moe.shared_ffn() > 0) mlp("shared", tokens, m.moe.shared_ffn());
+  mlp("expert", tokens * m.moe.top_k, m.moe.expert_ffn_hidden);
+  return ops;
+}
+
+std::vector<Op> layer_ops_at(const ModelSpec& m, int i, std::int64_t b, int elem_bytes) {
+  std::vector<Op> ops = layer_ops(m, b, elem_bytes);
+  if (!m.is_moe_layer(i)) return ops;
+  // Keep attention_norm .. mlp_norm, replace the MLP, keep the final residual.
+  const Op residual = ops.back();
+  ops.resize(6);
+  for (Op& op : moe_mlp_ops(m, b, elem_bytes)) ops.push_back(std::move(op));
+  ops.push_back(residual);
   return ops;
 }
 
@@ -167,10 +280,32 @@ std::vector<Op> head_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   return ops;
 }
 
+double cp_attention_fwd_flops(const ModelSpec& m, std::int64_t b, int cp, int rank,
+                              bool load_balanced) {
+  const int n = load_balanced ? 2 * cp : cp;
+  if (cp < 1 || rank < 0 || rank >= cp || m.seq_len % n != 0) {
+    throw std::invalid_argument("cp_attention_fwd_flops: need 0 <= rank < cp and seq_len "
+                                "divisible by the chunk count");
+  }
+  const double c = static_cast<double>(m.seq_len) / n;
+  const double pair = 4.0 * static_cast<double>(b) * c * c * m.heads * m.core_head_dim();
+  std::vector<int> chunks{rank};
+  if (load_balanced) chunks.push_back(2 * cp - 1 - rank);
+  double blocks = 0;
+  for (int i : chunks) blocks += m.causal ? i + 0.5 : n;
+  return blocks * pair;
+}
+
 double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch) {
-  double f = 0;
-  for (const Op& op : layer_ops(m, global_batch)) f += op.flops.total();
-  f *= m.layers;
+  double dense = 0, moe = 0;
+  for (const Op& op : layer_ops(m, global_batch)) dense += op.flops.total();
+  if (m.moe.enabled()) {
+    for (const Op& op : layer_ops_at(m, m.moe.first_dense_layers, global_batch)) {
+      moe += op.flops.total();
+    }
+  }
+  const int n_moe = m.moe_layers();
+  double f = dense * (m.layers - n_moe) + moe * n_moe;
   for (const Op& op : head_ops(m, global_batch)) f += op.flops.total();
   return f;
 }
@@ -178,11 +313,17 @@ double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch) {
 double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r) {
   double f = model_flops_per_step(m, global_batch);
   if (r == Recompute::None) return f;
-  double extra = 0;
-  for (const Op& op : layer_ops(m, global_batch)) {
-    if (r == Recompute::Full || op.kind == OpKind::Attention) extra += op.flops.fwd;
-  }
-  return f + extra * m.layers;
+  auto recompute_flops = [&](int layer) {
+    double x = 0;
+    for (const Op& op : layer_ops_at(m, layer, global_batch)) {
+      if (r == Recompute::Full || op.kind == OpKind::Attention) x += op.flops.fwd;
+    }
+    return x;
+  };
+  const int n_moe = m.moe_layers();
+  double extra = recompute_flops(m.moe.enabled() ? -1 : 0) * (m.layers - n_moe);
+  if (n_moe > 0) extra += recompute_flops(m.moe.first_dense_layers) * n_moe;
+  return f + extra;
 }
 
 }  // namespace trainsim::model

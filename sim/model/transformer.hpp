@@ -23,6 +23,49 @@ const char* activation_name(Activation a);
 const char* norm_name(Norm n);
 const char* recompute_name(Recompute r);
 
+/// How tokens are routed to experts (sim/model/routing.hpp draws the counts).
+/// Balanced: every expert gets exactly tokens x top_k / experts (remainder spread in order).
+/// Uniform: each of the tokens x top_k choices picks an expert with probability 1/E (seeded).
+/// Zipf: expert of popularity rank r is picked with probability proportional to r^-zipf_exponent,
+/// the ranks shuffled per layer (seeded).
+/// Imbalance: deterministic; the first EP rank's experts get `imbalance` x the mean load and
+/// the rest share what is left equally.
+enum class Routing { Balanced, Uniform, Zipf, Imbalance };
+const char* routing_name(Routing r);
+
+/// Mixture-of-experts MLP (Shazeer et al. 2017; Fedus et al. 2021 Switch Transformer for the
+/// capacity factor; DeepSeek-V3 report for shared experts and dense first layers).
+/// `experts` == 0 means a dense model.
+struct MoeSpec {
+  int experts = 0;              ///< routed experts E
+  int top_k = 1;                ///< experts per token k
+  int expert_ffn_hidden = 0;    ///< intermediate size of one routed expert
+  int shared_experts = 0;       ///< always-active experts
+  int shared_ffn_hidden = 0;    ///< intermediate size of all shared experts together (0: shared x expert_ffn_hidden)
+  double capacity_factor = 0;   ///< 0: dropless; else per-expert capacity ceil(cf x T x k / E) per source rank
+  int layer_freq = 1;           ///< every layer_freq-th layer (after the dense ones) is MoE
+  int first_dense_layers = 0;   ///< leading dense layers (DeepSeek-V3: first_k_dense_replace)
+  Routing routing = Routing::Balanced;
+  double zipf_exponent = 1.0;
+  double imbalance = 1.0;       ///< for Routing::Imbalance: max / mean tokens per EP rank
+
+  [[nodiscard]] bool enabled() const { return experts > 0; }
+  [[nodiscard]] int shared_ffn() const {
+    return shared_ffn_hidden > 0 ? shared_ffn_hidden : shared_experts * expert_ffn_hidden;
+  }
+};
+
+/// Multi-head latent attention (DeepSeek-V2/V3), approximated: the four low-rank projections
+/// (q down/up, kv down/up) become one QKV GEMM with the same parameter count and FLOPs
+/// (k = hidden, n = their parameters / hidden); the attention core runs at head dimension
+/// (qk_nope + qk_rope + v) / 2, which gives its FLOPs 2·b·s²·heads·(qk + v) exactly.
+/// `kv_lora_rank` == 0 means MLA is off.
+struct MlaSpec {
+  int q_lora_rank = 0, kv_lora_rank = 0, qk_nope_head_dim = 0, qk_rope_head_dim = 0,
+      v_head_dim = 0;
+  [[nodiscard]] bool enabled() const { return kv_lora_rank > 0; }
+};
+
 /// Model shape. Sizes are element counts.
 struct ModelSpec {
   std::string name;
@@ -37,13 +80,36 @@ struct ModelSpec {
   Norm norm = Norm::LayerNorm;
   bool tied_embeddings = false;
   bool causal = true;
+  int head_size = 0;       ///< explicit head dimension (Qwen3: 128); 0: hidden / heads
+  MoeSpec moe;
+  MlaSpec mla;
 
-  [[nodiscard]] int head_dim() const { return hidden / heads; }
+  [[nodiscard]] int head_dim() const { return head_size > 0 ? head_size : hidden / heads; }
+  /// Output width of the QKV GEMM: (heads + 2 kv_heads) x head_dim, or MLA's equivalent.
+  [[nodiscard]] std::int64_t qkv_width() const;
+  /// Input width of the output projection: heads x head_dim (MLA: heads x v_head_dim).
+  [[nodiscard]] std::int64_t attn_out_width() const;
+  /// Head dimension the attention core runs at (MLA: (qk_nope + qk_rope + v) / 2).
+  [[nodiscard]] int core_head_dim() const;
+  /// Whether layer `i` (0-based) has an MoE MLP.
+  [[nodiscard]] bool is_moe_layer(int i) const {
+    return moe.enabled() && i >= moe.first_dense_layers &&
+           (i - moe.first_dense_layers) % moe.layer_freq == 0;
+  }
+  [[nodiscard]] int moe_layers() const;
+  /// Attention and norm weights of one layer (no MLP).
+  [[nodiscard]] double attention_params() const;
+  /// Router, routed experts and shared experts of one MoE layer.
+  [[nodiscard]] double moe_mlp_params() const;
+  /// Routed experts of one MoE layer (the part expert parallelism shards).
+  [[nodiscard]] double expert_params() const;
   /// Throws std::invalid_argument naming the first bad field (non-positive sizes, heads not
   /// dividing hidden, kv_heads not dividing heads).
   void validate() const;
-  /// Weights of one transformer layer (QKV, projection, MLP, two norms); no biases.
+  /// Weights of one dense transformer layer (QKV, projection, MLP, two norms); no biases.
   [[nodiscard]] double params_per_layer() const;
+  /// Weights of layer `i` (MoE layers: attention, router, all experts).
+  [[nodiscard]] double params_of_layer(int i) const;
   /// Input embedding (V·h).
   [[nodiscard]] double embedding_params() const;
   /// Output projection (V·h, 0 when tied) plus the final norm.
@@ -91,12 +157,31 @@ struct Op {
 /// norm, mlp_in (fc1, or gate+up for SwiGLU), act, mlp_out (fc2), residual.
 /// `b` = micro-batch size (sequences), `elem_bytes` = activation element size (2 for 16-bit).
 std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
+/// The MLP ops of an MoE layer, unsharded, for a micro-batch of b sequences with every
+/// token routed (dropless): router GEMM [T x h]·[h x E] (none with one expert: every token
+/// goes to it), shared-expert MLP, routed-expert MLP over T·k token rows, in forward order:
+/// router, shared_in, shared_act, shared_out, expert_in, expert_act, expert_out.
+std::vector<Op> moe_mlp_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
+/// The ops of layer `i`: layer_ops with the MLP replaced by moe_mlp_ops on MoE layers.
+std::vector<Op> layer_ops_at(const ModelSpec& m, int i, std::int64_t b, int elem_bytes = 2);
 /// Embedding lookup (first pipeline stage).
 Op embedding_op(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 /// Final norm, LM head GEMM (vocab-parallel) and cross-entropy loss (last stage).
 std::vector<Op> head_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 
+/// Forward attention-core FLOPs one context-parallel rank computes for a micro-batch of b
+/// sequences (Q·K^T and P·V, 2 FLOPs per multiply-add, the causal mask honoured: a query
+/// chunk attends to the earlier chunks in full and to its own chunk half). The sequence is
+/// cut into 2·cp chunks and rank r holds chunks r and 2cp-1-r when `load_balanced`
+/// (Megatron-Core / Transformer Engine causal load balancing), else into cp contiguous
+/// chunks with rank r holding chunk r. Over all ranks the sum is the whole sequence's causal
+/// attention, 2·b·s²·heads·d. Throws std::invalid_argument unless 0 <= rank < cp and the
+/// chunk count divides seq_len.
+double cp_attention_fwd_flops(const ModelSpec& m, std::int64_t b, int cp, int rank,
+                              bool load_balanced);
+
 /// Model FLOPs of one training step over `global_batch` sequences (Megatron convention).
+/// MoE layers count the activated experts only (k routed + shared) and the router.
 double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch);
 /// Hardware FLOPs: model FLOPs plus what recompute repeats. Full: one more forward of every
 /// layer (not of the head): Narayanan et al. 2021 Eq. 3, 96·B·s·l·h²(1 + s/6h + V/16lh).

@@ -79,12 +79,40 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                      "across DP, which breaks gradient accumulation over pipeline microbatches "
                      "(DeepSpeed rejects it; Megatron's distributed optimizer is ZeRO-1)");
   }
-  if (ep != 1) {
-    throw InputError("parallel.ep", "parallel.ep > 1 needs a [model.moe] section; MoE is not "
-                                    "simulated yet");
+  if (ep != 1 && !m.moe.enabled()) {
+    throw InputError("parallel.ep", "parallel.ep > 1 needs a mixture-of-experts model "
+                                    "([model.moe] experts > 0)");
   }
-  if (cp != 1) {
-    throw InputError("parallel.cp", "parallel.cp > 1 (context parallelism) is not simulated yet");
+  if (m.moe.enabled() && m.moe.experts % ep != 0) {
+    throw InputError("parallel.ep", "parallel.ep (" + str(ep) +
+                                        ") must divide model.moe.experts (" +
+                                        str(m.moe.experts) + ")");
+  }
+  if ((static_cast<std::int64_t>(dp) * cp) % ep != 0) {
+    throw InputError("parallel.ep", "parallel.ep (" + str(ep) + ") must divide dp x cp (" +
+                                        str(static_cast<std::int64_t>(dp) * cp) +
+                                        "): expert layers take their EP ranks from the data- "
+                                        "and context-parallel ranks");
+  }
+  if (m.moe.enabled() && m.moe.expert_ffn_hidden % tp != 0) {
+    throw InputError("parallel.tp", "parallel.tp (" + str(tp) +
+                                        ") must divide model.moe.expert_ffn_hidden (" +
+                                        str(m.moe.expert_ffn_hidden) + ")");
+  }
+  if (m.moe.enabled() && m.moe.routing == model::Routing::Imbalance && m.moe.imbalance > ep) {
+    throw InputError("model.moe.imbalance",
+                     "model.moe.imbalance (max / mean tokens per EP rank) cannot exceed "
+                     "parallel.ep (" + str(ep) + ")");
+  }
+  if (m.moe.enabled() && zero == 3) {
+    throw InputError("parallel.zero", "parallel.zero = 3 with [model.moe] is not simulated "
+                                      "(use 0..2; Megatron-Core's distributed optimizer is "
+                                      "ZeRO-1)");
+  }
+  if (cp > 1 && m.seq_len % (2 * cp) != 0) {
+    throw InputError("parallel.cp", "parallel.cp (" + str(cp) + "): model.seq_len (" +
+                                        str(m.seq_len) + ") must be divisible by 2 x cp "
+                                        "(each rank holds two mirrored chunks)");
   }
   if (world_size() != gpus) {
     throw InputError("cluster.gpus", "tp x pp x dp x cp = " + str(tp) + " x " + str(pp) + " x " +
@@ -167,6 +195,35 @@ std::vector<int> Layout::tp_group(int dp_i, int pp_i) const {
 std::vector<int> Layout::dp_group(int tp_i, int pp_i) const {
   std::vector<int> g;
   for (int d = 0; d < dp; ++d) g.push_back(rank(tp_i, 0, d, pp_i));
+  return g;
+}
+
+std::vector<int> Layout::dp_cp_group(int tp_i, int pp_i) const {
+  std::vector<int> g;
+  for (int d = 0; d < dp; ++d) {
+    for (int c = 0; c < cp; ++c) g.push_back(rank(tp_i, c, d, pp_i));
+  }
+  return g;
+}
+
+std::vector<int> Layout::cp_group(int dp_i, int pp_i) const {
+  std::vector<int> g;
+  for (int c = 0; c < cp; ++c) g.push_back(rank(0, c, dp_i, pp_i));
+  return g;
+}
+
+std::vector<int> Layout::ep_group(int tp_i, int pp_i, int block) const {
+  std::vector<int> g;
+  for (int e = 0; e < ep; ++e) {
+    const int x = block * ep + e;
+    g.push_back(rank(tp_i, x % cp, x / cp, pp_i));
+  }
+  return g;
+}
+
+std::vector<int> Layout::expert_dp_group(int tp_i, int pp_i, int ep_i) const {
+  std::vector<int> g;
+  for (int x = ep_i; x < dp * cp; x += ep) g.push_back(rank(tp_i, x % cp, x / cp, pp_i));
   return g;
 }
 

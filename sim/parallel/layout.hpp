@@ -29,6 +29,11 @@ struct Layout {
   /// stage starts its next step as soon as its own update is done.
   bool optimizer_post_validation = false;
   std::int64_t dp_bucket_params = 0;  ///< 0: Megatron's default max(40M, 1M x dp)
+  /// Context-parallel attention: ring ("p2p", KV blocks passed peer to peer, overlapped
+  /// with the previous block's attention) or "all_gather" of K and V before attention
+  /// (Megatron-Core cp_comm_type).
+  enum class CpComm { P2P, AllGather };
+  CpComm cp_comm = CpComm::P2P;
 
   [[nodiscard]] std::int64_t world_size() const {
     return static_cast<std::int64_t>(tp) * pp * dp * cp;
@@ -38,7 +43,10 @@ struct Layout {
   /// naming the key at fault: tp not dividing heads (or kv_heads), pp larger than the layer
   /// count, virtual stages with a non-interleaved schedule or more chunks than layers,
   /// tp*pp*dp*cp != gpus, global batch not divisible by micro_batch*dp, schedules or
-  /// features not simulated yet (ep, cp > 1).
+  /// features not simulated yet. EP/CP legality lives here only: ep > 1 needs an MoE model
+  /// whose expert count ep divides and must divide dp x cp (expert layers take their EP
+  /// ranks from the data- and context-parallel dimensions, Megatron-Core); cp > 1 needs
+  /// seq_len divisible by 2 x cp (two mirrored chunks per rank for causal balance).
   /// `steps`: training steps simulated back to back (for the size guard). With
   /// `check_schedule` false the schedule's own constraints are not checked (compare-schedules
   /// tries every schedule and skips those that do not fit).
@@ -54,6 +62,23 @@ struct Layout {
   [[nodiscard]] std::vector<int> tp_group(int dp_i, int pp_i) const;
   /// The DP group containing (tp_i, pp_i), cp 0.
   [[nodiscard]] std::vector<int> dp_group(int tp_i, int pp_i) const;
+  /// The gradient-reduction group of dense weights: DP x CP ranks of (tp_i, pp_i)
+  /// (Megatron's data-parallel group "with context parallel").
+  [[nodiscard]] std::vector<int> dp_cp_group(int tp_i, int pp_i) const;
+  /// The CP group containing (dp_i, pp_i), tp 0, in ring order.
+  [[nodiscard]] std::vector<int> cp_group(int dp_i, int pp_i) const;
+  /// The EP group number `block` (0-based) of (tp_i, pp_i). Expert layers flatten the
+  /// (cp, dp) coordinates as x = cp_i + cp·dp_i (Megatron-Core parallel_state: expert ranks
+  /// use order "tp-ep-dp-pp" over the same ranks as "tp-cp-dp-pp"), and EP groups are
+  /// consecutive blocks of ep in x. So with tp·cp·ep ≤ GPUs per node an EP group stays
+  /// inside an NVLink domain.
+  [[nodiscard]] std::vector<int> ep_group(int tp_i, int pp_i, int block = 0) const;
+  /// The expert-data-parallel group of the EP rank `ep_i` of (tp_i, pp_i): the expert
+  /// weights' gradient-reduction group, dp·cp/ep ranks.
+  [[nodiscard]] std::vector<int> expert_dp_group(int tp_i, int pp_i, int ep_i = 0) const;
+  /// Degree of the dense weights' data parallelism (dp x cp) and of the experts' (dp·cp/ep).
+  [[nodiscard]] int dp_cp() const { return dp * cp; }
+  [[nodiscard]] int expert_dp() const { return dp * cp / ep; }
 };
 
 /// Layers of each virtual pipeline stage (pp * v of them, in virtual-stage order). Layers are

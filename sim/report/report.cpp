@@ -65,6 +65,16 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
   j["breakdown_s"] = breakdown_json(r.breakdown);
   if (r.time_to_train_days) j["time_to_train_days"] = *r.time_to_train_days;
   if (r.cost_usd) j["cost_usd"] = *r.cost_usd;
+  if (r.moe) {
+    ordered_json moe;
+    moe["moe_layers"] = r.moe->moe_layers;
+    moe["routing"] = model::routing_name(sc.model.moe.routing);
+    moe["imbalance_max_over_mean_mean"] = r.moe->imbalance_mean;
+    moe["imbalance_max_over_mean_worst"] = r.moe->imbalance_max;
+    moe["a2a_bytes_per_rank_per_layer"] = r.moe->a2a_bytes_per_layer;
+    moe["dropped_fraction"] = r.moe->dropped_fraction;
+    j["moe"] = moe;
+  }
   const auto& L = sc.layout;
   ordered_json lay;
   lay["tp"] = L.tp;
@@ -72,6 +82,7 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
   lay["dp"] = L.dp;
   lay["ep"] = L.ep;
   lay["cp"] = L.cp;
+  if (L.cp > 1) lay["cp_comm"] = L.cp_comm == parallel::Layout::CpComm::P2P ? "p2p" : "all_gather";
   lay["sequence_parallel"] = L.sequence_parallel;
   lay["virtual_stages"] = L.virtual_stages;
   lay["schedule"] = std::string(parallel::schedule_name(L.schedule));
@@ -113,7 +124,12 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   os << "  cluster    " << sc.gpus << " x " << sc.gpu.display_name << " (" << sc.topology.name
      << ")\n";
   os << "  layout     TP " << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp
-     << ", DP " << L.dp << ", schedule " << parallel::schedule_name(L.schedule);
+     << ", DP " << L.dp;
+  if (L.ep > 1) os << ", EP " << L.ep;
+  if (L.cp > 1) {
+    os << ", CP " << L.cp << (L.cp_comm == parallel::Layout::CpComm::P2P ? " (ring)" : " (all-gather)");
+  }
+  os << ", schedule " << parallel::schedule_name(L.schedule);
   if (L.virtual_stages > 1) os << " (v=" << L.virtual_stages << ")";
   os << ", ZeRO " << L.zero << ", recompute " << model::recompute_name(sc.training.recompute)
      << ", microbatch " << sc.training.micro_batch << " x " << r.microbatches << " per pipeline\n\n";
@@ -124,6 +140,15 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   os << "  MFU / HFU              " << fmt("%9.1f%%", 100 * r.mfu) << " / "
      << fmt("%.1f%%", 100 * r.hfu) << "\n";
   os << "  bubble fraction        " << fmt("%9.1f%%", 100 * r.bubble_fraction) << "\n";
+  if (r.moe) {
+    os << "  MoE tokens per EP rank " << fmt("%10.3f", r.moe->imbalance_mean)
+       << " max/mean (mean over " << r.moe->moe_layers << " MoE layers, worst "
+       << fmt("%.3f", r.moe->imbalance_max) << ", " << model::routing_name(sc.model.moe.routing)
+       << " routing)\n";
+    os << "  EP all-to-all          " << fmt("%10.1f MiB", r.moe->a2a_bytes_per_layer / (1024.0 * 1024.0))
+       << " per rank per layer and direction, " << fmt("%.2f%%", 100 * r.moe->dropped_fraction)
+       << " dropped\n";
+  }
   if (r.steps_simulated > 1) {
     os << "  steady state           step " << r.measured_step << " of " << r.steps_simulated
        << " simulated\n";

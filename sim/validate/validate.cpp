@@ -76,9 +76,16 @@ double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_
   const double mlp_mats = m.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
   // Per token per layer, forward multiply-adds: QKV h(q + 2kv), projection q h, MLP
   // mlp_mats h ffn, attention core 2 q s, halved for the causal mask.
-  double macs = h * (q + 2 * kv) + q * h + mlp_mats * h * m.ffn_hidden;
-  macs += (m.causal ? 0.5 : 1.0) * 2.0 * q * m.seq_len;
-  const double per_token = 3 * 2 * (macs * m.layers + h * static_cast<double>(m.vocab));
+  const double attn = h * (q + 2 * kv) + q * h + (m.causal ? 0.5 : 1.0) * 2.0 * q * m.seq_len;
+  const double dense_mlp = mlp_mats * h * m.ffn_hidden;
+  // MoE layers: the k routed experts and the shared experts a token passes through (the
+  // router GEMM is not counted, as in Megatron-LM's num_floating_point_operations).
+  const double moe_mlp = mlp_mats * h *
+                         (static_cast<double>(m.moe.top_k) * m.moe.expert_ffn_hidden +
+                          m.moe.shared_ffn());
+  const int n_moe = m.moe_layers();
+  const double macs = attn * m.layers + dense_mlp * (m.layers - n_moe) + moe_mlp * n_moe;
+  const double per_token = 3 * 2 * (macs + h * static_cast<double>(m.vocab));
   return per_token * tokens;
 }
 
@@ -209,14 +216,6 @@ Report run_validation(const std::filesystem::path& runs_file,
       skip("no built-in profile for GPU \"" + row.str("gpu") + "\"");
       continue;
     }
-    if (row.num("cp").value_or(1) > 1) {
-      skip("context parallelism (cp > 1) is not simulated yet");
-      continue;
-    }
-    if (row.num("ep").value_or(1) > 1 || row.num("moe_num_experts")) {
-      skip("mixture-of-experts / expert parallelism is not simulated yet");
-      continue;
-    }
     if (has(row.str("task"), "lora")) {
       skip("LoRA fine-tuning (frozen base weights) is not modelled");
       continue;
@@ -249,6 +248,15 @@ Report run_validation(const std::filesystem::path& runs_file,
       md.vocab = 51200;
       notes.emplace_back("vocab 51200");
     }
+    if (auto experts = row.num("moe_num_experts")) {
+      // Dropless MoE with the top-k router; tokens balanced over the experts (the runs train
+      // with a load-balancing auxiliary loss; no per-run routing statistics are published).
+      md.moe.experts = static_cast<int>(*experts);
+      md.moe.top_k = static_cast<int>(row.num("moe_top_k").value_or(2));
+      md.moe.expert_ffn_hidden = static_cast<int>(row.num("moe_ffn_hidden_size").value_or(md.ffn_hidden));
+      md.moe.routing = model::Routing::Balanced;
+      notes.emplace_back("balanced routing");
+    }
     auto& tr = sc.training;
     if (auto mb = row.num("micro_batch_size")) {
       tr.micro_batch = static_cast<std::int64_t>(*mb);
@@ -270,6 +278,8 @@ Report run_validation(const std::filesystem::path& runs_file,
     L.tp = static_cast<int>(*row.num("tp"));
     L.pp = static_cast<int>(*row.num("pp"));
     L.dp = static_cast<int>(*row.num("dp"));
+    L.cp = static_cast<int>(row.num("cp").value_or(1));
+    L.ep = static_cast<int>(row.num("ep").value_or(1));
     const std::string framework = row.str("framework");
     const bool modern = has(framework, "megatron-core") || has(framework, "nemo");
     if (auto sp = row.boolean("sp")) {
@@ -304,7 +314,7 @@ Report run_validation(const std::filesystem::path& runs_file,
       L.overlap_param_gather = true;
     }
     L.tp_comm_overlap = has(overlap, "tp-comm");
-    sc.gpus = static_cast<int>(row.num("num_gpus").value_or(L.tp * L.pp * L.dp));
+    sc.gpus = static_cast<int>(row.num("num_gpus").value_or(L.tp * L.pp * L.dp * L.cp));
     try {
       sc.topology = config::load_topology(topologies / topo_file);
     } catch (const config::ConfigError& e) {

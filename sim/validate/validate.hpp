@@ -70,7 +70,8 @@ double kendall_tau(const std::vector<double>& a, const std::vector<double>& b);
 /// Model FLOPs per step as Megatron-LM's current code counts them
 /// (megatron/training/training.py num_floating_point_operations, hardware.md §5.1): 3 passes
 /// x 2 FLOPs per MAC of QKV (GQA-sized), projection, MLP (2 or 3 GEMMs), the attention core
-/// halved for the causal mask, and the logits (6 h V per token).
+/// halved for the causal mask, and the logits (6 h V per token). MoE layers count the k
+/// routed experts and the shared experts per token (no router GEMM).
 double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch);
 
 }  // namespace trainsim::validate

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <string>
@@ -12,6 +13,7 @@
 #include "model/memory.hpp"
 #include "net/collective.hpp"
 #include "parallel/schedule.hpp"
+#include "workload/moe.hpp"
 
 namespace trainsim::workload {
 
@@ -64,7 +66,12 @@ struct LayerCosts {
   CommCost tp_ag_wgrad;                  // SP: input all-gather for the weight gradient
   CommCost tp_ar_bwd;
   CommCost head_ag, head_rs, head_ar;    // around the LM head
-  double layer_params = 0;               // per rank
+  double layer_params = 0;               // per rank, dense layer
+  double moe_layer_params = 0;           // per rank, MoE layer without its routed experts
+  double expert_params = 0;              // per rank, routed experts of one MoE layer
+  // Context parallelism: one ring step's KV transfer (forward; backward also moves dKV),
+  // or the all-gather of K and V and the reduce-scatter of their gradients.
+  CommCost cp_kv, cp_kv_bwd, cp_ag, cp_rs;
 };
 
 class StepBuilder final : public PassEmitter {
@@ -78,6 +85,14 @@ class StepBuilder final : public PassEmitter {
     shape_ = PipelineShape{L.pp, L.virtual_stages, L.schedule == parallel::ScheduleKind::DualPipe};
     v_ = shape_.dual ? 2 : L.virtual_stages;  // model chunks per rank
     layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, shape_.chain_length(), 1);
+    first_layer_.assign(layers_.size(), 0);
+    for (std::size_t i = 1; i < layers_.size(); ++i) {
+      first_layer_[i] = first_layer_[i - 1] + layers_[i - 1];
+    }
+    // Each CP rank holds seq_len / cp tokens of every sequence: every per-token op works on
+    // that chunk; attention is costed per ring step (compute_cp_costs).
+    local_ = sc_.model;
+    local_.seq_len = sc_.model.seq_len / L.cp;
     bucket_params_ = L.dp_bucket_params > 0
                          ? static_cast<double>(L.dp_bucket_params)
                          : std::max(40e6, 1e6 * L.dp);
@@ -86,22 +101,49 @@ class StepBuilder final : public PassEmitter {
 
   const LayerCosts& costs() const { return c_; }
   int layers_of(int vs) const { return layers_[static_cast<std::size_t>(shape_.position(vs))]; }
+  /// Global index of the first layer of virtual stage `vs`.
+  int first_layer_of(int vs) const {
+    return first_layer_[static_cast<std::size_t>(shape_.position(vs))];
+  }
+  /// MoE layers among those of virtual stage `vs`.
+  int moe_layers_of(int vs) const {
+    int n = 0;
+    for (int l = 0; l < layers_of(vs); ++l) n += sc_.model.is_moe_layer(first_layer_of(vs) + l);
+    return n;
+  }
+  /// Per-rank parameters of layer `i` without its routed experts.
+  double layer_params_at(int i) const {
+    return sc_.model.is_moe_layer(i) ? c_.moe_layer_params : c_.layer_params;
+  }
   int chunks() const { return v_; }
   const PipelineShape& shape() const { return shape_; }
 
   /// Parameters of one rank of `stage`.
   double stage_params(int stage) const {
     double p = 0;
-    for (int c = 0; c < v_; ++c) p += chunk_params(stage, c);
+    for (int c = 0; c < v_; ++c) p += chunk_params(stage, c) + chunk_expert_params(stage, c);
     return p;
   }
+  /// Routed-expert parameters of one rank of `stage` (sharded by EP and TP).
+  double stage_expert_params(int stage) const {
+    double p = 0;
+    for (int c = 0; c < v_; ++c) p += chunk_expert_params(stage, c);
+    return p;
+  }
+  double chunk_expert_params(int stage, int chunk) const {
+    return moe_layers_of(shape_.vs_of(stage, chunk)) * c_.expert_params;
+  }
+  /// MoE statistics of the layers costed so far (all stages).
+  const std::vector<MoeLayerCost>& moe_costs() const { return moe_all_; }
 
-  /// Parameters in model chunk `chunk` of `stage`, per rank: its layers, the embedding on the
-  /// first virtual stage, the head on the last (with tied embeddings and pp > 1, the last
-  /// stage keeps its own copy of the embedding, as Megatron-LM does).
+  /// Parameters in model chunk `chunk` of `stage`, per rank, routed experts excluded: its
+  /// layers, the embedding on the first virtual stage, the head on the last (with tied
+  /// embeddings and pp > 1, the last stage keeps its own copy of the embedding, as
+  /// Megatron-LM does).
   double chunk_params(int stage, int chunk) const {
     const int vs = shape_.vs_of(stage, chunk);
-    double p = layers_of(vs) * c_.layer_params;
+    const int moe = moe_layers_of(vs);
+    double p = (layers_of(vs) - moe) * c_.layer_params + moe * c_.moe_layer_params;
     if (shape_.first_of_chain(vs)) p += embedding_params();
     if (shape_.last_of_chain(vs)) p += head_params();
     return p;
@@ -117,6 +159,8 @@ class StepBuilder final : public PassEmitter {
     std::vector<int> update_after;      ///< per op: the update group that ends with it, or -1
     std::vector<bool> reduce_trigger;   ///< per op: last weight-gradient pass of a chunk in
                                         ///< its update group: reduce buckets during it
+    std::vector<bool> pair_with_next;   ///< per op: DualPipe forward overlapped with the
+                                        ///< backward that follows it
   };
   void set_plans(std::vector<StagePlan> plans, std::vector<int> group_step) {
     plans_ = std::move(plans);
@@ -137,6 +181,8 @@ class StepBuilder final : public PassEmitter {
     bucket_fill_ = 0;
     step_ends_.emplace_back();
     compute_tp_costs();  // the TP group of this stage, where it sits on the topology
+    compute_cp_costs();
+    compute_moe_costs();
     schedule_param_gathers(st, kNoId);
   }
 
@@ -147,16 +193,25 @@ class StepBuilder final : public PassEmitter {
   void schedule_param_gathers(const StageStreams& st, TaskId after) {
     const auto& L = sc_.layout;
     gathers_.assign(static_cast<std::size_t>(v_), {});
-    if (L.dp == 1 || (L.zero != 1 && L.zero != 2)) return;
+    if (L.dp_cp() == 1 || (L.zero != 1 && L.zero != 2)) return;
     if (after == kNoId && !L.overlap_param_gather) return;
     for (int c = 0; c < v_; ++c) {
       auto& gathers = gathers_[static_cast<std::size_t>(c)];
+      std::vector<std::pair<double, bool>> buckets;  // (bytes, expert)
       for (double bytes : bucket_bytes(chunk_params(stage_, c), param_dtype())) {
-        const TaskId t = g_.add_task(st.dp, dp_cost(CollectiveOp::AllGather, bytes),
-                                     Category::DpComm, l_param_ag_);
+        buckets.emplace_back(bytes, false);
+      }
+      for (double bytes : bucket_bytes(chunk_expert_params(stage_, c), param_dtype())) {
+        buckets.emplace_back(bytes, true);
+      }
+      for (const auto& [bytes, expert] : buckets) {
+        const Time time = expert ? edp_cost(CollectiveOp::AllGather, bytes)
+                                 : dp_cost(CollectiveOp::AllGather, bytes);
+        if (time == Time::zero()) continue;
+        const TaskId t = g_.add_task(st.dp, time, Category::DpComm, l_param_ag_);
         if (after != kNoId) g_.add_dependency(after, t);
         if (L.overlap_param_gather) {
-          gathers.tasks.push_back(t);
+          (expert ? gathers.expert_tasks : gathers.tasks).push_back(t);
         } else {
           blocking_gathers_.push_back(t);  // the next forward waits for all of them
         }
@@ -169,12 +224,19 @@ class StepBuilder final : public PassEmitter {
   /// the optimizer step and the parameter gathers for the next step.
   void end_update(const StageStreams& st, TaskId last_compute, int group) {
     const auto& L = sc_.layout;
-    const bool dp_comm = L.dp > 1;
+    const bool dp_comm = L.dp_cp() > 1;
     if (dp_comm && !L.overlap_grad_reduce && L.zero < 3) {
       for (int c = v_ - 1; c >= 0; --c) {
         for (double bytes : bucket_bytes(chunk_params(stage_, c))) {
           const TaskId t = g_.add_task(st.dp, dp_cost(grad_op(), bytes), Category::DpComm,
                                        l_grad_reduce_);
+          g_.add_dependency(last_compute, t);
+          dp_grad_tasks_.push_back(t);
+        }
+        for (double bytes : bucket_bytes(chunk_expert_params(stage_, c))) {
+          const Time time = edp_cost(grad_op(), bytes);
+          if (time == Time::zero()) continue;
+          const TaskId t = g_.add_task(st.dp, time, Category::DpComm, l_expert_grad_reduce_);
           g_.add_dependency(last_compute, t);
           dp_grad_tasks_.push_back(t);
         }
@@ -237,8 +299,10 @@ class StepBuilder final : public PassEmitter {
       barriers_[static_cast<std::size_t>(step)].push_back(b);
       dp_grad_tasks_.push_back(b);
     }
-    const double params = stage_params(stage_);
-    const double local = L.zero >= 1 ? params / L.dp : params;
+    const double experts = stage_expert_params(stage_);
+    const double dense = stage_params(stage_) - experts;
+    const double local =
+        L.zero >= 1 ? dense / L.dp_cp() + experts / L.expert_dp() : dense + experts;
     const TaskId opt = g_.add_task(st.compute, cost_.memory_bound(kAdamBytesPerParam * local),
                                    Category::Optimizer, l_optimizer_);
     for (TaskId t : dp_grad_tasks_) g_.add_dependency(t, opt);
@@ -253,96 +317,248 @@ class StepBuilder final : public PassEmitter {
     (void)g;
     const auto op_i = static_cast<std::size_t>(op_index_++);
     const StagePlan& plan = plans_[static_cast<std::size_t>(stage)];
-    reduce_trigger_ = plan.reduce_trigger[op_i];
-    st_ = &st;
-    mb_ = op.microbatch;
-    chunk_ = op.chunk;
-    wait_.clear();
+    if (paired_ && paired_->op_index == op_i) {
+      // The backward half of a DualPipe pair, emitted with its forward: link its input.
+      const Paired pb = *paired_;
+      paired_.reset();
+      if (wait_for != kNoId && pb.rec.first != kNoId) g_.add_dependency(wait_for, pb.rec.first);
+      if (plan.update_after[op_i] >= 0) end_update(st, pb.rec.last, plan.update_after[op_i]);
+      return pb.rec;
+    }
+    begin_pass(st, op, plan.reduce_trigger[op_i]);
     if (wait_for != kNoId) wait_.push_back(wait_for);
-    first_ = kNoId;
-    last_ = kNoId;
-    const int vs = shape_.vs_of(stage, op.chunk);
-    const int nl = layers_of(vs);
-    const bool first_vs = shape_.first_of_chain(vs), last_vs = shape_.last_of_chain(vs);
-    if (op.kind == PassKind::Forward) {
-      // Without overlap_param_gather Megatron gathers the parameters inside the optimizer
-      // step: the next forward starts after all of them.
-      for (TaskId t : blocking_gathers_) wait_.push_back(t);
-      blocking_gathers_.clear();
-      gather_ = &gathers_[static_cast<std::size_t>(op.chunk)];
-      if (first_vs) {
-        wait_for_params(embedding_params());
-        zero3_gather(embedding_params());
-        embedding_forward();
-      }
-      for (int l = 0; l < nl; ++l) {
-        wait_for_params(c_.layer_params);
-        zero3_gather(c_.layer_params);
-        layer_forward(false);
-      }
-      if (last_vs) {
-        wait_for_params(head_params());
-        zero3_gather(head_params());
-        head_forward();
-      }
-      gather_->tasks.clear();  // later microbatches find the parameters in place
-      gather_ = nullptr;
-    } else if (op.kind == PassKind::BackwardWeight) {
-      // Zero-bubble W pass: the weight-gradient GEMMs of the chunk, in backward order.
-      input_only_ = false;
-      begin_reduction();
-      if (last_vs) {
-        const TaskId wgrad = column_weight_grad(c_.lm_head);
-        zero3_reduce(head_params(), wgrad);
-        add_grads(head_params());
-      }
-      for (int l = 0; l < nl; ++l) {
-        const TaskId wgrad = layer_weight_grads();
-        zero3_reduce(c_.layer_params, wgrad);
-        add_grads(c_.layer_params);
-      }
-      if (first_vs) {
-        zero3_reduce(embedding_params(), last_);  // its gradient came with the B pass
-        add_grads(embedding_params());
-      }
-      if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
+    std::vector<Action> acts = pass_actions(stage, op);
+    const bool paired = op_i + 1 < plan.pair_with_next.size() && plan.pair_with_next[op_i];
+    if (!paired) {
+      for (auto& a : acts) a.run();
     } else {
-      // Whole backward, or (zero-bubble B pass) the activation-gradient part only.
-      input_only_ = op.kind == PassKind::BackwardInput;
-      begin_reduction();
-      if (last_vs) {
-        zero3_gather(head_params());
-        const TaskId wgrad = head_backward();
-        if (!input_only_) {
-          zero3_reduce(head_params(), wgrad);
-          add_grads(head_params());
+      // DualPipe's overlapped forward/backward pair (DeepSeek-V3 report §3.2.1, Fig. 4): the
+      // two passes' work is interleaved on the compute stream, switching at every all-to-all
+      // issue, so each pass's dispatch and combine run under the other pass's computation.
+      const PipeOp& bop = programs_[static_cast<std::size_t>(stage)][op_i + 1];
+      PassState fs = save();
+      begin_pass(st, bop, plan.reduce_trigger[op_i + 1]);
+      std::vector<Action> bacts = pass_actions(stage, bop);
+      PassState bs = save();
+      std::size_t i = 0, j = 0;
+      while (i < acts.size() || j < bacts.size()) {
+        restore(fs);
+        while (i < acts.size()) {
+          acts[i].run();
+          if (acts[i++].yield_after) break;
         }
-      }
-      for (int l = 0; l < nl; ++l) {
-        zero3_gather(c_.layer_params);  // before recompute and backward
-        if (sc_.training.recompute == model::Recompute::Full) layer_forward(true);
-        const TaskId wgrad = layer_backward();
-        if (!input_only_) {
-          zero3_reduce(c_.layer_params, wgrad);
-          add_grads(c_.layer_params);
+        fs = save();
+        restore(bs);
+        while (j < bacts.size()) {
+          bacts[j].run();
+          if (bacts[j++].yield_after) break;
         }
+        bs = save();
       }
-      if (first_vs) {
-        zero3_gather(embedding_params());
-        embedding_backward();
-        if (!input_only_) {
-          zero3_reduce(embedding_params(), last_);
-          add_grads(embedding_params());
-        }
-      }
-      if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
+      paired_ = Paired{op_i + 1, PassRecord{bs.first, bs.last}};
+      restore(fs);
     }
     const PassRecord rec{first_, last_};
     if (plan.update_after[op_i] >= 0) end_update(st, last_, plan.update_after[op_i]);
     return rec;
   }
 
+  void set_programs(std::vector<parallel::StageProgram> programs) { programs_ = std::move(programs); }
+
  private:
+  /// One step of a pass's emission; `yield_after`: an all-to-all was just issued, so a paired
+  /// pass may run its own work before this pass waits for it.
+  struct Action {
+    std::function<void()> run;
+    bool yield_after = false;
+  };
+  /// The per-pass emission state (swapped when two passes are interleaved).
+  struct PassState {
+    const StageStreams* st = nullptr;
+    int mb = -1, chunk = -1;
+    std::vector<TaskId> wait;
+    TaskId first = kNoId, last = kNoId, ag_input = kNoId;
+    bool reduce_now = false, input_only = false, reduce_trigger = false;
+    double bucket_fill = 0, expert_fill = 0;
+    void* gather = nullptr;
+  };
+  struct Paired {
+    std::size_t op_index = 0;
+    PassRecord rec;
+  };
+  PassState save() const {
+    PassState p;
+    p.st = st_;
+    p.mb = mb_;
+    p.chunk = chunk_;
+    p.wait = wait_;
+    p.first = first_;
+    p.last = last_;
+    p.ag_input = moe_ag_input_;
+    p.reduce_now = reduce_now_;
+    p.input_only = input_only_;
+    p.reduce_trigger = reduce_trigger_;
+    p.bucket_fill = bucket_fill_;
+    p.expert_fill = expert_fill_;
+    p.gather = gather_;
+    return p;
+  }
+  void restore(const PassState& p) {
+    st_ = p.st;
+    mb_ = p.mb;
+    chunk_ = p.chunk;
+    wait_ = p.wait;
+    first_ = p.first;
+    last_ = p.last;
+    moe_ag_input_ = p.ag_input;
+    reduce_now_ = p.reduce_now;
+    input_only_ = p.input_only;
+    reduce_trigger_ = p.reduce_trigger;
+    bucket_fill_ = p.bucket_fill;
+    expert_fill_ = p.expert_fill;
+    gather_ = static_cast<ChunkGathers*>(p.gather);
+  }
+  void begin_pass(const StageStreams& st, const PipeOp& op, bool reduce_trigger) {
+    reduce_trigger_ = reduce_trigger;
+    st_ = &st;
+    mb_ = op.microbatch;
+    chunk_ = op.chunk;
+    wait_.clear();
+    first_ = kNoId;
+    last_ = kNoId;
+    moe_ag_input_ = kNoId;
+  }
+
+  /// The emission of one pass as a list of actions (run in order unless interleaved).
+  std::vector<Action> pass_actions(int stage, const PipeOp& op) {
+    std::vector<Action> acts;
+    auto add = [&acts](std::function<void()> f, bool yield = false) {
+      acts.push_back(Action{std::move(f), yield});
+    };
+    const int vs = shape_.vs_of(stage, op.chunk);
+    const int nl = layers_of(vs);
+    const int first_layer = first_layer_of(vs);
+    const bool first_vs = shape_.first_of_chain(vs), last_vs = shape_.last_of_chain(vs);
+    const bool moe_ep = sc_.layout.ep > 1;
+    if (op.kind == PassKind::Forward) {
+      const int chunk = op.chunk;
+      add([this, chunk, first_vs] {
+        // Without overlap_param_gather Megatron gathers the parameters inside the optimizer
+        // step: the next forward starts after all of them.
+        for (TaskId t : blocking_gathers_) wait_.push_back(t);
+        blocking_gathers_.clear();
+        gather_ = &gathers_[static_cast<std::size_t>(chunk)];
+        if (first_vs) {
+          wait_for_params(embedding_params());
+          zero3_gather(embedding_params());
+          embedding_forward();
+        }
+      });
+      for (int l = 0; l < nl; ++l) {
+        const int idx = first_layer + l;
+        const bool moe = sc_.model.is_moe_layer(idx);
+        add([this, idx, moe] {
+          wait_for_params(layer_params_at(idx));
+          if (moe) {
+            for (TaskId t : gather_->expert_tasks) wait_.push_back(t);
+            gather_->expert_tasks.clear();
+          }
+          zero3_gather(layer_params_at(idx));
+          layer_forward_a(false, idx);
+        }, moe && moe_ep);
+        if (moe) {
+          add([this, idx] { moe_forward_b(idx); }, moe_ep);
+          add([this, idx] { moe_forward_c(idx); });
+        }
+      }
+      add([this, last_vs] {
+        if (last_vs) {
+          wait_for_params(head_params());
+          zero3_gather(head_params());
+          head_forward();
+        }
+        gather_->tasks.clear();  // later microbatches find the parameters in place
+        gather_ = nullptr;
+      });
+    } else if (op.kind == PassKind::BackwardWeight) {
+      // Zero-bubble W pass: the weight-gradient GEMMs of the chunk, in backward order.
+      add([this, nl, first_layer, first_vs, last_vs] {
+        input_only_ = false;
+        begin_reduction();
+        if (last_vs) {
+          const TaskId wgrad = column_weight_grad(c_.lm_head);
+          zero3_reduce(head_params(), wgrad);
+          add_grads(head_params());
+        }
+        for (int l = 0; l < nl; ++l) {
+          const int idx = first_layer + nl - 1 - l;
+          const TaskId wgrad = layer_weight_grads(idx);
+          zero3_reduce(layer_params_at(idx), wgrad);
+          add_grads(layer_params_at(idx));
+          if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+        }
+        if (first_vs) {
+          zero3_reduce(embedding_params(), last_);  // its gradient came with the B pass
+          add_grads(embedding_params());
+        }
+        if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
+        if (reduce_now_ && expert_fill_ > 0) flush_expert_bucket();
+      });
+    } else {
+      // Whole backward, or (zero-bubble B pass) the activation-gradient part only.
+      const bool input_only = op.kind == PassKind::BackwardInput;
+      add([this, input_only, last_vs] {
+        input_only_ = input_only;
+        begin_reduction();
+        if (last_vs) {
+          zero3_gather(head_params());
+          const TaskId wgrad = head_backward();
+          if (!input_only_) {
+            zero3_reduce(head_params(), wgrad);
+            add_grads(head_params());
+          }
+        }
+      });
+      for (int l = 0; l < nl; ++l) {
+        const int idx = first_layer + nl - 1 - l;  // backward runs the layers in reverse
+        const bool moe = sc_.model.is_moe_layer(idx);
+        add([this, idx] {
+          zero3_gather(layer_params_at(idx));  // before recompute and backward
+          if (sc_.training.recompute == model::Recompute::Full) layer_forward(true, idx);
+          compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
+          if (sc_.model.is_moe_layer(idx)) moe_backward_a(idx);
+        }, moe && moe_ep);
+        if (moe) add([this, idx] { moe_backward_b(idx); }, moe_ep);
+        add([this, idx] {
+          if (sc_.model.is_moe_layer(idx)) {
+            moe_backward_c(idx);
+          } else {
+            dense_mlp_backward();
+          }
+          const TaskId wgrad = attention_block_backward();
+          if (!input_only_) {
+            zero3_reduce(layer_params_at(idx), wgrad);
+            add_grads(layer_params_at(idx));
+            if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+          }
+        });
+      }
+      add([this, first_vs] {
+        if (first_vs) {
+          zero3_gather(embedding_params());
+          embedding_backward();
+          if (!input_only_) {
+            zero3_reduce(embedding_params(), last_);
+            add_grads(embedding_params());
+          }
+        }
+        if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
+        if (reduce_now_ && expert_fill_ > 0) flush_expert_bucket();
+      });
+    }
+    return acts;
+  }
+
   // ----- costs -------------------------------------------------------------------------
   OpCost op_cost(const Op& op, const std::string& name) {
     OpCost c;
@@ -409,7 +625,7 @@ class StepBuilder final : public PassEmitter {
   }
 
   void compute_costs() {
-    const auto& mdl = sc_.model;
+    const auto& mdl = local_;  // per-token ops on this rank's sequence chunk
     const std::int64_t b = sc_.training.micro_batch;
     const auto ops = model::layer_ops(mdl, b);
     auto find = [&](const char* name) -> const Op& {
@@ -436,10 +652,43 @@ class StepBuilder final : public PassEmitter {
     c_.loss = op_cost(head[2], "loss");
     // Per rank: QKV (KV heads replicated when tp > kv_heads), projection, MLP, norms.
     const double h = mdl.hidden;
-    c_.layer_params = h * static_cast<double>(qkv_width_per_rank()) + h * h / tp_ +
-                      (mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0) * h *
-                          mdl.ffn_hidden / tp_ +
-                      (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp_;
+    const double mats = mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
+    const double attn = h * static_cast<double>(qkv_width_per_rank()) +
+                        static_cast<double>(mdl.attn_out_width()) * h / tp_ +
+                        (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp_;
+    c_.layer_params = attn + mats * h * mdl.ffn_hidden / tp_;
+    if (mdl.moe.enabled()) {
+      // Router replicated; shared experts split by TP; routed experts by EP and TP.
+      const double router = mdl.moe.experts > 1 ? h * mdl.moe.experts : 0.0;
+      c_.moe_layer_params = attn + router + mats * h * static_cast<double>(mdl.moe.shared_ffn()) / tp_;
+      c_.expert_params = static_cast<double>(mdl.moe.experts / sc_.layout.ep) * mats * h *
+                         mdl.moe.expert_ffn_hidden / tp_;
+      if (sc_.layout.ep == 1) {
+        // Without EP the experts are replicated like every other weight: one gradient
+        // bucket stream and one optimizer shard over DP x CP.
+        c_.moe_layer_params += c_.expert_params;
+        c_.expert_params = 0;
+      }
+    }
+    l_expert_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "expert-dp reduce_scatter grads"
+                                                           : "expert-dp all_reduce grads");
+    l_router_ = g_.intern("router");
+    l_permute_ = g_.intern("moe token permute");
+    l_permute_bwd_ = g_.intern("moe token permute bwd");
+    l_router_bwd_ = g_.intern("router bwd");
+    l_shared_in_ = g_.intern("shared_expert_in");
+    l_shared_act_ = g_.intern("shared_expert_act");
+    l_shared_out_ = g_.intern("shared_expert_out");
+    l_shared_bwd_ = g_.intern("shared_expert bwd");
+    l_expert_in_ = g_.intern("expert_in grouped_gemm");
+    l_expert_act_ = g_.intern("expert_act");
+    l_expert_out_ = g_.intern("expert_out grouped_gemm");
+    l_expert_bwd_ = g_.intern("experts bwd");
+    l_expert_wgrad_ = g_.intern("experts wgrad");
+    l_dispatch_ = g_.intern("ep all_to_all dispatch");
+    l_combine_ = g_.intern("ep all_to_all combine");
+    l_dispatch_bwd_ = g_.intern("ep all_to_all dispatch bwd");
+    l_combine_bwd_ = g_.intern("ep all_to_all combine bwd");
     l_tied_sync_ = g_.intern("embedding grad all_reduce (first/last stage)");
     l_norm_sync_ = g_.intern("grad-norm all_reduce (pipeline)");
     l_mirror_sync_ = g_.intern("grad all_reduce with mirror rank (DualPipe)");
@@ -457,14 +706,62 @@ class StepBuilder final : public PassEmitter {
   /// replicated K/V head per rank when tp exceeds kv_heads).
   std::int64_t qkv_width_per_rank() const {
     const auto& mdl = sc_.model;
+    if (mdl.mla.enabled()) return std::max<std::int64_t>(1, mdl.qkv_width() / tp_);
     const std::int64_t d = mdl.head_dim();
     const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp_);
     return static_cast<std::int64_t>(mdl.heads / tp_) * d + 2 * kv_local * d;
   }
 
+  /// Context parallelism: the KV block one ring step passes on (K and V of seq_len / cp
+  /// tokens for this rank's KV heads), and the all-gather variant's collectives.
+  void compute_cp_costs() {
+    const auto& L = sc_.layout;
+    c_.cp_kv = {g_.intern("cp send_recv kv"), Time::zero()};
+    c_.cp_kv_bwd = {g_.intern("cp send_recv kv+dkv"), Time::zero()};
+    c_.cp_ag = {g_.intern("cp all_gather kv"), Time::zero()};
+    c_.cp_rs = {g_.intern("cp reduce_scatter dkv"), Time::zero()};
+    if (L.cp == 1) return;
+    const auto& mdl = sc_.model;
+    const double kv_width = mdl.mla.enabled()
+                                ? static_cast<double>(mdl.heads) / tp_ *
+                                      (mdl.mla.qk_nope_head_dim + mdl.mla.qk_rope_head_dim +
+                                       mdl.mla.v_head_dim)
+                                : 2.0 * std::max(1, mdl.kv_heads / tp_) * mdl.head_dim();
+    const double kv = static_cast<double>(sc_.training.micro_batch) * local_.seq_len * kv_width * 2.0;
+    const auto group = L.cp_group(0, stage_);
+    Time worst_f, worst_b;
+    for (std::size_t i = 0; i < group.size(); ++i) {  // the slowest link of the ring
+      const int pair[2] = {group[i], group[(i + 1) % group.size()]};
+      worst_f = max(worst_f, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(kv), pair).time);
+      worst_b = max(worst_b, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(2 * kv), pair).time);
+    }
+    c_.cp_kv.time = worst_f;
+    c_.cp_kv_bwd.time = worst_b;
+    c_.cp_ag.time = comm_.cost(CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), group).time;
+    c_.cp_rs.time = comm_.cost(CollectiveOp::ReduceScatter, static_cast<std::uint64_t>(kv * L.cp), group).time;
+  }
+
+  /// MoE layers of this stage: routing and per-rank costs, once per step.
+  void compute_moe_costs() {
+    moe_.clear();
+    if (!sc_.model.moe.enabled()) return;
+    for (int c = 0; c < v_; ++c) {
+      const int vs = shape_.vs_of(stage_, c);
+      for (int l = 0; l < layers_of(vs); ++l) {
+        const int idx = first_layer_of(vs) + l;
+        if (!sc_.model.is_moe_layer(idx) || moe_.count(idx) != 0) continue;
+        MoeLayerCost mc = moe_layer_cost(sc_.model, sc_.layout, sc_.training.dtype,
+                                         sc_.training.micro_batch, cost_, comm_, sc_.seed, idx,
+                                         stage_);
+        moe_all_.push_back(mc);
+        moe_.emplace(idx, std::move(mc));
+      }
+    }
+  }
+
   /// TP collectives of one [b, s, h] activation in this stage's TP group.
   void compute_tp_costs() {
-    const auto& mdl = sc_.model;
+    const auto& mdl = local_;
     const double act = static_cast<double>(sc_.training.micro_batch) * mdl.seq_len * mdl.hidden * 2.0;
     c_.tp_ag = tp_comm(CollectiveOp::AllGather, act, "tp all_gather");
     c_.tp_rs = tp_comm(CollectiveOp::ReduceScatter, act, "tp reduce_scatter");
@@ -479,7 +776,17 @@ class StepBuilder final : public PassEmitter {
     const auto key = std::make_tuple(static_cast<int>(op), bytes, stage_);
     auto it = dp_cache_.find(key);
     if (it != dp_cache_.end()) return it->second;
-    const auto group = sc_.layout.dp_group(0, stage_);
+    const auto group = sc_.layout.dp_cp_group(0, stage_);
+    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
+    dp_cache_.emplace(key, t);
+    return t;
+  }
+  /// A collective of the routed experts' gradients or parameters over the expert-DP group.
+  Time edp_cost(CollectiveOp op, double bytes) {
+    const auto key = std::make_tuple(static_cast<int>(op) + 100, bytes, stage_);
+    auto it = dp_cache_.find(key);
+    if (it != dp_cache_.end()) return it->second;
+    const auto group = sc_.layout.expert_dp_group(0, stage_, 0);
     const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
     dp_cache_.emplace(key, t);
     return t;
@@ -559,6 +866,18 @@ class StepBuilder final : public PassEmitter {
     bucket_fill_ += params;
     if (bucket_fill_ >= bucket_params_) flush_bucket();
   }
+  void add_expert_grads(double params) {
+    if (!reduce_now_ || sc_.layout.expert_dp() == 1) return;
+    expert_fill_ += params;
+    if (expert_fill_ >= bucket_params_) flush_expert_bucket();
+  }
+  void flush_expert_bucket() {
+    const TaskId t = g_.add_task(st_->dp, edp_cost(grad_op(), expert_fill_ * hw::dtype_bytes(grad_dtype())),
+                                 Category::DpComm, l_expert_grad_reduce_, mb_, chunk_);
+    g_.add_dependency(last_, t);
+    dp_grad_tasks_.push_back(t);
+    expert_fill_ = 0;
+  }
   void flush_bucket() {
     const TaskId t = g_.add_task(st_->dp, dp_cost(grad_op(), bucket_fill_ * hw::dtype_bytes(grad_dtype())),
                                  Category::DpComm, l_grad_reduce_, mb_, chunk_);
@@ -603,18 +922,196 @@ class StepBuilder final : public PassEmitter {
     wait_.push_back(tp(red));
   }
 
-  void layer_forward(bool recompute) {
+  /// A communication task on `stream` whose input is produced by `after` (the last compute
+  /// task if kNoId).
+  TaskId comm(StreamId stream, Time d, Category cat, LabelId label, TaskId after = kNoId) {
+    const TaskId t = g_.add_task(stream, d, cat, label, mb_, chunk_);
+    const TaskId src = after != kNoId ? after : last_;
+    if (src != kNoId) g_.add_dependency(src, t);
+    if (first_ == kNoId) {
+      for (TaskId w : wait_) g_.add_dependency(w, t);
+      wait_.clear();
+      first_ = t;
+    }
+    return t;
+  }
+
+  /// Attention core forward. cp == 1: one kernel. Ring (p2p): cp steps over the KV blocks,
+  /// each one causal-balanced block of seq/cp tokens (with two mirrored chunks per rank every
+  /// step does the same work, Megatron-Core / Transformer Engine), the KV transfer for step
+  /// i+1 running on the CP stream while step i computes. All-gather: K and V of the whole
+  /// sequence gathered first, then the local queries' attention in one kernel.
+  void attention_forward(LabelId label) {
+    const auto& L = sc_.layout;
+    if (L.cp == 1) {
+      compute(c_.attention.fwd, label);
+      return;
+    }
+    if (L.cp_comm == parallel::Layout::CpComm::AllGather) {
+      wait_.push_back(comm(st_->cp, c_.cp_ag.time, Category::CpComm, c_.cp_ag.label));
+      compute(c_.attention.fwd * L.cp, label);
+      return;
+    }
+    const TaskId kv_ready = last_;
+    std::vector<TaskId> recv;
+    for (int i = 1; i < L.cp; ++i) {
+      recv.push_back(comm(st_->cp, c_.cp_kv.time, Category::CpComm, c_.cp_kv.label, kv_ready));
+    }
+    for (int i = 0; i < L.cp; ++i) {
+      if (i > 0) wait_.push_back(recv[static_cast<std::size_t>(i - 1)]);
+      compute(c_.attention.fwd, label);
+    }
+  }
+  /// Attention core backward. Ring: step i's transfer carries the next KV block and the
+  /// partial dKV of step i-2 (it waits for that step), then one last dKV transfer returns
+  /// each block's gradient to its owner before the QKV backward. All-gather: one kernel,
+  /// then the reduce-scatter of dK, dV.
+  void attention_backward() {
+    const auto& L = sc_.layout;
+    if (L.cp == 1) {
+      compute(c_.attention.bwd_input, c_.attention.bwd_label);
+      return;
+    }
+    if (L.cp_comm == parallel::Layout::CpComm::AllGather) {
+      wait_.push_back(comm(st_->cp, c_.cp_ag.time, Category::CpComm, c_.cp_ag.label));
+      compute(c_.attention.bwd_input * L.cp, c_.attention.bwd_label);
+      wait_.push_back(comm(st_->cp, c_.cp_rs.time, Category::CpComm, c_.cp_rs.label));
+      return;
+    }
+    std::vector<TaskId> recv(static_cast<std::size_t>(L.cp), kNoId);
+    recv[1] = comm(st_->cp, c_.cp_kv_bwd.time, Category::CpComm, c_.cp_kv_bwd.label);
+    for (int i = 0; i < L.cp; ++i) {
+      if (i > 0) wait_.push_back(recv[static_cast<std::size_t>(i)]);
+      const TaskId blk = compute(c_.attention.bwd_input, c_.attention.bwd_label);
+      if (i + 2 < L.cp) {
+        recv[static_cast<std::size_t>(i + 2)] =
+            comm(st_->cp, c_.cp_kv_bwd.time, Category::CpComm, c_.cp_kv_bwd.label, blk);
+      }
+    }
+    wait_.push_back(comm(st_->cp, c_.cp_kv.time, Category::CpComm, c_.cp_kv_bwd.label));
+  }
+
+  const MoeLayerCost& moe_cost(int idx) const { return moe_.at(idx); }
+
+  /// MoE MLP forward (Megatron-Core all-to-all token dispatcher): router, permute, dispatch
+  /// all-to-all with the shared experts on the compute stream while it runs (part a); the
+  /// local experts' grouped GEMMs and the combine all-to-all (part b); un-permute (part c).
+  /// With TP, the block is wrapped in the dense MLP's TP collectives (expert TP = TP).
+  void moe_forward_a(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag));
+    if (mc.router) {
+      compute(mc.router_gemm.fwd, l_router_);
+      compute(mc.permute, l_permute_);
+    }
+    const TaskId dispatch =
+        sc_.layout.ep > 1 ? comm(st_->ep, mc.dispatch, Category::EpComm, l_dispatch_) : kNoId;
+    if (mc.shared) {
+      compute(mc.shared_in.fwd, l_shared_in_);
+      compute(mc.shared_act_fwd, l_shared_act_);
+      compute(mc.shared_out.fwd, l_shared_out_);
+    }
+    if (dispatch != kNoId) wait_.push_back(dispatch);
+  }
+  void moe_forward_b(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (sc_.layout.ep > 1) compute(mc.sort_chunks, l_permute_);
+    compute(mc.expert_in.fwd, l_expert_in_);
+    compute(mc.expert_act_fwd, l_expert_act_);
+    compute(mc.expert_out.fwd, l_expert_out_);
+    if (sc_.layout.ep > 1) {
+      compute(mc.unsort_chunks, l_permute_);
+      wait_.push_back(comm(st_->ep, mc.combine, Category::EpComm, l_combine_));
+    }
+  }
+  void moe_forward_c(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (mc.router) compute(mc.unpermute, l_permute_);
+    if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
+    compute(c_.mlp_residual.fwd, c_.mlp_residual.fwd_label);
+  }
+  /// MoE MLP backward: output gradients to the experts (combine's conjugate) while the
+  /// shared experts' backward runs (part a); the experts' dgrad and wgrad, input gradients
+  /// back (dispatch's conjugate) (part b); router backward (part c). TP collectives as in the
+  /// dense MLP's backward (row-parallel expert_out, column-parallel expert_in), so one expert
+  /// without EP is the dense layer task for task.
+  void moe_backward_a(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
+    if (mc.router) compute(mc.unpermute, l_permute_bwd_);
+    const TaskId to_experts =
+        sc_.layout.ep > 1 ? comm(st_->ep, mc.combine_bwd, Category::EpComm, l_combine_bwd_)
+                          : kNoId;
+    if (mc.shared) {
+      compute(mc.shared_out.dgrad + mc.shared_act_bwd + mc.shared_in.dgrad, l_shared_bwd_);
+      if (!input_only_) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
+    }
+    if (to_experts != kNoId) wait_.push_back(to_experts);
+  }
+  void moe_backward_b(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (sc_.layout.ep > 1) compute(mc.unsort_chunks, l_permute_bwd_);
+    compute(mc.expert_out.dgrad, l_expert_bwd_);
+    if (!input_only_) compute(mc.expert_out.wgrad, l_expert_wgrad_);
+    compute(mc.expert_act_bwd, l_expert_bwd_);
+    moe_ag_input_ = kNoId;
+    if (!input_only_ && tp_on() && sp_) moe_ag_input_ = tp(c_.tp_ag_wgrad);
+    compute(mc.expert_in.dgrad, l_expert_bwd_);
+    if (sc_.layout.ep > 1) {
+      compute(mc.sort_chunks, l_permute_bwd_);
+      wait_.push_back(comm(st_->ep, mc.dispatch_bwd, Category::EpComm, l_dispatch_bwd_));
+    }
+  }
+  void moe_backward_c(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    if (mc.router) {
+      compute(mc.permute, l_permute_bwd_);
+      compute(mc.router_gemm.dgrad, l_router_bwd_);
+    }
+    TaskId red = kNoId;
+    if (tp_on()) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
+    if (!input_only_) {
+      if (moe_ag_input_ != kNoId) wait_.push_back(moe_ag_input_);
+      compute(mc.expert_in.wgrad, l_expert_wgrad_);
+      if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
+    }
+    moe_ag_input_ = kNoId;
+    if (red != kNoId) wait_.push_back(red);
+  }
+  /// W pass of an MoE MLP: the weight gradients of experts, shared experts and router.
+  void moe_weight_grads(int idx) {
+    const MoeLayerCost& mc = moe_cost(idx);
+    compute(mc.expert_out.wgrad, l_expert_wgrad_);
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_wgrad));
+    compute(mc.expert_in.wgrad, l_expert_wgrad_);
+    if (mc.shared) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
+    if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
+  }
+
+  /// Forward of one layer up to (MoE) the dispatch all-to-all, or (dense) whole.
+  void layer_forward_a(bool recompute, int idx) {
     auto lbl = [recompute](const OpCost& c) { return recompute ? c.recompute_label : c.fwd_label; };
     compute(c_.attn_norm.fwd, lbl(c_.attn_norm));
     gather_then_gemm(c_.qkv, recompute);
-    compute(c_.attention.fwd, lbl(c_.attention));
+    attention_forward(lbl(c_.attention));
     gemm_then_reduce(c_.proj, recompute);
     compute(c_.attn_residual.fwd, lbl(c_.attn_residual));
     compute(c_.mlp_norm.fwd, lbl(c_.mlp_norm));
+    if (sc_.model.is_moe_layer(idx)) {
+      moe_forward_a(idx);
+      return;
+    }
     gather_then_gemm(c_.mlp_in, recompute);
     compute(c_.act.fwd, lbl(c_.act));
     gemm_then_reduce(c_.mlp_out, recompute);
     compute(c_.mlp_residual.fwd, lbl(c_.mlp_residual));
+  }
+  void layer_forward(bool recompute, int idx) {
+    layer_forward_a(recompute, idx);
+    if (sc_.model.is_moe_layer(idx)) {
+      moe_forward_b(idx);
+      moe_forward_c(idx);
+    }
   }
 
   /// Backward of a row-parallel GEMM: (SP) all-gather of the output gradient, then dgrad
@@ -649,33 +1146,41 @@ class StepBuilder final : public PassEmitter {
     return compute(gemm.bwd_weight, gemm.wgrad_label);
   }
   /// W pass of one layer: the four weight-gradient GEMMs in backward order.
-  TaskId layer_weight_grads() {
-    compute(c_.mlp_out.bwd_weight, c_.mlp_out.wgrad_label);
-    column_weight_grad(c_.mlp_in);
+  TaskId layer_weight_grads(int idx) {
+    if (sc_.model.is_moe_layer(idx)) {
+      moe_weight_grads(idx);
+    } else {
+      compute(c_.mlp_out.bwd_weight, c_.mlp_out.wgrad_label);
+      column_weight_grad(c_.mlp_in);
+    }
     compute(c_.proj.bwd_weight, c_.proj.wgrad_label);
     return column_weight_grad(c_.qkv);
   }
   /// Gradient reduction state for a backward or W pass: buckets are reduced during the last
   /// pass that produces weight gradients of the chunk.
   void begin_reduction() {
-    reduce_now_ = !input_only_ && sc_.layout.dp > 1 && sc_.layout.overlap_grad_reduce &&
+    reduce_now_ = !input_only_ && sc_.layout.dp_cp() > 1 && sc_.layout.overlap_grad_reduce &&
                   sc_.layout.zero < 3 && reduce_trigger_;
     bucket_fill_ = 0;
+    expert_fill_ = 0;
   }
 
-  /// Backward of one layer; returns the task of its last weight gradient.
-  TaskId layer_backward() {
-    compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
+  /// Backward of a dense layer's MLP (after its residual).
+  void dense_mlp_backward() {
     row_backward(c_.mlp_out);
     compute(c_.act.bwd_input, c_.act.bwd_label);
     column_backward(c_.mlp_in);
+  }
+  /// Backward of a layer's attention block (after the MLP); returns the QKV weight-gradient
+  /// task.
+  TaskId attention_block_backward() {
     compute(c_.mlp_norm.bwd_input, c_.mlp_norm.bwd_label);
     compute(c_.attn_residual.bwd_input, c_.attn_residual.bwd_label);
     row_backward(c_.proj);
     if (sc_.training.recompute == model::Recompute::Selective) {
-      compute(c_.attention.fwd, c_.attention.recompute_label);
+      attention_forward(c_.attention.recompute_label);
     }
-    compute(c_.attention.bwd_input, c_.attention.bwd_label);
+    attention_backward();
     const TaskId wgrad = column_backward(c_.qkv);
     compute(c_.attn_norm.bwd_input, c_.attn_norm.bwd_label);
     return wgrad;
@@ -713,11 +1218,26 @@ class StepBuilder final : public PassEmitter {
   std::vector<int> layers_;
   double bucket_params_ = 0;
   LayerCosts c_;
+  model::ModelSpec local_;                 // the model as one CP rank sees it (seq / cp)
+  std::vector<int> first_layer_;           // per pipeline position: its first global layer
+  std::map<int, MoeLayerCost> moe_;        // this stage's MoE layers by global index
+  std::vector<MoeLayerCost> moe_all_;      // every stage's, for the report
+  double expert_fill_ = 0;
+  TaskId moe_ag_input_ = kNoId;            // SP: expert_in's re-gathered input (per pass)
+  std::optional<Paired> paired_;           // the emitted backward half of a DualPipe pair
+  std::vector<parallel::StageProgram> programs_;
+  LabelId l_expert_grad_reduce_ = kNoId, l_router_ = kNoId, l_router_bwd_ = kNoId,
+          l_shared_in_ = kNoId, l_shared_act_ = kNoId, l_shared_out_ = kNoId,
+          l_shared_bwd_ = kNoId, l_expert_in_ = kNoId, l_expert_act_ = kNoId,
+          l_expert_out_ = kNoId, l_expert_bwd_ = kNoId, l_expert_wgrad_ = kNoId,
+          l_dispatch_ = kNoId, l_combine_ = kNoId, l_dispatch_bwd_ = kNoId,
+          l_combine_bwd_ = kNoId, l_permute_ = kNoId, l_permute_bwd_ = kNoId;
   LabelId l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId,
           l_tied_sync_ = kNoId;
   /// ZeRO-1/2 parameter all-gathers of one chunk, consumed by its first forward.
   struct ChunkGathers {
     std::vector<TaskId> tasks;
+    std::vector<TaskId> expert_tasks;  ///< the chunk's expert buckets: its first MoE layer waits
     std::size_t next = 0;
     double offset = 0;
   };
@@ -792,6 +1312,8 @@ StepResult simulate_step(const Scenario& sc) {
   spec.dual = L.schedule == parallel::ScheduleKind::DualPipe;
   spec.microbatches = m * sim_steps;
   spec.programs = parallel::make_programs(L, m, sim_steps);
+  spec.ep_stream = L.ep > 1;
+  spec.cp_stream = L.cp > 1;
   // Update groups: PipeDream updates the weights after every microbatch (Narayanan et al.
   // 2019); every other schedule once per step, after accumulating m microbatches.
   const bool per_microbatch = L.schedule == parallel::ScheduleKind::PipeDream;
@@ -808,6 +1330,15 @@ StepResult simulate_step(const Scenario& sc) {
     auto& plan = plans[static_cast<std::size_t>(s)];
     plan.update_after.assign(prog.size(), -1);
     plan.reduce_trigger.assign(prog.size(), false);
+    plan.pair_with_next.assign(prog.size(), false);
+    // DualPipe overlaps a forward with the backward that follows it; it matters where there
+    // are all-to-alls to hide (MoE with ep > 1).
+    if (spec.dual && sc.model.moe.enabled() && L.ep > 1) {
+      for (std::size_t i = 0; i + 1 < prog.size(); ++i) {
+        plan.pair_with_next[i] =
+            prog[i].kind == PassKind::Forward && prog[i + 1].kind == PassKind::Backward;
+      }
+    }
     // The last weight-gradient pass of each (group, chunk), and of each group.
     std::map<std::pair<int, int>, std::size_t> last_of_chunk;
     std::map<int, std::size_t> last_of_group;
@@ -822,8 +1353,9 @@ StepResult simulate_step(const Scenario& sc) {
     for (const auto& [g, i] : last_of_group) plan.update_after[i] = g;
   }
   builder.set_plans(std::move(plans), std::move(group_step));
+  builder.set_programs(spec.programs);
   const double p2p_bytes = static_cast<double>(sc.training.micro_batch) * sc.model.seq_len *
-                           sc.model.hidden * 2.0 / L.tp;
+                           sc.model.hidden * 2.0 / L.tp / L.cp;
   std::map<std::pair<int, int>, Time> p2p_cache;
   spec.p2p_time = [&](int from, int to) {
     auto key = std::make_pair(from, to);
@@ -892,13 +1424,27 @@ StepResult simulate_step(const Scenario& sc) {
   aopt.sequence_parallel = L.sequence_parallel;
   aopt.recompute = sc.training.recompute;
   aopt.flash_attention = sc.training.flash_attention;
-  const double act_layer =
-      model::activation_bytes_per_layer(sc.model, sc.training.micro_batch, aopt);
+  // Context parallelism: every rank keeps the activations of its seq_len / cp tokens.
+  model::ModelSpec local = sc.model;
+  local.seq_len = sc.model.seq_len / L.cp;
+  const double act_layer = model::activation_bytes_per_layer(local, sc.training.micro_batch, aopt);
+  // MoE layers: the MLP tensors scale with the rows the (busiest) rank's experts process,
+  // rows / T times the expert ffn size, plus the shared experts.
+  double act_moe_layer = act_layer;
+  if (sc.model.moe.enabled()) {
+    double rows = 0;
+    for (const auto& mc : builder.moe_costs()) rows = std::max(rows, static_cast<double>(mc.rows_busiest));
+    const double T = static_cast<double>(sc.training.micro_batch) * local.seq_len;
+    model::ModelSpec moe_shape = local;
+    moe_shape.ffn_hidden = std::max(1, static_cast<int>(std::lround(
+        rows / T * sc.model.moe.expert_ffn_hidden + sc.model.moe.shared_ffn())));
+    act_moe_layer = model::activation_bytes_per_layer(moe_shape, sc.training.micro_batch, aopt);
+  }
   const double b = static_cast<double>(sc.training.micro_batch);
-  const double sbh = b * sc.model.seq_len * sc.model.hidden;
+  const double sbh = b * local.seq_len * sc.model.hidden;
   // Embedding output kept for the first layer (sharded with SP); fp32 logits for the loss.
   const double emb_act = 2.0 * sbh / (L.sequence_parallel ? L.tp : 1);
-  const double head_act = 4.0 * b * sc.model.seq_len * static_cast<double>(sc.model.vocab) / L.tp;
+  const double head_act = 4.0 * b * local.seq_len * static_cast<double>(sc.model.vocab) / L.tp;
   const int v = builder.chunks();
   const PipelineShape shape = builder.shape();
   double worst = -1;
@@ -930,7 +1476,8 @@ StepResult simulate_step(const Scenario& sc) {
         if (pg.fwd[static_cast<std::size_t>(s)][idx].first == kNoId) continue;  // DualPipe
         alloc.push_back(ex.start(pg.fwd[static_cast<std::size_t>(s)][idx].first));
         free.push_back(ex.end(pg.release(s, idx)));
-        double bts = builder.layers_of(vs) * act_layer;
+        const int moe_layers = builder.moe_layers_of(vs);
+        double bts = (builder.layers_of(vs) - moe_layers) * act_layer + moe_layers * act_moe_layer;
         if (shape.first_of_chain(vs)) bts += emb_act;
         if (shape.last_of_chain(vs)) bts += head_act;
         bytes.push_back(bts);
@@ -938,8 +1485,16 @@ StepResult simulate_step(const Scenario& sc) {
     }
     const PeakResult peak_act = peak_in_flight(alloc, free, bytes);
     sr.peak_inflight = peak_act.peak_count;
-    const auto state = model::model_state_bytes(sr.params, L.dp, L.zero,
-                                                hw::dtype_bytes(gradient_dtype(sc.training.dtype)));
+    // Dense weights are replicated over DP x CP, routed experts over the expert-DP ranks
+    // (dp·cp/ep); ZeRO shards each over its own group.
+    const double expert_params = builder.stage_expert_params(s);
+    const double grad_bytes = hw::dtype_bytes(gradient_dtype(sc.training.dtype));
+    auto state = model::model_state_bytes(sr.params - expert_params, L.dp_cp(), L.zero, grad_bytes);
+    const auto expert_state =
+        model::model_state_bytes(expert_params, L.expert_dp(), L.zero, grad_bytes);
+    state.weights += expert_state.weights;
+    state.gradients += expert_state.gradients;
+    state.optimizer += expert_state.optimizer;
     sr.memory.weights = state.weights * sr.weight_versions;
     sr.memory.gradients = state.gradients;
     sr.memory.optimizer = state.optimizer;
@@ -984,6 +1539,27 @@ StepResult simulate_step(const Scenario& sc) {
       r.passes.push_back(PassSpan{s, op.kind, op.microbatch, op.chunk, ex.start(rec.first),
                                   ex.end(rec.last)});
     }
+  }
+  if (!builder.moe_costs().empty()) {
+    MoeStats ms;
+    double imb = 0, bytes = 0, rows = 0;
+    std::int64_t dropped = 0;
+    for (const auto& mc : builder.moe_costs()) {
+      ms.imbalance_max = std::max(ms.imbalance_max, mc.imbalance);
+      imb += mc.imbalance;
+      bytes += mc.a2a_bytes;
+      rows += static_cast<double>(mc.rows_sent);
+      dropped += mc.dropped;
+    }
+    const auto n_layers = static_cast<double>(builder.moe_costs().size());
+    ms.imbalance_mean = imb / n_layers;
+    ms.a2a_bytes_per_layer = bytes / n_layers;
+    ms.rows_sent_per_layer = rows / n_layers;
+    const double routed = n_layers * L.ep * static_cast<double>(sc.training.micro_batch) *
+                          local.seq_len * sc.model.moe.top_k;
+    ms.dropped_fraction = static_cast<double>(dropped) / routed;
+    ms.moe_layers = sc.model.moe_layers();
+    r.moe = ms;
   }
   r.graph = graph;
   r.task_start.resize(graph->num_tasks());

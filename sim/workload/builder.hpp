@@ -81,6 +81,16 @@ struct MemoryBreakdown {
   bool fits = true;
 };
 
+/// Routing statistics of the MoE layers (one draw per layer per step, EP group 0).
+struct MoeStats {
+  int moe_layers = 0;
+  double imbalance_max = 1;        ///< max over layers of max / mean rows per EP rank
+  double imbalance_mean = 1;       ///< mean over layers
+  double a2a_bytes_per_layer = 0;  ///< all-to-all size per rank (busiest), forward dispatch, 16-bit
+  double rows_sent_per_layer = 0;  ///< rows the busiest sender sends to other EP ranks
+  double dropped_fraction = 0;     ///< rows dropped by the capacity factor / rows routed
+};
+
 struct StageResult {
   int stage = 0;
   int layers = 0;
@@ -118,6 +128,7 @@ struct StepResult {
   MemoryBreakdown memory;       ///< of the stage with the largest total
   std::vector<StageResult> stages;
   std::optional<double> time_to_train_days;
+  std::optional<MoeStats> moe;     ///< MoE models only
   std::optional<double> cost_usd;  ///< of time_to_train at gpu_hour_usd
   std::uint64_t events = 0;
   std::size_t tasks = 0;

@@ -33,6 +33,8 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
     st.compute = g.add_stream(r, "compute");
     st.tp = g.add_stream(r, "tp_comm");
     st.dp = g.add_stream(r, "dp_comm");
+    if (spec.ep_stream) st.ep = g.add_stream(r, "ep_comm");
+    if (spec.cp_stream) st.cp = g.add_stream(r, "cp_comm");
     for (int c = 0; c < shape.chains(); ++c) {
       const std::string sfx = shape.chains() > 1 ? (c == 0 ? " (chain 0)" : " (chain 1)") : "";
       const auto cc = static_cast<std::size_t>(c);

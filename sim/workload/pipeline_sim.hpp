@@ -21,6 +21,8 @@ namespace trainsim::workload {
 /// The streams of one simulated rank (one pipeline stage in stage fidelity).
 struct StageStreams {
   StreamId compute = kNoId, tp = kNoId, dp = kNoId;
+  /// Expert-parallel all-to-all and context-parallel KV transfers (kNoId when unused).
+  StreamId ep = kNoId, cp = kNoId;
   /// Point-to-point streams per chain (DualPipe has two chains running in opposite
   /// directions; every other schedule one).
   std::array<StreamId, 2> fwd_send{kNoId, kNoId}, fwd_recv{kNoId, kNoId};
@@ -76,6 +78,8 @@ struct PipelineSpec {
   std::vector<parallel::StageProgram> programs;  ///< one per stage
   /// Transfer time of one activation (or gradient) between two stages.
   std::function<Time(int from_stage, int to_stage)> p2p_time;
+  bool ep_stream = false;  ///< give each stage an "ep_comm" stream (MoE with ep > 1)
+  bool cp_stream = false;  ///< give each stage a "cp_comm" stream (cp > 1)
 };
 
 struct PipelineGraph {

@@ -1,0 +1,216 @@
+#include "config/hf_config.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "config/scenario.hpp"
+
+namespace trainsim::config {
+
+namespace {
+
+using nlohmann::json;
+
+/// Fields accepted without effect on the cost of a training step.
+const std::set<std::string>& no_cost_fields() {
+  static const std::set<std::string> f = {
+      "architectures", "auto_map", "bos_token_id", "eos_token_id", "pad_token_id",
+      "initializer_range", "max_position_embeddings", "rope_theta", "rope_scaling",
+      "rms_norm_eps", "torch_dtype", "dtype", "transformers_version", "use_cache",
+      "attention_dropout", "output_router_logits", "router_aux_loss_coef", "router_jitter_noise",
+      "norm_topk_prob", "routed_scaling_factor", "scoring_func", "topk_method", "n_group",
+      "topk_group", "aux_loss_alpha", "seq_aux", "ep_size", "max_window_layers",
+      "use_sliding_window", "sliding_window", "attention_bias", "mlp_bias", "pretraining_tp",
+      "mlp_only_layers", "num_nextn_predict_layers", "rope_interleave", "model_type",
+      "hidden_act", "tie_word_embeddings", "head_dim", "_name_or_path", "qkv_bias"};
+  return f;
+}
+
+const std::set<std::string>& mapped_fields() {
+  static const std::set<std::string> f = {
+      "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+      "intermediate_size", "vocab_size", "num_local_experts", "num_experts", "n_routed_experts",
+      "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
+      "shared_expert_intermediate_size", "first_k_dense_replace", "moe_layer_freq",
+      "decoder_sparse_step", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+      "qk_rope_head_dim", "v_head_dim"};
+  return f;
+}
+
+class Reader {
+ public:
+  Reader(std::string file, std::string text, json j)
+      : file_(std::move(file)), text_(std::move(text)), j_(std::move(j)) {}
+
+  [[noreturn]] void fail(const std::string& key, const std::string& msg) const {
+    int line = 1, col = 1;
+    const auto pos = key.empty() ? std::string::npos : text_.find("\"" + key + "\"");
+    if (pos != std::string::npos) locate(pos, line, col);
+    throw ConfigError(file_, line, col, msg);
+  }
+  void locate(std::size_t pos, int& line, int& col) const {
+    line = 1;
+    col = 1;
+    for (std::size_t i = 0; i < pos && i < text_.size(); ++i) {
+      if (text_[i] == '\n') {
+        ++line;
+        col = 1;
+      } else {
+        ++col;
+      }
+    }
+  }
+  bool has(const std::string& k) const { return j_.contains(k) && !j_.at(k).is_null(); }
+  std::int64_t integer(const std::string& k, std::int64_t lo, std::int64_t hi) const {
+    const json& v = j_.at(k);
+    if (!v.is_number_integer()) fail(k, k + " must be an integer");
+    const auto x = v.get<std::int64_t>();
+    if (x < lo || x > hi) {
+      fail(k, k + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] (got " +
+                  std::to_string(x) + ")");
+    }
+    return x;
+  }
+  std::int64_t integer_req(const std::string& k, std::int64_t lo, std::int64_t hi) const {
+    if (!has(k)) fail("", "missing field \"" + k + "\"");
+    return integer(k, lo, hi);
+  }
+  std::int64_t integer_or(const std::string& k, std::int64_t def, std::int64_t lo,
+                          std::int64_t hi) const {
+    return has(k) ? integer(k, lo, hi) : def;
+  }
+  bool boolean_or(const std::string& k, bool def) const {
+    if (!has(k)) return def;
+    if (!j_.at(k).is_boolean()) fail(k, k + " must be true or false");
+    return j_.at(k).get<bool>();
+  }
+  std::string string_or(const std::string& k, const std::string& def) const {
+    if (!has(k)) return def;
+    if (!j_.at(k).is_string()) fail(k, k + " must be a string");
+    return j_.at(k).get<std::string>();
+  }
+  const json& at(const std::string& k) const { return j_.at(k); }
+  const json& root() const { return j_; }
+
+ private:
+  std::string file_, text_;
+  json j_;
+};
+
+}  // namespace
+
+model::ModelSpec load_hf_config(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  std::ifstream in(path, std::ios::binary);
+  std::error_code ec;
+  if (!in || std::filesystem::is_directory(path, ec)) {
+    throw ConfigError(file, 1, 1, "cannot open Hugging Face config (no such file)");
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    Reader r(file, text, json::object());
+    int line = 1, col = 1;
+    r.locate(e.byte > 0 ? e.byte - 1 : 0, line, col);
+    throw ConfigError(file, line, col, std::string("JSON syntax error: ") + e.what());
+  }
+  if (!j.is_object()) throw ConfigError(file, 1, 1, "a Hugging Face config must be a JSON object");
+  const Reader r(file, text, j);
+  for (const auto& [k, v] : j.items()) {
+    if (no_cost_fields().count(k) != 0 || mapped_fields().count(k) != 0) continue;
+    r.fail(k, "field \"" + k + "\" is not understood: trainsim cannot honour it (it may change "
+              "the model's cost), so it refuses the config rather than ignoring it");
+  }
+  const std::string type = r.string_or("model_type", "");
+  static const std::set<std::string> families = {"llama", "mistral", "mixtral", "qwen2",
+                                                 "qwen3", "qwen3_moe", "deepseek_v3"};
+  if (families.count(type) == 0) {
+    r.fail("model_type", "model_type \"" + type + "\" is not supported (supported: deepseek_v3, "
+                         "llama, mistral, mixtral, qwen2, qwen3, qwen3_moe)");
+  }
+  // Values that change the cost and are not modelled.
+  if (r.string_or("hidden_act", "silu") != "silu") {
+    r.fail("hidden_act", "hidden_act \"" + r.string_or("hidden_act", "") +
+                             "\" is not supported (only \"silu\": gated SwiGLU MLP)");
+  }
+  if (r.boolean_or("attention_bias", false) || r.boolean_or("mlp_bias", false) ||
+      r.boolean_or("qkv_bias", false)) {
+    r.fail(r.boolean_or("mlp_bias", false) ? "mlp_bias" : "attention_bias",
+           "linear-layer biases are not modelled");
+  }
+  if (r.boolean_or("use_sliding_window", false) ||
+      (type != "qwen2" && type != "qwen3" && type != "qwen3_moe" && r.has("sliding_window"))) {
+    r.fail(r.has("use_sliding_window") ? "use_sliding_window" : "sliding_window",
+           "sliding-window attention is not modelled (full causal attention only)");
+  }
+  if (r.has("mlp_only_layers") && !(r.at("mlp_only_layers").is_array() &&
+                                    r.at("mlp_only_layers").empty())) {
+    r.fail("mlp_only_layers", "mlp_only_layers (dense layers at given indices) is not "
+                              "supported; only an empty list");
+  }
+  if (r.integer_or("num_nextn_predict_layers", 0, 0, 1000) > 0) {
+    r.fail("num_nextn_predict_layers", "multi-token prediction modules "
+                                       "(num_nextn_predict_layers > 0) are not modelled");
+  }
+  if (r.integer_or("pretraining_tp", 1, 1, 1) != 1) r.fail("pretraining_tp", "pretraining_tp must be 1");
+
+  model::ModelSpec m;
+  m.name = path.stem().string();
+  m.layers = static_cast<int>(r.integer_req("num_hidden_layers", 1, 100000));
+  m.hidden = static_cast<int>(r.integer_req("hidden_size", 1, 10000000));
+  m.heads = static_cast<int>(r.integer_req("num_attention_heads", 1, 1000000));
+  m.kv_heads = static_cast<int>(r.integer_or("num_key_value_heads", m.heads, 1, m.heads));
+  m.ffn_hidden = static_cast<int>(r.integer_req("intermediate_size", 1, 100000000));
+  m.vocab = r.integer_req("vocab_size", 1, 1000000000);
+  m.activation = model::Activation::SwiGLU;
+  m.norm = model::Norm::RMSNorm;
+  m.tied_embeddings = r.boolean_or("tie_word_embeddings", false);
+  if (r.has("head_dim")) m.head_size = static_cast<int>(r.integer("head_dim", 1, 100000));
+  if (type == "mixtral") {
+    m.moe.experts = static_cast<int>(r.integer_req("num_local_experts", 1, 1000000));
+    m.moe.expert_ffn_hidden = m.ffn_hidden;
+  } else if (type == "qwen3_moe") {
+    m.moe.experts = static_cast<int>(r.integer_req("num_experts", 1, 1000000));
+    m.moe.expert_ffn_hidden = static_cast<int>(r.integer_req("moe_intermediate_size", 1, 100000000));
+    m.moe.layer_freq = static_cast<int>(r.integer_or("decoder_sparse_step", 1, 1, 100000));
+    // Qwen's layer i is sparse when (i + 1) % step == 0; with step 1 that is every layer.
+    if (m.moe.layer_freq != 1) {
+      r.fail("decoder_sparse_step", "decoder_sparse_step != 1 is not supported");
+    }
+  } else if (type == "deepseek_v3") {
+    m.moe.experts = static_cast<int>(r.integer_req("n_routed_experts", 1, 1000000));
+    m.moe.expert_ffn_hidden = static_cast<int>(r.integer_req("moe_intermediate_size", 1, 100000000));
+    m.moe.shared_experts = static_cast<int>(r.integer_or("n_shared_experts", 0, 0, 1000));
+    m.moe.first_dense_layers = static_cast<int>(r.integer_or("first_k_dense_replace", 0, 0, m.layers - 1));
+    m.moe.layer_freq = static_cast<int>(r.integer_or("moe_layer_freq", 1, 1, 100000));
+    m.mla.q_lora_rank = static_cast<int>(r.integer_or("q_lora_rank", 0, 0, 1000000));
+    m.mla.kv_lora_rank = static_cast<int>(r.integer_req("kv_lora_rank", 1, 1000000));
+    m.mla.qk_nope_head_dim = static_cast<int>(r.integer_req("qk_nope_head_dim", 1, 100000));
+    m.mla.qk_rope_head_dim = static_cast<int>(r.integer_req("qk_rope_head_dim", 1, 100000));
+    m.mla.v_head_dim = static_cast<int>(r.integer_req("v_head_dim", 1, 100000));
+    m.kv_heads = m.heads;
+  }
+  if (m.moe.enabled()) {
+    m.moe.top_k = static_cast<int>(r.integer_req("num_experts_per_tok", 1, m.moe.experts));
+    if (r.has("shared_expert_intermediate_size")) {
+      m.moe.shared_ffn_hidden =
+          static_cast<int>(r.integer("shared_expert_intermediate_size", 0, 100000000));
+      if (m.moe.shared_ffn_hidden > 0 && m.moe.shared_experts == 0) m.moe.shared_experts = 1;
+    }
+  } else {
+    for (const char* k : {"num_local_experts", "num_experts", "n_routed_experts",
+                          "num_experts_per_tok", "moe_intermediate_size", "kv_lora_rank"}) {
+      if (r.has(k)) r.fail(k, std::string("field \"") + k + "\" does not belong to model_type \"" + type + "\"");
+    }
+  }
+  return m;
+}
+
+}  // namespace trainsim::config

@@ -1,0 +1,107 @@
+#include "workload/moe.hpp"
+
+#include <algorithm>
+
+namespace trainsim::workload {
+
+namespace {
+
+GemmTimes gemm_times(const cost::CostModel& cost, std::int64_t m, std::int64_t n, std::int64_t k,
+                     hw::Dtype dt) {
+  GemmTimes g;
+  if (m <= 0) return g;
+  // As the dense layer's GEMMs (builder.cpp op_cost): wgrad accumulates into the fp32 main
+  // gradient; with FP8 the incoming gradient is cast (plain + transposed) before dgrad.
+  g.fwd = cost.gemm(m, n, k, dt);
+  g.dgrad = cost.gemm(m, k, n, dt);
+  g.wgrad = cost.gemm(k, n, m, dt, 1, cost::Epilogue::AccumulateFp32);
+  if (dt == hw::Dtype::FP8) {
+    g.dgrad += cost.memory_bound(4 * static_cast<double>(m) * static_cast<double>(n));
+  }
+  return g;
+}
+
+void add(GemmTimes& a, const GemmTimes& b) {
+  a.fwd += b.fwd;
+  a.dgrad += b.dgrad;
+  a.wgrad += b.wgrad;
+}
+
+}  // namespace
+
+MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L,
+                            hw::Dtype dt, std::int64_t micro_batch, const cost::CostModel& cost,
+                            const net::CollectiveModel& comm, std::uint64_t seed, int layer,
+                            int stage) {
+  const auto& moe = m.moe;
+  MoeLayerCost c;
+  c.layer = layer;
+  const std::int64_t T = micro_batch * m.seq_len / L.cp;
+  const std::int64_t h = m.hidden;
+  const bool swiglu = m.activation == model::Activation::SwiGLU;
+  const int tp = L.tp;
+  const double elem = 2.0;  // 16-bit activations
+  c.router = moe.experts > 1;
+  if (c.router) c.router_gemm = gemm_times(cost, T, moe.experts, h, dt);
+  const std::int64_t fs = moe.shared_ffn();
+  c.shared = fs > 0;
+  if (c.shared) {
+    const std::int64_t f = std::max<std::int64_t>(1, fs / tp);
+    c.shared_in = gemm_times(cost, T, swiglu ? 2 * f : f, h, dt);
+    c.shared_out = gemm_times(cost, T, h, f, dt);
+    const double a = static_cast<double>(T) * static_cast<double>(f) * elem;
+    c.shared_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * a);
+    c.shared_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * a);
+  }
+  const model::RoutingResult r = model::route_tokens(moe, T, L.ep, seed, layer);
+  const int busy = r.busiest_rank();
+  c.imbalance = r.imbalance();
+  c.rows_busiest = r.rows_processed(busy);
+  c.dropped = r.dropped;
+  const std::int64_t f = moe.expert_ffn_hidden / tp;
+  const int le = r.local_experts();
+  for (int e = busy * le; e < (busy + 1) * le; ++e) {
+    const std::int64_t rows = r.expert_rows(e);
+    add(c.expert_in, gemm_times(cost, rows, swiglu ? 2 * f : f, h, dt));
+    add(c.expert_out, gemm_times(cost, rows, h, f, dt));
+  }
+  const double act = static_cast<double>(c.rows_busiest) * static_cast<double>(f) * elem;
+  c.expert_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * act);
+  c.expert_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * act);
+  if (moe.experts > 1) {
+    const double tk = static_cast<double>(T) * moe.top_k;
+    const double row = static_cast<double>(h) / tp * elem;
+    c.permute = cost.memory_bound((static_cast<double>(T) + tk) * row);
+    c.unpermute = c.permute;
+    if (L.ep > 1) {
+      c.sort_chunks = cost.memory_bound(2.0 * static_cast<double>(c.rows_busiest) * row);
+      c.unsort_chunks = c.sort_chunks;
+    }
+  }
+  // All-to-all size: the busiest rank's send or receive volume, self chunk included.
+  std::int64_t worst_rows = 0;
+  for (int k = 0; k < L.ep; ++k) {
+    c.rows_sent = std::max(c.rows_sent, r.rows_sent(k));
+    worst_rows = std::max({worst_rows, r.rows_sent(k) + r.rows_between(k, k),
+                           r.rows_processed(k)});
+  }
+  if (L.ep > 1) {
+    const auto group = L.ep_group(0, stage, 0);
+    const double row_bytes = static_cast<double>(h) / tp;
+    c.a2a_bytes = static_cast<double>(worst_rows) * row_bytes * elem;
+    auto a2a = [&](double bytes_per_elem) {
+      return comm.cost(net::CollectiveOp::AllToAll,
+                       static_cast<std::uint64_t>(static_cast<double>(worst_rows) * row_bytes *
+                                                  bytes_per_elem),
+                       group)
+          .time;
+    };
+    c.dispatch = a2a(hw::dtype_bytes(dt) < 2 ? hw::dtype_bytes(dt) : elem);
+    c.combine = a2a(elem);
+    c.combine_bwd = a2a(elem);
+    c.dispatch_bwd = a2a(elem);
+  }
+  return c;
+}
+
+}  // namespace trainsim::workload

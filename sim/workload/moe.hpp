@@ -1,0 +1,68 @@
+// Per-rank costs of one mixture-of-experts layer's MLP: router, shared experts, the routed
+// experts' grouped GEMMs on the busiest EP rank, and the four expert-parallel all-to-alls
+// (dispatch and combine, forward and backward) with the routing's real per-rank bytes.
+#pragma once
+
+#include <cstdint>
+
+#include "core/time.hpp"
+#include "cost/cost_model.hpp"
+#include "model/routing.hpp"
+#include "model/transformer.hpp"
+#include "net/collective.hpp"
+#include "parallel/layout.hpp"
+
+namespace trainsim::workload {
+
+/// Times of a GEMM in forward, input gradient and weight gradient.
+struct GemmTimes {
+  Time fwd, dgrad, wgrad;
+};
+
+/// One MoE layer on one rank of a pipeline stage.
+struct MoeLayerCost {
+  int layer = 0;
+  bool router = false;            ///< false with one expert (every token goes to it)
+  GemmTimes router_gemm;
+  bool shared = false;
+  GemmTimes shared_in, shared_out;
+  Time shared_act_fwd, shared_act_bwd;
+  GemmTimes expert_in, expert_out;  ///< grouped GEMMs, summed over the local experts
+  Time expert_act_fwd, expert_act_bwd;
+  /// Token permutation (Megatron-Core's all-to-all dispatcher, memory-bound): permute the
+  /// T tokens into T·k expert-ordered rows before dispatch and un-permute (weighted sum)
+  /// after combine; with ep > 1 also sort the R received rows by local expert after
+  /// dispatch and restore their order before combine. Each reads and writes its rows once
+  /// (2 bytes per element); backward moves the same bytes. None with one expert.
+  Time permute, unpermute, sort_chunks, unsort_chunks;
+  Time dispatch, combine;           ///< forward all-to-alls
+  Time dispatch_bwd, combine_bwd;   ///< their conjugates in backward
+  double imbalance = 1;             ///< max / mean rows per EP rank
+  std::int64_t rows_busiest = 0;    ///< rows the simulated (busiest) rank's experts process
+  std::int64_t rows_sent = 0;       ///< rows the busiest sender sends to other EP ranks
+  std::int64_t dropped = 0;         ///< rows dropped (capacity factor), whole EP group
+  double a2a_bytes = 0;             ///< bytes passed to the all-to-all model (nccl-tests size)
+};
+
+/// Costs one MoE layer `layer` (global index) for pipeline stage `stage`.
+///
+/// Tokens per EP rank: T = micro_batch x seq_len / cp (each rank routes its own sequence
+/// chunk). Routing: model::route_tokens(moe, T, ep, seed, layer) over the EP group of
+/// (tp 0, stage, block 0), placed by Layout::ep_group. The stage's simulated rank is the EP
+/// rank whose experts process the most rows (the all-to-all makes every EP rank wait for it).
+/// Expert GEMMs: a grouped GEMM is costed as the sum of its member GEMMs, one per local
+/// expert with that expert's row count (m = rows, SwiGLU fc1 n = 2f, fc2 k = f), with expert
+/// tensor parallelism equal to tp (n or k split by tp, as Megatron-Core's default
+/// expert_tensor_parallel_size = tp). All-to-all: NCCL pairwise all-to-all on the EP group
+/// (AlphaBetaModel), sized by the busiest rank: max over ranks of the rows it sends or
+/// receives (self included, nccl-tests convention) x hidden x bytes / tp. Dispatch moves
+/// dtype_bytes(dtype) per element (FP8 dispatch as in DeepSeek-V3 §3.3.2), combine 16-bit.
+/// Backward: combine_bwd moves the output gradients to the experts (the dispatch pattern,
+/// 16-bit), dispatch_bwd the input gradients back (the combine pattern).
+/// Throws std::invalid_argument when ep does not divide the expert count.
+MoeLayerCost moe_layer_cost(const model::ModelSpec& model, const parallel::Layout& layout,
+                            hw::Dtype dtype, std::int64_t micro_batch,
+                            const cost::CostModel& cost, const net::CollectiveModel& comm,
+                            std::uint64_t seed, int layer, int stage);
+
+}  // namespace trainsim::workload

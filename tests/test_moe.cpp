@@ -1,0 +1,440 @@
+// Mixture-of-experts, expert parallelism, context parallelism and Hugging Face configs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "config/hf_config.hpp"
+#include "config/scenario.hpp"
+#include "cost/cost_model.hpp"
+#include "hw/gpu.hpp"
+#include "hw/topology.hpp"
+#include "model/routing.hpp"
+#include "net/collective.hpp"
+#include "test_util.hpp"
+#include "workload/builder.hpp"
+#include "workload/moe.hpp"
+
+using namespace trainsim;
+
+namespace {
+
+model::MoeSpec moe_of(int experts, int top_k, model::Routing r) {
+  model::MoeSpec m;
+  m.experts = experts;
+  m.top_k = top_k;
+  m.expert_ffn_hidden = 1024;
+  m.routing = r;
+  return m;
+}
+
+/// A small MoE scenario on 16 H100 (two nodes): 4 layers, 8 experts top-2, EP as given.
+std::string moe_scenario(int ep, const std::string& moe_extra = "",
+                         const std::string& parallel_extra = "") {
+  return "version = 1\nname = \"moe\"\n"
+         "[model]\nlayers = 4\nhidden = 1024\nheads = 16\nkv_heads = 4\nffn_hidden = 2048\n"
+         "vocab = 32000\nseq_len = 2048\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"\n"
+         "[model.moe]\nexperts = 8\ntop_k = 2\nexpert_ffn_hidden = 1024\n" + moe_extra +
+         "[training]\nglobal_batch = 32\nmicro_batch = 1\n"
+         "[parallel]\ntp = 1\npp = 2\ndp = 8\nep = " + std::to_string(ep) + "\nzero = 1\n" +
+         parallel_extra +
+         "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
+         "\"\ngpus = 16\n";
+}
+
+workload::Scenario load(const std::string& name, const std::string& text) {
+  const auto dir = test::temp_dir("moe-" + name);
+  return config::load_scenario(test::write(dir / "s.toml", text));
+}
+
+std::string load_error(const std::string& name, const std::string& text) {
+  try {
+    (void)load(name, text);
+  } catch (const config::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(MoeRouting, BalancedAllToAllBytesMatchTheClosedForm) {
+  // tokens x top-k x hidden x bytes x (EP-1)/EP in each direction, on every rank.
+  const std::int64_t T = 4096;
+  const int h = 7168, k = 8, ep = 64;
+  const auto r = model::route_tokens(moe_of(256, k, model::Routing::Balanced), T, ep, 7, 3);
+  for (int rank = 0; rank < ep; ++rank) {
+    const double expected = static_cast<double>(T) * k * h * 2.0 * (ep - 1) / ep;
+    EXPECT_DOUBLE_EQ(static_cast<double>(r.rows_sent(rank)) * h * 2.0, expected) << rank;
+    EXPECT_DOUBLE_EQ(static_cast<double>(r.rows_received(rank)) * h * 2.0, expected) << rank;
+  }
+  EXPECT_DOUBLE_EQ(r.imbalance(), 1.0);
+  EXPECT_EQ(r.dropped, 0);
+}
+
+TEST(MoeRouting, AllToAllCostUsesTheRoutingsPerRankBytes) {
+  // The all-to-all is sized by the busiest rank's send or receive rows (self included).
+  const auto topo_spec = config::load_topology(test::source_dir() / "topologies/dgx-h100.toml");
+  const hw::Topology topo(topo_spec, 16);
+  const hw::GpuSpec gpu = *hw::find_builtin_gpu("h100_sxm");
+  const net::AlphaBetaModel comm(topo, gpu);
+  const cost::CostModel cost(gpu);
+  model::ModelSpec m;
+  m.layers = 4;
+  m.hidden = 1024;
+  m.heads = 16;
+  m.kv_heads = 16;
+  m.ffn_hidden = 4096;
+  m.vocab = 1000;
+  m.seq_len = 2048;
+  m.activation = model::Activation::SwiGLU;
+  m.moe = moe_of(16, 2, model::Routing::Zipf);
+  m.moe.zipf_exponent = 1.0;
+  parallel::Layout L;
+  L.dp = 16;
+  L.ep = 8;
+  for (int layer = 0; layer < 3; ++layer) {
+    const auto c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 5, layer, 0);
+    const auto r = model::route_tokens(m.moe, 2048, 8, 5, layer);
+    std::int64_t worst = 0;
+    for (int k = 0; k < 8; ++k) {
+      worst = std::max({worst, r.rows_sent(k) + r.rows_between(k, k), r.rows_processed(k)});
+    }
+    EXPECT_DOUBLE_EQ(c.a2a_bytes, static_cast<double>(worst) * 1024 * 2);
+    EXPECT_EQ(c.rows_busiest, r.rows_processed(r.busiest_rank()));
+    EXPECT_GT(c.imbalance, 1.0);  // a Zipf router is skewed
+    const auto cost_of = comm.cost(net::CollectiveOp::AllToAll,
+                                   static_cast<std::uint64_t>(c.a2a_bytes), L.ep_group(0, 0));
+    EXPECT_EQ(c.combine, cost_of.time);
+  }
+}
+
+TEST(MoeRouting, SeededDrawsAreDeterministicAndConserveTokens) {
+  const auto spec = moe_of(64, 4, model::Routing::Uniform);
+  const auto a = model::route_tokens(spec, 1000, 8, 42, 1);
+  const auto b = model::route_tokens(spec, 1000, 8, 42, 1);
+  const auto c = model::route_tokens(spec, 1000, 8, 43, 1);
+  EXPECT_EQ(a.rows, b.rows);
+  EXPECT_NE(a.rows, c.rows);
+  std::int64_t total = 0;
+  for (auto x : a.rows) total += x;
+  EXPECT_EQ(total, 1000 * 4 * 8);
+  EXPECT_GE(a.imbalance(), 1.0);
+  EXPECT_LT(a.imbalance(), 1.2);  // 4000 rows per rank: binomial spread of a few percent
+}
+
+TEST(MoeRouting, ImbalanceFactorIsTheMaxOverMeanTokensPerRank) {
+  auto spec = moe_of(16, 2, model::Routing::Imbalance);
+  spec.imbalance = 2.5;
+  const auto r = model::route_tokens(spec, 4000, 4, 0, 0);
+  EXPECT_NEAR(r.imbalance(), 2.5, 1e-3);
+  EXPECT_EQ(r.busiest_rank(), 0);
+}
+
+TEST(MoeRouting, CapacityFactorDropsTokensAboveCapacity) {
+  auto spec = moe_of(8, 2, model::Routing::Zipf);
+  spec.zipf_exponent = 1.5;
+  spec.capacity_factor = 1.0;
+  const auto r = model::route_tokens(spec, 1024, 4, 1, 0);
+  EXPECT_GT(r.dropped, 0);
+  const std::int64_t cap = 1024 * 2 / 8;  // ceil(cf x T x k / E)
+  for (auto x : r.rows) EXPECT_LE(x, cap);
+  std::int64_t kept = 0;
+  for (auto x : r.rows) kept += x;
+  EXPECT_EQ(kept + r.dropped, 1024 * 2 * 4);
+}
+
+TEST(Moe, OneExpertWithoutEpCostsExactlyTheDenseLayer) {
+  const std::string dense = test::small_scenario();
+  const std::string moe = test::replace(dense, "[training]\n",
+                                        "[model.moe]\nexperts = 1\ntop_k = 1\n"
+                                        "expert_ffn_hidden = 4096\n[training]\n");
+  const auto rd = workload::simulate_step(load("dense", dense));
+  const auto rm = workload::simulate_step(load("moe1", moe));
+  EXPECT_EQ(rd.step_time, rm.step_time);
+  EXPECT_DOUBLE_EQ(rd.model_flops, rm.model_flops);
+  EXPECT_DOUBLE_EQ(rd.memory.total, rm.memory.total);
+}
+
+TEST(Moe, ExpertParallelismAddsFourAllToAllsPerLayerAndShardsExpertState) {
+  const auto sc1 = load("ep1", moe_scenario(1));
+  const auto sc8 = load("ep8", moe_scenario(8));
+  const auto r1 = workload::simulate_step(sc1);
+  const auto r8 = workload::simulate_step(sc8);
+  // Four all-to-alls per MoE layer per microbatch (dispatch, combine, and both in backward).
+  std::size_t a2a = 0;
+  for (TaskId t = 0; t < r8.graph->num_tasks(); ++t) {
+    if (r8.graph->task(t).category == Category::EpComm) ++a2a;
+  }
+  const std::size_t microbatches = 32 / 8;
+  EXPECT_EQ(a2a, 4U * 4U * microbatches);  // 4 layers over the two stages
+  // Parameters per GPU: dense part plus experts / ep. Memory under ZeRO-1: optimizer states
+  // of dense weights over dp, of experts over the expert-DP ranks (dp / ep = 1).
+  const auto& m = sc8.model;
+  const double experts_per_layer = m.expert_params();  // unsharded
+  const double dense_stage0 = r8.stages[0].params - 2 * experts_per_layer / 8;
+  EXPECT_NEAR(r1.stages[0].params - 2 * experts_per_layer, dense_stage0, 1.0);
+  EXPECT_NEAR(r8.stages[0].memory.weights, 2.0 * r8.stages[0].params, 1.0);
+  const double expected_opt = 12.0 * (dense_stage0 / 8 + 2 * experts_per_layer / 8 / 1);
+  EXPECT_NEAR(r8.stages[0].memory.optimizer, expected_opt, 1.0);
+  ASSERT_TRUE(r8.moe.has_value());
+  EXPECT_DOUBLE_EQ(r8.moe->imbalance_mean, 1.0);  // balanced by default
+  EXPECT_GT(r8.breakdown.exposed_of(Category::EpComm), 0.0);
+}
+
+TEST(Moe, SkewedRoutingIsSlowerThanBalanced) {
+  const auto bal = workload::simulate_step(load("bal", moe_scenario(8)));
+  const auto skew = workload::simulate_step(
+      load("skew", moe_scenario(8, "routing = \"imbalance\"\nimbalance = 3.0\n")));
+  EXPECT_GT(skew.step_time, bal.step_time);
+  EXPECT_NEAR(skew.moe->imbalance_max, 3.0, 0.01);
+}
+
+TEST(Moe, EpGroupsTakeTheirRanksFromDataParallelRanksInsideANode) {
+  parallel::Layout L;
+  L.tp = 2;
+  L.dp = 8;
+  L.ep = 4;
+  L.pp = 1;
+  EXPECT_EQ(L.ep_group(0, 0, 0), (std::vector<int>{0, 2, 4, 6}));
+  EXPECT_EQ(L.ep_group(1, 0, 1), (std::vector<int>{9, 11, 13, 15}));
+  EXPECT_EQ(L.expert_dp_group(0, 0, 1), (std::vector<int>{2, 10}));
+  L.cp = 2;
+  L.dp = 4;
+  // Flattened x = cp_i + cp * dp_i: EP 4 spans two DP ranks x two CP ranks.
+  EXPECT_EQ(L.ep_group(0, 0, 0), (std::vector<int>{0, 2, 4, 6}));
+  EXPECT_EQ(L.dp_cp_group(0, 0).size(), 8U);
+}
+
+TEST(Moe, LayoutRejectsIllegalExpertParallelism) {
+  EXPECT_NE(load_error("ep3", moe_scenario(3)).find("must divide model.moe.experts"),
+            std::string::npos);
+  EXPECT_NE(load_error("ep16", test::replace(moe_scenario(16), "experts = 8", "experts = 16"))
+                .find("must divide dp x cp"),
+            std::string::npos);
+  EXPECT_NE(load_error("imb", moe_scenario(8, "imbalance = 2.0\n")).find("needs routing"),
+            std::string::npos);
+  EXPECT_NE(load_error("imb9", moe_scenario(8, "routing = \"imbalance\"\nimbalance = 9.0\n"))
+                .find("cannot exceed parallel.ep"),
+            std::string::npos);
+}
+
+TEST(ContextParallel, RingAttentionFlopsSplitTheCausalAttentionEvenly) {
+  model::ModelSpec m;
+  m.layers = 1;
+  m.hidden = 4096;
+  m.heads = 32;
+  m.kv_heads = 8;
+  m.ffn_hidden = 14336;
+  m.vocab = 1000;
+  m.seq_len = 131072;
+  const double b = 1, s = m.seq_len, H = m.heads, d = m.head_dim();
+  const double causal_full = 2.0 * b * s * s * H * d;  // (4 b s² H d) halved by the mask
+  for (int cp : {2, 4, 8, 16}) {
+    double sum = 0, unbalanced_max = 0;
+    // The builder runs cp kernels of a causal (s/cp)² block per rank.
+    const double blk = s / cp;
+    const double per_rank_kernels = cp * 4.0 * b * blk * blk * H * d / 2.0;
+    for (int r = 0; r < cp; ++r) {
+      const double f = model::cp_attention_fwd_flops(m, 1, cp, r, true);
+      sum += f;
+      EXPECT_NEAR(f / (causal_full / cp), 1.0, 0.01) << cp << " " << r;
+      EXPECT_NEAR(per_rank_kernels / f, 1.0, 1e-12);
+      unbalanced_max = std::max(unbalanced_max, model::cp_attention_fwd_flops(m, 1, cp, r, false));
+    }
+    EXPECT_NEAR(sum / causal_full, 1.0, 1e-12);
+    EXPECT_GE(unbalanced_max / (causal_full / cp), 1.5);  // contiguous chunks are unbalanced
+  }
+}
+
+TEST(ContextParallel, CpOneIsThePlainStepAndRingStepsRunPerLayer) {
+  const std::string base = test::small_scenario();
+  const auto plain = workload::simulate_step(load("cp-plain", base));
+  const auto cp1 = workload::simulate_step(
+      load("cp1", test::replace(base, "[parallel]\n", "[parallel]\ncp = 1\ncp_comm = \"all_gather\"\n")));
+  EXPECT_EQ(plain.step_time, cp1.step_time);
+  // CP 2 on twice the GPUs: two ring steps per attention, KV transfers on the CP stream.
+  std::string cp2 = test::replace(base, "[parallel]\n", "[parallel]\ncp = 2\n");
+  cp2 = test::replace(cp2, "gpus = 16", "gpus = 32");
+  const auto r = workload::simulate_step(load("cp2", cp2));
+  std::size_t attn_fwd = 0, kv = 0;
+  for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+    const auto& task = r.graph->task(t);
+    if (r.graph->label(task.label) == "attention") ++attn_fwd;
+    if (task.category == Category::CpComm) ++kv;
+  }
+  const std::size_t passes = 4 * (16 / (2 * 4));  // layers x microbatches per pipeline
+  EXPECT_EQ(attn_fwd, 2 * passes);
+  EXPECT_EQ(kv, passes * (1 + 2));  // forward: 1 transfer; backward: 1 KV+dKV, 1 dKV return
+  // Per-token work halves: the step is faster than without CP on half the GPUs.
+  EXPECT_LT(r.step_time, plain.step_time);
+  EXPECT_LT(r.memory.activations, plain.memory.activations);
+}
+
+TEST(HfConfig, ShippedConfigsGiveThePublishedParameterCounts) {
+  const auto dir = test::source_dir() / "scenarios/hf";
+  struct Case {
+    const char* file;
+    double total_b, tolerance_b;
+  };
+  // Published totals: Mixtral 46.7B, Qwen3-30B-A3B 30.5B, DeepSeek-V3 671B (main model,
+  // without the 14B multi-token-prediction module), Llama 3 8B 8.03B.
+  for (const Case& c : {Case{"mixtral-8x7b.json", 46.7, 0.1}, Case{"qwen3-30b-a3b.json", 30.5, 0.1},
+                        Case{"deepseek-v3.json", 671.0, 1.0}, Case{"llama3-8b.json", 8.03, 0.01}}) {
+    const auto m = config::load_hf_config(dir / c.file);
+    EXPECT_NEAR(m.total_params() / 1e9, c.total_b, c.tolerance_b) << c.file;
+  }
+  const auto ds = config::load_hf_config(dir / "deepseek-v3.json");
+  EXPECT_EQ(ds.moe_layers(), 58);
+  EXPECT_EQ(ds.moe.experts, 256);
+  EXPECT_EQ(ds.moe.top_k, 8);
+  EXPECT_EQ(ds.moe.shared_ffn(), 2048);
+  const auto q = config::load_hf_config(dir / "qwen3-30b-a3b.json");
+  EXPECT_EQ(q.head_dim(), 128);
+  EXPECT_EQ(q.qkv_width(), (32 + 2 * 4) * 128);
+}
+
+TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
+  const auto dir = test::temp_dir("hf");
+  const std::string good = test::read(test::source_dir() / "scenarios/hf/llama3-8b.json");
+  auto err = [&](const std::string& text) -> std::string {
+    try {
+      (void)config::load_hf_config(test::write(dir / "c.json", text));
+    } catch (const config::ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(err(good), "");
+  auto msg = err(test::replace(good, "\"vocab_size\"", "\"frobnicate\": 3,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("c.json:9:3: field \"frobnicate\" is not understood"), std::string::npos) << msg;
+  msg = err(test::replace(good, "\"silu\"", "\"gelu\""));
+  EXPECT_NE(msg.find("hidden_act \"gelu\" is not supported"), std::string::npos) << msg;
+  msg = err(test::replace(good, "\"attention_bias\": false", "\"attention_bias\": true"));
+  EXPECT_NE(msg.find("biases are not modelled"), std::string::npos) << msg;
+  msg = err(test::replace(good, "\"llama\"", "\"gpt2\""));
+  EXPECT_NE(msg.find("model_type \"gpt2\" is not supported"), std::string::npos) << msg;
+  msg = err(test::replace(good, "\"vocab_size\"", "\"sliding_window\": 4096,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("sliding-window attention is not modelled"), std::string::npos) << msg;
+  msg = err(test::replace(good, "\"vocab_size\"", "\"num_nextn_predict_layers\": 1,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("multi-token prediction"), std::string::npos) << msg;
+  msg = err("{ \"model_type\": ");
+  EXPECT_NE(msg.find("JSON syntax error"), std::string::npos) << msg;
+}
+
+TEST(HfConfig, ScenarioShapeKeysConflictWithHfConfig) {
+  const std::string text = "version = 1\n[model]\nhf_config = \"" +
+                           (test::source_dir() / "scenarios/hf/llama3-8b.json").string() +
+                           "\"\nseq_len = 8192\nhidden = 4096\n"
+                           "[training]\nglobal_batch = 8\n[cluster]\ntopology = \"" +
+                           (test::source_dir() / "topologies/dgx-h100.toml").string() +
+                           "\"\ngpus = 8\n";
+  const auto msg = load_error("hfconf", text);
+  EXPECT_NE(msg.find(":5:10: model.hidden conflicts with model.hf_config"), std::string::npos) << msg;
+}
+
+TEST(MoeScenarios, ShippedScenariosLoadAndSimulate) {
+  for (const char* name : {"mixtral-8x7b-h100", "qwen3-30b-a3b-h100", "llama3-8b-128k-cp8"}) {
+    const auto sc = config::load_scenario(test::source_dir() / "scenarios" / (std::string(name) + ".toml"));
+    const auto r = workload::simulate_step(sc);
+    EXPECT_GT(r.mfu, 0.1) << name;
+    EXPECT_LT(r.mfu, 0.9) << name;
+  }
+}
+
+TEST(ContextParallel, AllGatherVariantGathersKvAndScattersItsGradient) {
+  std::string text = test::replace(test::small_scenario(), "[parallel]\n",
+                                   "[parallel]\ncp = 2\ncp_comm = \"all_gather\"\n");
+  text = test::replace(text, "gpus = 16", "gpus = 32");
+  const auto r = workload::simulate_step(load("cp-ag", text));
+  std::size_t ag = 0, rs = 0, attn = 0;
+  for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+    const auto& label = r.graph->label(r.graph->task(t).label);
+    ag += label == "cp all_gather kv" ? 1 : 0;
+    rs += label == "cp reduce_scatter dkv" ? 1 : 0;
+    attn += label == "attention" ? 1 : 0;
+  }
+  const std::size_t passes = 4 * (16 / (2 * 4));
+  EXPECT_EQ(ag, 2 * passes);  // forward and backward
+  EXPECT_EQ(rs, passes);
+  EXPECT_EQ(attn, passes);    // one kernel over the gathered KV
+}
+
+TEST(Moe, SplitBackwardSchedulesAndTensorParallelExpertsRun) {
+  // ZB-H1 splits B and W passes; TP 2 + SP wraps the MoE block in TP collectives.
+  std::string text = moe_scenario(4, "routing = \"uniform\"\n",
+                                  "sequence_parallel = true\nschedule = \"zb-h1\"\n");
+  text = test::replace(text, "tp = 1", "tp = 2");
+  text = test::replace(text, "dp = 8", "dp = 4");
+  const auto sc = load("zb", text);
+  const auto r = workload::simulate_step(sc);
+  EXPECT_GT(r.breakdown.exposed_of(Category::EpComm), 0.0);
+  // The split backward does the same work as the whole one.
+  const auto whole = workload::simulate_step(load("zb-1f1b", test::replace(text, "zb-h1", "1f1b")));
+  EXPECT_DOUBLE_EQ(r.stages[0].breakdown.compute, whole.stages[0].breakdown.compute);
+}
+
+TEST(Moe, SeededScenarioGivesByteIdenticalResults) {
+  const auto sc = config::load_scenario(test::source_dir() / "scenarios/qwen3-30b-a3b-h100.toml");
+  const auto a = workload::simulate_step(sc);
+  const auto b = workload::simulate_step(sc);
+  EXPECT_EQ(a.step_time, b.step_time);
+  EXPECT_EQ(a.moe->imbalance_max, b.moe->imbalance_max);
+  auto other = sc;
+  other.seed = sc.seed + 1;
+  EXPECT_NE(workload::simulate_step(other).moe->imbalance_max, a.moe->imbalance_max);
+}
+
+TEST(Moe, ConfigErrorsNameTheKey) {
+  EXPECT_NE(load_error("typo", moe_scenario(8, "top_kk = 2\n")).find("did you mean 'top_k'"),
+            std::string::npos);
+  EXPECT_NE(load_error("topk", test::replace(moe_scenario(8), "top_k = 2", "top_k = 9")).find("model.moe.top_k must be in [1, 8]"),
+            std::string::npos);
+  const std::string missing =
+      "version = 1\n[model]\nhf_config = \"nope.json\"\nseq_len = 8\n[training]\nglobal_batch = 8\n"
+      "[cluster]\ntopology = \"x.toml\"\ngpus = 8\n";
+  EXPECT_NE(load_error("hf-missing", missing).find(":3:13: model.hf_config: no such file"),
+            std::string::npos);
+}
+
+TEST(Moe, DualPipeOverlapsEachPassesAllToAllWithThePairedPassesCompute) {
+  auto exposure = [](const workload::StepResult& r) {
+    double total = 0;
+    for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+      const auto& task = r.graph->task(t);
+      if (task.category == Category::EpComm && r.graph->stream(task.stream).rank == 0) {
+        total += task.duration.seconds();
+      }
+    }
+    return std::make_pair(r.stages[0].breakdown.exposed_of(Category::EpComm), total);
+  };
+  // 1F1B without shared experts: every all-to-all is waited for at once, nothing hides it.
+  const auto plain = workload::simulate_step(load("dp-1f1b", moe_scenario(8)));
+  const auto [plain_exposed, plain_total] = exposure(plain);
+  EXPECT_NEAR(plain_exposed, plain_total, 1e-9);
+  // DualPipe: forward/backward pairs interleave, so part of the all-to-all time is hidden.
+  const auto dual = workload::simulate_step(
+      load("dp-dual", moe_scenario(8, "", "schedule = \"dualpipe\"\n")));
+  const auto [dual_exposed, dual_total] = exposure(dual);
+  EXPECT_GT(dual_total, 0.0);
+  EXPECT_LT(dual_exposed, 0.9 * dual_total);
+  // In issue order, a paired forward's expert GEMM comes after other-pass work that was
+  // issued behind its dispatch.
+  std::map<int, TaskId> dispatch_of;
+  int interleaved = 0;
+  for (TaskId t = 0; t < dual.graph->num_tasks(); ++t) {
+    const auto& task = dual.graph->task(t);
+    const auto& label = dual.graph->label(task.label);
+    if (label == "ep all_to_all dispatch") dispatch_of[task.microbatch] = t;
+    if (label == "expert_in grouped_gemm" && dispatch_of.count(task.microbatch) != 0) {
+      for (TaskId u = dispatch_of[task.microbatch] + 1; u < t; ++u) {
+        const auto& other = dual.graph->task(u);
+        if (other.category == Category::Compute && other.microbatch != task.microbatch) {
+          ++interleaved;
+          break;
+        }
+      }
+    }
+  }
+  EXPECT_GT(interleaved, 0);
+}
