@@ -58,7 +58,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"topology.node", {"gpus", "nvlink_bw", "nvlink_latency", "nics"}},
       {"topology.network",
        {"nic_bw", "nic_efficiency", "link_latency", "nodes_per_su", "spines",
-        "oversubscription"}},
+        "oversubscription", "tiers", "sus_per_pod", "cores", "dims", "torus_link_bw"}},
   };
   return keys;
 }
@@ -302,6 +302,39 @@ const std::vector<std::string>& scenario_keys(const std::string& section) {
   return it == all_keys().end() ? none : it->second;
 }
 
+namespace {
+
+/// [network] keys of the other fabric shapes: tiers, sus_per_pod, cores (3-tier fat tree),
+/// dims and torus_link_bw (torus). See hw::TopologySpec.
+void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
+  spec.tiers = static_cast<int>(net.bounded("tiers", 2, 2, 3));
+  if (spec.tiers == 3 && spec.kind != "rail_optimized_fat_tree") {
+    net.fail_at(net.node("tiers")->source(),
+                "network.tiers = 3 needs kind = \"rail_optimized_fat_tree\"");
+  }
+  spec.sus_per_pod = static_cast<int>(net.bounded("sus_per_pod", 1, 1, 100000));
+  spec.cores = static_cast<int>(net.bounded("cores", 0, 0, 100000));
+  spec.torus_link_bw =
+      net.quantity_in("torus_link_bw", parse_bandwidth, "400 Gbps", 0, 1e15, "B/s").value_or(0);
+  if (const toml::node* d = net.node("dims")) {
+    const toml::array* arr = d->as_array();
+    if (arr == nullptr || (arr->size() != 2 && arr->size() != 3)) {
+      net.fail_at(d->source(), "network.dims must be an array of 2 or 3 positive integers");
+    }
+    for (const toml::node& e : *arr) {
+      if (!e.is_integer() || e.as_integer()->get() < 1 || e.as_integer()->get() > 100000) {
+        net.fail_at(e.source(), "network.dims entries must be integers in [1, 100000]");
+      }
+      spec.dims.push_back(static_cast<int>(e.as_integer()->get()));
+    }
+  }
+  if (spec.kind == "torus" && spec.dims.empty()) {
+    net.fail("kind = \"torus\" needs network.dims = [x, y] or [x, y, z] (nodes per axis)");
+  }
+}
+
+}  // namespace
+
 hw::TopologySpec load_topology(const std::filesystem::path& path) {
   const std::string file = path.string();
   toml::table root = parse(path);
@@ -311,9 +344,11 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
   hw::TopologySpec spec;
   spec.name = top.string("name").value_or(path.stem().string());
   spec.kind = top.string("kind").value_or("rail_optimized_fat_tree");
-  if (spec.kind != "rail_optimized_fat_tree") {
+  if (spec.kind != "rail_optimized_fat_tree" && spec.kind != "leaf_spine" &&
+      spec.kind != "torus") {
     top.fail_at(top.node("kind")->source(),
-                "kind must be \"rail_optimized_fat_tree\" (got \"" + spec.kind + "\")");
+                "kind must be one of \"rail_optimized_fat_tree\", \"leaf_spine\", \"torus\" "
+                "(got \"" + spec.kind + "\")");
   }
   spec.gpu = top.string_req("gpu");
   if (hw::find_builtin_gpu(spec.gpu) == nullptr) {
@@ -342,9 +377,14 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
       net.quantity_in("link_latency", parse_duration, "0.6 us", 0, 1, "s").value_or(0.0);
   spec.nodes_per_su = static_cast<int>(net.bounded("nodes_per_su", 32, 1, 100000));
   spec.oversubscription = net.real("oversubscription", 1.0, 1024.0).value_or(1.0);
-  // Each leaf has nodes_per_su / oversubscription uplink cables; every spine needs one.
-  const auto uplinks = static_cast<std::int64_t>(spec.nodes_per_su / spec.oversubscription);
+  // Each leaf has (downlink ports) / oversubscription uplink cables; every spine needs one.
+  const std::int64_t down_ports =
+      spec.kind == "leaf_spine" ? static_cast<std::int64_t>(spec.nodes_per_su) * spec.nics_per_node
+                                : spec.nodes_per_su;
+  const auto uplinks = static_cast<std::int64_t>(static_cast<double>(down_ports) /
+                                                 spec.oversubscription);
   spec.spines = static_cast<int>(net.bounded("spines", 0, 0, std::max<std::int64_t>(1, uplinks)));
+  load_fabric_keys(net, spec);
   return spec;
 }
 
