@@ -522,10 +522,10 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                                                           {"stage", workload::Fidelity::Stage},
                                                           {"full", workload::Fidelity::Full}})
                     .value_or(workload::Fidelity::Stage);
-  if (sc.fidelity != workload::Fidelity::Stage) {
+  if (sc.fidelity == workload::Fidelity::Analytic) {
     s.fail_at(s.node("fidelity")->source(),
               "simulation.fidelity \"" + std::string(workload::fidelity_name(sc.fidelity)) +
-                  "\" is not simulated yet (available: \"stage\")");
+                  "\" is not simulated yet (available: \"stage\", \"full\")");
   }
   const auto seed = s.integer("seed").value_or(0);
   if (seed < 0) s.fail_at(s.node("seed")->source(), "simulation.seed must be >= 0");

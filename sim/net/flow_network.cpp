@@ -102,15 +102,24 @@ FlowId FlowNetwork::start(std::span<const std::uint32_t> links, double bytes, do
           std::to_string(capacity_.size()) + ")");
     }
   }
-  const auto id = static_cast<FlowId>(flows_.size());
-  FlowState f;
+  FlowId id = 0;
+  if (free_flows_.empty()) {
+    id = static_cast<FlowId>(flows_.size());
+    flows_.emplace_back();
+  } else {
+    id = free_flows_.back();
+    free_flows_.pop_back();
+  }
+  FlowState& f = flows_[id];
   f.links.assign(links.begin(), links.end());
   f.remaining = bytes;
+  f.rate = 0;
   f.max_rate = max_rate;
   f.since = sim_.now();
+  f.finish = Time::max();
   f.done = std::move(done);
   f.active = true;
-  flows_.push_back(std::move(f));
+  ++flows_started_;
   for (const std::uint32_t l : links) on_link_[l].push_back(id);
   ++active_count_;
   mark_dirty(id);
@@ -118,8 +127,14 @@ FlowId FlowNetwork::start(std::span<const std::uint32_t> links, double bytes, do
 }
 
 void FlowNetwork::call_after(Time delay, std::function<void(Simulator&)> fn) {
-  const std::uint64_t index = timers_.size();
-  timers_.push_back(std::move(fn));
+  std::uint64_t index = timers_.size();
+  if (free_timers_.empty()) {
+    timers_.push_back(std::move(fn));
+  } else {
+    index = free_timers_.back();
+    free_timers_.pop_back();
+    timers_[index] = std::move(fn);
+  }
   sim_.schedule_in(delay, handler_, kTimerBit | index, kCompletionPriority);
 }
 
@@ -144,8 +159,10 @@ void FlowNetwork::on_event(Simulator& sim, const Event& event) {
     return;
   }
   if ((event.payload & kTimerBit) != 0U) {
-    auto fn = std::move(timers_[event.payload & ~kTimerBit]);
-    timers_[event.payload & ~kTimerBit] = nullptr;
+    const std::uint64_t index = event.payload & ~kTimerBit;
+    auto fn = std::move(timers_[index]);
+    timers_[index] = nullptr;
+    free_timers_.push_back(index);
     if (fn) fn(sim);
     return;
   }
@@ -174,6 +191,7 @@ void FlowNetwork::finish(Simulator& sim, FlowId id) {
   }
   FlowDone done = std::move(f.done);
   f.done = nullptr;
+  free_flows_.push_back(id);
   if (done) done(sim, id);
 }
 

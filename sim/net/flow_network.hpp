@@ -53,11 +53,13 @@ class FlowNetwork final : public EventHandler {
   /// latency of a collective phase before its flows start).
   void call_after(Time delay, std::function<void(Simulator&)> fn);
 
+  /// Ids of finished flows are reused by later start() calls.
   /// Current rate of an active flow, B/s (0 once finished). Rates are current after the
   /// recompute event of the instant the flow started; before it they read 0.
   [[nodiscard]] double rate(FlowId f) const;
   [[nodiscard]] bool active(FlowId f) const;
   [[nodiscard]] Simulator& simulator() const { return sim_; }
+  [[nodiscard]] std::uint64_t flows_started() const { return flows_started_; }
   [[nodiscard]] std::size_t num_active() const { return active_count_; }
   /// Component solves so far (each start or end re-solves its component once per instant).
   [[nodiscard]] std::uint64_t recomputations() const { return recomputations_; }
@@ -98,6 +100,9 @@ class FlowNetwork final : public EventHandler {
   std::vector<FlowId> dirty_;                 ///< seeds of components to re-solve
   std::vector<std::uint32_t> dirty_links_;    ///< links freed by finished flows
   std::vector<std::function<void(Simulator&)>> timers_;
+  std::vector<FlowId> free_flows_;            ///< finished slots, reused by start()
+  std::vector<std::uint64_t> free_timers_;
+  std::uint64_t flows_started_ = 0;
   bool recompute_pending_ = false;
   std::uint32_t stamp_ = 0;
   std::vector<std::uint32_t> link_mark_;

@@ -100,6 +100,10 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
   sim["steps"] = r.steps_simulated;
   sim["tasks"] = r.tasks;
   sim["events"] = r.events;
+  if (sc.fidelity == workload::Fidelity::Full) {
+    sim["flows"] = r.flows;
+    sim["flow_recomputations"] = r.flow_recomputations;
+  }
   j["simulation"] = sim;
   return j.dump(2, ' ', false, ordered_json::error_handler_t::replace) + "\n";
 }
@@ -175,6 +179,10 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   line("optimizer        ", b.optimizer);
   os << "\n  simulated " << r.tasks << " tasks, " << r.events << " events (fidelity "
      << workload::fidelity_name(sc.fidelity) << ")\n";
+  if (sc.fidelity == workload::Fidelity::Full) {
+    os << "  network: " << r.flows << " flows, " << r.flow_recomputations
+       << " max-min recomputations\n";
+  }
 }
 
 void print_comparison(std::ostream& os, const workload::Scenario& sc,

@@ -115,6 +115,8 @@ struct StepResult {
   std::optional<double> cost_usd;  ///< of time_to_train at gpu_hour_usd
   std::uint64_t events = 0;
   std::size_t tasks = 0;
+  std::uint64_t flows = 0;                ///< full fidelity: flows run on the topology
+  std::uint64_t flow_recomputations = 0;  ///< full fidelity: max-min component solves
   std::vector<PassSpan> passes;  ///< every pass of every stage, in program order
   /// The simulated timeline, for traces.
   std::shared_ptr<const TaskGraph> graph;

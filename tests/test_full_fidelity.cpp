@@ -1,0 +1,65 @@
+// Full fidelity against stage fidelity: the same step within 1% where no two flows share a
+// link, and slower where they do (one NIC per node shared by the DP groups of all TP ranks,
+// which the contention-free stage costs ignore).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "config/scenario.hpp"
+#include "test_util.hpp"
+#include "workload/builder.hpp"
+
+namespace trainsim::workload {
+namespace {
+
+/// A 4-layer GPT on 16 A100 with the given layout and topology file.
+Scenario scenario(const std::string& name, const std::string& parallel, const std::string& topo) {
+  const auto dir = test::temp_dir("full-" + name);
+  std::string text = test::small_scenario();
+  text = test::replace(text, "tp = 2\npp = 2\ndp = 4\n", parallel);
+  text = test::replace(text, (test::source_dir() / "topologies/dgx-a100.toml").string(), topo);
+  return config::load_scenario(test::write(dir / "s.toml", text));
+}
+
+double step(Scenario sc, Fidelity f) {
+  sc.fidelity = f;
+  return simulate_step(sc).step_time.seconds();
+}
+
+TEST(FullFidelityTest, AgreesWithStageWithoutContention) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  // TP inside a node, PP across two nodes on 8 rails: no link carries two flows at once.
+  const Scenario sc = scenario("tp8pp2", "tp = 8\npp = 2\ndp = 1\n", topo);
+  const double stage = step(sc, Fidelity::Stage);
+  const double full = step(sc, Fidelity::Full);
+  EXPECT_NEAR(full, stage, 0.01 * stage);
+  Scenario f = sc;
+  f.fidelity = Fidelity::Full;
+  const StepResult r = simulate_step(f);
+  EXPECT_GT(r.flows, 0U);
+  EXPECT_GT(r.flow_recomputations, 0U);
+  // The small scenario (TP 2, PP 2, DP 4) also agrees.
+  const Scenario small = scenario("small", "tp = 2\npp = 2\ndp = 4\n", topo);
+  EXPECT_NEAR(step(small, Fidelity::Full), step(small, Fidelity::Stage),
+              0.01 * step(small, Fidelity::Stage));
+}
+
+TEST(FullFidelityTest, SharedNicMakesFullSlower) {
+  // One NIC per node: the 8 DP groups (one per TP rank) all-reduce gradients through it at
+  // the same time. Stage fidelity costs each group as if it had the NIC alone.
+  const auto dir = test::temp_dir("full-one-nic");
+  std::string t = test::read(test::source_dir() / "topologies/dgx-a100.toml");
+  t = test::replace(t, "nics = 8", "nics = 1");
+  const auto topo = test::write(dir / "one-nic.toml", t);
+  ASSERT_NE(t.find("nics = 1"), std::string::npos);
+  Scenario sc = scenario("tp8dp2", "tp = 8\npp = 1\ndp = 2\n", topo.string());
+  sc.layout.overlap_grad_reduce = false;  // the whole gradient all-reduce is exposed
+  const double stage = step(sc, Fidelity::Stage);
+  const double full = step(sc, Fidelity::Full);
+  EXPECT_GT(full, 1.05 * stage) << "stage " << stage << " s, full " << full << " s";
+  RecordProperty("stage_s", std::to_string(stage));
+  RecordProperty("full_s", std::to_string(full));
+}
+
+}  // namespace
+}  // namespace trainsim::workload
