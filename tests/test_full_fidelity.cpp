@@ -63,3 +63,70 @@ TEST(FullFidelityTest, SharedNicMakesFullSlower) {
 
 }  // namespace
 }  // namespace trainsim::workload
+
+namespace trainsim::workload {
+namespace {
+
+TEST(StragglerTest, SlowGpuSlowsItsStageComputeAndIsNamed) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  Scenario sc = scenario("strag", "tp = 8\npp = 1\ndp = 2\n", topo);
+  sc.fidelity = Fidelity::Full;
+  const StepResult base = simulate_step(sc);
+  EXPECT_FALSE(base.slowest_rank.has_value());
+  sc.stragglers.push_back(Straggler{9, 0.5, 1.0, 1.0});
+  const StepResult slow = simulate_step(sc);
+  ASSERT_TRUE(slow.slowest_rank.has_value());
+  EXPECT_EQ(slow.slowest_rank->gpu, 9);
+  EXPECT_EQ(slow.slowest_rank_stage, 0);
+  // Every kernel of the (single) stage takes twice as long: compute time doubles; the step
+  // grows by at most the added compute (slower kernels can hide more communication).
+  EXPECT_NEAR(slow.breakdown.compute, 2 * base.breakdown.compute, 1e-3 * base.breakdown.compute);
+  EXPECT_GE(slow.step_time.seconds(), 2 * base.breakdown.compute);
+  EXPECT_LE(slow.step_time.seconds(),
+            base.step_time.seconds() + base.breakdown.compute * (1 + 1e-6));
+}
+
+TEST(StragglerTest, SlowNicSlowsTheDataParallelReduction) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  Scenario sc = scenario("strag-nic", "tp = 8\npp = 1\ndp = 2\n", topo);
+  sc.layout.overlap_grad_reduce = false;
+  sc.fidelity = Fidelity::Full;
+  const double base = simulate_step(sc).step_time.seconds();
+  sc.stragglers.push_back(Straggler{3, 1.0, 0.25, 1.0});
+  const StepResult slow = simulate_step(sc);
+  EXPECT_GT(slow.step_time.seconds(), base * 1.05);
+  ASSERT_TRUE(slow.slowest_rank.has_value());
+  EXPECT_EQ(slow.slowest_rank->gpu, 3);
+}
+
+TEST(StragglerTest, ConfigAcceptsThemOnlyInFullFidelity) {
+  const auto dir = test::temp_dir("strag-config");
+  const std::string base = test::small_scenario();
+  const auto ok = config::load_scenario(test::write(
+      dir / "ok.toml", base + "[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 3, "
+                              "speed = 0.8 }, { gpu = 5, nic_bandwidth = 0.5 }]\n"));
+  ASSERT_EQ(ok.stragglers.size(), 2U);
+  EXPECT_EQ(ok.stragglers[0].gpu, 3);
+  EXPECT_DOUBLE_EQ(ok.stragglers[0].speed, 0.8);
+  EXPECT_DOUBLE_EQ(ok.stragglers[1].nic_bandwidth, 0.5);
+  const auto error_of = [&](const std::string& extra) {
+    try {
+      (void)config::load_scenario(test::write(dir / "bad.toml", base + extra));
+    } catch (const config::ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("[simulation]\nstragglers = [{ gpu = 3, speed = 0.8 }]\n")
+                .find("only simulated with simulation.fidelity = \"full\""),
+            std::string::npos);
+  EXPECT_NE(error_of("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 99 }]\n")
+                .find("gpu must be in [0, 15]"),
+            std::string::npos);
+  EXPECT_NE(error_of("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 1, sped = 0.5 }]\n")
+                .find("sped"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace trainsim::workload

@@ -335,6 +335,36 @@ void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
 
 }  // namespace
 
+namespace {
+
+/// [simulation] stragglers = [{ gpu = 17, speed = 0.8, nic_bandwidth = 0.5,
+/// nvlink_bandwidth = 1.0 }, ...]: factors in (0, 10], full fidelity only.
+void load_stragglers(const std::string& file, const toml::node& st, workload::Scenario& sc) {
+  const auto fail = [&](const toml::node& n, const std::string& msg) {
+    throw ConfigError(file, static_cast<int>(n.source().begin.line),
+                      static_cast<int>(n.source().begin.column), msg);
+  };
+  const toml::array* arr = st.as_array();
+  if (arr == nullptr) fail(st, "simulation.stragglers must be an array of tables");
+  if (!arr->empty() && sc.fidelity != workload::Fidelity::Full) {
+    fail(st, "simulation.stragglers are only simulated with simulation.fidelity = \"full\"");
+  }
+  for (const toml::node& e : *arr) {
+    const toml::table* t = e.as_table();
+    if (t == nullptr) fail(e, "simulation.stragglers entries must be tables like { gpu = 3, speed = 0.8 }");
+    Section sec(file, t, "simulation.stragglers", e.source());
+    sec.check_unknown({"gpu", "speed", "nic_bandwidth", "nvlink_bandwidth"});
+    workload::Straggler s;
+    s.gpu = static_cast<int>(sec.bounded_req("gpu", 0, std::max(0, sc.gpus - 1)));
+    s.speed = sec.real("speed", 1e-3, 10.0).value_or(1.0);
+    s.nic_bandwidth = sec.real("nic_bandwidth", 1e-3, 10.0).value_or(1.0);
+    s.nvlink_bandwidth = sec.real("nvlink_bandwidth", 1e-3, 10.0).value_or(1.0);
+    sc.stragglers.push_back(s);
+  }
+}
+
+}  // namespace
+
 hw::TopologySpec load_topology(const std::filesystem::path& path) {
   const std::string file = path.string();
   toml::table root = parse(path);
@@ -535,10 +565,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                      L.schedule == parallel::ScheduleKind::TwoBW;
   sc.steps = static_cast<int>(s.bounded("steps", async ? 4 : 1, 1, 64));
   if (const toml::node* st = s.node("stragglers")) {
-    if (!st->is_array() || !st->as_array()->empty()) {
-      s.fail_at(st->source(), "simulation.stragglers: stragglers are not simulated yet "
-                              "(only an empty list is accepted)");
-    }
+    load_stragglers(file, *st, sc);
   }
 
   // [cost]

@@ -61,6 +61,12 @@ void TaskGraph::set_external(TaskId t, std::uint32_t external_id) {
   tasks_[t].external = external_id;
 }
 
+void TaskGraph::set_duration(TaskId t, Time duration) {
+  if (t >= tasks_.size()) throw std::invalid_argument("set_duration: unknown task");
+  if (duration < Time::zero()) throw std::invalid_argument("set_duration: negative duration");
+  tasks_[t].duration = duration;
+}
+
 LabelId TaskGraph::intern(std::string_view label) {
   auto it = label_ids_.find(std::string(label));
   if (it != label_ids_.end()) return it->second;

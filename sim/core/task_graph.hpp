@@ -86,6 +86,9 @@ class TaskGraph {
   /// run). Its fixed duration is ignored from then on. Throws std::invalid_argument for an
   /// unknown task or external_id == kNoId.
   void set_external(TaskId t, std::uint32_t external_id);
+  /// Changes the duration of a fixed-duration task before it runs (e.g. a straggler's
+  /// slower kernels). Throws std::invalid_argument for an unknown task or a negative time.
+  void set_duration(TaskId t, Time duration);
   /// Interns a label string (task names are shared, not stored per task).
   LabelId intern(std::string_view label);
 

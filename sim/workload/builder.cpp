@@ -758,7 +758,7 @@ StepResult simulate_step(const Scenario& sc) {
   const net::AlphaBetaModel ab_model(topo, sc.gpu);
   // Full fidelity (full_fidelity.hpp): same graph, comm tasks become flows on the topology.
   std::optional<FullFidelity> full;
-  if (sc.fidelity == Fidelity::Full) full.emplace(L, topo, ab_model);
+  if (sc.fidelity == Fidelity::Full) full.emplace(L, topo, ab_model, sc.stragglers);
   const net::CollectiveModel& comm = full ? full->model() : ab_model;
   const cost::CostModel cost(sc.gpu);
   const int m = static_cast<int>(sc.training.global_batch / (sc.training.micro_batch * L.dp));
@@ -865,6 +865,10 @@ StepResult simulate_step(const Scenario& sc) {
   if (full) {
     r.flows = full->stats().flows;
     r.flow_recomputations = full->stats().recomputations;
+    if (const auto slow = full->slowest()) {
+      r.slowest_rank = slow->first;
+      r.slowest_rank_stage = slow->second;
+    }
   }
   r.tasks = graph->num_tasks();
   const double step = r.step_time.seconds();

@@ -5,6 +5,8 @@
 #include <set>
 #include <unordered_map>
 
+#include "core/error.hpp"
+
 #include "net/plan_runner.hpp"
 
 namespace trainsim::workload {
@@ -15,11 +17,6 @@ net::CollectiveCost RecordingModel::cost(net::CollectiveOp op, std::uint64_t byt
   queries_.push_back(Query{op, bytes, std::vector<int>(group.begin(), group.end()), c.time});
   return c;
 }
-
-FullFidelity::FullFidelity(const parallel::Layout& layout, const hw::Topology& topo,
-                           const net::AlphaBetaModel& model,
-                           const std::vector<double>& link_factor)
-    : layout_(layout), topo_(topo), model_(model), link_factor_(link_factor), recorder_(model) {}
 
 namespace {
 
@@ -39,6 +36,63 @@ Coord coord_of(const parallel::Layout& L, int r) {
 }
 
 }  // namespace
+
+FullFidelity::FullFidelity(const parallel::Layout& layout, const hw::Topology& topo,
+                           const net::AlphaBetaModel& model, std::vector<Straggler> stragglers)
+    : layout_(layout),
+      topo_(topo),
+      model_(model),
+      stragglers_(std::move(stragglers)),
+      recorder_(model) {
+  bool links = false;
+  for (const Straggler& s : stragglers_) {
+    if (s.gpu < 0 || s.gpu >= topo.num_gpus()) {
+      throw InputError("simulation.stragglers", "simulation.stragglers: GPU " +
+                                                    std::to_string(s.gpu) + " out of range");
+    }
+    links = links || s.nic_bandwidth != 1.0 || s.nvlink_bandwidth != 1.0;
+  }
+  if (!links) return;
+  // A GPU's NVLink links join it to its NVSwitch; its NIC links are GPU <-> NIC and
+  // NIC <-> leaf (or router) of the NIC it uses.
+  const std::size_t n = topo.num_links();
+  link_factor_.assign(n, 1.0);
+  for (const Straggler& s : stragglers_) {
+    const auto g = static_cast<std::uint32_t>(s.gpu);
+    std::vector<std::uint32_t> nics;
+    for (std::uint32_t l = 0; l < n; ++l) {
+      const hw::LinkInfo& li = topo.link(l);
+      if (li.src != g && li.dst != g) continue;
+      const std::uint32_t other = li.src == g ? li.dst : li.src;
+      const hw::VertexKind k = topo.vertex_kind(other);
+      if (k == hw::VertexKind::NvSwitch) link_factor_[l] *= s.nvlink_bandwidth;
+      if (k == hw::VertexKind::Nic) {
+        link_factor_[l] *= s.nic_bandwidth;
+        if (li.src == g) nics.push_back(other);
+      }
+    }
+    for (std::uint32_t l = 0; l < n; ++l) {
+      const hw::LinkInfo& li = topo.link(l);
+      for (const std::uint32_t nic : nics) {
+        const bool touches = li.src == nic || li.dst == nic;
+        const std::uint32_t other = li.src == nic ? li.dst : li.src;
+        if (touches && topo.vertex_kind(other) != hw::VertexKind::Gpu) {
+          link_factor_[l] *= s.nic_bandwidth;
+        }
+      }
+    }
+  }
+}
+
+std::optional<std::pair<Straggler, int>> FullFidelity::slowest() const {
+  std::optional<std::pair<Straggler, int>> best;
+  for (const Straggler& s : stragglers_) {
+    if (!best || s.worst() < best->first.worst()) {
+      best = std::make_pair(s, coord_of(layout_, s.gpu).p);
+    }
+  }
+  return best;
+}
 
 std::vector<net::CollectivePlan> FullFidelity::copies(const RecordingModel::Query& q) const {
   // The group spans TP (or DP) when its members differ in that coordinate; its copies vary
@@ -103,6 +157,20 @@ void FullFidelity::convert(TaskGraph& g) {
     }
   }
   stats_.network_ops = ops_.size();
+  // Stragglers: a stage runs its kernels at its slowest GPU's speed.
+  std::vector<double> speed(static_cast<std::size_t>(layout_.pp), 1.0);
+  for (const Straggler& s : stragglers_) {
+    auto& v = speed[static_cast<std::size_t>(coord_of(layout_, s.gpu).p)];
+    v = std::min(v, s.speed);
+  }
+  for (TaskId t = 0; t < g.num_tasks(); ++t) {
+    const Task& task = g.task(t);
+    if (is_comm(task.category) || task.external != kNoId) continue;
+    const auto stage = static_cast<std::size_t>(g.stream(task.stream).rank);
+    if (stage < speed.size() && speed[stage] != 1.0) {
+      g.set_duration(t, Time::from_seconds(task.duration.seconds() / speed[stage]));
+    }
+  }
 }
 
 void FullFidelity::run(Simulator& sim, Executor& ex) {

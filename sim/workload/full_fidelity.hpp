@@ -23,6 +23,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "core/simulator.hpp"
@@ -32,6 +34,7 @@
 #include "net/collective_tasks.hpp"
 #include "net/flow_network.hpp"
 #include "parallel/layout.hpp"
+#include "workload/straggler.hpp"
 
 namespace trainsim::workload {
 
@@ -65,8 +68,12 @@ struct FullStats {
 /// Turns a built stage graph into a full-fidelity one and runs it.
 class FullFidelity {
  public:
+  /// `stragglers` (GPU indices < topo.num_gpus()): a slow GPU slows its stage's compute
+  /// tasks by 1 / speed (the stage rank stands for all its GPUs, and every TP/DP collective
+  /// waits for the slowest member, so the stage runs at its slowest GPU's pace); NIC and
+  /// NVLink factors scale the capacity of that GPU's links in the flow model.
   FullFidelity(const parallel::Layout& layout, const hw::Topology& topo,
-               const net::AlphaBetaModel& model, const std::vector<double>& link_factor = {});
+               const net::AlphaBetaModel& model, std::vector<Straggler> stragglers = {});
 
   /// The model to hand to the graph builder (records its queries).
   [[nodiscard]] const net::CollectiveModel& model() const { return recorder_; }
@@ -78,6 +85,8 @@ class FullFidelity {
   void run(Simulator& sim, Executor& ex);
 
   [[nodiscard]] const FullStats& stats() const { return stats_; }
+  /// The straggler with the lowest factor and its pipeline stage (none without stragglers).
+  [[nodiscard]] std::optional<std::pair<Straggler, int>> slowest() const;
 
  private:
   [[nodiscard]] std::vector<net::CollectivePlan> copies(const RecordingModel::Query& q) const;
@@ -85,6 +94,7 @@ class FullFidelity {
   const parallel::Layout& layout_;
   const hw::Topology& topo_;
   const net::AlphaBetaModel& model_;
+  std::vector<Straggler> stragglers_;
   std::vector<double> link_factor_;
   RecordingModel recorder_;
   std::vector<std::vector<net::CollectivePlan>> ops_;
