@@ -177,5 +177,32 @@ TEST(PlanRunnerTest, TwoRingsThroughTheSameNicsTakeTwiceAsLong) {
   EXPECT_NEAR(ends[1].seconds(), lat + 2 * bw, 1e-6 * bw);
 }
 
+TEST(PlanRunnerTest, TwoJobsThroughOneOversubscribedSpine) {
+  // 4 nodes, 2 per SU, one spine, 4:1 oversubscribed: a leaf's uplink to the spine carries
+  // 2 nodes x 24 GB/s / 4 = 12 GB/s. Job A sends GPU 0 (SU 0) -> GPU 16 (SU 1), job B GPU 8
+  // (SU 0) -> GPU 24 (SU 1), both on rail 0: alone a transfer runs at 12 GB/s (the route's
+  // bottleneck, which the contention-free model also sees), together at 6 GB/s each, which
+  // only the flow model sees.
+  hw::TopologySpec spec = test::dgx_a100_spec();
+  spec.nodes_per_su = 2;
+  spec.spines = 1;
+  spec.oversubscription = 4.0;
+  const hw::Topology topo(spec, 4 * 8);
+  const AlphaBetaModel model(topo, *hw::find_builtin_gpu("a100_sxm4_80gb"));
+  const std::uint64_t bytes = 1ULL << 30;
+  const std::vector<int> a{0, 16}, b{8, 24};
+  const CollectivePlan pa = model.plan(CollectiveOp::SendRecv, bytes, a);
+  const CollectivePlan pb = model.plan(CollectiveOp::SendRecv, bytes, b);
+  const double lat = pa.phases[0].latency_s;
+  const double s = static_cast<double>(bytes);
+  const double uplink = 2 * 24e9 / 4;
+  EXPECT_NEAR(pa.cost.time.seconds(), lat + s / uplink, 1e-9);  // contention-free model
+  const Time alone = run_plans(topo, {pa})[0];
+  EXPECT_NEAR(alone.seconds(), lat + s / uplink, 1e-9);
+  const auto both = run_plans(topo, {pa, pb});
+  EXPECT_NEAR(both[0].seconds(), lat + s / (uplink / 2), 1e-9);
+  EXPECT_NEAR(both[1].seconds(), lat + s / (uplink / 2), 1e-9);
+}
+
 }  // namespace
 }  // namespace trainsim::net
