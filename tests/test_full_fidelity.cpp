@@ -26,6 +26,43 @@ double step(Scenario sc, Fidelity f) {
   return simulate_step(sc).step_time.seconds();
 }
 
+/// Every comm task that still has a fixed duration in full fidelity is a member of a
+/// rendezvous whose flows another member carries (a receiver, a sync member).
+void expect_comm_on_the_network(const StepResult& r) {
+  const TaskGraph& g = *r.graph;
+  std::size_t network = 0;
+  for (TaskId t = 0; t < g.num_tasks(); ++t) {
+    const Task& task = g.task(t);
+    if (!is_comm(task.category) || task.duration == Time::zero()) continue;
+    if (task.external != kNoId) {
+      ++network;
+      continue;
+    }
+    ASSERT_NE(task.rendezvous, kNoId) << g.label(task.label) << " stayed off the network";
+    bool partner = false;
+    for (const TaskId m : g.rendezvous_members(task.rendezvous)) {
+      partner = partner || g.task(m).external != kNoId;
+    }
+    EXPECT_TRUE(partner) << g.label(task.label) << " stayed off the network";
+  }
+  EXPECT_GT(network, 0U);
+}
+
+TEST(FullFidelityTest, EveryCommTaskRunsOnTheNetwork) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  for (const std::string& layout :
+       {std::string("tp = 2\npp = 2\ndp = 4\nzero = 1\n"),
+        std::string("tp = 2\npp = 2\ndp = 4\nschedule = \"interleaved\"\nvirtual_stages = 2\n"),
+        std::string("tp = 4\npp = 2\ndp = 2\nschedule = \"dualpipe\"\n")}) {
+    Scenario sc = scenario("every", layout, topo);
+    sc.fidelity = Fidelity::Full;
+    const StepResult r = simulate_step(sc);
+    expect_comm_on_the_network(r);
+    const double stage = step(sc, Fidelity::Stage);
+    EXPECT_GE(r.step_time.seconds(), stage * (1 - 1e-9)) << layout;
+  }
+}
+
 TEST(FullFidelityTest, AgreesWithStageWithoutContention) {
   const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
   // TP inside a node, PP across two nodes on 8 rails: no link carries two flows at once.

@@ -138,7 +138,10 @@ void FullFidelity::convert(TaskGraph& g) {
     const Task& task = g.task(t);
     if (!is_comm(task.category) || task.duration == Time::zero()) continue;
     const auto it = by_time.find(task.duration.count_ps());
-    if (it == by_time.end()) continue;
+    if (it == by_time.end()) {
+      ++stats_.fixed_comm_tasks;
+      continue;
+    }
     const int stage = static_cast<int>(g.stream(task.stream).rank);
     const int rep = layout_.rank(0, 0, 0, stage);
     const bool tp_task = task.category == Category::TpComm;
@@ -155,6 +158,7 @@ void FullFidelity::convert(TaskGraph& g) {
       ++stats_.network_tasks;
       break;
     }
+    if (g.task(t).external == kNoId) ++stats_.fixed_comm_tasks;
   }
   stats_.network_ops = ops_.size();
   // Stragglers: a stage runs its kernels at its slowest GPU's speed.

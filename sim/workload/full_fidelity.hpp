@@ -60,6 +60,10 @@ class RecordingModel final : public net::CollectiveModel {
 /// Counters of a full-fidelity run.
 struct FullStats {
   std::size_t network_tasks = 0;       ///< comm tasks turned into network tasks
+  /// Comm tasks of positive duration that stay fixed: receivers and non-first members of
+  /// cross-stage rendezvous (their partner carries the flows), and any task no recorded
+  /// query explains (none in the shipped scenarios; tests assert it).
+  std::size_t fixed_comm_tasks = 0;
   std::size_t network_ops = 0;         ///< distinct collectives (each with its group copies)
   std::uint64_t flows = 0;             ///< flows started
   std::uint64_t recomputations = 0;    ///< max-min component solves
