@@ -104,5 +104,26 @@ TEST(CliCollective, BadInputExitsOneNamingTheOption) {
   }
 }
 
+TEST(CliCollective, SimulateInFullFidelityReportsFlowsAndTheSlowestRank) {
+  const auto dir = test::temp_dir("cli-full");
+  const auto file = test::write(
+      dir / "full.toml", test::small_scenario() +
+                             "[simulation]\nfidelity = \"full\"\n"
+                             "stragglers = [{ gpu = 5, speed = 0.9 }, { gpu = 12, nic_bandwidth = 0.5 }]\n");
+  const Result j = run("simulate " + file.string() + " --json");
+  ASSERT_EQ(j.code, 0) << j.err;
+  const auto report = nlohmann::json::parse(j.out);
+  const auto& sim = report.at("simulation");
+  EXPECT_EQ(sim.at("fidelity"), "full");
+  EXPECT_GT(sim.at("flows").get<int>(), 0);
+  EXPECT_GT(sim.at("flow_recomputations").get<int>(), 0);
+  EXPECT_EQ(sim.at("slowest_rank").at("gpu").get<int>(), 12);
+  EXPECT_DOUBLE_EQ(sim.at("slowest_rank").at("nic_bandwidth").get<double>(), 0.5);
+  const Result t = run("simulate " + file.string());
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("slowest rank: GPU 12 (stage "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("max-min recomputations"), std::string::npos) << t.out;
+}
+
 }  // namespace
 }  // namespace trainsim
