@@ -245,14 +245,14 @@ TEST_F(CollectiveTest, SendRecvInsideAndAcrossNodes) {
 
 TEST_F(CollectiveTest, AllToAllIsPairwise) {
   const double s = static_cast<double>(kGiB);
-  // One node: 7/8 of the data over NVLink; latency 8.4 + 7 x 3.4 µs.
+  // One node: 7/8 of the data over NVLink; latency 8.4 + 3.4 µs (peers concurrent).
   const auto one = cost(CollectiveOp::AllToAll, kGiB, ranks(0, 8));
   EXPECT_EQ(one.algorithm, Algorithm::Pairwise);
-  EXPECT_NEAR(one.time.seconds(), 32.2e-6 + s * 7.0 / 8.0 / kNvlinkBus, kPs);
+  EXPECT_NEAR(one.time.seconds(), 11.8e-6 + s * 7.0 / 8.0 / kNvlinkBus, kPs);
   // Two nodes: half the data leaves the node through each rank's own NIC, which dominates;
-  // latency 8.4 + 7 x 3.4 + 8 x 14 µs. busbw ~ 2 x NIC x (n-1)/n (hardware.md §3.2).
+  // latency 8.4 + 14 µs. busbw ~ 2 x NIC x (n-1)/n (hardware.md §3.2).
   const auto two = cost(CollectiveOp::AllToAll, kGiB, ranks(0, 16));
-  EXPECT_NEAR(two.time.seconds(), 144.2e-6 + s / 2.0 / kNic, kPs);
+  EXPECT_NEAR(two.time.seconds(), 22.4e-6 + s / 2.0 / kNic, kPs);
   EXPECT_NEAR(two.busbw, 2 * kNic * 15.0 / 16.0, 0.01 * 2 * kNic);
 }
 

@@ -140,7 +140,7 @@ TEST(Config, UnsupportedFeaturesAreRejectedNotIgnored) {
   EXPECT_NE(msg.find("hf_config"), std::string::npos) << msg;
   msg = error_of(with("[parallel]\n", "[parallel]\nep = 2\n"));
   EXPECT_NE(msg.find("parallel.ep > 1 needs a mixture-of-experts model"), std::string::npos) << msg;
-  msg = error_of(test::small_scenario() + "[simulation]\nfidelity = \"full\"\n");
+  msg = error_of(test::small_scenario() + "[simulation]\nfidelity = \"analytic\"\n");
   EXPECT_NE(msg.find("not simulated yet"), std::string::npos) << msg;
   msg = error_of(with("[cluster]\n", "[cluster]\nprofile = \"tpu_v5\"\n"));
   EXPECT_NE(msg.find("unknown hardware profile \"tpu_v5\""), std::string::npos) << msg;

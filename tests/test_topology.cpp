@@ -282,8 +282,8 @@ TEST(TopologyTest, BadSpecsThrowNamingTheParameter) {
   s.gpus_per_node = 0;
   expect_invalid(s, 8, "gpus_per_node must be > 0 (got 0)");
   s = dgx_a100();
-  s.kind = "torus";
-  expect_invalid(s, 8, "unknown kind \"torus\"");
+  s.kind = "mesh";
+  expect_invalid(s, 8, "unknown kind \"mesh\"");
   s = dgx_a100();
   s.oversubscription = 0.5;
   expect_invalid(s, 8, "oversubscription");

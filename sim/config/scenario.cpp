@@ -63,7 +63,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"topology.node", {"gpus", "nvlink_bw", "nvlink_latency", "nics"}},
       {"topology.network",
        {"nic_bw", "nic_efficiency", "link_latency", "nodes_per_su", "spines",
-        "oversubscription"}},
+        "oversubscription", "tiers", "sus_per_pod", "cores", "dims", "torus_link_bw"}},
   };
   return keys;
 }
@@ -379,6 +379,69 @@ const std::vector<std::string>& scenario_keys(const std::string& section) {
   return it == all_keys().end() ? none : it->second;
 }
 
+namespace {
+
+/// [network] keys of the other fabric shapes: tiers, sus_per_pod, cores (3-tier fat tree),
+/// dims and torus_link_bw (torus). See hw::TopologySpec.
+void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
+  spec.tiers = static_cast<int>(net.bounded("tiers", 2, 2, 3));
+  if (spec.tiers == 3 && spec.kind != "rail_optimized_fat_tree") {
+    net.fail_at(net.node("tiers")->source(),
+                "network.tiers = 3 needs kind = \"rail_optimized_fat_tree\"");
+  }
+  spec.sus_per_pod = static_cast<int>(net.bounded("sus_per_pod", 1, 1, 100000));
+  spec.cores = static_cast<int>(net.bounded("cores", 0, 0, 100000));
+  spec.torus_link_bw =
+      net.quantity_in("torus_link_bw", parse_bandwidth, "400 Gbps", 0, 1e15, "B/s").value_or(0);
+  if (const toml::node* d = net.node("dims")) {
+    const toml::array* arr = d->as_array();
+    if (arr == nullptr || (arr->size() != 2 && arr->size() != 3)) {
+      net.fail_at(d->source(), "network.dims must be an array of 2 or 3 positive integers");
+    }
+    for (const toml::node& e : *arr) {
+      if (!e.is_integer() || e.as_integer()->get() < 1 || e.as_integer()->get() > 100000) {
+        net.fail_at(e.source(), "network.dims entries must be integers in [1, 100000]");
+      }
+      spec.dims.push_back(static_cast<int>(e.as_integer()->get()));
+    }
+  }
+  if (spec.kind == "torus" && spec.dims.empty()) {
+    net.fail("kind = \"torus\" needs network.dims = [x, y] or [x, y, z] (nodes per axis)");
+  }
+}
+
+}  // namespace
+
+namespace {
+
+/// [simulation] stragglers = [{ gpu = 17, speed = 0.8, nic_bandwidth = 0.5,
+/// nvlink_bandwidth = 1.0 }, ...]: factors in (0, 10], full fidelity only.
+void load_stragglers(const std::string& file, const toml::node& st, workload::Scenario& sc) {
+  const auto fail = [&](const toml::node& n, const std::string& msg) {
+    throw ConfigError(file, static_cast<int>(n.source().begin.line),
+                      static_cast<int>(n.source().begin.column), msg);
+  };
+  const toml::array* arr = st.as_array();
+  if (arr == nullptr) fail(st, "simulation.stragglers must be an array of tables");
+  if (!arr->empty() && sc.fidelity != workload::Fidelity::Full) {
+    fail(st, "simulation.stragglers are only simulated with simulation.fidelity = \"full\"");
+  }
+  for (const toml::node& e : *arr) {
+    const toml::table* t = e.as_table();
+    if (t == nullptr) fail(e, "simulation.stragglers entries must be tables like { gpu = 3, speed = 0.8 }");
+    Section sec(file, t, "simulation.stragglers", e.source());
+    sec.check_unknown({"gpu", "speed", "nic_bandwidth", "nvlink_bandwidth"});
+    workload::Straggler s;
+    s.gpu = static_cast<int>(sec.bounded_req("gpu", 0, std::max(0, sc.gpus - 1)));
+    s.speed = sec.real("speed", 1e-3, 10.0).value_or(1.0);
+    s.nic_bandwidth = sec.real("nic_bandwidth", 1e-3, 10.0).value_or(1.0);
+    s.nvlink_bandwidth = sec.real("nvlink_bandwidth", 1e-3, 10.0).value_or(1.0);
+    sc.stragglers.push_back(s);
+  }
+}
+
+}  // namespace
+
 hw::TopologySpec load_topology(const std::filesystem::path& path) {
   const std::string file = path.string();
   toml::table root = parse(path);
@@ -388,9 +451,11 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
   hw::TopologySpec spec;
   spec.name = top.string("name").value_or(path.stem().string());
   spec.kind = top.string("kind").value_or("rail_optimized_fat_tree");
-  if (spec.kind != "rail_optimized_fat_tree") {
+  if (spec.kind != "rail_optimized_fat_tree" && spec.kind != "leaf_spine" &&
+      spec.kind != "torus") {
     top.fail_at(top.node("kind")->source(),
-                "kind must be \"rail_optimized_fat_tree\" (got \"" + spec.kind + "\")");
+                "kind must be one of \"rail_optimized_fat_tree\", \"leaf_spine\", \"torus\" "
+                "(got \"" + spec.kind + "\")");
   }
   spec.gpu = top.string_req("gpu");
   if (hw::find_builtin_gpu(spec.gpu) == nullptr) {
@@ -419,9 +484,14 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
       net.quantity_in("link_latency", parse_duration, "0.6 us", 0, 1, "s").value_or(0.0);
   spec.nodes_per_su = static_cast<int>(net.bounded("nodes_per_su", 32, 1, 100000));
   spec.oversubscription = net.real("oversubscription", 1.0, 1024.0).value_or(1.0);
-  // Each leaf has nodes_per_su / oversubscription uplink cables; every spine needs one.
-  const auto uplinks = static_cast<std::int64_t>(spec.nodes_per_su / spec.oversubscription);
+  // Each leaf has (downlink ports) / oversubscription uplink cables; every spine needs one.
+  const std::int64_t down_ports =
+      spec.kind == "leaf_spine" ? static_cast<std::int64_t>(spec.nodes_per_su) * spec.nics_per_node
+                                : spec.nodes_per_su;
+  const auto uplinks = static_cast<std::int64_t>(static_cast<double>(down_ports) /
+                                                 spec.oversubscription);
   spec.spines = static_cast<int>(net.bounded("spines", 0, 0, std::max<std::int64_t>(1, uplinks)));
+  load_fabric_keys(net, spec);
   return spec;
 }
 
@@ -562,10 +632,10 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                                                           {"stage", workload::Fidelity::Stage},
                                                           {"full", workload::Fidelity::Full}})
                     .value_or(workload::Fidelity::Stage);
-  if (sc.fidelity != workload::Fidelity::Stage) {
+  if (sc.fidelity == workload::Fidelity::Analytic) {
     s.fail_at(s.node("fidelity")->source(),
               "simulation.fidelity \"" + std::string(workload::fidelity_name(sc.fidelity)) +
-                  "\" is not simulated yet (available: \"stage\")");
+                  "\" is not simulated yet (available: \"stage\", \"full\")");
   }
   const auto seed = s.integer("seed").value_or(0);
   if (seed < 0) s.fail_at(s.node("seed")->source(), "simulation.seed must be >= 0");
@@ -575,10 +645,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                      L.schedule == parallel::ScheduleKind::TwoBW;
   sc.steps = static_cast<int>(s.bounded("steps", async ? 4 : 1, 1, 64));
   if (const toml::node* st = s.node("stragglers")) {
-    if (!st->is_array() || !st->as_array()->empty()) {
-      s.fail_at(st->source(), "simulation.stragglers: stragglers are not simulated yet "
-                              "(only an empty list is accepted)");
-    }
+    load_stragglers(file, *st, sc);
   }
 
   // [cost]

@@ -55,6 +55,18 @@ RendezvousId TaskGraph::add_rendezvous(const std::vector<TaskId>& members) {
   return id;
 }
 
+void TaskGraph::set_external(TaskId t, std::uint32_t external_id) {
+  if (t >= tasks_.size()) throw std::invalid_argument("set_external: unknown task");
+  if (external_id == kNoId) throw std::invalid_argument("set_external: external id kNoId");
+  tasks_[t].external = external_id;
+}
+
+void TaskGraph::set_duration(TaskId t, Time duration) {
+  if (t >= tasks_.size()) throw std::invalid_argument("set_duration: unknown task");
+  if (duration < Time::zero()) throw std::invalid_argument("set_duration: negative duration");
+  tasks_[t].duration = duration;
+}
+
 LabelId TaskGraph::intern(std::string_view label) {
   auto it = label_ids_.find(std::string(label));
   if (it != label_ids_.end()) return it->second;
@@ -93,6 +105,8 @@ Executor::Executor(const TaskGraph& graph) : g_(graph) {
   head_.assign(g_.streams_.size(), 0);
   busy_.assign(g_.streams_.size(), 0);
   arrived_.assign(g_.rendezvous_.size(), 0);
+  ext_left_.assign(g_.rendezvous_.size(), 0);
+  running_ext_.assign(n, 0);
   start_.assign(n, Time::zero());
   end_.assign(n, Time::zero());
   last_dep_.assign(n, kNoId);
@@ -118,22 +132,63 @@ void Executor::try_start(Simulator& sim, StreamId s) {
   busy_[s] = 1;
   if (task.rendezvous == kNoId) {
     start_[t] = sim.now();
+    if (task.external != kNoId) {
+      start_network_task(sim, t);
+      return;
+    }
     sim.schedule_in(task.duration, handler_, t);
     return;
   }
   const auto& members = g_.rendezvous_[task.rendezvous];
   if (++arrived_[task.rendezvous] < members.size()) return;  // hold the stream, wait
   Time duration;
+  std::uint32_t externals = 0;
   for (TaskId m : members) {
     start_[m] = sim.now();
-    duration = max(duration, g_.tasks_[m].duration);
+    if (g_.tasks_[m].external != kNoId) {
+      ++externals;
+    } else {
+      duration = max(duration, g_.tasks_[m].duration);
+    }
+  }
+  if (externals > 0) {
+    // Parts left: each network member, plus the timer of the fixed members.
+    ext_left_[task.rendezvous] = externals + 1;
+    for (TaskId m : members) {
+      if (g_.tasks_[m].external != kNoId) start_network_task(sim, m);
+    }
   }
   sim.schedule_in(duration, handler_, kRendezvousBit | task.rendezvous);
+}
+
+void Executor::start_network_task(Simulator& sim, TaskId t) {
+  if (external_ == nullptr) {
+    throw InternalError("executor: network task '" + g_.labels_[g_.tasks_[t].label] +
+                        "' but no external task handler is set");
+  }
+  running_ext_[t] = 1;
+  external_->start_external(sim, *this, t, g_.tasks_[t].external);
+}
+
+void Executor::complete(Simulator& sim, TaskId t) {
+  if (t >= g_.tasks_.size() || running_ext_[t] == 0) {
+    throw InternalError("executor: complete() on a task that is not a running network task");
+  }
+  running_ext_[t] = 0;
+  const RendezvousId r = g_.tasks_[t].rendezvous;
+  if (r == kNoId) {
+    finish(sim, t);
+    return;
+  }
+  if (--ext_left_[r] == 0) {
+    for (TaskId m : g_.rendezvous_[r]) finish(sim, m);
+  }
 }
 
 void Executor::on_event(Simulator& sim, const Event& event) {
   if ((event.payload & kRendezvousBit) != 0) {
     const auto r = static_cast<RendezvousId>(event.payload & ~kRendezvousBit);
+    if (ext_left_[r] > 0 && --ext_left_[r] > 0) return;  // network members still running
     for (TaskId m : g_.rendezvous_[r]) finish(sim, m);
   } else {
     finish(sim, static_cast<TaskId>(event.payload));

@@ -51,6 +51,9 @@ struct Task {
   RendezvousId rendezvous = kNoId;
   std::int32_t microbatch = -1;  ///< builder's annotation (-1: none)
   std::int32_t chunk = -1;       ///< builder's annotation (model chunk / virtual stage)
+  /// kNoId: a fixed-duration task. Otherwise a network task: its duration is ignored and it
+  /// ends when the Executor's ExternalTaskHandler says so (see TaskGraph::set_external).
+  std::uint32_t external = kNoId;
 };
 
 struct Stream {
@@ -78,6 +81,14 @@ class TaskGraph {
   void add_dependency(TaskId before, TaskId after);
   /// Joins tasks (on distinct streams) into one rendezvous. Each task may join at most one.
   RendezvousId add_rendezvous(const std::vector<TaskId>& members);
+  /// Makes `t` a network task whose end is decided by the executor's ExternalTaskHandler,
+  /// which receives `external_id` (the caller's index into its own table, e.g. of flows to
+  /// run). Its fixed duration is ignored from then on. Throws std::invalid_argument for an
+  /// unknown task or external_id == kNoId.
+  void set_external(TaskId t, std::uint32_t external_id);
+  /// Changes the duration of a fixed-duration task before it runs (e.g. a straggler's
+  /// slower kernels). Throws std::invalid_argument for an unknown task or a negative time.
+  void set_duration(TaskId t, Time duration);
   /// Interns a label string (task names are shared, not stored per task).
   LabelId intern(std::string_view label);
 
@@ -102,11 +113,34 @@ class TaskGraph {
   std::unordered_map<std::string, LabelId> label_ids_;
 };
 
+class Executor;
+
+/// Runs the network tasks of a graph (Task::external != kNoId): the executor tells it when
+/// one starts; it calls Executor::complete() when that task ends (e.g. when the flows of a
+/// collective have finished on a net::FlowNetwork).
+class ExternalTaskHandler {
+ public:
+  virtual ~ExternalTaskHandler() = default;
+  /// Task `t` with external id `external_id` starts at sim.now().
+  virtual void start_external(Simulator& sim, Executor& ex, TaskId t,
+                              std::uint32_t external_id) = 0;
+};
+
 /// Runs a TaskGraph on a Simulator and records each task's start and end.
-/// One event per task (per rendezvous) completion.
+/// One event per task (per rendezvous) completion. Fixed-duration tasks end after their
+/// duration; network tasks end when their ExternalTaskHandler calls complete(). In a
+/// rendezvous with network members, all members start together and end together when every
+/// network member has completed and the longest fixed member duration has elapsed.
 class Executor final : public EventHandler {
  public:
   explicit Executor(const TaskGraph& graph);
+
+  /// Sets the handler of network tasks (not owned; must outlive run()). Running a graph
+  /// with network tasks and no handler throws InternalError.
+  void set_external_handler(ExternalTaskHandler* handler) { external_ = handler; }
+  /// Ends network task `t` at sim.now(). Throws InternalError when `t` is not a running
+  /// network task.
+  void complete(Simulator& sim, TaskId t);
 
   /// Runs every task from sim.now(). Throws DeadlockError (naming the stuck tasks) when the
   /// queue drains with tasks unfinished.
@@ -127,6 +161,7 @@ class Executor final : public EventHandler {
 
  private:
   void try_start(Simulator& sim, StreamId s);
+  void start_network_task(Simulator& sim, TaskId t);
   void finish(Simulator& sim, TaskId t);
   [[nodiscard]] std::string describe_stuck() const;
 
@@ -140,6 +175,9 @@ class Executor final : public EventHandler {
   std::vector<std::uint32_t> head_;               // next task index per stream
   std::vector<std::uint8_t> busy_;                // stream has a started or arrived task
   std::vector<std::uint32_t> arrived_;            // members arrived per rendezvous
+  std::vector<std::uint32_t> ext_left_;           // rendezvous with network members: parts left
+  std::vector<std::uint8_t> running_ext_;         // network task started, not completed
+  ExternalTaskHandler* external_ = nullptr;
   std::vector<Time> start_, end_;
   std::vector<TaskId> last_dep_;
   std::vector<std::uint8_t> done_;

@@ -5,8 +5,14 @@
 //   [0, G)                      GPU g                        (vertex id == GPU index)
 //   [nvsw_base, +N)             NVSwitch of node n           (one logical switch per node)
 //   [nic_base, +N*R)            NIC r of node n              (R = nics_per_node = rails)
-//   [leaf_base, +U*R)           leaf of rail r in SU u       (U = scalable units)
-//   [spine_base, +P)            spine p                      (P = spines, see below)
+//   [leaf_base, +L)             edge switches: rail fat tree: leaf of rail r in SU u (L = U*R);
+//                               leaf_spine: one leaf per nodes_per_su nodes; torus: one
+//                               router per node (L = N)
+//   [spine_base, +P)            spines (3 tiers: P per pod, pods of sus_per_pod SUs)
+//   [core_base, +C)             core switches (3 tiers only)
+// Kinds (TopologySpec::kind): "rail_optimized_fat_tree" (tiers 2 or 3), "leaf_spine" (all
+// NICs of a node on one leaf), "torus" (routers in a 2D/3D wrap-around grid, links of
+// torus_link_bw). A GB200 NVL72 rack is a node of 72 GPUs (one NVLink domain).
 // Every cable is two directed links (one per direction) with the same bandwidth and latency:
 //   GPU <-> NVSwitch   nvlink_bw,                   nvlink_latency / 2 (so GPU->sw->GPU is
 //                                                   nvlink_latency, the spec's definition)
@@ -100,10 +106,17 @@ void require_non_negative(const char* name, double v, const char* unit) {
   }
 }
 
+enum class Kind : std::uint8_t { RailFatTree, LeafSpine, Torus };
+
+Kind parse_kind(const std::string& kind) {
+  if (kind == "rail_optimized_fat_tree") return Kind::RailFatTree;
+  if (kind == "leaf_spine") return Kind::LeafSpine;
+  if (kind == "torus") return Kind::Torus;
+  bad("unknown kind \"" + kind + "\" (supported: rail_optimized_fat_tree, leaf_spine, torus)");
+}
+
 void validate(const TopologySpec& s, int num_gpus) {
-  if (s.kind != "rail_optimized_fat_tree") {
-    bad("unknown kind \"" + s.kind + "\" (supported: rail_optimized_fat_tree)");
-  }
+  const Kind kind = parse_kind(s.kind);
   if (s.gpus_per_node <= 0) {
     bad("gpus_per_node must be > 0 (got " + std::to_string(s.gpus_per_node) + ")");
   }
@@ -130,13 +143,41 @@ void validate(const TopologySpec& s, int num_gpus) {
     bad("nodes_per_su must be > 0 (got " + std::to_string(s.nodes_per_su) + ")");
   }
   if (s.spines < 0) bad("spines must be >= 0 (got " + std::to_string(s.spines) + ")");
-  // A leaf has nodes_per_su / oversubscription uplink cables and needs one to each spine.
-  if (s.spines > std::max(1, static_cast<int>(s.nodes_per_su / std::max(1.0, s.oversubscription)))) {
-    bad("spines (" + std::to_string(s.spines) + ") exceeds the uplink cables of a leaf (" +
-        "nodes_per_su / oversubscription)");
-  }
   if (!(s.oversubscription >= 1.0) || !std::isfinite(s.oversubscription)) {
     bad("oversubscription must be >= 1 (got " + num(s.oversubscription) + ")");
+  }
+  // A leaf has (downlink ports) / oversubscription uplink cables and needs one to each spine.
+  const int down_ports = kind == Kind::LeafSpine ? s.nodes_per_su * s.nics_per_node
+                                                 : s.nodes_per_su;
+  if (s.spines > std::max(1, static_cast<int>(down_ports / s.oversubscription))) {
+    bad("spines (" + std::to_string(s.spines) + ") exceeds the uplink cables of a leaf (" +
+        "downlink ports / oversubscription)");
+  }
+  if (s.tiers != 2 && s.tiers != 3) {
+    bad("tiers must be 2 or 3 (got " + std::to_string(s.tiers) + ")");
+  }
+  if (s.tiers == 3 && kind != Kind::RailFatTree) {
+    bad("tiers = 3 is only supported for kind rail_optimized_fat_tree");
+  }
+  if (s.sus_per_pod <= 0) {
+    bad("sus_per_pod must be > 0 (got " + std::to_string(s.sus_per_pod) + ")");
+  }
+  if (s.cores < 0) bad("cores must be >= 0 (got " + std::to_string(s.cores) + ")");
+  require_non_negative("torus_link_bw", s.torus_link_bw, " B/s");
+  if (kind == Kind::Torus) {
+    if (s.dims.size() != 2 && s.dims.size() != 3) {
+      bad("torus dims must have 2 or 3 entries (got " + std::to_string(s.dims.size()) + ")");
+    }
+    std::int64_t product = 1;
+    for (const int d : s.dims) {
+      if (d <= 0) bad("torus dims must be > 0 (got " + std::to_string(d) + ")");
+      product *= d;
+    }
+    const std::int64_t nodes = num_gpus / s.gpus_per_node;
+    if (product != nodes) {
+      bad("torus dims multiply to " + std::to_string(product) + " nodes but the cluster has " +
+          std::to_string(nodes) + " (num_gpus / gpus_per_node)");
+    }
   }
 }
 
@@ -153,32 +194,71 @@ std::uint64_t mix64(std::uint64_t x) {
 /// A base of Impl so that the graph can be constructed with its final vertex count.
 struct Layout {
   TopologySpec spec;
+  Kind kind = Kind::RailFatTree;
   int num_gpus = 0;
   int num_nodes = 0;
   int gpn = 0;    ///< gpus_per_node
   int rails = 0;  ///< nics_per_node
   int num_sus = 0;
-  int num_spines = 0;
+  int num_pods = 1;         ///< 3 tiers: groups of sus_per_pod SUs with their own spines
+  int spines_per_pod = 0;   ///< spines of one pod (all spines when tiers = 2)
+  int num_spines = 0;       ///< all spines
+  int num_cores = 0;
   std::uint64_t num_nics = 0;
-  std::uint64_t num_leaves = 0;
+  std::uint64_t num_leaves = 0;  ///< edge switches: leaves, or one torus router per node
+  std::uint64_t fabric_cables = 0;
   std::uint64_t link_count = 0;
-  std::uint32_t nvsw_base = 0, nic_base = 0, leaf_base = 0, spine_base = 0, num_vertices = 0;
+  std::uint32_t nvsw_base = 0, nic_base = 0, leaf_base = 0, spine_base = 0, core_base = 0,
+                num_vertices = 0;
 
   Layout(const TopologySpec& s, int n) : spec(s), num_gpus(n) {
     validate(s, n);
+    kind = parse_kind(s.kind);
     gpn = s.gpus_per_node;
     rails = s.nics_per_node;
     num_nodes = n / gpn;
     num_sus = (num_nodes + s.nodes_per_su - 1) / s.nodes_per_su;
-    num_leaves = static_cast<std::uint64_t>(num_sus) * static_cast<std::uint64_t>(rails);
-    num_spines = num_leaves > 1 ? (s.spines > 0 ? s.spines : rails) : 0;
+    const int default_spines = s.spines > 0 ? s.spines : rails;
+    switch (kind) {
+      case Kind::RailFatTree:
+        num_leaves = static_cast<std::uint64_t>(num_sus) * static_cast<std::uint64_t>(rails);
+        if (s.tiers == 3) {
+          num_pods = (num_sus + s.sus_per_pod - 1) / s.sus_per_pod;
+          const bool pod_has_many_leaves =
+              std::min(num_sus, s.sus_per_pod) * rails > 1;
+          spines_per_pod = pod_has_many_leaves || num_pods > 1 ? default_spines : 0;
+          num_spines = num_pods * spines_per_pod;
+          num_cores = num_pods > 1 ? (s.cores > 0 ? s.cores : spines_per_pod) : 0;
+          fabric_cables =
+              num_leaves * static_cast<std::uint64_t>(spines_per_pod) +
+              static_cast<std::uint64_t>(num_spines) * static_cast<std::uint64_t>(num_cores);
+        } else {
+          spines_per_pod = num_leaves > 1 ? default_spines : 0;
+          num_spines = spines_per_pod;
+          fabric_cables = num_leaves * static_cast<std::uint64_t>(num_spines);
+        }
+        break;
+      case Kind::LeafSpine:
+        num_leaves = static_cast<std::uint64_t>(num_sus);
+        spines_per_pod = num_leaves > 1 ? default_spines : 0;
+        num_spines = spines_per_pod;
+        fabric_cables = num_leaves * static_cast<std::uint64_t>(num_spines);
+        break;
+      case Kind::Torus:
+        num_leaves = static_cast<std::uint64_t>(num_nodes);
+        for (const int d : s.dims) {
+          if (d >= 3) fabric_cables += static_cast<std::uint64_t>(num_nodes);
+          if (d == 2) fabric_cables += static_cast<std::uint64_t>(num_nodes) / 2;
+        }
+        break;
+    }
 
     const auto nodes = static_cast<std::uint64_t>(num_nodes);
     num_nics = nodes * static_cast<std::uint64_t>(rails);
     const std::uint64_t vertices = static_cast<std::uint64_t>(n) + nodes + num_nics +
-                                   num_leaves + static_cast<std::uint64_t>(num_spines);
-    link_count = 2 * (2 * static_cast<std::uint64_t>(n) + num_nics +
-                      num_leaves * static_cast<std::uint64_t>(num_spines));
+                                   num_leaves + static_cast<std::uint64_t>(num_spines) +
+                                   static_cast<std::uint64_t>(num_cores);
+    link_count = 2 * (2 * static_cast<std::uint64_t>(n) + num_nics + fabric_cables);
     if (link_count > kMaxLinks || vertices > kMaxLinks) {
       bad("too large: " + std::to_string(link_count) + " links (spines " +
           std::to_string(num_spines) + ", nics_per_node " + std::to_string(rails) + ")");
@@ -187,7 +267,8 @@ struct Layout {
     nic_base = nvsw_base + static_cast<std::uint32_t>(nodes);
     leaf_base = nic_base + static_cast<std::uint32_t>(num_nics);
     spine_base = leaf_base + static_cast<std::uint32_t>(num_leaves);
-    num_vertices = spine_base + static_cast<std::uint32_t>(num_spines);
+    core_base = spine_base + static_cast<std::uint32_t>(num_spines);
+    num_vertices = core_base + static_cast<std::uint32_t>(num_cores);
   }
 
   [[nodiscard]] VertexKind kind_of_id(std::uint32_t v) const {
@@ -195,16 +276,26 @@ struct Layout {
     if (v < nic_base) return VertexKind::NvSwitch;
     if (v < leaf_base) return VertexKind::Nic;
     if (v < spine_base) return VertexKind::Leaf;
-    return VertexKind::Spine;
+    if (v < core_base) return VertexKind::Spine;
+    return VertexKind::Core;
   }
 
   [[nodiscard]] std::uint32_t nic_vertex(int node, int rail) const {
     return nic_base + static_cast<std::uint32_t>(node) * static_cast<std::uint32_t>(rails) +
            static_cast<std::uint32_t>(rail);
   }
-  [[nodiscard]] std::uint32_t leaf_vertex(int su, int rail) const {
-    return leaf_base + static_cast<std::uint32_t>(su) * static_cast<std::uint32_t>(rails) +
-           static_cast<std::uint32_t>(rail);
+  /// The edge switch (leaf or torus router) that NIC `rail` of `node` plugs into.
+  [[nodiscard]] std::uint32_t leaf_of(int node, int rail) const {
+    switch (kind) {
+      case Kind::RailFatTree: {
+        const int su = node / spec.nodes_per_su;
+        return leaf_base + static_cast<std::uint32_t>(su) * static_cast<std::uint32_t>(rails) +
+               static_cast<std::uint32_t>(rail);
+      }
+      case Kind::LeafSpine: return leaf_base + static_cast<std::uint32_t>(node / spec.nodes_per_su);
+      case Kind::Torus: return leaf_base + static_cast<std::uint32_t>(node);
+    }
+    return leaf_base;
   }
 };
 
@@ -259,29 +350,77 @@ struct Topology::Impl : Layout {
       nic_gpu[gv] = from_nic;
     }
     for (int node = 0; node < num_nodes; ++node) {
-      const int su = node / s.nodes_per_su;
       for (int r = 0; r < rails; ++r) {
         const std::uint32_t nic = nic_vertex(node, r);
-        const auto [up, down] = add_cable(nic, leaf_vertex(su, r), nic_eff_bw, s.link_latency);
+        const auto [up, down] = add_cable(nic, leaf_of(node, r), nic_eff_bw, s.link_latency);
         nic_up[nic - nic_base] = up;
         nic_down[nic - nic_base] = down;
       }
     }
-    // Uplink capacity of a leaf = its downlink capacity / oversubscription, split evenly over
-    // the spines (hardware.md §2.5: non-blocking = as many up as down cables). The downlink
-    // capacity is the SU's design size (nodes_per_su ports), so a partially filled last SU is
-    // cabled like a full one.
-    const double uplink_bw = static_cast<double>(s.nodes_per_su) * nic_eff_bw /
-                             s.oversubscription / static_cast<double>(std::max(num_spines, 1));
-    for (int su = 0; su < num_sus && num_spines > 0; ++su) {
-      for (int r = 0; r < rails; ++r) {
-        for (int p = 0; p < num_spines; ++p) {
-          add_cable(leaf_vertex(su, r), spine_base + static_cast<std::uint32_t>(p), uplink_bw,
-                    s.link_latency);
+    if (kind == Kind::Torus) {
+      build_torus();
+    } else {
+      build_tree();
+    }
+    dist_to_leaf.resize(static_cast<std::size_t>(num_leaves));
+  }
+
+  /// Leaves to spines (and spines to cores with 3 tiers). Uplink capacity of a leaf = its
+  /// downlink capacity / oversubscription, split evenly over the spines it reaches
+  /// (hardware.md §2.5: non-blocking = as many up as down cables). The downlink capacity is
+  /// the design size (nodes_per_su ports per rail leaf, nodes_per_su x nics ports per plain
+  /// leaf), so a partially filled last SU is cabled like a full one. A spine forwards all it
+  /// receives from its pod's leaves to the cores without further oversubscription.
+  void build_tree() {
+    const TopologySpec& s = spec;
+    const double nic_eff_bw = s.nic_bw * s.nic_efficiency;
+    const double down_ports =
+        kind == Kind::LeafSpine ? static_cast<double>(s.nodes_per_su) * rails
+                                : static_cast<double>(s.nodes_per_su);
+    const double uplink_bw = down_ports * nic_eff_bw / s.oversubscription /
+                             static_cast<double>(std::max(spines_per_pod, 1));
+    const std::uint64_t leaves_per_pod =
+        s.tiers == 3 ? static_cast<std::uint64_t>(s.sus_per_pod) * static_cast<std::uint64_t>(rails)
+                     : num_leaves;
+    for (std::uint64_t leaf = 0; leaf < num_leaves && spines_per_pod > 0; ++leaf) {
+      const std::uint64_t pod = leaf / leaves_per_pod;
+      for (int p = 0; p < spines_per_pod; ++p) {
+        add_cable(leaf_base + static_cast<std::uint32_t>(leaf),
+                  spine_base + static_cast<std::uint32_t>(pod * static_cast<std::uint64_t>(spines_per_pod)) +
+                      static_cast<std::uint32_t>(p),
+                  uplink_bw, s.link_latency);
+      }
+    }
+    if (num_cores > 0) {
+      const double core_bw = static_cast<double>(leaves_per_pod) * uplink_bw /
+                             static_cast<double>(num_cores);
+      for (int sp = 0; sp < num_spines; ++sp) {
+        for (int c = 0; c < num_cores; ++c) {
+          add_cable(spine_base + static_cast<std::uint32_t>(sp),
+                    core_base + static_cast<std::uint32_t>(c), core_bw, s.link_latency);
         }
       }
     }
-    dist_to_leaf.resize(static_cast<std::size_t>(num_leaves));
+  }
+
+  /// One router per node (its leaf), joined to the next router along each axis with
+  /// wrap-around (an axis of 2 has a single cable per pair, an axis of 1 none). Node index
+  /// = x + dims[0] * (y + dims[1] * z).
+  void build_torus() {
+    const TopologySpec& s = spec;
+    const double bw = s.torus_link_bw > 0 ? s.torus_link_bw : s.nic_bw * s.nic_efficiency;
+    for (int node = 0; node < num_nodes; ++node) {
+      int stride = 1;
+      for (const int d : s.dims) {
+        const int coord = (node / stride) % d;
+        if (d >= 3 || (d == 2 && coord == 0)) {
+          const int next = node + ((coord + 1) % d - coord) * stride;
+          add_cable(leaf_base + static_cast<std::uint32_t>(node),
+                    leaf_base + static_cast<std::uint32_t>(next), bw, s.link_latency);
+        }
+        stride *= d;
+      }
+    }
   }
 
   std::uint32_t add_link(std::uint32_t u, std::uint32_t v, double bw, double lat) {
@@ -352,8 +491,8 @@ struct Topology::Impl : Layout {
       const int dst_rail = (dst % gpn) % rails;
       const std::uint32_t src_nic = nic_vertex(src_node, src_rail);
       const std::uint32_t dst_nic = nic_vertex(dst_node, dst_rail);
-      const std::uint32_t src_leaf = leaf_vertex(src_node / spec.nodes_per_su, src_rail);
-      const std::uint32_t dst_leaf = leaf_vertex(dst_node / spec.nodes_per_su, dst_rail);
+      const std::uint32_t src_leaf = leaf_of(src_node, src_rail);
+      const std::uint32_t dst_leaf = leaf_of(dst_node, dst_rail);
       r.crosses_network = true;
       r.links.push_back(gpu_nic[s]);
       r.links.push_back(nic_up[src_nic - nic_base]);

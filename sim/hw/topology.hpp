@@ -18,7 +18,10 @@ namespace trainsim::hw {
 /// latencies in seconds. The cluster size is not part of it: Topology takes the GPU count.
 struct TopologySpec {
   std::string name;                 ///< display name
-  std::string kind = "rail_optimized_fat_tree";  ///< only kind supported so far
+  /// "rail_optimized_fat_tree" (2 or 3 tiers), "leaf_spine" (every NIC of a node on one
+  /// leaf, nodes_per_su nodes per leaf) or "torus" (one router per node, 2D/3D wrap-around
+  /// grid of `dims`). A GB200 NVL72-style NVLink domain is a node of 72 GPUs (gpus_per_node).
+  std::string kind = "rail_optimized_fat_tree";
   std::string gpu;                  ///< built-in GPU profile key (see gpu.hpp)
   int gpus_per_node = 8;            ///< GPUs in one NVLink domain
   double nvlink_bw = 0;             ///< GPU <-> NVSwitch bandwidth per GPU, B/s
@@ -30,11 +33,17 @@ struct TopologySpec {
   int nodes_per_su = 32;            ///< nodes under one set of rail leaves
   int spines = 0;                   ///< spine switches; 0 = as many as leaves per SU
   double oversubscription = 1.0;    ///< leaf downlink : uplink bandwidth ratio (>= 1)
+  int tiers = 2;                    ///< fat tree: 2 (leaf, spine) or 3 (leaf, spine, core)
+  int sus_per_pod = 1;              ///< 3 tiers: SUs whose leaves share one group of spines
+  int cores = 0;                    ///< 3 tiers: core switches; 0 = spines per pod
+  std::vector<int> dims;            ///< torus: nodes along each axis (2 or 3 axes)
+  double torus_link_bw = 0;         ///< torus: router <-> router B/s; 0 = nic_bw x efficiency
   std::string source;               ///< where the numbers come from
 };
 
 /// Kind of a vertex in the topology graph.
-enum class VertexKind : std::uint8_t { Gpu, NvSwitch, Nic, Leaf, Spine };
+/// Torus routers are reported as Leaf (they are the edge switch of their node).
+enum class VertexKind : std::uint8_t { Gpu, NvSwitch, Nic, Leaf, Spine, Core };
 
 /// One directed link (each cable is two links, one per direction).
 struct LinkInfo {

@@ -31,8 +31,9 @@
 // Not modelled (documented simplifications): channels and the per-channel caps
 // (perChMaxRingLL128Bw, perChMaxTreeBw, ...), the size-dependent tree correction factor,
 // the 1.4x multi-node Ring Simple latency "plateau" (enqueue.cc; it depends on the channel
-// count and makes time non-monotone in size), NVLS/NVLSTree, CollNet, PAT, and the graph
+// count and makes time non-monotone in size), multi-node NVLSTree, CollNet, and the graph
 // net latency (the IB plugin reports 0, so the Simple "flush" doubling adds nothing).
+// NVLS (one node, > 4 GPUs, Hopper+) and PAT (one GPU per node) are modelled: see below.
 #include "net/collective.hpp"
 
 #include <algorithm>
@@ -112,13 +113,20 @@ int log2i(int v) {
   return r;
 }
 
+/// Alpha and bandwidth term of one phase, seconds.
+struct Part {
+  double lat = 0;
+  double bw = 0;
+  [[nodiscard]] double total() const { return lat + bw; }
+};
+
 /// A ring collective (all_reduce, all_gather, reduce_scatter) on an abstract group: n ranks
 /// over `nodes` nodes, `ppn` ranks per node, bus bandwidth `bus` (B/s), protocol index p.
 /// Returns the time in seconds for `bytes` (nccl-tests size convention).
 /// Latency (tuning.cc, hardware.md §3.3): base + (nsteps - nInter) x max(intraLat,
 /// netOverhead) + nInter x interLat, interLat = Tree NET value when ppn == 1.
-double ring_time_s(CollectiveOp op, double bytes, int n, int nodes, int ppn, double bus,
-                   std::size_t p, int arch) {
+Part ring_time(CollectiveOp op, double bytes, int n, int nodes, int ppn, double bus,
+               std::size_t p, int arch) {
   const bool all_reduce = op == CollectiveOp::AllReduce;
   const int nsteps = all_reduce ? 2 * (n - 1) : n - 1;
   const int inter_steps = nodes == 1 ? 0 : (all_reduce ? 2 * (nodes - 1) : nodes - 1);
@@ -135,7 +143,7 @@ double ring_time_s(CollectiveOp op, double bytes, int n, int nodes, int ppn, dou
   if (p == kLL128) proto_bus = bus * kLL128BwFactor;
   // busBw -> algbw: x n / nsteps (the inverse of busbw_factor).
   const double algbw = proto_bus * static_cast<double>(n) / static_cast<double>(nsteps);
-  return lat_us * kUs + bytes / algbw;
+  return Part{lat_us * kUs, bytes / algbw};
 }
 
 /// Placement of a group on the topology.
@@ -147,6 +155,8 @@ struct Shape {
   double nic_bw = kInf;    ///< per-NIC route bottleneck between nodes, B/s (kInf: one node)
   /// Per node: (ranks on it, distinct NICs they use).
   std::vector<std::pair<int, int>> per_node;
+  /// Per node (ascending node index): its members' GPU indices, by local rank.
+  std::vector<std::vector<int>> members;
 };
 
 /// Member of a node, with the NIC (rail) it uses.
@@ -180,6 +190,10 @@ Shape analyse(const hw::Topology& topo, std::span<const int> group) {
     }
     const int count = static_cast<int>(j - i);
     const int rails = static_cast<int>(heads.size());
+    std::vector<int> gpus;
+    for (std::size_t k = i; k < j; ++k) gpus.push_back(members[k].gpu);
+    std::sort(gpus.begin(), gpus.end());
+    s.members.push_back(std::move(gpus));
     s.per_node.emplace_back(count, rails);
     s.ppn = std::max(s.ppn, count);
     s.min_rails = std::min(s.min_rails, rails);
@@ -220,13 +234,73 @@ struct Candidate {
   Time time = Time::max();
   Algorithm algorithm = Algorithm::None;
   Protocol protocol = Protocol::Simple;
+  std::vector<Part> parts;  ///< per phase
 };
 
 /// Keeps the cheaper of `best` and (t, a, p); on equal Time the earlier candidate stays, so
 /// ties go to the enum order in which candidates are offered.
-void offer(Candidate& best, double seconds, Algorithm a, Protocol p) {
+void offer(Candidate& best, double seconds, Algorithm a, Protocol p, std::vector<Part> parts) {
   const Time t = Time::from_seconds(seconds);
-  if (t < best.time) best = Candidate{t, a, p};
+  if (t < best.time) best = Candidate{t, a, p, std::move(parts)};
+}
+void offer(Candidate& best, Part part, Algorithm a, Protocol p) {
+  offer(best, part.total(), a, p, {part});
+}
+
+// NVLS (hardware.md §3.3 "NVLS and NVLSTree", §3.4): Simple only; latency = NVLS intraLat
+// (25 µs, baseLat 0); bandwidth = bwIntra x nvlsEfficiency x (nCh - 1) / nCh, used as the
+// algorithm bandwidth: each GPU sends and receives about S once (§3.4 theory, T = S / W).
+// nvlsEfficiency: Hopper 0.85, Blackwell 0.74 (tuning.cc). nCh = 16 NVLS channels
+// (NCCL_NVLS_NCHANNELS default; from NCCL's env documentation, not in hardware.md). NCCL's
+// model additionally doubles the bandwidth ("two operations pipelined") and converts with
+// n / nsteps, which puts 8-GPU H100 NVLS at ~590 GB/s busbw; measured is 473-482 (§3.2), so
+// the physical one-pass form is used here (busbw 517 GB/s on H100, 877 on B200, vs 482 and 838
+// measured). Only within one node of more than 4 GPUs: "partitions of 4 GPUs or fewer do not
+// benefit from multicast" (§3.2, NVIDIA GB200 partition guide; measured H200 4 GPUs: Ring).
+constexpr double kNvlsLatUs = 25.0;
+constexpr double kNvlsEffHopper = 0.85;
+constexpr double kNvlsEffBlackwell = 0.74;
+constexpr double kNvlsChannels = 16.0;
+constexpr int kNvlsMinGpus = 5;
+
+// PAT (hardware.md §3.3): all_gather / reduce_scatter with one GPU per node, Simple only;
+// latency = base 8.0 + log2(nNodes) x NET 14 / 3.5 + 2.8 µs x nRanks; bandwidth = 0.75 x
+// busBw, used as algbw without the n / nsteps conversion.
+constexpr double kPatBaseUs = 8.0;
+constexpr double kPatNetLatUs = 14.0;
+constexpr double kPatNetDivisor = 3.5;
+constexpr double kPatPerRankUs = 2.8;
+constexpr double kPatBwFactor = 0.75;
+
+/// Appends ring flows over `nodes` (each a list of GPUs) with `channels` parallel rings.
+/// Ring c enters node m at member (c + m) mod count, walks the node's members upwards and
+/// leaves from the member before its entry point, so consecutive nodes are joined on the
+/// same local rank (rail) whenever nodes have equal member counts.
+void ring_flows(const std::vector<std::vector<int>>& nodes, int channels, double edge_bytes,
+                std::vector<Flow>& out) {
+  std::vector<int> order;
+  for (int c = 0; c < channels; ++c) {
+    order.clear();
+    for (std::size_t m = 0; m < nodes.size(); ++m) {
+      const auto& g = nodes[m];
+      const std::size_t cnt = g.size();
+      const std::size_t start = (static_cast<std::size_t>(c) + cnt - m % cnt) % cnt;
+      for (std::size_t i = 0; i < cnt; ++i) order.push_back(g[(start + i) % cnt]);
+    }
+    if (order.size() < 2) continue;
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      out.push_back(Flow{order[i], order[(i + 1) % order.size()], edge_bytes, 0});
+    }
+  }
+}
+
+/// Every ordered pair of `gpus`, `bytes` each.
+void all_pairs(const std::vector<int>& gpus, double bytes, std::vector<Flow>& out) {
+  for (const int a : gpus) {
+    for (const int b : gpus) {
+      if (a != b) out.push_back(Flow{a, b, bytes, 0});
+    }
+  }
 }
 
 [[noreturn]] void bad(const std::string& what) {
@@ -253,6 +327,8 @@ std::string_view algorithm_name(Algorithm a) {
     case Algorithm::Hierarchical: return "hierarchical";
     case Algorithm::Pairwise: return "pairwise";
     case Algorithm::P2P: return "p2p";
+    case Algorithm::NVLS: return "nvls";
+    case Algorithm::PAT: return "pat";
     case Algorithm::None: return "none";
   }
   return "?";
@@ -287,8 +363,8 @@ AlphaBetaModel::AlphaBetaModel(const hw::Topology& topology, const hw::GpuSpec& 
   }
 }
 
-CollectiveCost AlphaBetaModel::cost(CollectiveOp op, std::uint64_t bytes,
-                                    std::span<const int> group) const {
+CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
+                                      std::span<const int> group, bool with_flows) const {
   switch (op) {
     case CollectiveOp::AllReduce:
     case CollectiveOp::AllGather:
@@ -319,13 +395,15 @@ CollectiveCost AlphaBetaModel::cost(CollectiveOp op, std::uint64_t bytes,
         std::to_string(group.size()));
   }
 
-  CollectiveCost result;
-  if (bytes == 0 || group.size() == 1) return result;  // nothing moves: zero, None
+  CollectivePlan out;
+  CollectiveCost& result = out.cost;
+  if (bytes == 0 || group.size() == 1) return out;  // nothing moves: zero, None
 
   const auto size = static_cast<double>(bytes);
   const int arch = gpu_.arch;
   const double intra = std::min(gpu_.nccl_nvlink_bw, topo_.spec().nvlink_bw);
   Candidate best;
+  Shape s;
 
   if (op == CollectiveOp::SendRecv) {
     // One NCCL p2p transfer: a single ring step. NCCL uses LL below NCCL_P2P_LL_THRESHOLD
@@ -338,20 +416,23 @@ CollectiveCost AlphaBetaModel::cost(CollectiveOp op, std::uint64_t bytes,
       const double hop_us = net ? kNetLatRing[p] : kNvlinkLatRing[p];
       const double proto_bw =
           p == kLL ? std::min(bw * kLLBwFactor, ll_max_bw(arch, net ? 2 : 1)) : bw;
-      offer(best, (kBaseLatRing[p] + hop_us) * kUs + size / proto_bw, Algorithm::P2P,
+      offer(best, Part{(kBaseLatRing[p] + hop_us) * kUs, size / proto_bw}, Algorithm::P2P,
             kProtocols[p]);
     }
   } else {
-    const Shape s = analyse(topo_, group);
+    s = analyse(topo_, group);
     const double inter = s.nodes > 1 ? s.min_rails * s.nic_bw : kInf;
     if (op == CollectiveOp::AllToAll) {
       // Pairwise exchange (hardware.md §3.2 "All-to-all"): every rank sends size/n to each
       // peer; same-node peers over NVLink, other nodes through the rank's share of its
       // node's NICs ("alltoall cannot aggregate the bandwidth of multiple NICs"). The two
       // parts overlap; the latency is Simple's Ring base (one kernel) plus one Simple hw
-      // hop per peer (NVLink 3.4 µs, NET 14 µs, tuning.cc), since peers are served in turn.
+      // hop (NVLink 3.4 µs, NET 14 µs when any peer is remote; tuning.cc): a grouped
+      // send/recv keeps all peers in flight at once on the p2p channels. (Serving peers in
+      // turn, 14 µs each, would cost 0.8 ms of latency at 64 ranks and put 64-rank EP at
+      // 40 GB/s per NIC, against DeepEP's measured 50-51, hardware.md §3.2.)
       // The slowest node sets the completion time.
-      double worst = 0.0;
+      Part worst;
       const double per_peer = size / static_cast<double>(s.n);
       for (const auto& [count, rails] : s.per_node) {
         const int local_peers = count - 1;
@@ -359,15 +440,16 @@ CollectiveCost AlphaBetaModel::cost(CollectiveOp op, std::uint64_t bytes,
         const double t_local = local_peers * per_peer / intra;
         const double t_remote =
             remote_peers > 0 ? remote_peers * per_peer / (s.nic_bw * rails / count) : 0.0;
-        const double lat_us = kBaseLatRing[kSimple] + local_peers * kNvlinkLatRing[kSimple] +
-                              remote_peers * kNetLatRing[kSimple];
-        worst = std::max(worst, lat_us * kUs + std::max(t_local, t_remote));
+        const double lat_us = kBaseLatRing[kSimple] + (remote_peers > 0 ? kNetLatRing[kSimple]
+                                                                         : kNvlinkLatRing[kSimple]);
+        const Part part{lat_us * kUs, std::max(t_local, t_remote)};
+        if (part.total() > worst.total()) worst = part;
       }
       offer(best, worst, Algorithm::Pairwise, Protocol::Simple);
     } else {
       const double ring_bus = std::min(s.ppn > 1 ? intra : kInf, inter);
       for (const std::size_t p : {kLL, kLL128, kSimple}) {
-        offer(best, ring_time_s(op, size, s.n, s.nodes, s.ppn, ring_bus, p, arch),
+        offer(best, ring_time(op, size, s.n, s.nodes, s.ppn, ring_bus, p, arch),
               Algorithm::Ring, kProtocols[p]);
       }
       if (op == CollectiveOp::AllReduce && s.nodes > 1) {
@@ -383,22 +465,35 @@ CollectiveCost AlphaBetaModel::cost(CollectiveOp op, std::uint64_t bytes,
           // interLat is the Tree NET value either way.
           const double lat_us = kBaseLatTree[p] +
                                 2.0 * ((s.ppn - 1) * kNvlinkLatTree[p] + depth * kNetLatTree[p]);
-          offer(best, lat_us * kUs + size / (kTreeAlgbwFactor * bus), Algorithm::Tree,
+          offer(best, Part{lat_us * kUs, size / (kTreeAlgbwFactor * bus)}, Algorithm::Tree,
                 kProtocols[p]);
         }
         if (s.ppn > 1) {
           // Each rank's share of its node's NICs for the per-rail all_reduce of S / ppn.
           const double rail_bus = inter / static_cast<double>(s.ppn);
           for (const std::size_t p : {kLL, kLL128, kSimple}) {
-            const double t_rs = ring_time_s(CollectiveOp::ReduceScatter, size, s.ppn, 1, s.ppn,
-                                            intra, p, arch);
-            const double t_ar = ring_time_s(CollectiveOp::AllReduce, size / s.ppn, s.nodes,
-                                            s.nodes, 1, rail_bus, p, arch);
-            const double t_ag = ring_time_s(CollectiveOp::AllGather, size, s.ppn, 1, s.ppn,
-                                            intra, p, arch);
-            offer(best, t_rs + t_ar + t_ag, Algorithm::Hierarchical, kProtocols[p]);
+            const Part t_rs = ring_time(CollectiveOp::ReduceScatter, size, s.ppn, 1, s.ppn,
+                                        intra, p, arch);
+            const Part t_ar = ring_time(CollectiveOp::AllReduce, size / s.ppn, s.nodes,
+                                        s.nodes, 1, rail_bus, p, arch);
+            const Part t_ag = ring_time(CollectiveOp::AllGather, size, s.ppn, 1, s.ppn,
+                                        intra, p, arch);
+            offer(best, t_rs.total() + t_ar.total() + t_ag.total(), Algorithm::Hierarchical,
+                  kProtocols[p], {t_rs, t_ar, t_ag});
           }
         }
+      }
+      const double nvls_eff = arch >= 100 ? kNvlsEffBlackwell : arch >= 90 ? kNvlsEffHopper : 0.0;
+      if (op == CollectiveOp::AllReduce && s.nodes == 1 && s.n >= kNvlsMinGpus &&
+          nvls_eff > 0.0) {
+        const double algbw = intra * nvls_eff * (kNvlsChannels - 1.0) / kNvlsChannels;
+        offer(best, Part{kNvlsLatUs * kUs, size / algbw}, Algorithm::NVLS, Protocol::Simple);
+      }
+      if (op != CollectiveOp::AllReduce && s.nodes > 1 && s.ppn == 1) {
+        const double lat_us = kPatBaseUs + log2i(s.nodes) * kPatNetLatUs / kPatNetDivisor +
+                              kPatPerRankUs * s.n;
+        offer(best, Part{lat_us * kUs, size / (kPatBwFactor * inter)}, Algorithm::PAT,
+              Protocol::Simple);
       }
     }
   }
@@ -410,7 +505,91 @@ CollectiveCost AlphaBetaModel::cost(CollectiveOp op, std::uint64_t bytes,
     result.algbw = size / best.time.seconds();
     result.busbw = result.algbw * busbw_factor(op, static_cast<int>(group.size()));
   }
-  return result;
+  if (!with_flows) return out;
+
+  // Expand the winner into flows (see CollectivePlan for the patterns).
+  for (const Part& part : best.parts) out.phases.push_back(FlowPhase{part.lat, part.bw, {}});
+  auto& flows0 = out.phases.front().flows;
+  const double n = s.n;
+  switch (best.algorithm) {
+    case Algorithm::P2P: flows0.push_back(Flow{group[0], group[1], size, 0}); break;
+    case Algorithm::Pairwise:
+    case Algorithm::NVLS: {
+      std::vector<int> all;
+      for (const auto& node : s.members) all.insert(all.end(), node.begin(), node.end());
+      all_pairs(all, size / n, flows0);
+      break;
+    }
+    case Algorithm::Ring:
+    case Algorithm::PAT: {
+      const double nsteps = op == CollectiveOp::AllReduce ? 2.0 * (n - 1.0) : n - 1.0;
+      const int channels = s.nodes > 1 ? s.min_rails : 1;
+      ring_flows(s.members, channels, nsteps * size / (n * channels), flows0);
+      break;
+    }
+    case Algorithm::Tree: {
+      // Inter-node: two mirrored binary trees over node order, S/2 each, reduce up and
+      // broadcast down every edge, spread over `channels` local ranks (one per rail).
+      const int channels = s.min_rails;
+      const auto nodes = static_cast<std::size_t>(s.nodes);
+      for (int tree = 0; tree < 2; ++tree) {
+        for (std::size_t m = 1; m < nodes; ++m) {
+          const std::size_t child = tree == 0 ? m : nodes - 1 - m;
+          const std::size_t parent = tree == 0 ? (m - 1) / 2 : nodes - 1 - (m - 1) / 2;
+          for (int c = 0; c < channels; ++c) {
+            const auto& a = s.members[child];
+            const auto& b = s.members[parent];
+            const int ga = a[static_cast<std::size_t>(c) % a.size()];
+            const int gb = b[static_cast<std::size_t>(c) % b.size()];
+            const double share = size / 2.0 / channels;
+            flows0.push_back(Flow{ga, gb, share, 0});
+            flows0.push_back(Flow{gb, ga, share, 0});
+          }
+        }
+      }
+      // Intra-node chain: reduce towards the first member, broadcast back.
+      for (const auto& node : s.members) {
+        for (std::size_t i = 0; i + 1 < node.size(); ++i) {
+          flows0.push_back(Flow{node[i + 1], node[i], size, 0});
+          flows0.push_back(Flow{node[i], node[i + 1], size, 0});
+        }
+      }
+      break;
+    }
+    case Algorithm::Hierarchical: {
+      const double ppn = s.ppn;
+      for (const auto& node : s.members) {
+        ring_flows({node}, 1, (ppn - 1.0) * size / (ppn * ppn), out.phases[0].flows);
+        ring_flows({node}, 1, (ppn - 1.0) * size / (ppn * ppn), out.phases[2].flows);
+      }
+      const double nodes = s.nodes;
+      for (std::size_t r = 0; r < static_cast<std::size_t>(s.ppn); ++r) {
+        std::vector<std::vector<int>> rail;
+        for (const auto& node : s.members) {
+          if (r < node.size()) rail.push_back({node[r]});
+        }
+        ring_flows(rail, 1, 2.0 * (nodes - 1.0) / nodes * size / ppn, out.phases[1].flows);
+      }
+      break;
+    }
+    case Algorithm::None: break;
+  }
+  for (FlowPhase& phase : out.phases) {
+    for (Flow& f : phase.flows) {
+      f.max_rate = phase.bw_time_s > 0 ? f.bytes / phase.bw_time_s : kInf;
+    }
+  }
+  return out;
+}
+
+CollectiveCost AlphaBetaModel::cost(CollectiveOp op, std::uint64_t bytes,
+                                    std::span<const int> group) const {
+  return choose(op, bytes, group, false).cost;
+}
+
+CollectivePlan AlphaBetaModel::plan(CollectiveOp op, std::uint64_t bytes,
+                                    std::span<const int> group) const {
+  return choose(op, bytes, group, true);
 }
 
 }  // namespace trainsim::net

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "core/time.hpp"
 #include "hw/gpu.hpp"
@@ -24,11 +25,11 @@
 namespace trainsim::net {
 
 enum class CollectiveOp { AllReduce, AllGather, ReduceScatter, AllToAll, SendRecv };
-enum class Algorithm { Ring, Tree, Hierarchical, Pairwise, P2P, None };
+enum class Algorithm { Ring, Tree, Hierarchical, Pairwise, P2P, None, NVLS, PAT };
 enum class Protocol { LL, LL128, Simple };
 
 std::string_view op_name(CollectiveOp op);         ///< "all_reduce", ...
-std::string_view algorithm_name(Algorithm a);      ///< "ring", "tree", "hierarchical", ...
+std::string_view algorithm_name(Algorithm a);      ///< "ring", "tree", "nvls", "pat", ...
 std::string_view protocol_name(Protocol p);        ///< "LL", "LL128", "Simple"
 
 /// nccl-tests' bus-bandwidth factor for n ranks: all_reduce 2(n-1)/n, all_gather and
@@ -43,6 +44,37 @@ struct CollectiveCost {
   Protocol protocol = Protocol::Simple;
   double algbw = 0;                        ///< B/s, size / time
   double busbw = 0;                        ///< B/s, algbw * busbw_factor
+};
+
+/// One point-to-point transfer of a collective, for the flow model.
+struct Flow {
+  int src = 0;             ///< global GPU index
+  int dst = 0;             ///< global GPU index
+  double bytes = 0;        ///< bytes carried
+  /// Highest rate the algorithm drives this flow at, B/s: bytes / the phase's bandwidth
+  /// time, so that without contention every flow of a phase ends together, exactly when the
+  /// alpha-beta model says the phase ends. Contention can only lower it.
+  double max_rate = 0;
+};
+
+/// A set of flows that run concurrently; phases of a plan run one after another.
+struct FlowPhase {
+  double latency_s = 0;    ///< the phase's alpha (NCCL latency), paid before its flows start
+  double bw_time_s = 0;    ///< the phase's bandwidth term without contention, s
+  std::vector<Flow> flows;
+};
+
+/// A collective expanded into flows: the algorithm's traffic pattern on the group's real
+/// GPUs. Sum over phases of (latency_s + bw_time_s) is the alpha-beta time (up to rounding
+/// to picoseconds). Patterns: Ring = k parallel rings (k = NICs a node uses, NCCL channels;
+/// each node entered and left on the same rail), each edge carrying nsteps x S / (n k);
+/// Tree = two mirrored binary trees over nodes (S/2 each, up and down every edge) plus a
+/// chain in each node; NVLS and Pairwise = every ordered pair (S/n); PAT = one ring over
+/// the nodes; Hierarchical = intra-node ring reduce_scatter, per-rail ring all_reduce of
+/// S/ppn across nodes, intra-node ring all_gather (three phases); P2P = one flow.
+struct CollectivePlan {
+  CollectiveCost cost;
+  std::vector<FlowPhase> phases;
 };
 
 /// Interface of a collective cost model.
@@ -67,15 +99,22 @@ class CollectiveModel {
 /// bandwidth (route bottleneck x nic_efficiency). Latencies: NCCL's base and per-hop constants
 /// for Ring/Tree x LL/LL128/Simple (hardware.md §3.3 table). Algorithms: Ring, Tree (only
 /// all_reduce across nodes), Hierarchical all_reduce (intra reduce_scatter, inter all_reduce
-/// per rail, intra all_gather); all_to_all pairwise; send_recv point to point over the route.
+/// per rail, intra all_gather); NVLS all_reduce (in-switch reduction, Hopper and later, one
+/// node of more than 4 GPUs); PAT all_gather/reduce_scatter (one GPU per node); all_to_all
+/// pairwise; send_recv point to point over the route.
 class AlphaBetaModel final : public CollectiveModel {
  public:
   /// Keeps references: `topology` and `gpu` must outlive the model.
   AlphaBetaModel(const hw::Topology& topology, const hw::GpuSpec& gpu);
   [[nodiscard]] CollectiveCost cost(CollectiveOp op, std::uint64_t bytes,
                                     std::span<const int> group) const override;
+  /// The same choice as cost(), expanded into flows (see CollectivePlan). Same errors.
+  [[nodiscard]] CollectivePlan plan(CollectiveOp op, std::uint64_t bytes,
+                                    std::span<const int> group) const;
 
  private:
+  [[nodiscard]] CollectivePlan choose(CollectiveOp op, std::uint64_t bytes,
+                                      std::span<const int> group, bool with_flows) const;
   const hw::Topology& topo_;
   const hw::GpuSpec& gpu_;
 };

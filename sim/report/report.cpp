@@ -111,6 +111,19 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
   sim["steps"] = r.steps_simulated;
   sim["tasks"] = r.tasks;
   sim["events"] = r.events;
+  if (sc.fidelity == workload::Fidelity::Full) {
+    sim["flows"] = r.flows;
+    sim["flow_recomputations"] = r.flow_recomputations;
+    if (r.slowest_rank) {
+      ordered_json slow;
+      slow["gpu"] = r.slowest_rank->gpu;
+      slow["stage"] = r.slowest_rank_stage;
+      slow["speed"] = r.slowest_rank->speed;
+      slow["nic_bandwidth"] = r.slowest_rank->nic_bandwidth;
+      slow["nvlink_bandwidth"] = r.slowest_rank->nvlink_bandwidth;
+      sim["slowest_rank"] = slow;
+    }
+  }
   j["simulation"] = sim;
   return j.dump(2, ' ', false, ordered_json::error_handler_t::replace) + "\n";
 }
@@ -200,6 +213,15 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   line("optimizer        ", b.optimizer);
   os << "\n  simulated " << r.tasks << " tasks, " << r.events << " events (fidelity "
      << workload::fidelity_name(sc.fidelity) << ")\n";
+  if (sc.fidelity == workload::Fidelity::Full) {
+    os << "  network: " << r.flows << " flows, " << r.flow_recomputations
+       << " max-min recomputations\n";
+    if (r.slowest_rank) {
+      os << "  slowest rank: GPU " << r.slowest_rank->gpu << " (stage " << r.slowest_rank_stage
+         << "): speed x" << r.slowest_rank->speed << ", NIC x" << r.slowest_rank->nic_bandwidth
+         << ", NVLink x" << r.slowest_rank->nvlink_bandwidth << "\n";
+    }
+  }
 }
 
 void print_comparison(std::ostream& os, const workload::Scenario& sc,

@@ -12,6 +12,7 @@
 #include "cost/cost_model.hpp"
 #include "model/memory.hpp"
 #include "net/collective.hpp"
+#include "workload/full_fidelity.hpp"
 #include "parallel/schedule.hpp"
 #include "workload/moe.hpp"
 
@@ -1289,13 +1290,17 @@ StepResult simulate_step(const Scenario& sc) {
   sc.model.validate();
   const auto& L = sc.layout;
   L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch, sc.steps);
-  if (sc.fidelity != Fidelity::Stage) {
+  if (sc.fidelity == Fidelity::Analytic) {
     throw InputError("simulation.fidelity", std::string("simulation.fidelity \"") +
                                                 fidelity_name(sc.fidelity) +
-                                                "\" is not simulated yet (available: stage)");
+                                                "\" is not simulated yet (available: stage, full)");
   }
   const hw::Topology topo(sc.topology, sc.gpus);
-  const net::AlphaBetaModel comm(topo, sc.gpu);
+  const net::AlphaBetaModel ab_model(topo, sc.gpu);
+  // Full fidelity (full_fidelity.hpp): same graph, comm tasks become flows on the topology.
+  std::optional<FullFidelity> full;
+  if (sc.fidelity == Fidelity::Full) full.emplace(L, topo, ab_model, sc.stragglers);
+  const net::CollectiveModel& comm = full ? full->model() : ab_model;
   const cost::CostModel cost(sc.gpu);
   const int m = static_cast<int>(sc.training.global_batch / (sc.training.micro_batch * L.dp));
 
@@ -1376,10 +1381,15 @@ StepResult simulate_step(const Scenario& sc) {
     if (members.size() > 1) graph->add_rendezvous(members);
   }
 
+  if (full) full->convert(*graph);
   Simulator sim;
   sim.reserve(graph->num_streams() * 4);
   Executor ex(*graph);
-  ex.run(sim);
+  if (full) {
+    full->run(sim, ex);
+  } else {
+    ex.run(sim);
+  }
 
   StepResult r;
   // The step: with one step simulated, from 0 to the last task; with several, the steady
@@ -1405,6 +1415,14 @@ StepResult simulate_step(const Scenario& sc) {
   r.measured_step = steps;
   r.microbatches = m;
   r.events = sim.events_processed();
+  if (full) {
+    r.flows = full->stats().flows;
+    r.flow_recomputations = full->stats().recomputations;
+    if (const auto slow = full->slowest()) {
+      r.slowest_rank = slow->first;
+      r.slowest_rank_stage = slow->second;
+    }
+  }
   r.tasks = graph->num_tasks();
   const double step = r.step_time.seconds();
   const double tokens = static_cast<double>(sc.training.global_batch) * sc.model.seq_len;

@@ -36,6 +36,7 @@
 #include "parallel/layout.hpp"
 #include "parallel/schedule.hpp"
 #include "workload/pipeline_sim.hpp"
+#include "workload/straggler.hpp"
 
 namespace trainsim::workload {
 
@@ -73,6 +74,7 @@ struct Scenario {
   /// last one (steady state), which is what asynchronous schedules need.
   int steps = 1;
   std::optional<double> gpu_hour_usd;
+  std::vector<Straggler> stragglers;  ///< full fidelity only
 };
 
 /// Bytes per GPU.
@@ -132,6 +134,11 @@ struct StepResult {
   std::optional<double> cost_usd;  ///< of time_to_train at gpu_hour_usd
   std::uint64_t events = 0;
   std::size_t tasks = 0;
+  /// Full fidelity with stragglers: the slowest GPU (lowest of its factors) and its stage.
+  std::optional<Straggler> slowest_rank;
+  int slowest_rank_stage = -1;
+  std::uint64_t flows = 0;                ///< full fidelity: flows run on the topology
+  std::uint64_t flow_recomputations = 0;  ///< full fidelity: max-min component solves
   std::vector<PassSpan> passes;  ///< every pass of every stage, in program order
   /// The simulated timeline, for traces.
   std::shared_ptr<const TaskGraph> graph;

@@ -1,0 +1,169 @@
+// Full fidelity against stage fidelity: the same step within 1% where no two flows share a
+// link, and slower where they do (one NIC per node shared by the DP groups of all TP ranks,
+// which the contention-free stage costs ignore).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "config/scenario.hpp"
+#include "test_util.hpp"
+#include "workload/builder.hpp"
+
+namespace trainsim::workload {
+namespace {
+
+/// A 4-layer GPT on 16 A100 with the given layout and topology file.
+Scenario scenario(const std::string& name, const std::string& parallel, const std::string& topo) {
+  const auto dir = test::temp_dir("full-" + name);
+  std::string text = test::small_scenario();
+  text = test::replace(text, "tp = 2\npp = 2\ndp = 4\n", parallel);
+  text = test::replace(text, (test::source_dir() / "topologies/dgx-a100.toml").string(), topo);
+  return config::load_scenario(test::write(dir / "s.toml", text));
+}
+
+double step(Scenario sc, Fidelity f) {
+  sc.fidelity = f;
+  return simulate_step(sc).step_time.seconds();
+}
+
+/// Every comm task that still has a fixed duration in full fidelity is a member of a
+/// rendezvous whose flows another member carries (a receiver, a sync member).
+void expect_comm_on_the_network(const StepResult& r) {
+  const TaskGraph& g = *r.graph;
+  std::size_t network = 0;
+  for (TaskId t = 0; t < g.num_tasks(); ++t) {
+    const Task& task = g.task(t);
+    if (!is_comm(task.category) || task.duration == Time::zero()) continue;
+    if (task.external != kNoId) {
+      ++network;
+      continue;
+    }
+    ASSERT_NE(task.rendezvous, kNoId) << g.label(task.label) << " stayed off the network";
+    bool partner = false;
+    for (const TaskId m : g.rendezvous_members(task.rendezvous)) {
+      partner = partner || g.task(m).external != kNoId;
+    }
+    EXPECT_TRUE(partner) << g.label(task.label) << " stayed off the network";
+  }
+  EXPECT_GT(network, 0U);
+}
+
+TEST(FullFidelityTest, EveryCommTaskRunsOnTheNetwork) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  for (const std::string& layout :
+       {std::string("tp = 2\npp = 2\ndp = 4\nzero = 1\n"),
+        std::string("tp = 2\npp = 2\ndp = 4\nschedule = \"interleaved\"\nvirtual_stages = 2\n"),
+        std::string("tp = 4\npp = 2\ndp = 2\nschedule = \"dualpipe\"\n")}) {
+    Scenario sc = scenario("every", layout, topo);
+    sc.fidelity = Fidelity::Full;
+    const StepResult r = simulate_step(sc);
+    expect_comm_on_the_network(r);
+    const double stage = step(sc, Fidelity::Stage);
+    EXPECT_GE(r.step_time.seconds(), stage * (1 - 1e-9)) << layout;
+  }
+}
+
+TEST(FullFidelityTest, AgreesWithStageWithoutContention) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  // TP inside a node, PP across two nodes on 8 rails: no link carries two flows at once.
+  const Scenario sc = scenario("tp8pp2", "tp = 8\npp = 2\ndp = 1\n", topo);
+  const double stage = step(sc, Fidelity::Stage);
+  const double full = step(sc, Fidelity::Full);
+  EXPECT_NEAR(full, stage, 0.01 * stage);
+  Scenario f = sc;
+  f.fidelity = Fidelity::Full;
+  const StepResult r = simulate_step(f);
+  EXPECT_GT(r.flows, 0U);
+  EXPECT_GT(r.flow_recomputations, 0U);
+  // The small scenario (TP 2, PP 2, DP 4) also agrees.
+  const Scenario small = scenario("small", "tp = 2\npp = 2\ndp = 4\n", topo);
+  EXPECT_NEAR(step(small, Fidelity::Full), step(small, Fidelity::Stage),
+              0.01 * step(small, Fidelity::Stage));
+}
+
+TEST(FullFidelityTest, SharedNicMakesFullSlower) {
+  // One NIC per node: the 8 DP groups (one per TP rank) all-reduce gradients through it at
+  // the same time. Stage fidelity costs each group as if it had the NIC alone.
+  const auto dir = test::temp_dir("full-one-nic");
+  std::string t = test::read(test::source_dir() / "topologies/dgx-a100.toml");
+  t = test::replace(t, "nics = 8", "nics = 1");
+  const auto topo = test::write(dir / "one-nic.toml", t);
+  ASSERT_NE(t.find("nics = 1"), std::string::npos);
+  Scenario sc = scenario("tp8dp2", "tp = 8\npp = 1\ndp = 2\n", topo.string());
+  sc.layout.overlap_grad_reduce = false;  // the whole gradient all-reduce is exposed
+  const double stage = step(sc, Fidelity::Stage);
+  const double full = step(sc, Fidelity::Full);
+  EXPECT_GT(full, 1.05 * stage) << "stage " << stage << " s, full " << full << " s";
+  RecordProperty("stage_s", std::to_string(stage));
+  RecordProperty("full_s", std::to_string(full));
+}
+
+}  // namespace
+}  // namespace trainsim::workload
+
+namespace trainsim::workload {
+namespace {
+
+TEST(StragglerTest, SlowGpuSlowsItsStageComputeAndIsNamed) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  Scenario sc = scenario("strag", "tp = 8\npp = 1\ndp = 2\n", topo);
+  sc.fidelity = Fidelity::Full;
+  const StepResult base = simulate_step(sc);
+  EXPECT_FALSE(base.slowest_rank.has_value());
+  sc.stragglers.push_back(Straggler{9, 0.5, 1.0, 1.0});
+  const StepResult slow = simulate_step(sc);
+  ASSERT_TRUE(slow.slowest_rank.has_value());
+  EXPECT_EQ(slow.slowest_rank->gpu, 9);
+  EXPECT_EQ(slow.slowest_rank_stage, 0);
+  // Every kernel of the (single) stage takes twice as long: compute time doubles; the step
+  // grows by at most the added compute (slower kernels can hide more communication).
+  EXPECT_NEAR(slow.breakdown.compute, 2 * base.breakdown.compute, 1e-3 * base.breakdown.compute);
+  EXPECT_GE(slow.step_time.seconds(), 2 * base.breakdown.compute);
+  EXPECT_LE(slow.step_time.seconds(),
+            base.step_time.seconds() + base.breakdown.compute * (1 + 1e-6));
+}
+
+TEST(StragglerTest, SlowNicSlowsTheDataParallelReduction) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  Scenario sc = scenario("strag-nic", "tp = 8\npp = 1\ndp = 2\n", topo);
+  sc.layout.overlap_grad_reduce = false;
+  sc.fidelity = Fidelity::Full;
+  const double base = simulate_step(sc).step_time.seconds();
+  sc.stragglers.push_back(Straggler{3, 1.0, 0.25, 1.0});
+  const StepResult slow = simulate_step(sc);
+  EXPECT_GT(slow.step_time.seconds(), base * 1.05);
+  ASSERT_TRUE(slow.slowest_rank.has_value());
+  EXPECT_EQ(slow.slowest_rank->gpu, 3);
+}
+
+TEST(StragglerTest, ConfigAcceptsThemOnlyInFullFidelity) {
+  const auto dir = test::temp_dir("strag-config");
+  const std::string base = test::small_scenario();
+  const auto ok = config::load_scenario(test::write(
+      dir / "ok.toml", base + "[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 3, "
+                              "speed = 0.8 }, { gpu = 5, nic_bandwidth = 0.5 }]\n"));
+  ASSERT_EQ(ok.stragglers.size(), 2U);
+  EXPECT_EQ(ok.stragglers[0].gpu, 3);
+  EXPECT_DOUBLE_EQ(ok.stragglers[0].speed, 0.8);
+  EXPECT_DOUBLE_EQ(ok.stragglers[1].nic_bandwidth, 0.5);
+  const auto error_of = [&](const std::string& extra) {
+    try {
+      (void)config::load_scenario(test::write(dir / "bad.toml", base + extra));
+    } catch (const config::ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("[simulation]\nstragglers = [{ gpu = 3, speed = 0.8 }]\n")
+                .find("only simulated with simulation.fidelity = \"full\""),
+            std::string::npos);
+  EXPECT_NE(error_of("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 99 }]\n")
+                .find("gpu must be in [0, 15]"),
+            std::string::npos);
+  EXPECT_NE(error_of("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 1, sped = 0.5 }]\n")
+                .find("sped"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace trainsim::workload
