@@ -1,0 +1,37 @@
+// Collective costs from a measured hardware profile (hw/profile.hpp), with a fallback model.
+//
+// trainsim-calibrate measures NCCL collectives across the GPUs of one node (nccl-tests size
+// convention). A group whose members all sit in one node, of a size and op that were
+// measured, and a byte count inside the measured range, is priced by log-log interpolation
+// between the measured times; anything else (groups spanning nodes, unmeasured sizes) by the
+// fallback model. count() says how many queries each source answered.
+#pragma once
+
+#include <memory>
+
+#include "cost/cost_model.hpp"
+#include "hw/profile.hpp"
+#include "hw/topology.hpp"
+#include "net/collective.hpp"
+
+namespace trainsim::net {
+
+class ProfiledCollectiveModel final : public CollectiveModel {
+ public:
+  /// Keeps references to `fallback` and `topology`, which must outlive the model.
+  ProfiledCollectiveModel(const CollectiveModel& fallback, const hw::Topology& topology,
+                          std::shared_ptr<const hw::HardwareProfile> profile);
+  /// As CollectiveModel::cost; the algorithm and protocol reported are the fallback's, the
+  /// time (and algbw/busbw) the measured one when the profile covers the case.
+  [[nodiscard]] CollectiveCost cost(CollectiveOp op, std::uint64_t bytes,
+                                    std::span<const int> group) const override;
+  [[nodiscard]] const cost::SourceCount& count() const { return count_; }
+
+ private:
+  const CollectiveModel& fallback_;
+  const hw::Topology& topo_;
+  std::shared_ptr<const hw::HardwareProfile> profile_;
+  mutable cost::SourceCount count_;
+};
+
+}  // namespace trainsim::net
