@@ -19,6 +19,9 @@
 #include "harness.hpp"
 #include "hw/profile_io.hpp"
 #include "validate.hpp"
+#ifdef TRAINSIM_HAVE_MPI
+#include "mpi_sweep.hpp"
+#endif
 
 namespace {
 
@@ -117,6 +120,30 @@ int main(int argc, char** argv) {
   opt.quick = quick;
   opt.default_grid = !no_grid;
 
+  int device = 0;
+  bool multi = false;  // an mpirun sweep over several ranks: collectives only
+  bool speaker = true;  // the rank that prints and writes
+#ifdef TRAINSIM_HAVE_MPI
+  std::unique_ptr<calib::MpiSession> mpi;
+  if (calib::launched_by_mpi()) {
+    try {
+      mpi = std::make_unique<calib::MpiSession>(&argc, &argv);
+    } catch (const std::exception& e) {
+      std::cerr << "trainsim-calibrate: " << e.what() << "\n";
+      return kDeviceError;
+    }
+    multi = mpi->size() > 1;
+    speaker = mpi->rank() == 0;
+    if (multi && (selected.size() != 1 || std::string(selected[0]->name) != "nccl" ||
+                  !validate_path.empty())) {
+      if (speaker) {
+        std::cerr << "trainsim-calibrate: under mpirun with more than one rank only the NCCL "
+                     "sweep runs: pass --ops nccl (and no --validate)\n";
+      }
+      return kBadInput;
+    }
+  }
+#endif
   if (auto why = calib::no_device_reason()) {
     std::cerr << "trainsim-calibrate: no CUDA device found (" << *why
               << "); nothing measured, nothing written\n";
@@ -124,9 +151,16 @@ int main(int argc, char** argv) {
   }
 
   try {
-    calib::check(cudaSetDevice(0), "cudaSetDevice");
+#ifdef TRAINSIM_HAVE_MPI
+    if (mpi) {
+      int count = 1;
+      calib::check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+      device = mpi->local_rank() % count;
+    }
+#endif
+    calib::check(cudaSetDevice(device), "cudaSetDevice");
     hw::HardwareProfile prof;
-    prof.provenance = calib::describe_device(0);
+    prof.provenance = calib::describe_device(device);
     std::string cmd;
     for (int i = 0; i < argc; ++i) cmd += (i == 0 ? "" : " ") + std::string(argv[i]);
     prof.provenance.command = cmd;
@@ -141,17 +175,26 @@ int main(int argc, char** argv) {
     cudaStream_t stream = nullptr;
     calib::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
     calib::GemmRunner gemm;
-    calib::Context ctx{opt, stream, gemm, std::cerr};
-    std::cerr << "trainsim-calibrate: " << prof.provenance.gpu_name << " ("
-              << prof.provenance.sm_count << " SMs, " << prof.provenance.device_count
-              << " GPU(s)), profile base " << prof.base_gpu << "\n";
+    std::ostringstream quiet;
+    std::ostream& log = speaker ? static_cast<std::ostream&>(std::cerr) : quiet;
+    calib::Context ctx{opt, stream, gemm, log};
+    log << "trainsim-calibrate: " << prof.provenance.gpu_name << " ("
+        << prof.provenance.sm_count << " SMs, " << prof.provenance.device_count
+        << " GPU(s)), profile base " << prof.base_gpu << "\n";
     if (!given) {
-      for (const auto* e : selected) {
-        std::cerr << "[" << e->name << "] " << e->what << "\n";
-        e->measure(ctx, prof);
+      if (multi) {
+#ifdef TRAINSIM_HAVE_MPI
+        log << "[nccl] across " << mpi->size() << " ranks on " << mpi->nodes() << " node(s)\n";
+        calib::nccl_sweep_mpi(ctx, *mpi, prof);
+#endif
+      } else {
+        for (const auto* e : selected) {
+          log << "[" << e->name << "] " << e->what << "\n";
+          e->measure(ctx, prof);
+        }
       }
       prof.refit();
-      if (!out_path.empty()) {
+      if (!out_path.empty() && speaker) {
         hw::write_profile(out_path, prof);
         std::cerr << "trainsim-calibrate: wrote " << out_path << "\n";
       }

@@ -55,7 +55,7 @@ hw::HardwareProfile sample_profile() {
   for (double bytes : {1e6, 1e8, 1e9}) p.memory.push_back({"copy", bytes, 3e-6 + bytes / 4e12});
   for (double bytes : {1024.0, 1048576.0, 1073741824.0}) {
     const double t = 20e-6 + bytes / 400e9;
-    p.collectives.push_back({"all_reduce", 8, bytes, t, bytes / t, bytes / t * 2 * 7 / 8});
+    p.collectives.push_back({"all_reduce", 8, 1, bytes, t, bytes / t, bytes / t * 2 * 7 / 8});
   }
   p.refit();
   return p;
@@ -129,9 +129,10 @@ TEST(Profile, LookupsInterpolateWithinFamiliesOnly) {
   EXPECT_FALSE(p.attention_tflops(true, 128, 8192, true));
   EXPECT_TRUE(p.memory_seconds("copy", 5e7));
   EXPECT_FALSE(p.memory_seconds("adam", 5e7));
-  EXPECT_NEAR(*p.collective_seconds("all_reduce", 8, 1048576.0), 20e-6 + 1048576.0 / 400e9,
+  EXPECT_NEAR(*p.collective_seconds("all_reduce", 8, 1, 1048576.0), 20e-6 + 1048576.0 / 400e9,
               1e-15);
-  EXPECT_FALSE(p.collective_seconds("all_reduce", 4, 1048576.0));
+  EXPECT_FALSE(p.collective_seconds("all_reduce", 4, 1, 1048576.0));
+  EXPECT_FALSE(p.collective_seconds("all_reduce", 8, 2, 1048576.0));  // other node count
 }
 
 TEST(Profile, RefitFindsTheGeneratingCurves) {
@@ -167,6 +168,7 @@ TEST(ProfileIo, RoundTripIsExactAndDeterministic) {
   EXPECT_EQ(q.attention[1].kv_heads, 8);
   ASSERT_EQ(q.collectives.size(), 3u);
   EXPECT_EQ(q.collectives[2].seconds, p.collectives[2].seconds);
+  EXPECT_EQ(q.collectives[2].nodes, 1);
   EXPECT_NEAR(q.collectives[2].busbw, p.collectives[2].busbw, 1e-3);
   ASSERT_EQ(q.collective_fits.size(), 1u);
   EXPECT_EQ(q.collective_fits[0].fit.rate, p.collective_fits[0].fit.rate);
@@ -229,6 +231,9 @@ INSTANTIATE_TEST_SUITE_P(
                    "4:6", "collective[0].op: unknown value \"broadcast\""},
         BadProfile{"ranks", kHead + "[[collective]]\nop = \"all_reduce\"\nranks = 1\nbytes = 1\nseconds = 1\n",
                    "5:9", "collective[0].ranks: must be >= 2"},
+        BadProfile{"nodes", kHead + "[[collective]]\nop = \"all_reduce\"\nranks = 2\nnodes = 3\n"
+                                    "bytes = 1\nseconds = 1\n",
+                   "6:9", "collective[0].nodes: more nodes than ranks"},
         BadProfile{"type", kHead + "[[attention]]\ncausal = \"yes\"\n", "4:10",
                    "attention[0].causal: must be true or false"},
         BadProfile{"gqa", kHead + "[[attention]]\ncausal = true\nhead_dim = 64\nbatch = 1\n"
@@ -277,8 +282,14 @@ TEST(ProfileCost, MeasuredInsideTheTablesRooflineOutside) {
   EXPECT_EQ(builtin.pricing().gemm.builtin, 0);  // no profile: nothing counted
 }
 
-TEST(ProfileCost, CollectivesInsideOneNodeFromTheProfile) {
-  auto p = std::make_shared<const hw::HardwareProfile>(sample_profile());
+TEST(ProfileCost, CollectivesOfAMeasuredRankAndNodeCountFromTheProfile) {
+  hw::HardwareProfile prof = sample_profile();
+  // An mpirun sweep: 8 ranks over 2 nodes, all_gather only.
+  for (double bytes : {1024.0, 1073741824.0}) {
+    const double t = 30e-6 + bytes / 40e9;
+    prof.collectives.push_back({"all_gather", 8, 2, bytes, t, bytes / t, bytes / t * 7 / 8});
+  }
+  auto p = std::make_shared<const hw::HardwareProfile>(prof);
   hw::TopologySpec spec = test::dgx_a100_spec();
   spec.gpu = "h200_sxm";
   const hw::Topology topo(spec, 16);
@@ -293,7 +304,12 @@ TEST(ProfileCost, CollectivesInsideOneNodeFromTheProfile) {
             ab.cost(net::CollectiveOp::AllReduce, 1048576, two_nodes).time);
   EXPECT_EQ(pm.cost(net::CollectiveOp::AllGather, 1048576, node0).time,
             ab.cost(net::CollectiveOp::AllGather, 1048576, node0).time);
-  EXPECT_EQ(pm.count().profile, 1);
+  const std::vector<int> two_nodes_of_4 = {0, 1, 2, 3, 8, 9, 10, 11};
+  EXPECT_NEAR(pm.cost(net::CollectiveOp::AllGather, 1 << 20, two_nodes_of_4).time.seconds(),
+              std::exp(0.5 * (std::log(30e-6 + 1024.0 / 40e9) +
+                              std::log(30e-6 + 1073741824.0 / 40e9))),  // log midpoint of 2^10, 2^30
+              1e-9);
+  EXPECT_EQ(pm.count().profile, 2);
   EXPECT_EQ(pm.count().builtin, 2);
 }
 

@@ -28,12 +28,7 @@
 
 namespace trainsim::cost {
 
-/// How many cost queries of one kind a measured profile answered, and how many fell back to
-/// the built-in (roofline / datasheet) model.
-struct SourceCount {
-  std::int64_t profile = 0;
-  std::int64_t builtin = 0;
-};
+using hw::SourceCount;
 
 /// Which source priced the queries of a simulation, per kind.
 struct PricingSources {

@@ -79,10 +79,10 @@ std::optional<double> HardwareProfile::memory_seconds(const std::string& op, dou
 }
 
 std::optional<double> HardwareProfile::collective_seconds(const std::string& op, int ranks,
-                                                          double bytes) const {
+                                                          int nodes, double bytes) const {
   std::vector<std::pair<double, double>> pts;
   for (const auto& p : collectives) {
-    if (p.op == op && p.ranks == ranks) pts.emplace_back(p.bytes, p.seconds);
+    if (p.op == op && p.ranks == ranks && p.nodes == nodes) pts.emplace_back(p.bytes, p.seconds);
   }
   return lookup(std::move(pts), bytes);
 }
@@ -152,7 +152,10 @@ void HardwareProfile::refit() {
     f.second.push_back(p.seconds);
   }
   for (const auto& p : collectives) {
-    auto& f = c[p.op + "/" + std::to_string(p.ranks)];
+    std::string fam = p.op;
+    fam.append("/").append(std::to_string(p.ranks));
+    if (p.nodes > 1) fam.append("/").append(std::to_string(p.nodes)).append("nodes");
+    auto& f = c[fam];
     f.first.push_back(p.bytes);
     f.second.push_back(p.seconds);
   }

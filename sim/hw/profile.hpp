@@ -73,11 +73,13 @@ struct MemoryPoint {
 };
 
 /// One NCCL collective ("all_reduce", "all_gather", "reduce_scatter", "all_to_all",
-/// "send_recv") on `ranks` GPUs of one node, `bytes` in the nccl-tests convention.
+/// "send_recv") on `ranks` GPUs spread over `nodes` nodes (1: one NVLink domain; more: an
+/// mpirun sweep with one GPU per rank), `bytes` in the nccl-tests convention.
 /// algbw = bytes / seconds, busbw = algbw x nccl-tests' factor (net::busbw_factor).
 struct CollectivePoint {
   std::string op;
   int ranks = 0;
+  int nodes = 1;
   double bytes = 0;
   double seconds = 0;
   double algbw = 0, busbw = 0;
@@ -98,6 +100,13 @@ struct FamilyFit {
   LinearFit fit;
 };
 
+/// How many cost queries of one kind a measured profile answered, and how many fell back to
+/// the built-in (roofline / datasheet) model.
+struct SourceCount {
+  std::int64_t profile = 0;
+  std::int64_t builtin = 0;
+};
+
 struct HardwareProfile {
   int profile_version = kProfileVersion;
   /// Built-in GPU key whose datasheet numbers (peaks, HBM, SMs) price what was not measured.
@@ -110,7 +119,7 @@ struct HardwareProfile {
   std::vector<CollectivePoint> collectives;
   std::vector<FamilyFit> gemm_fits;        ///< per dtype, x = FLOPs
   std::vector<FamilyFit> memory_fits;      ///< per op, x = bytes
-  std::vector<FamilyFit> collective_fits;  ///< per op/ranks, x = bytes
+  std::vector<FamilyFit> collective_fits;  ///< per op/ranks[/nodes], x = bytes
   std::string path;                        ///< file it was read from (not written)
 
   /// Measured GEMM time, interpolated over m within the (dtype, n, k) family; nullopt when
@@ -123,9 +132,10 @@ struct HardwareProfile {
                                                        bool backward) const;
   /// Measured time of memory-bound `op` moving `bytes`; nullopt outside the measured range.
   [[nodiscard]] std::optional<double> memory_seconds(const std::string& op, double bytes) const;
-  /// Measured time of collective `op` on `ranks` GPUs; nullopt outside the measured range.
+  /// Measured time of collective `op` on `ranks` GPUs over `nodes` nodes; nullopt outside
+  /// the measured range or for an unmeasured (op, ranks, nodes).
   [[nodiscard]] std::optional<double> collective_seconds(const std::string& op, int ranks,
-                                                         double bytes) const;
+                                                         int nodes, double bytes) const;
   /// Recomputes gemm_fits, memory_fits and collective_fits from the measured points
   /// (families with at least two points of different x).
   void refit();

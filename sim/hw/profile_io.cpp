@@ -230,6 +230,9 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     CollectivePoint c;
     c.op = e.choice("op", collective_ops());
     c.ranks = static_cast<int>(e.integer("ranks", 2));
+    c.nodes = static_cast<int>(e.integer("nodes", 1, false));
+    if (c.nodes == 0) c.nodes = 1;
+    if (c.nodes > c.ranks) e.fail(t.get("nodes")->source(), pre + "nodes: more nodes than ranks");
     c.bytes = e.number("bytes", true);
     c.seconds = e.number("seconds", true);
     c.algbw = e.number("algbw_gbps", false, false) * 1e9;
@@ -318,6 +321,7 @@ std::string profile_to_toml(const HardwareProfile& p) {
   for (const auto& c : p.collectives) {
     coll.push_back(toml::table{{"op", c.op},
                                {"ranks", c.ranks},
+                               {"nodes", c.nodes},
                                {"bytes", static_cast<std::int64_t>(std::llround(c.bytes))},
                                {"seconds", c.seconds},
                                {"algbw_gbps", c.algbw / 1e9},

@@ -11,7 +11,8 @@
 //   [[attention]]   causal, head_dim, batch, heads, kv_heads, seq, fwd_seconds, bwd_seconds,
 //                   (fwd_tflops, bwd_tflops: written, ignored)
 //   [[memory]]      op, bytes, seconds, (gbps: written, ignored)
-//   [[collective]]  op, ranks, bytes, seconds, (algbw_gbps, busbw_gbps: written, ignored)
+//   [[collective]]  op, ranks, nodes (default 1), bytes, seconds,
+//                   (algbw_gbps, busbw_gbps: written, ignored)
 //   [[fit]]         kind ("gemm" | "memory" | "collective"), family, alpha_s, rate,
 //                   max_rel_err, points
 #pragma once

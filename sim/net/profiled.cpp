@@ -1,5 +1,6 @@
 #include "net/profiled.hpp"
 
+#include <set>
 #include <string>
 
 namespace trainsim::net {
@@ -13,11 +14,12 @@ CollectiveCost ProfiledCollectiveModel::cost(CollectiveOp op, std::uint64_t byte
                                              std::span<const int> group) const {
   CollectiveCost c = fallback_.cost(op, bytes, group);
   if (group.size() < 2 || bytes == 0 || profile_ == nullptr) return c;
-  bool one_node = true;
-  for (int g : group) one_node = one_node && topo_.node_of(g) == topo_.node_of(group[0]);
+  std::set<int> nodes;
+  for (int g : group) nodes.insert(topo_.node_of(g));
   const int n = static_cast<int>(group.size());
-  if (one_node) {
+  {
     if (auto t = profile_->collective_seconds(std::string(op_name(op)), n,
+                                              static_cast<int>(nodes.size()),
                                               static_cast<double>(bytes))) {
       ++count_.profile;
       c.time = Time::from_seconds(*t);
