@@ -255,6 +255,26 @@ TEST(CalibrateCli, NoDeviceSaysWhyExitsOneWritesNothing) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(CalibrateCli, BadInputIsReportedBeforeTheDeviceIsTouched) {
+  // No device needed: inputs are checked first, so this runs on CPU-only CI too.
+  const auto dir = std::filesystem::temp_directory_path() / "trainsim-calib-badinput";
+  std::filesystem::create_directories(dir);
+  const auto bad = dir / "bad.toml";
+  std::ofstream(bad) << "version = 1\n[model]\nlayerz = 2\n";
+  auto err_text = [&]() {
+    std::ifstream in(dir / "err");
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(run("--out " + (dir / "p.toml").string() + " --scenario " + bad.string(), dir / "err"), 1);
+  EXPECT_NE(err_text().find(bad.string() + ":3:1"), std::string::npos) << err_text();
+  EXPECT_EQ(run("--out " + (dir / "p.toml").string() + " --ops gemm,tensor", dir / "err"), 1);
+  EXPECT_NE(err_text().find("unknown sweep \"tensor\""), std::string::npos) << err_text();
+  EXPECT_EQ(run("--out /nonexistent-dir/p.toml", dir / "err"), 1);
+  EXPECT_NE(err_text().find("no such directory"), std::string::npos) << err_text();
+  EXPECT_FALSE(std::filesystem::exists(dir / "p.toml"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(CalibrateCli, QuickMemorySweepWritesAReadableProfile) {
   REQUIRE_DEVICE();
   const auto dir = std::filesystem::temp_directory_path() / "trainsim-calib-quick";
