@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-default-grid", no_grid, "measure only the scenarios' shapes");
   app.add_option("--repeats", opt.timing.repeats, "timed runs per measurement (median)")->check(CLI::Range(1, 1000));
   app.add_option("--warmup", opt.timing.warmup, "untimed runs first")->check(CLI::Range(0, 1000));
+  app.add_option("--max-seconds", opt.timing.max_seconds,
+                 "stop repeating a measurement after this long (at least 3 timed runs; default 1)")
+      ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--nccl-max-bytes", opt.nccl_max_bytes, "largest collective (default 4 GiB)")->check(CLI::Range(1024.0, 1e12));
   app.add_option("--base-gpu", base_gpu, "built-in GPU key for what was not measured (default: from the device name)");
   app.add_option("--validate", validate_path, "run one real step of this one-GPU scenario and compare with the simulator");

@@ -41,13 +41,15 @@ stamp "calibrate -> $profile"
 timeout 210 "$cal" --out "$profile" \
   --scenario scenarios/llama3-70b-h100.toml --scenario scenarios/llama3-405b-h100.toml \
   --scenario scenarios/validate-gpt2-small-h200.toml --scenario scenarios/validate-1b-h200.toml \
-  --repeats 10 --warmup 3 > "$OUT/calibrate.log" 2>&1
+  --repeats 10 --warmup 3 --max-seconds 0.5 > "$OUT/calibrate.log" 2>&1
 stamp "calibrate rc=$?"
 tail -3 "$OUT/calibrate.log"
 
-for sc in validate-gpt2-small-h200 validate-1b-h200; do
-  stamp "validate $sc"
-  timeout 75 "$cal" --validate "scenarios/$sc.toml" --profile "$profile" \
+for sc in validate-gpt2-small-h200:45 validate-1b-h200:110; do
+  limit=${sc#*:}; sc=${sc%:*}
+  stamp "validate $sc (limit ${limit}s)"
+  timeout "$limit" "$cal" --validate "scenarios/$sc.toml" --profile "$profile" \
+    --warmup 1 --repeats 3 --max-seconds 1 \
     > "$OUT/validate-$sc.txt" 2> "$OUT/validate-$sc.log"
   stamp "validate $sc rc=$?"
   cat "$OUT/validate-$sc.txt"
