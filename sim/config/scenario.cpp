@@ -12,6 +12,7 @@
 #include "config/units.hpp"
 #include "core/error.hpp"
 #include "hw/gpu.hpp"
+#include "hw/profile_io.hpp"
 
 namespace trainsim::config {
 
@@ -568,14 +569,31 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   }
   sc.topology = load_topology(topo_path);
   sc.gpus = static_cast<int>(c.bounded_req("gpus", 1, 1 << 20));
-  const std::string profile = c.string("profile").value_or(sc.topology.gpu);
+  std::string profile = c.string("profile").value_or(sc.topology.gpu);
+  if (profile.size() > 5 && profile.ends_with(".toml")) {
+    // A measured hardware profile (trainsim-calibrate), relative to the scenario file.
+    std::filesystem::path prof_path(profile);
+    if (prof_path.is_relative()) prof_path = path.parent_path() / prof_path;
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(prof_path, ec)) {
+      c.fail_at(c.node("profile")->source(),
+                "cluster.profile: no such file \"" + prof_path.string() +
+                    "\" (paths resolve relative to the scenario file)");
+    }
+    try {
+      sc.profile = std::make_shared<const hw::HardwareProfile>(hw::read_profile(prof_path));
+    } catch (const hw::ProfileError& e) {
+      throw ConfigError(e.file(), e.line(), e.column(), e.message());
+    }
+    profile = sc.profile->base_gpu;
+  }
   const hw::GpuSpec* gpu = hw::find_builtin_gpu(profile);
   if (gpu == nullptr) {
     std::string list;
     for (const auto& g : hw::builtin_gpus()) list += (list.empty() ? "" : ", ") + g.key;
     c.fail_at(c.node("profile")->source(),
               "cluster.profile: unknown hardware profile \"" + profile +
-                  "\" (built-in: " + list + "; calibrated profile files are not supported yet)");
+                  "\" (built-in: " + list + ", or a measured profile file \"*.toml\")");
   }
   sc.gpu = *gpu;
   sc.topology.gpu = gpu->key;

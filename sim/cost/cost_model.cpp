@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -66,6 +67,19 @@ double CostModel::gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, h
 
 Time CostModel::gemm(std::int64_t m, std::int64_t n, std::int64_t k, hw::Dtype dtype,
                      std::int64_t batch, Epilogue epilogue) const {
+  if (profile_ != nullptr && batch == 1) {
+    if (auto t = profile_->gemm_seconds(dtype, m, n, k)) {
+      ++pricing_.gemm.profile;
+      // Profiles measure plain stores; an fp32 accumulating epilogue scales the measured time
+      // by the built-in model's ratio for that shape.
+      if (epilogue == Epilogue::AccumulateFp32) {
+        *t *= gemm_seconds(m, n, k, dtype, batch, epilogue, nullptr) /
+              gemm_seconds(m, n, k, dtype, batch, Epilogue::Store, nullptr);
+      }
+      return Time::from_seconds(*t);
+    }
+  }
+  if (profile_ != nullptr) ++pricing_.gemm.builtin;
   return Time::from_seconds(gemm_seconds(m, n, k, dtype, batch, epilogue, nullptr));
 }
 
@@ -112,7 +126,12 @@ Time CostModel::attention(std::int64_t batch, int heads, int seq, int head_dim, 
                  head_dim;
   if (causal) flops /= 2;
   if (backward) flops *= 2.5;
-  const double rate = attention_tflops(seq, head_dim, causal, backward) * 1e12;
+  std::optional<double> measured;
+  if (profile_ != nullptr) {
+    measured = profile_->attention_tflops(causal, head_dim, seq, backward);
+    ++(measured ? pricing_.attention.profile : pricing_.attention.builtin);
+  }
+  const double rate = measured.value_or(attention_tflops(seq, head_dim, causal, backward)) * 1e12;
   // Wave quantization: one thread block per (sequence, head, 128-query block).
   const double blocks = static_cast<double>(batch) * heads * std::ceil(seq / 128.0);
   const double waves = std::ceil(blocks / gpu_.sm_count);
@@ -153,6 +172,14 @@ Time CostModel::attention_bwd(std::int64_t batch, int heads, int seq, int head_d
 
 Time CostModel::memory_bound(double bytes) const {
   if (bytes < 0) throw std::invalid_argument("memory_bound: negative bytes");
+  if (profile_ != nullptr) {
+    // The measured copy kernel's time at this size (every memory-bound kernel streams).
+    if (auto t = profile_->memory_seconds("copy", bytes)) {
+      ++pricing_.memory_bound.profile;
+      return Time::from_seconds(*t);
+    }
+    ++pricing_.memory_bound.builtin;
+  }
   return Time::from_seconds(
       std::max(bytes / (gpu_.hbm_bw * gpu_.hbm_efficiency), gpu_.kernel_launch_floor_s));
 }

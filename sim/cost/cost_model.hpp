@@ -12,14 +12,29 @@
 // over the measured rate at that sequence length (interpolated in log2(s), clamped), divided
 // by the wave efficiency of b·heads·ceil(s/128) thread blocks on the SMs.
 // Memory-bound: bytes / (HBM bandwidth x achievable fraction), floored by the launch floor.
+// With a measured hardware profile (hw/profile.hpp) GEMMs, FlashAttention rates and
+// memory-bound kernels are priced from its measurements where they cover the case
+// (log-log interpolation between measured points) and by the rules above outside them;
+// pricing() counts which source priced each query.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 
 #include "core/time.hpp"
 #include "hw/gpu.hpp"
+#include "hw/profile.hpp"
 
 namespace trainsim::cost {
+
+using hw::SourceCount;
+
+/// Which source priced the queries of a simulation, per kind.
+struct PricingSources {
+  std::string profile_path;  ///< empty when no profile was given
+  SourceCount gemm, attention, memory_bound, collective;
+};
 
 /// The output tile a GEMM would use.
 struct GemmTile {
@@ -46,6 +61,9 @@ class CostModel {
  public:
   /// Keeps a copy of the GPU spec.
   explicit CostModel(hw::GpuSpec gpu) : gpu_(std::move(gpu)) {}
+  /// Prices from `profile` where it has measurements (nullptr: built-in model only).
+  CostModel(hw::GpuSpec gpu, std::shared_ptr<const hw::HardwareProfile> profile)
+      : gpu_(std::move(gpu)), profile_(std::move(profile)) {}
 
   /// Time of C[m x n] = A[m x k]·B[k x n] with inputs in `dtype` and 16-bit output
   /// (fp32 output for Dtype::FP32). Throws std::invalid_argument for non-positive sizes.
@@ -66,6 +84,10 @@ class CostModel {
   [[nodiscard]] double attention_tflops(int seq, int head_dim, bool causal, bool backward) const;
 
   [[nodiscard]] const hw::GpuSpec& gpu() const { return gpu_; }
+  [[nodiscard]] const hw::HardwareProfile* profile() const { return profile_.get(); }
+  /// Counts of queries priced by the profile and by the built-in model so far (GEMM,
+  /// attention, memory-bound; collective counts are the collective model's).
+  [[nodiscard]] const PricingSources& pricing() const { return pricing_; }
 
  private:
   [[nodiscard]] double gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k,
@@ -76,6 +98,8 @@ class CostModel {
   [[nodiscard]] Time attention(std::int64_t batch, int heads, int seq, int head_dim, bool causal,
                                bool backward) const;
   hw::GpuSpec gpu_;
+  std::shared_ptr<const hw::HardwareProfile> profile_;
+  mutable PricingSources pricing_;  // bookkeeping only; not thread-safe (one model per thread)
 };
 
 }  // namespace trainsim::cost

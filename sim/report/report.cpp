@@ -125,6 +125,21 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
     }
   }
   j["simulation"] = sim;
+  if (r.pricing) {
+    ordered_json pr;
+    pr["profile"] = r.pricing->profile_path;
+    auto count = [](const cost::SourceCount& c) {
+      ordered_json o;
+      o["profile"] = c.profile;
+      o["builtin"] = c.builtin;
+      return o;
+    };
+    pr["gemm"] = count(r.pricing->gemm);
+    pr["attention"] = count(r.pricing->attention);
+    pr["memory_bound"] = count(r.pricing->memory_bound);
+    pr["collective"] = count(r.pricing->collective);
+    j["pricing"] = pr;
+  }
   return j.dump(2, ' ', false, ordered_json::error_handler_t::replace) + "\n";
 }
 
@@ -221,6 +236,18 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
          << "): speed x" << r.slowest_rank->speed << ", NIC x" << r.slowest_rank->nic_bandwidth
          << ", NVLink x" << r.slowest_rank->nvlink_bandwidth << "\n";
     }
+  }
+  if (r.pricing) {
+    const auto& p = *r.pricing;
+    auto part = [&](const char* name, const cost::SourceCount& c) {
+      os << "    " << name << c.profile << " from the profile, " << c.builtin
+         << " built-in (roofline / datasheet)\n";
+    };
+    os << "  priced by measured profile " << p.profile_path << " (distinct cost queries):\n";
+    part("GEMMs         ", p.gemm);
+    part("attention     ", p.attention);
+    part("memory-bound  ", p.memory_bound);
+    part("collectives   ", p.collective);
   }
 }
 

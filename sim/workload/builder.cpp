@@ -13,6 +13,7 @@
 #include "model/memory.hpp"
 #include "net/collective.hpp"
 #include "workload/full_fidelity.hpp"
+#include "net/profiled.hpp"
 #include "parallel/schedule.hpp"
 #include "workload/moe.hpp"
 
@@ -561,19 +562,16 @@ class StepBuilder final : public PassEmitter {
   }
 
   // ----- costs -------------------------------------------------------------------------
-  OpCost op_cost(const Op& op, const std::string& name) {
+  OpCost op_cost(const Op& model_op, const std::string& name) {
     OpCost c;
     c.fwd_label = g_.intern(name);
     c.bwd_label = g_.intern(name + " bwd");
     c.recompute_label = g_.intern("recompute " + name);
     const hw::Dtype dt = sc_.training.dtype;
-    const double t = tp_;
+    const Op op = rank_op(sc_, model_op);
     switch (op.kind) {
       case OpKind::Gemm: {
-        std::int64_t m = op.m, n = op.n, k = op.k;
-        if (op.shard == Shard::Column) n = std::max<std::int64_t>(1, n / tp_);
-        if (op.shard == Shard::Row) k = std::max<std::int64_t>(1, k / tp_);
-        if (name == "qkv") n = qkv_width_per_rank();
+        const std::int64_t m = op.m, n = op.n, k = op.k;
         c.fwd = cost_.gemm(m, n, k, dt);
         c.bwd_input = cost_.gemm(m, k, n, dt);   // dX = dY * W^T
         // dW = X^T * dY, accumulated into the fp32 main gradient.
@@ -596,19 +594,16 @@ class StepBuilder final : public PassEmitter {
         break;
       }
       case OpKind::Attention: {
-        const int heads = std::max(1, op.heads / tp_);
         const auto impl = sc_.training.flash_attention ? cost::AttentionImpl::Flash
                                                        : cost::AttentionImpl::Unfused;
-        c.fwd = cost_.attention_fwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl);
-        c.bwd_input = cost_.attention_bwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl);
+        c.fwd = cost_.attention_fwd(op.batch, op.heads, op.seq, op.head_dim, op.causal, impl);
+        c.bwd_input =
+            cost_.attention_bwd(op.batch, op.heads, op.seq, op.head_dim, op.causal, impl);
         break;
       }
       default: {
-        double div = 1;
-        if (op.shard == Shard::TpLocal) div = t;
-        if (op.shard == Shard::Replicated && sp_) div = t;
-        c.fwd = cost_.memory_bound(op.fwd_bytes / div);
-        c.bwd_input = cost_.memory_bound(op.bwd_bytes / div);
+        c.fwd = cost_.memory_bound(op.fwd_bytes);
+        c.bwd_input = cost_.memory_bound(op.bwd_bytes);
         break;
       }
     }
@@ -705,13 +700,7 @@ class StepBuilder final : public PassEmitter {
 
   /// Output width of the QKV GEMM on one TP rank: its query heads and its K/V heads (one
   /// replicated K/V head per rank when tp exceeds kv_heads).
-  std::int64_t qkv_width_per_rank() const {
-    const auto& mdl = sc_.model;
-    if (mdl.mla.enabled()) return std::max<std::int64_t>(1, mdl.qkv_width() / tp_);
-    const std::int64_t d = mdl.head_dim();
-    const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp_);
-    return static_cast<std::int64_t>(mdl.heads / tp_) * d + 2 * kv_local * d;
-  }
+  std::int64_t qkv_width_per_rank() const { return qkv_width(sc_.model, tp_); }
 
   /// Context parallelism: the KV block one ring step passes on (K and V of seq_len / cp
   /// tokens for this rank's KV heads), and the all-gather variant's collectives.
@@ -1286,6 +1275,38 @@ class StagedEmitter final : public PassEmitter {
 
 }  // namespace
 
+std::int64_t qkv_width(const model::ModelSpec& mdl, int tp) {
+  if (mdl.mla.enabled()) return std::max<std::int64_t>(1, mdl.qkv_width() / tp);
+  const std::int64_t d = mdl.head_dim();
+  const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp);
+  return static_cast<std::int64_t>(mdl.heads / tp) * d + 2 * kv_local * d;
+}
+
+model::Op rank_op(const Scenario& sc, const model::Op& op) {
+  const int tp = sc.layout.tp;
+  model::Op r = op;
+  switch (op.kind) {
+    case OpKind::Gemm:
+      if (op.shard == Shard::Column) r.n = std::max<std::int64_t>(1, op.n / tp);
+      if (op.shard == Shard::Row) r.k = std::max<std::int64_t>(1, op.k / tp);
+      if (op.name == "qkv") r.n = qkv_width(sc.model, tp);
+      break;
+    case OpKind::Attention:
+      r.heads = std::max(1, op.heads / tp);
+      r.kv_heads = std::max(1, op.kv_heads / tp);
+      break;
+    default: {
+      double div = 1;
+      if (op.shard == Shard::TpLocal) div = tp;
+      if (op.shard == Shard::Replicated && sc.layout.sequence_parallel) div = tp;
+      r.fwd_bytes = op.fwd_bytes / div;
+      r.bwd_bytes = op.bwd_bytes / div;
+      break;
+    }
+  }
+  return r;
+}
+
 StepResult simulate_step(const Scenario& sc) {
   sc.model.validate();
   const auto& L = sc.layout;
@@ -1297,11 +1318,14 @@ StepResult simulate_step(const Scenario& sc) {
   }
   const hw::Topology topo(sc.topology, sc.gpus);
   const net::AlphaBetaModel ab_model(topo, sc.gpu);
+  const net::ProfiledCollectiveModel profiled_comm(ab_model, topo, sc.profile);
+  const net::CollectiveModel& base_comm =
+      sc.profile ? static_cast<const net::CollectiveModel&>(profiled_comm) : ab_model;
   // Full fidelity (full_fidelity.hpp): same graph, comm tasks become flows on the topology.
   std::optional<FullFidelity> full;
   if (sc.fidelity == Fidelity::Full) full.emplace(L, topo, ab_model, sc.stragglers);
-  const net::CollectiveModel& comm = full ? full->model() : ab_model;
-  const cost::CostModel cost(sc.gpu);
+  const net::CollectiveModel& comm = full ? full->model() : base_comm;
+  const cost::CostModel cost(sc.gpu, sc.profile);
   const int m = static_cast<int>(sc.training.global_batch / (sc.training.micro_batch * L.dp));
 
   auto graph = std::make_shared<TaskGraph>();
@@ -1424,6 +1448,11 @@ StepResult simulate_step(const Scenario& sc) {
     }
   }
   r.tasks = graph->num_tasks();
+  if (sc.profile) {
+    r.pricing = cost.pricing();
+    r.pricing->profile_path = sc.profile->path;
+    r.pricing->collective = profiled_comm.count();
+  }
   const double step = r.step_time.seconds();
   const double tokens = static_cast<double>(sc.training.global_batch) * sc.model.seq_len;
   r.tokens_per_s = tokens / step;

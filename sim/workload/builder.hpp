@@ -30,7 +30,9 @@
 #include <vector>
 
 #include "core/task_graph.hpp"
+#include "cost/cost_model.hpp"
 #include "hw/gpu.hpp"
+#include "hw/profile.hpp"
 #include "hw/topology.hpp"
 #include "model/transformer.hpp"
 #include "parallel/layout.hpp"
@@ -67,6 +69,8 @@ struct Scenario {
   parallel::Layout layout;
   hw::TopologySpec topology;
   hw::GpuSpec gpu;
+  /// A measured hardware profile ([cluster] profile = "file.toml"); null: built-in only.
+  std::shared_ptr<const hw::HardwareProfile> profile;
   int gpus = 0;
   Fidelity fidelity = Fidelity::Stage;
   std::uint64_t seed = 0;
@@ -139,11 +143,25 @@ struct StepResult {
   int slowest_rank_stage = -1;
   std::uint64_t flows = 0;                ///< full fidelity: flows run on the topology
   std::uint64_t flow_recomputations = 0;  ///< full fidelity: max-min component solves
+  /// With a measured profile: which source priced the GEMMs, attention, memory-bound kernels
+  /// and collectives (distinct cost queries; the builder prices each op shape once per stage).
+  std::optional<cost::PricingSources> pricing;
   std::vector<PassSpan> passes;  ///< every pass of every stage, in program order
   /// The simulated timeline, for traces.
   std::shared_ptr<const TaskGraph> graph;
   std::vector<Time> task_start, task_end;
 };
+
+/// Output width of the QKV GEMM on one of `tp` ranks: its query heads and its K/V heads
+/// (one replicated K/V head per rank when tp exceeds kv_heads).
+std::int64_t qkv_width(const model::ModelSpec& model, int tp);
+
+/// `op` (from model::layer_ops / embedding_op / head_ops) as one TP rank of the scenario runs
+/// it, exactly as simulate_step prices it: column-parallel GEMMs split n, row-parallel split
+/// k (QKV: qkv_width), attention splits heads and K/V heads, TP-local memory-bound ops (and,
+/// with SP, replicated ones) split their bytes by tp. Used by trainsim-calibrate to measure
+/// the shapes the simulator asks about and to run the same ops for --validate.
+model::Op rank_op(const Scenario& sc, const model::Op& op);
 
 /// Builds and runs one step. Throws InputError for an impossible scenario (the layout
 /// checks of Layout::validate, model checks), std::invalid_argument for a bad topology,

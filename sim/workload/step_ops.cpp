@@ -1,0 +1,151 @@
+#include "workload/step_ops.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "core/error.hpp"
+
+namespace trainsim::workload {
+
+namespace {
+constexpr double kAdamBytesPerParam = 28.0;  // as in builder.cpp
+}  // namespace
+
+const char* step_pass_name(StepPass p) {
+  switch (p) {
+    case StepPass::Forward: return "fwd";
+    case StepPass::Recompute: return "recompute";
+    case StepPass::BackwardInput: return "bwd";
+    case StepPass::BackwardWeight: return "wgrad";
+    case StepPass::Optimizer: return "optimizer";
+  }
+  return "?";
+}
+
+namespace {
+
+void forward(std::vector<StepKernel>& out, const model::Op& op, int layer, StepPass pass) {
+  StepKernel k{op.name, layer, pass, op, 0, 0, 0, 0};
+  if (op.kind == model::OpKind::Gemm) {
+    k.m = op.m;
+    k.n = op.n;
+    k.k = op.k;
+  } else if (op.kind != model::OpKind::Attention) {
+    k.bytes = op.fwd_bytes;
+  }
+  out.push_back(k);
+}
+
+void backward(std::vector<StepKernel>& out, const model::Op& op, int layer) {
+  if (op.kind == model::OpKind::Gemm) {
+    out.push_back({op.name, layer, StepPass::BackwardInput, op, op.m, op.k, op.n, 0});
+    out.push_back({op.name, layer, StepPass::BackwardWeight, op, op.k, op.n, op.m, 0});
+  } else if (op.kind == model::OpKind::Attention) {
+    out.push_back({op.name, layer, StepPass::BackwardInput, op, 0, 0, 0, 0});
+  } else {
+    out.push_back({op.name, layer, StepPass::BackwardInput, op, 0, 0, 0, op.bwd_bytes});
+  }
+}
+
+}  // namespace
+
+std::vector<StepKernel> microbatch_kernels(const Scenario& sc) {
+  if (sc.layout.pp != 1 || sc.layout.virtual_stages != 1) {
+    throw InputError("parallel.pp", "the one-GPU step needs every layer on one rank (pp = 1, "
+                                    "no virtual stages)");
+  }
+  const auto& mdl = sc.model;
+  const std::int64_t b = sc.training.micro_batch;
+  std::vector<model::Op> layer;
+  for (const auto& op : model::layer_ops(mdl, b)) layer.push_back(rank_op(sc, op));
+  const model::Op emb = rank_op(sc, model::embedding_op(mdl, b));
+  std::vector<model::Op> head;
+  for (const auto& op : model::head_ops(mdl, b)) head.push_back(rank_op(sc, op));
+
+  std::vector<StepKernel> out;
+  forward(out, emb, -1, StepPass::Forward);
+  for (int l = 0; l < mdl.layers; ++l) {
+    for (const auto& op : layer) forward(out, op, l, StepPass::Forward);
+  }
+  for (const auto& op : head) forward(out, op, -1, StepPass::Forward);
+  for (auto it = head.rbegin(); it != head.rend(); ++it) backward(out, *it, -1);
+  for (int l = mdl.layers - 1; l >= 0; --l) {
+    if (sc.training.recompute == model::Recompute::Full) {
+      for (const auto& op : layer) forward(out, op, l, StepPass::Recompute);
+    }
+    for (auto it = layer.rbegin(); it != layer.rend(); ++it) {
+      if (it->kind == model::OpKind::Attention &&
+          sc.training.recompute == model::Recompute::Selective) {
+        forward(out, *it, l, StepPass::Recompute);
+      }
+      backward(out, *it, l);
+    }
+  }
+  backward(out, emb, -1);
+  return out;
+}
+
+StepKernel optimizer_kernel(const Scenario& sc) {
+  const auto& mdl = sc.model;
+  const double h = mdl.hidden;
+  const int tp = sc.layout.tp;
+  const double layer_params =
+      h * static_cast<double>(qkv_width(mdl, tp)) + h * h / tp +
+      (mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0) * h * mdl.ffn_hidden / tp +
+      (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp;
+  const double params = mdl.layers * layer_params + mdl.embedding_params() / tp +
+                        mdl.head_params() / tp;
+  StepKernel k;
+  k.name = "optimizer";
+  k.pass = StepPass::Optimizer;
+  k.op.kind = model::OpKind::Elementwise;
+  k.bytes = kAdamBytesPerParam * params;
+  return k;
+}
+
+std::vector<GemmShape> scenario_gemm_shapes(const Scenario& sc) {
+  const std::int64_t b = sc.training.micro_batch;
+  std::set<GemmShape> shapes;
+  auto add = [&](const model::Op& raw) {
+    const model::Op op = rank_op(sc, raw);
+    if (op.kind != model::OpKind::Gemm) return;
+    shapes.insert({op.m, op.n, op.k});
+    shapes.insert({op.m, op.k, op.n});
+    shapes.insert({op.k, op.n, op.m});
+  };
+  for (const auto& op : model::layer_ops(sc.model, b)) add(op);
+  for (const auto& op : model::head_ops(sc.model, b)) add(op);
+  return {shapes.begin(), shapes.end()};
+}
+
+Time serial_time(const std::vector<StepKernel>& kernels, const cost::CostModel& cost,
+                 hw::Dtype dtype, bool flash_attention) {
+  Time t;
+  const auto impl = flash_attention ? cost::AttentionImpl::Flash : cost::AttentionImpl::Unfused;
+  for (const auto& k : kernels) {
+    if (k.op.kind == model::OpKind::Gemm) {
+      // As the builder prices them (op_cost): wgrad accumulates into fp32 main gradients;
+      // FP8 casts the incoming gradient [m x n] before dgrad (shape m, k, n here) and the
+      // projection's input before its forward.
+      const bool wgrad = k.pass == StepPass::BackwardWeight;
+      t += cost.gemm(k.m, k.n, k.k, dtype, 1,
+                     wgrad ? cost::Epilogue::AccumulateFp32 : cost::Epilogue::Store);
+      if (dtype == hw::Dtype::FP8 && k.pass == StepPass::BackwardInput) {
+        t += cost.memory_bound(4 * static_cast<double>(k.m) * static_cast<double>(k.k));
+      }
+      if (dtype == hw::Dtype::FP8 && k.pass == StepPass::Forward && k.name == "proj") {
+        t += cost.memory_bound(4 * static_cast<double>(k.m) * static_cast<double>(k.k));
+      }
+    } else if (k.op.kind == model::OpKind::Attention) {
+      const auto& o = k.op;
+      t += k.pass == StepPass::BackwardInput
+               ? cost.attention_bwd(o.batch, o.heads, o.seq, o.head_dim, o.causal, impl)
+               : cost.attention_fwd(o.batch, o.heads, o.seq, o.head_dim, o.causal, impl);
+    } else {
+      t += cost.memory_bound(k.bytes);
+    }
+  }
+  return t;
+}
+
+}  // namespace trainsim::workload
