@@ -156,7 +156,7 @@ TEST(PipelineSchedules, BreakdownAddsUpAndTransfersShowAsPipelineComm) {
   EXPECT_GT(with_comm.step, free_comm.step);
   double exposed_pp = 0;
   for (const auto& st : with_comm.stages) {
-    const double sum = st.compute + st.optimizer + st.bubble +
+    const double sum = st.compute + st.optimizer + st.contention + st.bubble +
                        st.exposed_of(Category::PpComm) + st.exposed_of(Category::TpComm) +
                        st.exposed_of(Category::DpComm);
     EXPECT_NEAR(sum, st.step, 1e-12);

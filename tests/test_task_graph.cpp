@@ -113,3 +113,56 @@ TEST(TaskGraph, RejectsBadIds) {
   EXPECT_THROW(g.add_dependency(t, 99), std::invalid_argument);
   EXPECT_THROW(g.add_rendezvous({}), std::invalid_argument);
 }
+
+// SM contention, hand-solved: 100 SMs, communication holds 20, so overlapped compute runs at
+// 0.8 of its rate.
+TEST(SmContention, OverlappedComputeRunsAtTheRemainingSmShare) {
+  Harness r;
+  const auto comp = r.g.add_stream(0, "compute");
+  const auto comm = r.g.add_stream(0, "comm");
+  const auto other = r.g.add_stream(1, "compute");
+  const auto l = r.g.intern("k");
+  // Rank 0: a 100 us kernel; its collective starts at 30 us (after rank 1's 30 us kernel)
+  // and runs 50 us. Work done: 30 (alone) + 50 x 0.8 = 70, the last 30 alone: ends at 110.
+  const auto a = r.g.add_task(comp, Time::us(100), Category::Compute, l);
+  const auto x = r.g.add_task(other, Time::us(30), Category::Compute, l);
+  const auto c = r.g.add_task(comm, Time::us(50), Category::TpComm, l);
+  r.g.add_dependency(x, c);
+  r.ex = std::make_unique<Executor>(r.g);
+  r.ex->set_sm_contention(20, 100);
+  r.ex->run(r.sim);
+  EXPECT_EQ(r.ex->end(a), Time::us(110));
+  EXPECT_EQ(r.ex->end(x), Time::us(30));  // rank 1 has no communication: not slowed
+  EXPECT_EQ(r.ex->end(c), Time::us(80));  // communication itself is not slowed
+}
+
+TEST(SmContention, ComputeStartingUnderCommunicationAndExactRounding) {
+  Harness r;
+  const auto comp = r.g.add_stream(0, "compute");
+  const auto comm = r.g.add_stream(0, "comm");
+  const auto l = r.g.intern("k");
+  // The collective (1 ms) covers the whole 7 ps kernel: 7 / (97/100) = 7.2165 -> 8 ps
+  // (the kernel ends once all its work is done).
+  const auto c = r.g.add_task(comm, Time::ms(1), Category::DpComm, l);
+  const auto a = r.g.add_task(comp, Time::ps(7), Category::Compute, l);
+  r.ex = std::make_unique<Executor>(r.g);
+  r.ex->set_sm_contention(3, 100);
+  r.ex->run(r.sim);
+  EXPECT_EQ(r.ex->end(a), Time::ps(8));
+  EXPECT_EQ(r.ex->end(c), Time::ms(1));
+}
+
+TEST(SmContention, OffByDefaultAndRejectsImpossibleShares) {
+  Harness r;
+  const auto comp = r.g.add_stream(0, "compute");
+  const auto comm = r.g.add_stream(0, "comm");
+  const auto l = r.g.intern("k");
+  const auto a = r.g.add_task(comp, Time::us(100), Category::Compute, l);
+  (void)r.g.add_task(comm, Time::us(50), Category::TpComm, l);
+  r.go();
+  EXPECT_EQ(r.ex->end(a), Time::us(100));
+  Executor ex(r.g);
+  EXPECT_THROW(ex.set_sm_contention(100, 100), std::invalid_argument);
+  EXPECT_THROW(ex.set_sm_contention(-1, 100), std::invalid_argument);
+  EXPECT_NO_THROW(ex.set_sm_contention(0, 100));
+}

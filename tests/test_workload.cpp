@@ -24,7 +24,7 @@ Scenario small() {
   return config::load_scenario(test::write(dir / "small.toml", test::small_scenario()));
 }
 double parts(const workload::StageBreakdown& b) {
-  double s = b.compute + b.optimizer + b.bubble;
+  double s = b.compute + b.optimizer + b.contention + b.bubble;
   for (double e : b.exposed) s += e;
   return s;
 }
@@ -75,10 +75,23 @@ TEST(Workload, FlopsMfuAndMemoryAreConsistent) {
   EXPECT_NEAR(params / sc.model.total_params(), 1.0, 1e-9);
 }
 
+// Communication kernels holding SMs only ever slow the step, and switching it off gives the
+// contention-free step, whose breakdown has no contention.
+TEST(Workload, SmContentionOnlySlowsAndCanBeSwitchedOff) {
+  auto sc = small();
+  const auto with = simulate_step(sc);
+  sc.sm_contention = false;
+  const auto without = simulate_step(sc);
+  EXPECT_GT(with.step_time, without.step_time);
+  EXPECT_GT(with.breakdown.contention, 0.0);
+  EXPECT_EQ(without.breakdown.contention, 0.0);
+  EXPECT_EQ(without.step_time.count_ps(), 10792992481);  // the golden before SM contention
+}
+
 TEST(Workload, GoldenSmallScenarioExactPicoseconds) {
   const auto r = simulate_step(small());
   // Golden value: changes only when the cost model or the graph changes on purpose.
-  EXPECT_EQ(r.step_time.count_ps(), 10792992481);
+  EXPECT_EQ(r.step_time.count_ps(), 10901587463);
 }
 
 TEST(Workload, OneFOneBHoldsAtMostPMicrobatchesGPipeHoldsAll) {

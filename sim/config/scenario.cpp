@@ -58,7 +58,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
         "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
         "optimizer_post_validation", "cp_comm"}},
       {"cluster", {"topology", "gpus", "profile"}},
-      {"simulation", {"fidelity", "seed", "stragglers", "steps"}},
+      {"simulation", {"fidelity", "seed", "sm_contention", "stragglers", "steps"}},
       {"cost", {"gpu_hour_usd"}},
       {"topology", {"version", "name", "kind", "gpu", "source", "node", "network"}},
       {"topology.node", {"gpus", "nvlink_bw", "nvlink_latency", "nics"}},
@@ -665,6 +665,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   if (const toml::node* st = s.node("stragglers")) {
     load_stragglers(file, *st, sc);
   }
+  sc.sm_contention = s.boolean("sm_contention").value_or(true);
 
   // [cost]
   Section co = sub(file, root, "cost", "cost", false);

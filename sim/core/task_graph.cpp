@@ -113,6 +113,79 @@ Executor::Executor(const TaskGraph& graph) : g_(graph) {
   done_.assign(n, 0);
 }
 
+void Executor::set_sm_contention(int comm_sms, int sms) {
+  if (sms <= 0 || comm_sms < 0 || comm_sms >= sms) {
+    throw std::invalid_argument("set_sm_contention: need 0 <= comm_sms < sms (got " +
+                                std::to_string(comm_sms) + " of " + std::to_string(sms) + ")");
+  }
+  contention_ = comm_sms > 0;
+  slow_num_ = sms - comm_sms;
+  slow_den_ = sms;
+  std::uint32_t ranks = 0;
+  for (const Stream& st : g_.streams_) ranks = std::max(ranks, st.rank + 1);
+  rank_comm_.assign(ranks, 0);
+  rank_compute_.assign(ranks, {});
+  const std::size_t n = g_.tasks_.size();
+  work_left_.assign(n, Time::zero());
+  seg_start_.assign(n, Time::zero());
+  gen_.assign(n, 0);
+}
+
+bool Executor::contended(const Task& task) const {
+  return contention_ && !is_comm(task.category) && task.rendezvous == kNoId &&
+         task.external == kNoId;
+}
+
+Time Executor::wall_time(Time work, bool slow) const {
+  if (!slow) return work;
+  // ceil(work * den / num): the task ends once all its work is done.
+  const std::int64_t w = work.count_ps();
+  const std::int64_t q = w / slow_num_, r = w % slow_num_;
+  return Time::ps(q) * slow_den_ + Time::ps((r * slow_den_ + slow_num_ - 1) / slow_num_);
+}
+
+void Executor::start_compute(Simulator& sim, TaskId t) {
+  const Task& task = g_.tasks_[t];
+  const std::uint32_t rank = g_.streams_[task.stream].rank;
+  work_left_[t] = task.duration;
+  seg_start_[t] = sim.now();
+  rank_compute_[rank].push_back(t);
+  sim.schedule_in(wall_time(task.duration, rank_comm_[rank] > 0), handler_,
+                  (static_cast<std::uint64_t>(gen_[t]) << 32) | t);
+}
+
+void Executor::retime_rank(Simulator& sim, std::uint32_t rank, bool slow_before) {
+  const bool slow_after = rank_comm_[rank] > 0;
+  if (slow_before == slow_after) return;
+  const Time now = sim.now();
+  for (TaskId t : rank_compute_[rank]) {
+    const std::int64_t elapsed = (now - seg_start_[t]).count_ps();
+    // Work done at the slowed rate: floor(elapsed * num / den), exact in integers.
+    const std::int64_t done =
+        slow_before ? elapsed / slow_den_ * slow_num_ + elapsed % slow_den_ * slow_num_ / slow_den_
+                    : elapsed;
+    work_left_[t] = Time::ps(std::max<std::int64_t>(0, work_left_[t].count_ps() - done));
+    seg_start_[t] = now;
+    ++gen_[t];  // the pending completion event is now stale
+    sim.schedule_in(wall_time(work_left_[t], slow_after), handler_,
+                    (static_cast<std::uint64_t>(gen_[t]) << 32) | t);
+  }
+}
+
+void Executor::comm_started(Simulator& sim, TaskId t) {
+  const Task& task = g_.tasks_[t];
+  if (!contention_ || !is_comm(task.category)) return;
+  const std::uint32_t rank = g_.streams_[task.stream].rank;
+  if (rank_comm_[rank]++ == 0) retime_rank(sim, rank, false);
+}
+
+void Executor::comm_finished(Simulator& sim, TaskId t) {
+  const Task& task = g_.tasks_[t];
+  if (!contention_ || !is_comm(task.category)) return;
+  const std::uint32_t rank = g_.streams_[task.stream].rank;
+  if (--rank_comm_[rank] == 0) retime_rank(sim, rank, true);
+}
+
 void Executor::run(Simulator& sim) {
   handler_ = sim.add_handler(this);
   finished_ = 0;
@@ -132,8 +205,13 @@ void Executor::try_start(Simulator& sim, StreamId s) {
   busy_[s] = 1;
   if (task.rendezvous == kNoId) {
     start_[t] = sim.now();
+    comm_started(sim, t);
     if (task.external != kNoId) {
       start_network_task(sim, t);
+      return;
+    }
+    if (contended(task)) {
+      start_compute(sim, t);
       return;
     }
     sim.schedule_in(task.duration, handler_, t);
@@ -145,6 +223,7 @@ void Executor::try_start(Simulator& sim, StreamId s) {
   std::uint32_t externals = 0;
   for (TaskId m : members) {
     start_[m] = sim.now();
+    comm_started(sim, m);
     if (g_.tasks_[m].external != kNoId) {
       ++externals;
     } else {
@@ -191,13 +270,21 @@ void Executor::on_event(Simulator& sim, const Event& event) {
     if (ext_left_[r] > 0 && --ext_left_[r] > 0) return;  // network members still running
     for (TaskId m : g_.rendezvous_[r]) finish(sim, m);
   } else {
-    finish(sim, static_cast<TaskId>(event.payload));
+    const auto t = static_cast<TaskId>(event.payload & 0xFFFFFFFFu);
+    if (contention_ && contended(g_.tasks_[t])) {
+      if (static_cast<std::uint32_t>(event.payload >> 32) != gen_[t]) return;  // re-timed
+      const std::uint32_t rank = g_.streams_[g_.tasks_[t].stream].rank;
+      auto& running = rank_compute_[rank];
+      running.erase(std::find(running.begin(), running.end(), t));
+    }
+    finish(sim, t);
   }
 }
 
 void Executor::finish(Simulator& sim, TaskId t) {
   const Time now = sim.now();
   end_[t] = now;
+  comm_finished(sim, t);
   done_[t] = 1;
   makespan_ = max(makespan_, now);
   ++finished_;

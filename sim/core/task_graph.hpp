@@ -142,6 +142,17 @@ class Executor final : public EventHandler {
   /// network task.
   void complete(Simulator& sim, TaskId t);
 
+  /// Communication kernels take SMs from computation: NCCL runs each channel of a
+  /// collective or transfer as one thread block that holds an SM while it runs (NCCL's
+  /// NCCL_MIN/MAX_NCHANNELS and NCCL_MAX_CTAS), and DeepSeek-V3 (arXiv:2412.19437 §3.2.2)
+  /// dedicates 20 of 132 SMs to its communication kernels. With this set, while any
+  /// communication task (is_comm category) of a rank runs, that rank's fixed-duration compute
+  /// and optimizer tasks progress at (sms - comm_sms) / sms of their rate: their remaining
+  /// work is re-timed, exactly in picoseconds, whenever the rank's communication starts or
+  /// stops. Rendezvous and network tasks are not slowed. Call before run(). Throws
+  /// std::invalid_argument unless 0 <= comm_sms < sms.
+  void set_sm_contention(int comm_sms, int sms);
+
   /// Runs every task from sim.now(). Throws DeadlockError (naming the stuck tasks) when the
   /// queue drains with tasks unfinished.
   void run(Simulator& sim);
@@ -163,6 +174,12 @@ class Executor final : public EventHandler {
   void try_start(Simulator& sim, StreamId s);
   void start_network_task(Simulator& sim, TaskId t);
   void finish(Simulator& sim, TaskId t);
+  void start_compute(Simulator& sim, TaskId t);
+  void comm_started(Simulator& sim, TaskId t);
+  void comm_finished(Simulator& sim, TaskId t);
+  void retime_rank(Simulator& sim, std::uint32_t rank, bool slow_before);
+  [[nodiscard]] Time wall_time(Time work, bool slow) const;
+  [[nodiscard]] bool contended(const Task& task) const;
   [[nodiscard]] std::string describe_stuck() const;
 
   const TaskGraph& g_;
@@ -178,6 +195,13 @@ class Executor final : public EventHandler {
   std::vector<std::uint32_t> ext_left_;           // rendezvous with network members: parts left
   std::vector<std::uint8_t> running_ext_;         // network task started, not completed
   ExternalTaskHandler* external_ = nullptr;
+  // SM contention (set_sm_contention): rate while communicating = slow_num_ / slow_den_.
+  bool contention_ = false;
+  std::int64_t slow_num_ = 1, slow_den_ = 1;
+  std::vector<std::uint32_t> rank_comm_;               // running comm tasks per rank
+  std::vector<std::vector<TaskId>> rank_compute_;      // running contended tasks per rank
+  std::vector<Time> work_left_, seg_start_;            // full-rate work left, since when
+  std::vector<std::uint32_t> gen_;                     // completion events issued per task
   std::vector<Time> start_, end_;
   std::vector<TaskId> last_dep_;
   std::vector<std::uint8_t> done_;

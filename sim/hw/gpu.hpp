@@ -45,6 +45,11 @@ struct GpuSpec {
   double gemm_efficiency_16bit = 0;  ///< best-shape achievable fraction of peak (MAMF)
   double gemm_efficiency_fp8 = 0;
   double kernel_launch_floor_s = 0;  ///< minimum time of any kernel
+  /// SMs that communication kernels hold while a collective or transfer runs: NCCL runs one
+  /// thread block per channel, and its ring/tree kernels on NVSwitch nodes use 16 or more
+  /// channels (NCCL's NCCL_MIN/MAX_NCHANNELS; DeepSeek-V3 reserves 20 of 132 SMs for
+  /// communication, arXiv:2412.19437 §3.2.2). 16 is the assumption for every built-in GPU.
+  int comm_sms = 16;
   double nvlink_bw = 0;              ///< datasheet NVLink bandwidth per GPU per direction, B/s
   double nccl_nvlink_bw = 0;         ///< NCCL model's effective NVLink bus bandwidth, B/s
   std::vector<AttentionCurve> attention;  ///< measured FlashAttention rates

@@ -34,6 +34,7 @@ ordered_json breakdown_json(const workload::StageBreakdown& b) {
   j["exposed_cp_comm"] = b.exposed_of(Category::CpComm);
   j["bubble"] = b.bubble;
   j["optimizer"] = b.optimizer;
+  j["sm_contention"] = b.contention;
   return j;
 }
 
@@ -226,6 +227,7 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   line("exposed CP comm  ", b.exposed_of(Category::CpComm));
   line("pipeline bubble  ", b.bubble);
   line("optimizer        ", b.optimizer);
+  line("SM contention    ", b.contention);
   os << "\n  simulated " << r.tasks << " tasks, " << r.events << " events (fidelity "
      << workload::fidelity_name(sc.fidelity) << ")\n";
   if (sc.fidelity == workload::Fidelity::Full) {

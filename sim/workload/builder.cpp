@@ -1409,6 +1409,7 @@ StepResult simulate_step(const Scenario& sc) {
   Simulator sim;
   sim.reserve(graph->num_streams() * 4);
   Executor ex(*graph);
+  if (sc.sm_contention) ex.set_sm_contention(sc.gpu.comm_sms, sc.gpu.sm_count);
   if (full) {
     full->run(sim, ex);
   } else {
@@ -1561,6 +1562,7 @@ StepResult simulate_step(const Scenario& sc) {
   for (const auto& sr : r.stages) {
     r.breakdown.compute += sr.breakdown.compute / n;
     r.breakdown.optimizer += sr.breakdown.optimizer / n;
+    r.breakdown.contention += sr.breakdown.contention / n;
     r.breakdown.bubble += sr.breakdown.bubble / n;
     for (std::size_t i = 0; i < r.breakdown.exposed.size(); ++i) {
       r.breakdown.exposed[i] += sr.breakdown.exposed[i] / n;

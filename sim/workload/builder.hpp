@@ -79,6 +79,9 @@ struct Scenario {
   int steps = 1;
   std::optional<double> gpu_hour_usd;
   std::vector<Straggler> stragglers;  ///< full fidelity only
+  /// Communication kernels slow the computation they overlap by taking GpuSpec::comm_sms
+  /// SMs (Executor::set_sm_contention). `[simulation] sm_contention = false` turns it off.
+  bool sm_contention = true;
 };
 
 /// Bytes per GPU.

@@ -170,7 +170,7 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
   StageBreakdown out;
   const std::uint32_t rank = g.stream(compute_stream).rank;
   std::array<Time, 7> exposed{};
-  Time bubble, compute, optimizer;
+  Time bubble, compute, optimizer, contention;
   // Attributes the idle interval [a, b) that ended when task `x` (a predecessor) finished.
   auto attribute = [&](Time a, Time b, TaskId x) {
     // Each step moves to a predecessor that ended no later, so the walk ends.
@@ -222,6 +222,8 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
     } else {
       compute += g.task(t).duration;
     }
+    const Time ran = ex.end(t) - ex.start(t);
+    if (g.task(t).duration < ran) contention += ran - g.task(t).duration;
     cursor = ex.end(t);
   }
   // After the last kernel: communication still running on this rank (gradient reduction
@@ -240,6 +242,7 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
   if (cursor < step_time) bubble += step_time - cursor;
   out.compute = compute.seconds();
   out.optimizer = optimizer.seconds();
+  out.contention = contention.seconds();
   for (std::size_t i = 0; i < exposed.size(); ++i) out.exposed[i] = exposed[i].seconds();
   out.bubble = bubble.seconds();
   out.step = (step_time - begin).seconds();

@@ -107,6 +107,9 @@ PipelineGraph build_pipeline(TaskGraph& g, const PipelineSpec& spec, PassEmitter
 struct StageBreakdown {
   double compute = 0;    ///< forward/backward kernels incl. recompute
   double optimizer = 0;
+  /// Compute and optimizer time lost to communication kernels holding SMs while they
+  /// overlap (Executor::set_sm_contention): the tasks' run time beyond their duration.
+  double contention = 0;
   std::array<double, 7> exposed{};  ///< indexed by Category: exposed communication
   double bubble = 0;     ///< idle waiting for other stages (pipeline fill/drain)
   double step = 0;
