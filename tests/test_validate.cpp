@@ -143,8 +143,8 @@ iteration_time_s = 1.0
 }
 
 // Korthikanti et al. 2022 Table 4: forward and backward of one 22B layer (A100, TP 8) for
-// five recompute / SP variants. The bound is 10% on each; the guard holds the errors
-// measured now (forward within 7%, backward within 15%: docs/accuracy.md says why).
+// five recompute / SP variants. The bound is 10% on each: forward holds it (within
+// 2%); backward is 7-12% short (docs/accuracy.md says why), so its guard is 13%.
 TEST(Validate, KorthikantiTable4PerLayerTimes) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
@@ -155,8 +155,8 @@ TEST(Validate, KorthikantiTable4PerLayerTimes) {
     ASSERT_TRUE(r.ok) << r.id << ": " << r.reason;
     ASSERT_EQ(r.metric, "layer_ms");
     ++rows;
-    EXPECT_LE(std::abs(r.predicted_fwd_ms / r.published_fwd_ms - 1), 0.07) << r.id;
-    EXPECT_LE(std::abs(r.predicted_bwd_ms / r.published_bwd_ms - 1), 0.15) << r.id;
+    EXPECT_LE(std::abs(r.predicted_fwd_ms / r.published_fwd_ms - 1), 0.10) << r.id;
+    EXPECT_LE(std::abs(r.predicted_bwd_ms / r.published_bwd_ms - 1), 0.13) << r.id;
     EXPECT_NEAR(r.predicted, r.predicted_fwd_ms + r.predicted_bwd_ms, 1e-9);
   }
   EXPECT_EQ(rows, 5);
@@ -168,12 +168,12 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
-  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.10},
-                                         {"korthikanti2022_table4", 0.12},
-                                         {"narayanan2021_table1", 0.25},
-                                         {"megatron_core_h100", 0.10},
-                                         {"nemo_2407_h100", 0.10},
-                                         {"megatron_llama_example", 0.08},
+  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.07},
+                                         {"korthikanti2022_table4", 0.08},
+                                         {"narayanan2021_table1", 0.20},
+                                         {"megatron_core_h100", 0.11},
+                                         {"nemo_2407_h100", 0.11},
+                                         {"megatron_llama_example", 0.07},
                                          {"megatron_moe_mixtral", 0.25}};
   for (const auto& g : report.groups) {
     auto it = bound.find(g.group);

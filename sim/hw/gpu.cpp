@@ -101,6 +101,11 @@ std::vector<GpuSpec> make_builtins() {
   a100.kernel_launch_floor_s = 2e-6;   // pytorch/ao roofline_utils
   a100.nvlink_bw = 300 * kG;
   a100.nccl_nvlink_bw = 240 * kG;      // NCCL topo.h SM80 20 GB/s x 12 links
+  // 8 x A100 all_reduce sweep (hardware.md §3.2: 171.5 / 194 / 229 / 234.9 GB/s busbw at
+  // 64 MiB / 256 MiB / 1 GiB / 16 GiB) against the model's Simple ring (56 µs, 240 GB/s):
+  // derivation in docs/hardware.md.
+  a100.nvlink_ramp_bus_bytes = {1.174e8, 4.698e8, 1.879e9, 3.006e10};
+  a100.nvlink_ramp_efficiency = {0.795, 0.845, 0.981, 1.0};
   a100.attention = a100_attention();
   a100.attention_impl = "FlashAttention-2 (fwd+bwd rate, flash-attention README)";
   a100.sources = {ref + " [gpu.a100_sxm_80gb]: NVIDIA A100 datasheet (peak, HBM, SMs)",
@@ -134,6 +139,10 @@ std::vector<GpuSpec> make_builtins() {
   h100.kernel_launch_floor_s = 2e-6;
   h100.nvlink_bw = 450 * kG;
   h100.nccl_nvlink_bw = 370.8 * kG;    // SM90 20.6 GB/s x 18 links
+  // 8 x H200 NVLS all_reduce sweep (hardware.md §3.2: 220 / 347 / 436 / 464 / 482 GB/s busbw
+  // at 16 MiB .. 16 GiB) against the model's NVLS (25 µs, 517 GB/s); same NVLink 4 as H100.
+  h100.nvlink_ramp_bus_bytes = {2.936e7, 1.174e8, 4.698e8, 1.879e9, 3.006e10};
+  h100.nvlink_ramp_efficiency = {0.561, 0.777, 0.926, 0.968, 1.0};
   h100.attention = hopper_attention(1.0);
   h100.attention_impl = "FlashAttention-3 forward; backward = FA2 x 1.6 (FA3 paper)";
   h100.sources = {ref + " [gpu.h100_sxm]: NVIDIA H100 datasheet",

@@ -52,6 +52,12 @@ struct GpuSpec {
   int comm_sms = 16;
   double nvlink_bw = 0;              ///< datasheet NVLink bandwidth per GPU per direction, B/s
   double nccl_nvlink_bw = 0;         ///< NCCL model's effective NVLink bus bandwidth, B/s
+  /// Measured ramp of NCCL bandwidth inside an NVLink domain: at these bus bytes (message
+  /// size x busbw factor), the fraction of the collective model's bandwidth term that a
+  /// measured all_reduce size sweep reached (after the model's latency; normalised to 1 at
+  /// the largest message). Derived in docs/hardware.md from ../shared/reference/hardware.md
+  /// §3.2 (ml-engineering sweeps). Empty: no ramp.
+  std::vector<double> nvlink_ramp_bus_bytes, nvlink_ramp_efficiency;
   std::vector<AttentionCurve> attention;  ///< measured FlashAttention rates
   std::string attention_impl;             ///< which kernel the curves measure
   std::vector<std::string> sources;

@@ -309,6 +309,21 @@ void all_pairs(const std::vector<int>& gpus, double bytes, std::vector<Flow>& ou
 
 }  // namespace
 
+double nvlink_ramp_efficiency(const hw::GpuSpec& gpu, double bus_bytes) {
+  const auto& x = gpu.nvlink_ramp_bus_bytes;
+  const auto& e = gpu.nvlink_ramp_efficiency;
+  if (x.empty() || x.size() != e.size()) return 1.0;
+  if (bus_bytes <= x.front()) return e.front();
+  if (bus_bytes >= x.back()) return e.back();
+  for (std::size_t i = 1; i < x.size(); ++i) {
+    if (bus_bytes <= x[i]) {
+      const double w = std::log(bus_bytes / x[i - 1]) / std::log(x[i] / x[i - 1]);
+      return e[i - 1] + w * (e[i] - e[i - 1]);
+    }
+  }
+  return e.back();
+}
+
 std::string_view op_name(CollectiveOp op) {
   switch (op) {
     case CollectiveOp::AllReduce: return "all_reduce";
@@ -495,6 +510,26 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
         offer(best, Part{lat_us * kUs, size / (kPatBwFactor * inter)}, Algorithm::PAT,
               Protocol::Simple);
       }
+    }
+  }
+
+  // Measured ramp of NCCL's bandwidth inside an NVLink domain (GpuSpec::nvlink_ramp): NCCL
+  // picks the algorithm and protocol with its tuning model (above); the chosen ring or NVLS
+  // kernel then reaches its asymptotic bandwidth only for large messages. Its bandwidth term
+  // is divided by the measured efficiency at the collective's bus bytes. The sweeps measure
+  // the Simple protocol (LL/LL128 only win for small messages, below the sweeps).
+  if (s.nodes == 1 && op != CollectiveOp::AllToAll && op != CollectiveOp::SendRecv &&
+      best.protocol == Protocol::Simple &&
+      (best.algorithm == Algorithm::Ring || best.algorithm == Algorithm::NVLS)) {
+    const double bus_bytes = size * busbw_factor(op, static_cast<int>(group.size()));
+    const double eff = nvlink_ramp_efficiency(gpu_, bus_bytes);
+    if (eff < 1.0) {
+      double total = 0;
+      for (Part& part : best.parts) {
+        part.bw /= eff;
+        total += part.total();
+      }
+      best.time = Time::from_seconds(total);
     }
   }
 

@@ -37,6 +37,11 @@ std::string_view protocol_name(Protocol p);        ///< "LL", "LL128", "Simple"
 /// collectives (nothing moves). Throws std::invalid_argument for n < 1.
 double busbw_factor(CollectiveOp op, int n);
 
+/// Measured efficiency of NCCL's ring / NVLS bandwidth inside one NVLink domain at a
+/// collective's bus bytes (size x busbw_factor): GpuSpec::nvlink_ramp_* interpolated in
+/// log(bus bytes), clamped at the ends; 1 when the GPU has no measured ramp.
+double nvlink_ramp_efficiency(const hw::GpuSpec& gpu, double bus_bytes);
+
 /// The cost of one collective.
 struct CollectiveCost {
   Time time;                               ///< completion time on every member
