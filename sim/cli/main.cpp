@@ -9,6 +9,7 @@
 #include <iostream>
 #include <string>
 
+#include "cli/cmd_plan.hpp"
 #include "config/scenario.hpp"
 #include "core/error.hpp"
 #include "core/task_graph.hpp"
@@ -181,6 +182,7 @@ int main(int argc, char** argv) {
   val->add_option("--topologies", val_topo, "Folder with dgx-a100.toml, dgx-h100.toml, ...");
 
   auto* gpus = app.add_subcommand("list-gpus", "List the built-in GPU hardware profiles");
+  trainsim::cli::PlanCommands planner(app, TRAINSIM_TOPOLOGY_DIR);
 
   try {
     app.parse(argc, argv);
@@ -194,6 +196,7 @@ int main(int argc, char** argv) {
     if (*sim) return run_simulate(file, json, trace, svg);
     if (*cmp) return run_compare(cmp_file, cmp_svg);
     if (*val) return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo);
+    if (planner.selected()) return planner.run({write_file, check_writable});
   } catch (const trainsim::config::ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;
