@@ -360,3 +360,27 @@ TEST(PlanMpi, TwoRanksGiveIdenticalOutput) {
   EXPECT_EQ(one.out, two_t.out);
 #endif
 }
+
+// The seed table: six published models, their FLOPs 6ND, each law's optimum for those FLOPs
+// (6·N·D equal to them), and predicted days; the GPT-3 row's Chinchilla optimum matches the
+// closed form.
+TEST(PlanCli, SeedTableJson) {
+  const auto r = cli("plan --table --cluster dgx-a100 --gpus 256 --des 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 6U);
+  for (const auto& row : j["rows"]) {
+    const double flops = row["flops"];
+    EXPECT_NEAR(flops, 6 * row["params"].get<double>() * row["tokens"].get<double>(), flops * 1e-12);
+    for (const char* law : {"chinchilla", "epoch", "kaplan"}) {
+      EXPECT_NEAR(6 * row[law]["params"].get<double>() * row[law]["tokens"].get<double>() / flops,
+                  1.0, 1e-9);
+    }
+    EXPECT_GT(row["actual"]["days"].get<double>(), 0);
+    EXPECT_GT(row["optimal"]["days"].get<double>(), 0);
+  }
+  EXPECT_EQ(j["rows"][1]["model"], "GPT-3");
+  EXPECT_NEAR(j["rows"][1]["chinchilla"]["params"].get<double>() /
+                  plan::compute_optimal(plan::Law::Chinchilla, 6 * 175e9 * 300e9).params,
+              1.0, 1e-12);
+}

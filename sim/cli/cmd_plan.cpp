@@ -71,7 +71,7 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
   search_->add_option("--csv", s_csv_, "Write every enumerated layout, with why it was rejected");
   search_->add_flag("--json", s_json_, "Print JSON (candidates_evaluated, rejected, top)");
   search_->add_option("--threads", s_threads_, "Threads per process (default: all cores)");
-  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 256)")
+  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 1024)")
       ->check(CLI::PositiveNumber);
 
   plan_ = app.add_subcommand("plan", "Compute-optimal model, tokens, layout, days and cost for a "
@@ -149,7 +149,10 @@ int PlanCommands::run_plan(const FileIo& io) {
     const std::string name = p_clusters_.empty() ? "dgx-a100" : p_clusters_.front();
     const auto cluster = load_cluster(name, p_gpus_ > 0 ? p_gpus_ : 1024, topology_dir_);
     const auto rows = plan::seed_table(cluster, in, comm);
-    if (root) std::cout << (p_json_ ? plan::table_json(rows, cluster) : plan::table_text(rows, cluster));
+    if (root) {
+      std::cout << (p_json_ ? plan::table_json(rows, cluster, in.law)
+                            : plan::table_text(rows, cluster, in.law));
+    }
     return 0;
   }
   if (!(p_budget_ > 0)) throw InputError("--budget", "--budget FLOPS is required (e.g. 1e24)");

@@ -202,39 +202,47 @@ std::vector<TableRow> seed_table(const ClusterChoice& cluster, const PlanInputs&
     r.epoch = compute_optimal(Law::Epoch, r.flops);
     r.kaplan = compute_optimal(Law::Kaplan, r.flops);
     r.actual = plan_on_cluster(pm.shape, pm.tokens, cluster, in, comm);
-    const auto opt_model = model_for_params(r.chinchilla.params, pm.name + " (optimal)");
+    const Allocation& opt = in.law == Law::Chinchilla ? r.chinchilla
+                            : in.law == Law::Epoch    ? r.epoch
+                                                      : r.kaplan;
+    const auto opt_model = model_for_params(opt.params, pm.name + " (optimal)");
     r.optimal_params = opt_model.total_params();
-    r.optimal = plan_on_cluster(opt_model, r.chinchilla.tokens, cluster, in, comm);
+    r.optimal = plan_on_cluster(opt_model, opt.tokens, cluster, in, comm);
     rows.push_back(r);
   }
   return rows;
 }
 
-std::string table_text(const std::vector<TableRow>& rows, const ClusterChoice& cluster) {
+std::string table_text(const std::vector<TableRow>& rows, const ClusterChoice& cluster,
+                       Law law) {
   std::ostringstream o;
   o << "Seed table: compute-optimal allocations for the FLOPs of published models, and days on "
     << cluster.gpus << " x " << cluster.gpu.display_name << " (" << cluster.name << ")\n\n";
   char line[512];
-  std::snprintf(line, sizeof line, "  %-12s %7s %7s %9s | %-15s | %-15s | %-15s | %8s %8s\n",
-                "model", "N (B)", "D (B)", "FLOPs", "Chinchilla N/D", "Epoch N/D", "Kaplan N/D",
-                "days", "opt days");
+  std::snprintf(line, sizeof line, "  %-12s %6s %6s %6s %9s | %-13s | %-13s | %-13s | %6s %5s | %6s %5s\n",
+                "model", "N", "shape", "D", "FLOPs", "Chinchilla", "Epoch", "Kaplan", "days",
+                "MFU", "opt d", "MFU");
   o << line;
   for (const auto& r : rows) {
     auto nd = [](const Allocation& a) {
       return fmt("%.0f", a.params / 1e9) + " / " + fmt("%.0f", a.tokens / 1e9);
     };
-    std::snprintf(line, sizeof line, "  %-12s %7.0f %7.0f %9.3g | %-15s | %-15s | %-15s | %8.1f %8.1f\n",
-                  r.published.name.c_str(), r.published.params / 1e9, r.published.tokens / 1e9,
-                  r.flops, nd(r.chinchilla).c_str(), nd(r.epoch).c_str(), nd(r.kaplan).c_str(),
-                  r.actual.days, r.optimal.days);
+    std::snprintf(line, sizeof line,
+                  "  %-12s %6.0f %6.0f %6.0f %9.3g | %-13s | %-13s | %-13s | %6.1f %4.1f%% | %6.1f %4.1f%%\n",
+                  r.published.name.c_str(), r.published.params / 1e9,
+                  r.published.shape.total_params() / 1e9, r.published.tokens / 1e9, r.flops,
+                  nd(r.chinchilla).c_str(), nd(r.epoch).c_str(), nd(r.kaplan).c_str(),
+                  r.actual.days, 100 * r.actual.mfu, r.optimal.days, 100 * r.optimal.mfu);
     o << line;
   }
-  o << "\n  N, D in billions; days: the actual model, and the Chinchilla-optimal one for the "
-       "same FLOPs, each with its best simulated layout.\n";
+  o << "\n  N (published), shape (parameters of the simulated shape), D and each law's N / D "
+       "in billions.\n  days, MFU: the actual model and tokens; opt d, MFU: the "
+    << law_name(law) << "-optimal model for the same FLOPs; each with its best simulated layout.\n";
   return o.str();
 }
 
-std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& cluster) {
+std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& cluster,
+                       Law law) {
   nlohmann::ordered_json arr = nlohmann::ordered_json::array();
   auto alloc = [](const Allocation& a) {
     nlohmann::ordered_json j;
@@ -246,6 +254,7 @@ std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& c
     nlohmann::ordered_json j;
     j["model"] = r.published.name;
     j["params"] = r.published.params;
+    j["shape_params"] = r.published.shape.total_params();
     j["tokens"] = r.published.tokens;
     j["flops"] = r.flops;
     j["chinchilla"] = alloc(r.chinchilla);
@@ -254,10 +263,11 @@ std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& c
     j["actual"]["layout"] = layout_obj(r.actual.layout);
     j["actual"]["mfu"] = r.actual.mfu;
     j["actual"]["days"] = r.actual.days;
-    j["chinchilla_optimal"]["params"] = r.optimal_params;
-    j["chinchilla_optimal"]["layout"] = layout_obj(r.optimal.layout);
-    j["chinchilla_optimal"]["mfu"] = r.optimal.mfu;
-    j["chinchilla_optimal"]["days"] = r.optimal.days;
+    j["optimal"]["law"] = std::string(law_name(law));
+    j["optimal"]["shape_params"] = r.optimal_params;
+    j["optimal"]["layout"] = layout_obj(r.optimal.layout);
+    j["optimal"]["mfu"] = r.optimal.mfu;
+    j["optimal"]["days"] = r.optimal.days;
     arr.push_back(j);
   }
   nlohmann::ordered_json out;

@@ -74,18 +74,19 @@ std::string plan_text(const PlanResult& p);
 std::string plan_json(const PlanResult& p);
 
 /// One row of the seed table: a published model, its FLOPs 6ND, the optimum of each law for
-/// those FLOPs, and predicted days of the actual and of the Chinchilla-optimal model.
+/// those FLOPs, and predicted days of the actual model and of the optimal one under
+/// `in.law` (shape by model_for_params), each with its best layout on `cluster`.
 struct TableRow {
   PublishedModel published;
   double flops = 0;
   Allocation chinchilla, epoch, kaplan;
   ClusterPlan actual, optimal;  ///< on the table's cluster
-  double optimal_params = 0;    ///< parameters of the shape built for the Chinchilla optimum
+  double optimal_params = 0;    ///< parameters of the shape built for the law's optimum
 };
 std::vector<TableRow> seed_table(const ClusterChoice& cluster, const PlanInputs& in,
                                  const Communicator& comm = Communicator::world());
-std::string table_text(const std::vector<TableRow>& rows, const ClusterChoice& cluster);
-std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& cluster);
+std::string table_text(const std::vector<TableRow>& rows, const ClusterChoice& cluster, Law law);
+std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& cluster, Law law);
 
 /// Predicted days to spend the plan's budget with N x {1/4, 1/2, 1, 2, 4} parameters (shape by
 /// model_for_params, D = C / 6N) on `cluster`, each with its own best layout: (N, days)

@@ -118,6 +118,7 @@ class Analyzer {
     Result r;
     double max_stage = 0, sum_stage = 0, params0 = 0;
     std::vector<double> stage_compute(static_cast<std::size_t>(L.pp), 0.0);
+    std::vector<double> stage_tail(static_cast<std::size_t>(L.pp), 0.0);
     for (int s = 0; s < L.pp; ++s) {
       double params = 0, compute = 0, min_chunk = std::numeric_limits<double>::infinity();
       for (int ch = 0; ch < v; ++ch) {
@@ -141,13 +142,28 @@ class Analyzer {
       const auto state = model::model_state_bytes(params, L.dp, L.zero);
       r.mem_lb = std::max(r.mem_lb, state.total() + min_chunk);
       stage_compute[static_cast<std::size_t>(s)] = compute;
+      // After the stage's last backward: without overlap_grad_reduce, its gradient buckets
+      // reduced one after another on the DP stream (at least one collective of all of them:
+      // NCCL's cost is the cheapest of affine laws, so subadditive), then the Adam step on the
+      // compute stream.
+      double tail = cost_.memory_bound(kAdamBytesPerParam * (L.zero >= 1 ? params / L.dp : params))
+                        .seconds();
+      if (!L.overlap_grad_reduce && L.dp > 1 && L.zero <= 1) {
+        tail += dp_cost(L.zero == 0 ? net::CollectiveOp::AllReduce : net::CollectiveOp::ReduceScatter,
+                        2.0 * params, L);
+      }
+      stage_tail[static_cast<std::size_t>(s)] = tail;
       max_stage = std::max(max_stage, compute);
       sum_stage += compute;
       if (s == 0) params0 = params;
     }
     const double mb = static_cast<double>(mb_count);
     // Step-time lower bound: the compute stream of a stage runs its kernels one at a time.
-    double lb = mb * max_stage;
+    double lb = 0;
+    for (int s = 0; s < L.pp; ++s) {
+      lb = std::max(lb, mb * stage_compute[static_cast<std::size_t>(s)] +
+                            stage_tail[static_cast<std::size_t>(s)]);
+    }
     if (!dual && L.pp > 1) {
       // The last rank's first forward waits for chunk 0 of microbatch 0 on ranks 0..p-2;
       // with an unsplit backward, rank 0's last backward waits for the last rank's.
@@ -159,7 +175,9 @@ class Analyzer {
       }
       const bool split_w = L.schedule == ScheduleKind::ZbH1 || L.schedule == ScheduleKind::ZbH2;
       const double last = mb * stage_compute.back();
-      lb = std::max(lb, fill + last + (split_w ? 0.0 : drain));
+      const double end = split_w ? stage_tail.back()
+                                 : std::max(stage_tail.back(), drain + stage_tail.front());
+      lb = std::max(lb, fill + last + end);
     }
     r.lower_bound = lb;
 
