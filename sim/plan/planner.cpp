@@ -319,7 +319,7 @@ std::string isoflop_svg(const PlanResult& p, const std::vector<std::pair<double,
     curves.push_back(pts);
   }
   l_lo -= 0.05;
-  const double W = 900, H = 380, x0 = 70, pw = 360, ph = 280, y0 = 40, x1 = 510;
+  const double W = 920, H = 380, x0 = 70, pw = 360, ph = 280, y0 = 40, x1 = 510;
   auto px = [&](double ln, double ox) { return ox + (ln - n_lo) / (n_hi - n_lo) * pw; };
   auto py = [&](double l) { return y0 + ph - (std::min(l, l_hi) - l_lo) / (l_hi - l_lo) * ph; };
   std::ostringstream o;
@@ -361,8 +361,8 @@ std::string isoflop_svg(const PlanResult& p, const std::vector<std::pair<double,
     const ClusterPlan& c = p.clusters.front();
     double d_hi = 0;
     for (const auto& [n, d] : days) d_hi = std::max(d_hi, d);
-    o << "<text x=\"" << x1 << "\" y=\"20\" font-size=\"13\">Predicted days vs N at "
-      << sci(c0) << " FLOPs on " << c.gpus << " GPUs (" << c.cluster << ")</text>\n";
+    o << "<text x=\"" << x1 << "\" y=\"20\" font-size=\"13\">Days vs N at " << sci(c0)
+      << " FLOPs, " << c.gpus << " GPUs (" << c.cluster << ")</text>\n";
     o << "<rect x=\"" << x1 << "\" y=\"" << y0 << "\" width=\"" << pw << "\" height=\"" << ph
       << "\" fill=\"none\" stroke=\"black\"/>\n";
     const double ymax = d_hi * 1.2;
