@@ -151,6 +151,7 @@ TEST(PlanSearch, Gpt3TopFitsAndIsNotBeaten) {
   EXPECT_LT(top.mfu, 1.0);
   std::size_t simulated = 0;
   for (const auto& e : r.all) {
+    simulated += e.status == plan::Status::SimFailed;
     if (!e.simulated) continue;
     ++simulated;
     EXPECT_LE(e.lower_bound_s, e.step_time_s * (1 + 1e-9)) << plan::candidate_key(e.c);
@@ -194,7 +195,7 @@ TEST(PlanSearch, RejectedLayoutsAreNeverRankedAndSayWhy) {
   EXPECT_GT(seen[plan::Status::InvalidLayout], 0);
   EXPECT_GT(seen[plan::Status::MemoryBound], 0);
   // The CSV carries the reason of every row.
-  const std::string csv = plan::search_csv(r);
+  const std::string csv = plan::search_csv(gpt3(), r);
   std::istringstream in(csv);
   std::string line;
   std::getline(in, line);
@@ -205,6 +206,15 @@ TEST(PlanSearch, RejectedLayoutsAreNeverRankedAndSayWhy) {
     if (line.find(",memory_bound,\"memory: lower bound ") != std::string::npos) ++memory_rows;
     if (line.find(",ranked,") == std::string::npos) {
       EXPECT_EQ(line.find(",\"\","), std::string::npos) << line;
+    }
+    if (line.find(",invalid_layout,") != std::string::npos) {
+      // The key and the check's message, e.g. "invalid: parallel.tp: parallel.tp (64) must
+      // divide model.heads (96)".
+      const auto at = line.find(",\"invalid: ");
+      ASSERT_NE(at, std::string::npos) << line;
+      const auto msg = line.find(": ", at + 11);
+      ASSERT_NE(msg, std::string::npos) << line;
+      EXPECT_NE(line[msg + 2], '"') << line;  // a message follows the key
     }
   }
   EXPECT_EQ(rows, r.all.size());
@@ -242,7 +252,7 @@ TEST(PlanSearch, SameResultForAnyThreadCount) {
   one.des_max = two.des_max = 64;
   const auto a = plan::search(sc, one);
   const auto b = plan::search(sc, two);
-  EXPECT_EQ(plan::search_csv(a), plan::search_csv(b));
+  EXPECT_EQ(plan::search_csv(sc, a), plan::search_csv(sc, b));
   EXPECT_EQ(plan::search_json(sc, a, 10), plan::search_json(sc, b, 10));
 }
 

@@ -124,7 +124,7 @@ int PlanCommands::run_search(const FileIo& io) {
   const auto r = plan::search(sc, opt, comm);
   if (!root) return 0;
   const std::string out = s_json_ ? plan::search_json(sc, r, s_top_) : plan::search_text(sc, r, s_top_);
-  if (!s_csv_.empty()) io.write(s_csv_, plan::search_csv(r));
+  if (!s_csv_.empty()) io.write(s_csv_, plan::search_csv(sc, r));
   std::cout << out;
   if (!s_json_ && !s_csv_.empty()) std::cout << "  every layout written to " << s_csv_ << "\n";
   std::cout.flush();

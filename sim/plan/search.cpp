@@ -414,9 +414,7 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
       for (int ep : {1}) {
         for (int pp : divisors(base.gpus / (tp * cp))) {
           const int dp = base.gpus / (tp * cp * pp);
-          if (gb % dp != 0) {
-            // Still one candidate: validate names the batch as the reason.
-          }
+          // A dp that does not divide the batch stays one candidate: validate names the batch.
           const std::vector<int> mbs = gb % dp == 0 ? divisors(gb / dp) : std::vector<int>{1};
           // Schedules: one for pp = 1 (they coincide); flushing synchronous ones otherwise
           // (PipeDream and 2BW change the optimisation semantics: weight staleness).
@@ -524,7 +522,12 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
     std::atomic<std::size_t> next{0}, done{0};
     std::mutex mu;
     std::exception_ptr error;
+    std::atomic<int> finished{0};
     auto worker = [&] {
+      struct Done {
+        std::atomic<int>& f;
+        ~Done() { ++f; }
+      } mark{finished};
       Analyzer an(base, topo);
       for (;;) {
         const std::size_t ck = next.fetch_add(1);
@@ -564,7 +567,7 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
     if (opt.progress) {
-      while (done.load() < mine && next.load() < chunks + static_cast<std::size_t>(threads)) {
+      while (finished.load() < threads) {
         opt.progress("analytic", done.load(), mine);
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
       }
@@ -716,7 +719,19 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
   return res;
 }
 
-std::string search_csv(const SearchResult& r) {
+namespace {
+/// A CSV field: quoted, with inner quotes doubled (RFC 4180).
+std::string csv_field(const std::string& v) {
+  std::string out = "\"";
+  for (char ch : v) {
+    if (ch == '"') out += '"';
+    out += ch;
+  }
+  return out + "\"";
+}
+}  // namespace
+
+std::string search_csv(const workload::Scenario& base, const SearchResult& r) {
   std::ostringstream o;
   o << "key,tp,pp,dp,cp,ep,sequence_parallel,virtual_stages,schedule,micro_batch,recompute,zero,"
        "overlap_grad_reduce,overlap_param_gather,tp_comm_overlap,status,reason,lower_bound_s,"
@@ -733,7 +748,17 @@ std::string search_csv(const SearchResult& r) {
       << parallel::schedule_name(L.schedule) << ',' << e.c.micro_batch << ','
       << rc_name(e.c.recompute) << ',' << L.zero << ',' << (L.overlap_grad_reduce ? 1 : 0) << ','
       << (L.overlap_param_gather ? 1 : 0) << ',' << (L.tp_comm_overlap ? 1 : 0) << ','
-      << status_name(e.status) << ",\"" << e.reason << "\",";
+      << status_name(e.status) << ',';
+    std::string reason = e.reason;
+    if (e.status == Status::InvalidLayout) {
+      // The full message of the check (recomputed here: ranks exchange only the key).
+      try {
+        L.validate(base.model, base.gpus, base.training.global_batch, e.c.micro_batch, base.steps);
+      } catch (const InputError& err) {
+        reason = e.reason + ": " + err.what();
+      }
+    }
+    o << csv_field(reason) << ',';
     if (analysed) {
       o << fmt(e.lower_bound_s, "%.6g") << ',' << fmt(e.estimate_s, "%.6g") << ','
         << fmt(e.memory_lb_bytes / kGiB, "%.3f") << ',' << fmt(e.memory_est_bytes / kGiB, "%.3f");
@@ -819,7 +844,15 @@ std::string search_text(const workload::Scenario& base, const SearchResult& r, i
   }
   o << "  rejected (layout)    " << invalid << "\n";
   for (const auto& [k, v] : r.rejected) {
-    if (k.rfind("invalid: ", 0) != 0) o << "  " << fmt(0, "") << k << std::string(k.size() < 21 ? 21 - k.size() : 1, ' ') << v << "\n";
+    if (k.rfind("invalid: ", 0) == 0) {
+      o << "    " << k.substr(9) << std::string(k.size() - 9 < 19 ? 19 - (k.size() - 9) : 1, ' ')
+        << v << "\n";
+    }
+  }
+  for (const auto& [k, v] : r.rejected) {
+    if (k.rfind("invalid: ", 0) != 0) {
+      o << "  " << k << std::string(k.size() < 21 ? 21 - k.size() : 1, ' ') << v << "\n";
+    }
   }
   o << "  simulated (DES)      " << r.simulations << "  ("
     << (r.proven ? "every layout left has a lower bound >= the best: ranking exact"

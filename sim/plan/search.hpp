@@ -101,8 +101,9 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
 /// The scenario with a candidate's layout, micro_batch and recompute.
 workload::Scenario apply(const workload::Scenario& base, const Candidate& c);
 
-/// CSV of every enumerated layout with its status, reason, bounds and simulated metrics.
-std::string search_csv(const SearchResult& r);
+/// CSV of every enumerated layout with its status, reason (for invalid layouts the key and
+/// Layout::validate's message), bounds and simulated metrics. `base` is the searched scenario.
+std::string search_csv(const workload::Scenario& base, const SearchResult& r);
 /// JSON: candidates_evaluated, simulations, proven, rejected {reason: count}, top [{layout,
 /// step_time_s, mfu, memory_gib, ...}] (at most `top` entries).
 std::string search_json(const workload::Scenario& base, const SearchResult& r, int top);
