@@ -1,6 +1,7 @@
 #include "plan/search.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include "model/memory.hpp"
 #include "net/collective.hpp"
 #include "parallel/layout.hpp"
+#include "parallel/schedule.hpp"
 #include "workload/pipeline_sim.hpp"
 
 namespace trainsim::plan {
@@ -80,6 +82,10 @@ struct LayerTimes {
   double recompute = 0;  ///< GEMM + attention forward repeated (full) or attention (selective)
   double head = 0;       ///< LM head GEMM fwd + dgrad + wgrad
   double tp_fwd = 0, tp_bwd = 0;  ///< TP collectives per layer (blocking time, not overlapped)
+  double mem_fwd = 0, mem_bwd = 0;  ///< memory-bound kernels (norms, activation, residuals)
+  /// Time the compute stream must wait for TP collectives in one layer's forward / backward,
+  /// given how the builder chains them (see serial_tp below).
+  double tp_wait_fwd = 0, tp_wait_bwd = 0;
   double act_bytes = 0;  ///< activations kept per layer (model::activation_bytes_per_layer)
   double emb_act = 0, head_act = 0;
   double p2p = 0;        ///< one activation between adjacent stages
@@ -111,9 +117,10 @@ class Analyzer {
     // Without TP comm overlap, each forward TP collective sits between two kernels of the
     // in-order compute stream (the next kernel waits for it), so it adds to the stage's
     // critical path; with full recompute the repeated forward has them too.
-    const double tp_serial =
-        L.tp_comm_overlap ? 0.0 : lt.tp_fwd * (c.recompute == Recompute::Full ? 2.0 : 1.0);
-    const double per_layer = lt.fwd + lt.bwd + lt.recompute + tp_serial;
+    const bool full = c.recompute == Recompute::Full;
+    const double fwd_pass = lt.fwd + lt.mem_fwd + lt.tp_wait_fwd;
+    const double per_layer = fwd_pass + lt.bwd + lt.mem_bwd + lt.tp_wait_bwd + lt.recompute +
+                             (full ? lt.mem_fwd + lt.tp_wait_fwd : 0.0);
 
     Result r;
     double max_stage = 0, sum_stage = 0, params0 = 0;
@@ -140,7 +147,10 @@ class Analyzer {
         min_chunk = std::min(min_chunk, chunk_act);
       }
       const auto state = model::model_state_bytes(params, L.dp, L.zero);
-      r.mem_lb = std::max(r.mem_lb, state.total() + min_chunk);
+      // At least the program's peak of (microbatch, chunk) slots alive at once, each holding
+      // at least the smallest chunk's activations.
+      const int alive = peak_alive(L, static_cast<int>(mb_count))[static_cast<std::size_t>(s)];
+      r.mem_lb = std::max(r.mem_lb, state.total() + std::max(1, alive) * min_chunk);
       stage_compute[static_cast<std::size_t>(s)] = compute;
       // After the stage's last backward: without overlap_grad_reduce, its gradient buckets
       // reduced one after another on the DP stream (at least one collective of all of them:
@@ -170,8 +180,8 @@ class Analyzer {
       double fill = 0, drain = 0;
       for (int s = 0; s + 1 < L.pp; ++s) {
         const int nl = layers[static_cast<std::size_t>(shape.position(shape.vs_of(s, 0)))];
-        fill += nl * (lt.fwd + (L.tp_comm_overlap ? 0.0 : lt.tp_fwd));
-        drain += nl * lt.bwd;
+        fill += nl * fwd_pass;
+        drain += nl * (lt.bwd + lt.mem_bwd + lt.tp_wait_bwd);
       }
       const bool split_w = L.schedule == ScheduleKind::ZbH1 || L.schedule == ScheduleKind::ZbH2;
       const double last = mb * stage_compute.back();
@@ -197,8 +207,8 @@ class Analyzer {
     const double layers_per_stage = static_cast<double>(m.layers) / L.pp;
     const double tp_exposed =
         mb * layers_per_stage *
-        ((L.tp_comm_overlap ? 0.2 * lt.tp_fwd * (c.recompute == Recompute::Full ? 2 : 1) : 0.0) +
-         std::max(0.0, lt.tp_bwd - lt.wgrad));
+        std::max(0.0, (L.tp_comm_overlap ? 0.2 * lt.tp_fwd * (full ? 2 : 1) : 0.0) +
+                          std::max(0.0, lt.tp_bwd - lt.wgrad) - lt.tp_wait_bwd);
     const double grad_bytes = 2.0 * params0;
     double dp_time = 0;
     if (L.dp > 1) {
@@ -283,10 +293,30 @@ class Analyzer {
     const std::int64_t qkv_n = static_cast<std::int64_t>(mdl.heads / tp) * d +
                                2 * static_cast<std::int64_t>(std::max(1, mdl.kv_heads / tp)) * d;
     double attn_fwd = 0;
+    gf_.fill(0);
+    gd_.fill(0);
+    gw_.fill(0);
     for (const model::Op& op : model::layer_ops(mdl, b)) {
       if (op.kind == model::OpKind::Gemm) {
-        t.fwd += gemm_fwd(op, tp, qkv_n);
-        t.bwd += gemm_all(op, tp, qkv_n, &t.wgrad);
+        double w = 0;
+        const double f = gemm_fwd(op, tp, qkv_n);
+        const double all = gemm_all(op, tp, qkv_n, &w);
+        t.fwd += f;
+        t.bwd += all;
+        t.wgrad += w;
+        // Forward order: qkv, proj, mlp in (fc1 / gate+up), mlp out (fc2 / down).
+        const int k = op.name == "qkv" ? 0 : op.name == "proj" ? 1
+                      : (op.name == "mlp_fc1" || op.name == "mlp_gate_up") ? 2 : 3;
+        gf_[static_cast<std::size_t>(k)] = f;
+        gd_[static_cast<std::size_t>(k)] = all - w;
+        gw_[static_cast<std::size_t>(k)] = w;
+      } else if (op.kind != model::OpKind::Attention) {
+        // As the builder: inside the TP region split by t, outside it by t only with SP.
+        double div = 1;
+        if (op.shard == model::Shard::TpLocal) div = tp;
+        if (op.shard == model::Shard::Replicated && sp) div = tp;
+        t.mem_fwd += cost_.memory_bound(op.fwd_bytes / div).seconds();
+        t.mem_bwd += cost_.memory_bound(op.bwd_bytes / div).seconds();
       } else if (op.kind == model::OpKind::Attention) {
         const int heads = std::max(1, op.heads / tp);
         attn_fwd = cost_.attention_fwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
@@ -314,6 +344,29 @@ class Analyzer {
         t.tp_fwd = 2 * cc(net::CollectiveOp::AllReduce);
         t.tp_bwd = t.tp_fwd;
       }
+      // How the builder chains TP collectives with the compute stream (workload/builder.cpp:
+      // gather_then_gemm, gemm_then_reduce, row_backward, column_backward). A collective
+      // starts after the previous kernel; the kernel after it waits for it; the TP stream is
+      // in order. Forward, per (GEMM, collective) pair: serial without tp_comm_overlap (+C),
+      // side by side with it (+max(0, C - G)). Backward: SP re-gathers the output gradient
+      // before each row-parallel dgrad (+AG, serial); a column-parallel GEMM runs dgrad D
+      // beside its input all-gather A (SP), then wgrad W beside the input-gradient reduction
+      // R: at least max(D, A) + max(W, R). Split B/W passes only add waits.
+      const double ag = cc(net::CollectiveOp::AllGather), rs = cc(net::CollectiveOp::ReduceScatter),
+                   ar = cc(net::CollectiveOp::AllReduce);
+      auto side = [](double g, double comm) { return std::max(0.0, comm - g); };
+      if (!tco) {
+        t.tp_wait_fwd = t.tp_fwd;
+      } else if (sp) {
+        t.tp_wait_fwd = side(gf_[0], ag) + side(gf_[1], rs) + side(gf_[2], ag) + side(gf_[3], rs);
+      } else {
+        t.tp_wait_fwd = side(gf_[1], ar) + side(gf_[3], ar);
+      }
+      const double a = sp ? ag : 0.0, r = sp ? rs : ar;
+      auto column = [&](int k) {
+        return std::max(gd_[k], a) - gd_[k] + std::max(gw_[k], r) - gw_[k];
+      };
+      t.tp_wait_bwd = (sp ? 2 * ag : 0.0) + column(0) + column(2);
     }
     model::ActivationOptions aopt;
     aopt.tp = tp;
@@ -344,6 +397,47 @@ class Analyzer {
     return t;
   }
 
+  /// Per stage, the most (microbatch, chunk) slots alive at once in the stage's program
+  /// (parallel::make_programs, the one the simulation runs): a slot lives from its forward to
+  /// its backward, or to its W pass when the backward is split, as the workload frees it. The
+  /// compute stream runs the program in order, so the simulated peak holds at least these.
+  const std::vector<int>& peak_alive(const parallel::Layout& L, int m) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(L.schedule) << 56) |
+                              (static_cast<std::uint64_t>(L.pp) << 40) |
+                              (static_cast<std::uint64_t>(L.virtual_stages) << 32) |
+                              static_cast<std::uint64_t>(m);
+    auto it = alive_cache_.find(key);
+    if (it != alive_cache_.end()) return it->second;
+    const int steps = parallel::flushes(L.schedule) ? base_.steps : base_.steps + 1;
+    const auto programs = parallel::make_programs(L, m, steps);
+    std::vector<int> peaks;
+    for (const auto& prog : programs) {
+      std::unordered_map<std::uint64_t, std::size_t> release;  // slot -> index of its last op
+      auto slot = [](const parallel::PipeOp& op) {
+        return (static_cast<std::uint64_t>(op.microbatch) << 8) | static_cast<std::uint64_t>(op.chunk);
+      };
+      for (std::size_t i = 0; i < prog.size(); ++i) {
+        const auto k = prog[i].kind;
+        if (k == parallel::PassKind::BackwardWeight) {
+          release[slot(prog[i])] = i;
+        } else if (k != parallel::PassKind::Forward) {
+          release.try_emplace(slot(prog[i]), i);  // a W pass, when present, comes later
+        }
+      }
+      std::vector<int> frees(prog.size(), 0);
+      for (const auto& [sl, i] : release) ++frees[i];
+      int alive = 0, peak = 0;
+      for (std::size_t i = 0; i < prog.size(); ++i) {
+        if (prog[i].kind == parallel::PassKind::Forward) peak = std::max(peak, ++alive);
+        alive -= frees[i];
+      }
+      peaks.push_back(peak);
+    }
+    return alive_cache_.emplace(key, std::move(peaks)).first->second;
+  }
+
+  std::unordered_map<std::uint64_t, std::vector<int>> alive_cache_;
+  std::array<double, 4> gf_{}, gd_{}, gw_{};  ///< per-GEMM fwd / dgrad / wgrad (scratch)
   const workload::Scenario& base_;
   const hw::Topology& topo_;
   net::AlphaBetaModel comm_;
