@@ -6,13 +6,14 @@
 //  1. Enumerate: tp, cp (1), ep (1), pp, dp = gpus/(tp·cp·pp), micro_batch, schedule
 //     (+ virtual stages), sequence parallel, recompute, ZeRO stage, overlap flags. Each is
 //     checked by Layout::validate; a failure is a rejection with the key at fault.
-//  2. Analytic pre-screen (per layout, microseconds): a memory lower bound (model states of
-//     the stage with the fewest layers + one chunk's activations; a layout whose bound exceeds
-//     HBM is rejected, since the simulation would find it even larger), a step-time lower
-//     bound (the busiest-by-construction stage's compute kernels for all microbatches plus
-//     the pipeline fill and drain that data dependencies force; no communication, no memory-
-//     bound kernels), and an estimate (lower bound + modelled bubble + exposed TP/DP/PP
-//     communication + optimizer) used only for ordering.
+//  2. Analytic pre-screen (per layout, microseconds): a memory lower bound (each stage's model
+//     states + the schedule program's peak of live (microbatch, chunk) slots x the smallest
+//     chunk's activations; a layout whose bound exceeds HBM is rejected: the simulation would
+//     find at least that much), a step-time lower bound (per stage, the kernels its in-order
+//     compute stream must run for all microbatches, the TP-collective waits the builder's
+//     chaining forces, the optimizer step, plus the pipeline fill and drain that data
+//     dependencies force), and an estimate (bound + modelled bubble and exposed communication)
+//     used only for ordering. docs/planner.md gives each term and why it is a bound.
 //  3. Simulation in rounds of `des_round` layouts in order of the estimate (layouts whose
 //     estimated memory exceeds HBM last). Before each round, layouts whose lower bound is not
 //     below the best simulated step time are pruned: they cannot win. The search stops when
