@@ -164,6 +164,13 @@ TEST(PlanSearch, Gpt3TopFitsAndIsNotBeaten) {
     }
   }
   EXPECT_EQ(simulated, r.simulations);
+  // The bound closes on this scenario: no layout of the space can beat the top one.
+  EXPECT_TRUE(r.proven);
+  for (const auto& e : r.all) {
+    if (e.status == plan::Status::PrunedBound || e.status == plan::Status::NotSimulated) {
+      EXPECT_GE(e.lower_bound_s, top.step_time_s) << plan::candidate_key(e.c);
+    }
+  }
   // The scenario's own hand-tuned layout (Korthikanti et al. 2022) is in the space and the
   // search does at least as well.
   const auto own = workload::simulate_step(gpt3());

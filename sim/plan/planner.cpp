@@ -84,6 +84,7 @@ ClusterPlan plan_on_cluster(const model::ModelSpec& model, double tokens,
   if (in.max_days) p.within_max_days = p.days <= *in.max_days;
   p.layouts_searched = r.all.size();
   p.simulations = r.simulations;
+  p.proven = r.proven;
   return p;
 }
 
@@ -150,7 +151,8 @@ std::string plan_text(const PlanResult& p) {
     row("cost", [](const ClusterPlan& c) { return fmt("$%.4g", c.cost_usd.value_or(0)); });
   }
   row("layouts / simulated", [](const ClusterPlan& c) {
-    return std::to_string(c.layouts_searched) + " / " + std::to_string(c.simulations);
+    return std::to_string(c.layouts_searched) + " / " + std::to_string(c.simulations) +
+           (c.proven ? " (exact)" : " (budget)");
   });
   return o.str();
 }
@@ -167,6 +169,7 @@ std::string plan_json(const PlanResult& p) {
     j["gpu_hours"] = c.gpu_hours;
     j["cost_usd"] = c.cost_usd ? nlohmann::ordered_json(*c.cost_usd) : nlohmann::ordered_json();
     if (p.inputs.max_days) j["within_max_days"] = c.within_max_days;
+    j["ranking_exact"] = c.proven;
   };
   nlohmann::ordered_json j;
   j["budget_flops"] = p.inputs.budget_flops;

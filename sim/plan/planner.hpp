@@ -42,6 +42,7 @@ struct ClusterPlan {
   std::optional<double> cost_usd;
   bool within_max_days = true;
   std::size_t layouts_searched = 0, simulations = 0;
+  bool proven = false;  ///< the search's bound closed: no layout of the space can be faster
 };
 
 struct PlanResult {
