@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages trainsim builds with, when any is missing (needs root).
 set -euo pipefail
 pkgs=(build-essential cmake libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
-      libboost-graph-dev libgtest-dev libbenchmark-dev
+      libboost-graph-dev libgtest-dev libbenchmark-dev libopenmpi-dev openmpi-bin
       clang libclang-rt-14-dev clang-tidy)
 missing=()
 for p in "${pkgs[@]}"; do

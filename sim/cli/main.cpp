@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cli/cmd_collective.hpp"
+#include "cli/cmd_plan.hpp"
 #include "config/scenario.hpp"
 #include "core/error.hpp"
 #include "core/task_graph.hpp"
@@ -183,6 +184,7 @@ int main(int argc, char** argv) {
 
   auto* gpus = app.add_subcommand("list-gpus", "List the built-in GPU hardware profiles");
   const auto collective = trainsim::cli::add_collective_command(app);
+  trainsim::cli::PlanCommands planner(app, TRAINSIM_TOPOLOGY_DIR);
 
   try {
     app.parse(argc, argv);
@@ -197,6 +199,7 @@ int main(int argc, char** argv) {
     if (*sim) return run_simulate(file, json, trace, svg);
     if (*cmp) return run_compare(cmp_file, cmp_svg);
     if (*val) return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo);
+    if (planner.selected()) return planner.run({write_file, check_writable});
   } catch (const trainsim::config::ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;

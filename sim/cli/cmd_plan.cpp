@@ -1,0 +1,176 @@
+#include "cli/cmd_plan.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "config/scenario.hpp"
+#include "core/error.hpp"
+#include "hw/gpu.hpp"
+#include "plan/distributed.hpp"
+#include "plan/planner.hpp"
+#include "plan/search.hpp"
+
+namespace trainsim::cli {
+
+namespace {
+
+/// A progress bar on stderr, only when it is a terminal (and only on MPI rank 0).
+std::function<void(const char*, std::size_t, std::size_t)> progress_bar(const plan::Communicator& c) {
+  if (c.rank() != 0 || isatty(STDERR_FILENO) == 0) return {};
+  return [](const char* phase, std::size_t done, std::size_t total) {
+    const double f = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
+    const int w = 40;
+    const int filled = static_cast<int>(f * w);
+    std::fprintf(stderr, "\r%-9s [%s%s] %5.1f%% (%zu/%zu)", phase,
+                 std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                 std::string(static_cast<std::size_t>(w - filled), ' ').c_str(), 100 * f, done,
+                 total);
+    if (done >= total) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  };
+}
+
+plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::string& dir) {
+  std::filesystem::path p(name);
+  if (!std::filesystem::exists(p)) {
+    const std::filesystem::path q = std::filesystem::path(dir) / (name + ".toml");
+    if (std::filesystem::exists(q)) p = q;
+  }
+  if (!std::filesystem::exists(p)) {
+    throw InputError("--cluster", "--cluster: no topology file \"" + name + "\" (nor " + dir +
+                                      "/" + name + ".toml)");
+  }
+  plan::ClusterChoice c;
+  c.name = name;
+  c.topology = config::load_topology(p);
+  const hw::GpuSpec* gpu = hw::find_builtin_gpu(c.topology.gpu);
+  if (gpu == nullptr) throw InputError("--cluster", "--cluster " + name + ": unknown GPU");
+  c.gpu = *gpu;
+  c.gpus = gpus;
+  if (gpus < 1 || gpus % c.topology.gpus_per_node != 0) {
+    throw InputError("--gpus", "--gpus (" + std::to_string(gpus) + ") must be a positive multiple of " +
+                                   name + "'s GPUs per node (" +
+                                   std::to_string(c.topology.gpus_per_node) + ")");
+  }
+  return c;
+}
+
+}  // namespace
+
+PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
+    : topology_dir_(std::move(topology_dir)) {
+  search_ = app.add_subcommand(
+      "search", "Search every parallel layout of a scenario; rank the best by simulation");
+  search_->add_option("FILE", s_file_, "Scenario file (its model, cluster and batch)")->required();
+  search_->add_option("--gpus", s_gpus_, "GPU count (default: the scenario's)");
+  search_->add_option("--global-batch", s_batch_, "Sequences per step (default: the scenario's)");
+  search_->add_option("--top", s_top_, "Layouts to print (default 10)")->check(CLI::PositiveNumber);
+  search_->add_option("--csv", s_csv_, "Write every enumerated layout, with why it was rejected");
+  search_->add_flag("--json", s_json_, "Print JSON (candidates_evaluated, rejected, top)");
+  search_->add_option("--threads", s_threads_, "Threads per process (default: all cores)");
+  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 1024)")
+      ->check(CLI::PositiveNumber);
+
+  plan_ = app.add_subcommand("plan", "Compute-optimal model, tokens, layout, days and cost for a "
+                                     "FLOP budget");
+  plan_->add_option("--budget", p_budget_, "Training FLOPs (e.g. 1e24)");
+  plan_->add_option("--cluster", p_clusters_,
+                    "Topology file or name in topologies/ (repeat to compare clusters)");
+  plan_->add_option("--gpus", p_gpus_, "GPUs per cluster");
+  plan_->add_option("--law", p_law_, "chinchilla | epoch | kaplan (default chinchilla)");
+  plan_->add_option("--gpu-hour-usd", p_usd_, "Price of one GPU-hour (default: no cost)");
+  plan_->add_option("--max-days", p_max_days_, "Flag clusters slower than this");
+  plan_->add_option("--global-batch", p_batch_, "Sequences of 2048 tokens per step (default 1024)");
+  plan_->add_option("--svg", p_svg_, "Draw IsoFLOP curves and days vs N");
+  plan_->add_flag("--json", p_json_, "Print JSON");
+  plan_->add_flag("--table", p_table_,
+                  "Seed table: published models vs compute-optimal allocations");
+  plan_->add_option("--threads", p_threads_, "Threads per process (default: all cores)");
+  plan_->add_option("--des", p_des_, "Most simulations per layout search (default 16)")
+      ->check(CLI::PositiveNumber);
+}
+
+bool PlanCommands::selected() const { return search_->parsed() || plan_->parsed(); }
+
+int PlanCommands::run(const FileIo& io) {
+  plan::MpiSession mpi;
+  return search_->parsed() ? run_search(io) : run_plan(io);
+}
+
+int PlanCommands::run_search(const FileIo& io) {
+  const auto& comm = plan::Communicator::world();
+  const bool root = comm.rank() == 0;
+  if (root) io.check(s_csv_, "--csv");
+  auto sc = config::load_scenario(s_file_);
+  if (s_gpus_ > 0) {
+    if (s_gpus_ % sc.topology.gpus_per_node != 0) {
+      throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
+                                     ") must be a multiple of the topology's node.gpus (" +
+                                     std::to_string(sc.topology.gpus_per_node) + ")");
+    }
+    sc.gpus = s_gpus_;
+  }
+  if (s_batch_ != 0) {
+    if (s_batch_ < 1) throw InputError("--global-batch", "--global-batch must be >= 1");
+    sc.training.global_batch = s_batch_;
+  }
+  plan::SearchOptions opt;
+  opt.threads = s_threads_;
+  opt.des_max = s_des_;
+  opt.progress = progress_bar(comm);
+  const auto r = plan::search(sc, opt, comm);
+  if (!root) return 0;
+  const std::string out = s_json_ ? plan::search_json(sc, r, s_top_) : plan::search_text(sc, r, s_top_);
+  if (!s_csv_.empty()) io.write(s_csv_, plan::search_csv(sc, r));
+  std::cout << out;
+  if (!s_json_ && !s_csv_.empty()) std::cout << "  every layout written to " << s_csv_ << "\n";
+  std::cout.flush();
+  return 0;
+}
+
+int PlanCommands::run_plan(const FileIo& io) {
+  const auto& comm = plan::Communicator::world();
+  const bool root = comm.rank() == 0;
+  if (root) io.check(p_svg_, "--svg");
+  plan::PlanInputs in;
+  in.law = plan::parse_law(p_law_);
+  if (p_usd_ >= 0) in.gpu_hour_usd = p_usd_;
+  if (p_max_days_ >= 0) in.max_days = p_max_days_;
+  if (p_batch_ < 1) throw InputError("--global-batch", "--global-batch must be >= 1");
+  in.global_batch = p_batch_;
+  in.search.reduced_space = true;
+  in.search.des_max = p_des_;
+  in.search.des_round = std::min(p_des_, 8);
+  in.search.threads = p_threads_;
+  if (p_table_) {
+    const std::string name = p_clusters_.empty() ? "dgx-a100" : p_clusters_.front();
+    const auto cluster = load_cluster(name, p_gpus_ > 0 ? p_gpus_ : 1024, topology_dir_);
+    const auto rows = plan::seed_table(cluster, in, comm);
+    if (root) {
+      std::cout << (p_json_ ? plan::table_json(rows, cluster, in.law)
+                            : plan::table_text(rows, cluster, in.law));
+    }
+    return 0;
+  }
+  if (!(p_budget_ > 0)) throw InputError("--budget", "--budget FLOPS is required (e.g. 1e24)");
+  if (p_clusters_.empty()) throw InputError("--cluster", "--cluster TOPOLOGY is required");
+  if (p_gpus_ < 1) throw InputError("--gpus", "--gpus N is required");
+  in.budget_flops = p_budget_;
+  std::vector<plan::ClusterChoice> clusters;
+  for (const auto& c : p_clusters_) clusters.push_back(load_cluster(c, p_gpus_, topology_dir_));
+  const auto p = plan::make_plan(in, clusters, comm);
+  std::string svg;
+  if (!p_svg_.empty()) {
+    svg = plan::isoflop_svg(p, plan::days_vs_params(p, clusters.front(), in, comm));
+  }
+  if (!root) return 0;
+  if (!p_svg_.empty()) io.write(p_svg_, svg);
+  std::cout << (p_json_ ? plan::plan_json(p) : plan::plan_text(p));
+  if (!p_json_ && !p_svg_.empty()) std::cout << "  IsoFLOP picture written to " << p_svg_ << "\n";
+  return 0;
+}
+
+}  // namespace trainsim::cli

@@ -1,0 +1,171 @@
+#include "plan/scaling.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "core/error.hpp"
+
+namespace trainsim::plan {
+
+std::string_view law_name(Law l) {
+  switch (l) {
+    case Law::Chinchilla: return "chinchilla";
+    case Law::Epoch: return "epoch";
+    case Law::Kaplan: return "kaplan";
+  }
+  return "?";
+}
+
+Law parse_law(std::string_view name) {
+  for (Law l : {Law::Chinchilla, Law::Epoch, Law::Kaplan}) {
+    if (law_name(l) == name) return l;
+  }
+  throw InputError("--law", "--law: unknown law \"" + std::string(name) +
+                                "\" (valid: chinchilla, epoch, kaplan)");
+}
+
+LossFit loss_fit(Law l) {
+  switch (l) {
+    case Law::Chinchilla: return {1.69, 406.4, 410.7, 0.34, 0.28};
+    case Law::Epoch: return {1.8172, 482.01, 2085.43, 0.3478, 0.3658};
+    case Law::Kaplan: break;
+  }
+  throw std::invalid_argument("the Kaplan law has no Chinchilla-form loss fit");
+}
+
+double loss(const LossFit& f, double params, double tokens) {
+  if (!(params > 0) || !(tokens > 0)) {
+    throw std::invalid_argument("loss: parameters and tokens must be positive");
+  }
+  return f.E + f.A / std::pow(params, f.alpha) + f.B / std::pow(tokens, f.beta);
+}
+
+Allocation compute_optimal(Law l, double flops) {
+  if (!(flops > 0)) throw std::invalid_argument("compute_optimal: flops must be positive");
+  Allocation a;
+  a.flops = flops;
+  if (l == Law::Kaplan) {
+    constexpr double kPfDay = 1e15 * 86400.0;  // 8.64e19 FLOP
+    a.params = 1.3e9 * std::pow(flops / kPfDay, 0.73);
+  } else {
+    const LossFit f = loss_fit(l);
+    const double g = std::pow(f.alpha * f.A / (f.beta * f.B), 1.0 / (f.alpha + f.beta));
+    a.params = g * std::pow(flops / 6.0, f.beta / (f.alpha + f.beta));
+  }
+  a.tokens = flops / (6.0 * a.params);
+  return a;
+}
+
+Allocation compute_optimal_numeric(const LossFit& f, double flops) {
+  if (!(flops > 0)) throw std::invalid_argument("compute_optimal_numeric: flops must be positive");
+  auto objective = [&](double log_n) {
+    const double n = std::exp(log_n);
+    return loss(f, n, flops / (6.0 * n));
+  };
+  double lo = std::log(1e3), hi = std::log(1e16);
+  const double phi = (std::sqrt(5.0) - 1.0) / 2.0;
+  double x1 = hi - phi * (hi - lo), x2 = lo + phi * (hi - lo);
+  double f1 = objective(x1), f2 = objective(x2);
+  for (int i = 0; i < 200 && hi - lo > 1e-12; ++i) {
+    if (f1 < f2) {
+      hi = x2;
+      x2 = x1;
+      f2 = f1;
+      x1 = hi - phi * (hi - lo);
+      f1 = objective(x1);
+    } else {
+      lo = x1;
+      x1 = x2;
+      f1 = f2;
+      x2 = lo + phi * (hi - lo);
+      f2 = objective(x2);
+    }
+  }
+  Allocation a;
+  a.flops = flops;
+  a.params = std::exp(0.5 * (lo + hi));
+  a.tokens = flops / (6.0 * a.params);
+  return a;
+}
+
+model::ModelSpec model_for_params(double params, const std::string& name) {
+  if (!(params >= 1e6)) {
+    throw std::invalid_argument("model_for_params: needs at least 1e6 parameters");
+  }
+  constexpr double kRatio = 128.0;  // hidden / layers, and the head dimension
+  const double l0 = std::cbrt(params / (12.0 * kRatio * kRatio));
+  // Hidden: h0 = sqrt(N / (12·l0)) = 128·l0, rounded to a multiple of 1024 from 1024 up
+  // (heads = hidden / 128 then a multiple of 8, so TP degrees up to 8 divide them), else
+  // to a multiple of 128.
+  const double h0 = kRatio * l0;
+  long units = h0 >= 1024 ? 8 * std::max(1L, std::lround(h0 / 1024))
+                          : std::max(1L, std::lround(h0 / kRatio));
+  constexpr double kVocab = 51200;
+  // Embedding and LM head (2·V·h) count in N (Hoffmann et al. 2022 count all parameters):
+  // narrow the model until at least two layers remain beside them.
+  auto layer_budget = [&](long u) {
+    const double h = static_cast<double>(u) * kRatio;
+    return (params - 2.0 * kVocab * h) / (12.0 * h * h);
+  };
+  while (units > 1 && layer_budget(units) < 2) units -= units > 8 ? 8 : 1;
+  // Layers: (N - 2·V·hidden) / (12·hidden²), rounded to a multiple of 4 from 16 up (pipeline
+  // degrees 2 and 4 divide them), else to the nearest integer (at least 2).
+  const double l1 = layer_budget(units);
+  const int layers = l1 >= 14 ? 4 * static_cast<int>(std::lround(l1 / 4))
+                              : std::max(2, static_cast<int>(std::lround(l1)));
+  model::ModelSpec m;
+  m.name = name;
+  m.layers = layers;
+  m.hidden = static_cast<int>(units * 128);
+  m.heads = static_cast<int>(units);
+  m.kv_heads = m.heads;
+  m.ffn_hidden = 4 * m.hidden;
+  m.vocab = 51200;
+  m.seq_len = 2048;
+  m.activation = model::Activation::GeLU;
+  m.norm = model::Norm::LayerNorm;
+  return m;
+}
+
+namespace {
+model::ModelSpec shape(const char* name, int layers, int hidden, int heads, std::int64_t vocab) {
+  model::ModelSpec m;
+  m.name = name;
+  m.layers = layers;
+  m.hidden = hidden;
+  m.heads = heads;
+  m.kv_heads = heads;
+  m.ffn_hidden = 4 * hidden;
+  m.vocab = vocab;
+  m.seq_len = 2048;
+  return m;
+}
+}  // namespace
+
+const std::vector<PublishedModel>& published_models() {
+  // Parameters and tokens: Hoffmann et al. 2022 Table 1. Shapes: GPT-3 (Brown et al. 2020
+  // Table 2.1, 50257-token vocabulary padded to 51200 as Megatron does), Jurassic-1 Jumbo
+  // (Lieber et al. 2021: 76 layers, 13824, 96 heads, 256k vocabulary), Gopher (Rae et al.
+  // 2021 Table 1: 80, 16384, 128 heads, 32k vocabulary), MT-NLG (Smith et al. 2022 §2: 105,
+  // 20480, 128 heads), Chinchilla (Hoffmann et al. 2022 Table 4: 80, 8192, 64 heads, 32k).
+  // LaMDA (Thoppilan et al. 2022 Table 27: 64 layers, d_model 8192, gated-GELU d_ff 65536,
+  // 128 heads of 128) has attention wider than d_model, which ModelSpec cannot express; it is
+  // modelled with 128 heads of 64 and a three-matrix (SwiGLU-cost) MLP: 120B of its 137B.
+  // The table prints each shape's own parameter count next to the published one.
+  static const std::vector<PublishedModel> v = [] {
+    std::vector<PublishedModel> out = {
+        {"LaMDA", 137e9, 168e9, shape("LaMDA 137B", 64, 8192, 128, 32000)},
+        {"GPT-3", 175e9, 300e9, shape("GPT-3 175B", 96, 12288, 96, 51200)},
+        {"Jurassic", 178e9, 300e9, shape("Jurassic-1 178B", 76, 13824, 96, 256000)},
+        {"Gopher", 280e9, 300e9, shape("Gopher 280B", 80, 16384, 128, 32000)},
+        {"MT-NLG 530B", 530e9, 270e9, shape("MT-NLG 530B", 105, 20480, 128, 51200)},
+        {"Chinchilla", 70e9, 1.4e12, shape("Chinchilla 70B", 80, 8192, 64, 32000)},
+    };
+    out[0].shape.activation = model::Activation::SwiGLU;
+    out[0].shape.ffn_hidden = 65536;
+    return out;
+  }();
+  return v;
+}
+
+}  // namespace trainsim::plan

@@ -1,0 +1,1012 @@
+#include "plan/search.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "core/error.hpp"
+#include "cost/cost_model.hpp"
+#include "hw/topology.hpp"
+#include "model/memory.hpp"
+#include "net/collective.hpp"
+#include "parallel/layout.hpp"
+#include "parallel/schedule.hpp"
+#include "workload/pipeline_sim.hpp"
+
+namespace trainsim::plan {
+
+using model::Recompute;
+using parallel::ScheduleKind;
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+/// Adam step bytes per local parameter (as the workload builder: 2 x 12 fp32 states read and
+/// written, 16-bit gradient read, 16-bit weight written).
+constexpr double kAdamBytesPerParam = 28.0;
+
+std::vector<int> divisors(std::int64_t n) {
+  std::vector<int> d;
+  for (std::int64_t i = 1; i <= n; ++i) {
+    if (n % i == 0) d.push_back(static_cast<int>(i));
+  }
+  return d;
+}
+
+const char* rc_name(Recompute r) { return model::recompute_name(r); }
+
+/// Work items of a thread pool over [0, n): calls f(i) for each i on `threads` threads.
+template <class F>
+void parallel_for(std::size_t n, int threads, F&& f) {
+  if (n == 0) return;
+  const int t = std::max(1, std::min<int>(threads, static_cast<int>(n)));
+  std::atomic<std::size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mu;
+  auto worker = [&] {
+    for (;;) {
+      const std::size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      try {
+        f(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!error) error = std::current_exception();
+        next = n;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int k = 1; k < t; ++k) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+/// Per microbatch and layer, on one GPU: kernel times of one (tp, sp, micro_batch, recompute).
+struct LayerTimes {
+  double fwd = 0;        ///< GEMMs + attention core, forward
+  double bwd = 0;        ///< GEMM dgrad + wgrad + attention backward
+  double wgrad = 0;      ///< the wgrad part of bwd
+  double recompute = 0;  ///< GEMM + attention forward repeated (full) or attention (selective)
+  double head = 0;       ///< LM head GEMM fwd + dgrad + wgrad
+  double tp_fwd = 0, tp_bwd = 0;  ///< TP collectives per layer (blocking time, not overlapped)
+  double mem_fwd = 0, mem_bwd = 0;  ///< memory-bound kernels (norms, activation, residuals)
+  /// Time the compute stream must wait for TP collectives in one layer's forward / backward,
+  /// given how the builder chains them (see serial_tp below).
+  double tp_wait_fwd = 0, tp_wait_bwd = 0;
+  double act_bytes = 0;  ///< activations kept per layer (model::activation_bytes_per_layer)
+  double emb_act = 0, head_act = 0;
+  double p2p = 0;        ///< one activation between adjacent stages
+};
+
+class Analyzer {
+ public:
+  Analyzer(const workload::Scenario& base, const hw::Topology& topo)
+      : base_(base), topo_(topo), comm_(topo, base.gpu), cost_(base.gpu) {}
+
+  struct Result {
+    double lower_bound = 0, estimate = 0, mem_lb = 0, mem_est = 0;
+  };
+
+  Result analyze(const Candidate& c) {
+    const auto& m = base_.model;
+    const auto& L = c.layout;
+    const LayerTimes& lt = layer_times(L.tp, L.sequence_parallel, c.micro_batch, c.recompute,
+                                       L.tp_comm_overlap);
+    const bool dual = L.schedule == ScheduleKind::DualPipe;
+    const workload::PipelineShape shape{L.pp, L.virtual_stages, dual};
+    const int v = dual ? 2 : L.virtual_stages;
+    const auto layers = parallel::layers_per_virtual_stage(m.layers, shape.chain_length(), 1);
+    const double layer_params = layer_params_per_rank(L.tp);
+    const bool tied_copy = m.tied_embeddings && shape.chain_length() > 1;
+    const double emb_params = m.embedding_params() / L.tp;
+    const double head_params = (m.head_params() + (tied_copy ? m.embedding_params() : 0.0)) / L.tp;
+    const std::int64_t mb_count = base_.training.global_batch / (c.micro_batch * L.dp);
+    // Without TP comm overlap, each forward TP collective sits between two kernels of the
+    // in-order compute stream (the next kernel waits for it), so it adds to the stage's
+    // critical path; with full recompute the repeated forward has them too.
+    const bool full = c.recompute == Recompute::Full;
+    const double fwd_pass = lt.fwd + lt.mem_fwd + lt.tp_wait_fwd;
+    const double per_layer = fwd_pass + lt.bwd + lt.mem_bwd + lt.tp_wait_bwd + lt.recompute +
+                             (full ? lt.mem_fwd + lt.tp_wait_fwd : 0.0);
+
+    Result r;
+    double max_stage = 0, sum_stage = 0, params0 = 0;
+    std::vector<double> stage_compute(static_cast<std::size_t>(L.pp), 0.0);
+    std::vector<double> stage_tail(static_cast<std::size_t>(L.pp), 0.0);
+    for (int s = 0; s < L.pp; ++s) {
+      double params = 0, compute = 0, min_chunk = std::numeric_limits<double>::infinity();
+      for (int ch = 0; ch < v; ++ch) {
+        const int vs = shape.vs_of(s, ch);
+        const int nl = layers[static_cast<std::size_t>(shape.position(vs))];
+        double chunk_params = nl * layer_params;
+        double chunk_act = nl * lt.act_bytes;
+        compute += nl * per_layer;
+        if (shape.first_of_chain(vs)) {
+          chunk_params += emb_params;
+          chunk_act += lt.emb_act;
+        }
+        if (shape.last_of_chain(vs)) {
+          chunk_params += head_params;
+          chunk_act += lt.head_act;
+          compute += lt.head;
+        }
+        params += chunk_params;
+        min_chunk = std::min(min_chunk, chunk_act);
+      }
+      const auto state = model::model_state_bytes(params, L.dp, L.zero, grad_elem_bytes());
+      // At least the program's peak of (microbatch, chunk) slots alive at once, each holding
+      // at least the smallest chunk's activations.
+      const int alive = peak_alive(L, static_cast<int>(mb_count))[static_cast<std::size_t>(s)];
+      r.mem_lb = std::max(r.mem_lb, state.total() + std::max(1, alive) * min_chunk);
+      stage_compute[static_cast<std::size_t>(s)] = compute;
+      // After the stage's last backward: without overlap_grad_reduce, its gradient buckets
+      // reduced one after another on the DP stream (at least one collective of all of them:
+      // NCCL's cost is the cheapest of affine laws, so subadditive), then the Adam step on the
+      // compute stream.
+      double tail = cost_.memory_bound(kAdamBytesPerParam * (L.zero >= 1 ? params / L.dp : params))
+                        .seconds();
+      if (!L.overlap_grad_reduce && L.dp > 1 && L.zero <= 1) {
+        tail += dp_cost(L.zero == 0 ? net::CollectiveOp::AllReduce : net::CollectiveOp::ReduceScatter,
+                        grad_elem_bytes() * params, L);
+      }
+      stage_tail[static_cast<std::size_t>(s)] = tail;
+      max_stage = std::max(max_stage, compute);
+      sum_stage += compute;
+      if (s == 0) params0 = params;
+    }
+    const double mb = static_cast<double>(mb_count);
+    // Step-time lower bound: the compute stream of a stage runs its kernels one at a time.
+    double lb = 0;
+    for (int s = 0; s < L.pp; ++s) {
+      lb = std::max(lb, mb * stage_compute[static_cast<std::size_t>(s)] +
+                            stage_tail[static_cast<std::size_t>(s)]);
+    }
+    if (!dual && L.pp > 1) {
+      // The last rank's first forward waits for chunk 0 of microbatch 0 on ranks 0..p-2;
+      // with an unsplit backward, rank 0's last backward waits for the last rank's.
+      double fill = 0, drain = 0;
+      for (int s = 0; s + 1 < L.pp; ++s) {
+        const int nl = layers[static_cast<std::size_t>(shape.position(shape.vs_of(s, 0)))];
+        fill += nl * fwd_pass;
+        drain += nl * (lt.bwd + lt.mem_bwd + lt.tp_wait_bwd);
+      }
+      const bool split_w = L.schedule == ScheduleKind::ZbH1 || L.schedule == ScheduleKind::ZbH2;
+      const double last = mb * stage_compute.back();
+      const double end = split_w ? stage_tail.back()
+                                 : std::max(stage_tail.back(), drain + stage_tail.front());
+      lb = std::max(lb, fill + last + end);
+    }
+    r.lower_bound = lb;
+
+    // Estimate, for ordering only.
+    const double avg_stage = sum_stage / L.pp;
+    double bubble_frac = 0;
+    switch (L.schedule) {
+      case ScheduleKind::GPipe:
+      case ScheduleKind::OneFOneB: bubble_frac = L.pp - 1.0; break;
+      case ScheduleKind::Interleaved: bubble_frac = (L.pp - 1.0) / L.virtual_stages; break;
+      case ScheduleKind::ZbH1: bubble_frac = (L.pp - 1.0) / 3.0; break;
+      case ScheduleKind::ZbH2: bubble_frac = 0.1 * (L.pp - 1.0); break;
+      case ScheduleKind::DualPipe: bubble_frac = (L.pp / 2.0 - 1.0) / 2.0; break;
+      default: bubble_frac = L.pp - 1.0; break;
+    }
+    const double bubble = bubble_frac * avg_stage;
+    const double layers_per_stage = static_cast<double>(m.layers) / L.pp;
+    const double tp_exposed =
+        mb * layers_per_stage *
+        std::max(0.0, (L.tp_comm_overlap ? 0.2 * lt.tp_fwd * (full ? 2 : 1) : 0.0) +
+                          std::max(0.0, lt.tp_bwd - lt.wgrad) - lt.tp_wait_bwd);
+    const double grad_bytes = grad_elem_bytes() * params0;
+    const double param_bytes =
+        (base_.training.dtype == hw::Dtype::FP8 ? 2.0 : hw::dtype_bytes(base_.training.dtype)) *
+        params0;
+    double dp_time = 0;
+    if (L.dp > 1) {
+      if (L.zero == 0) {
+        dp_time = dp_cost(net::CollectiveOp::AllReduce, grad_bytes, L);
+      } else {
+        dp_time = dp_cost(net::CollectiveOp::ReduceScatter, grad_bytes, L);
+        if (!L.overlap_param_gather) dp_time += dp_cost(net::CollectiveOp::AllGather, param_bytes, L);
+      }
+      if (L.overlap_grad_reduce) {
+        const double bucket = std::max(40e6, 1e6 * L.dp);
+        dp_time *= std::min(1.0, bucket / std::max(1.0, params0));
+      }
+    }
+    const double opt = cost_.memory_bound(kAdamBytesPerParam * params0 /
+                                          (L.zero >= 1 ? L.dp : 1)).seconds();
+    const double pp_comm = L.pp > 1 ? 2.0 * (L.pp - 1) * lt.p2p : 0.0;
+    r.estimate = std::max(lb, mb * max_stage + bubble) + tp_exposed + dp_time + opt + pp_comm;
+
+    // Memory estimate: microbatches in flight on stage 0 (1F1B warm-up; Megatron's
+    // interleaved warm-up 2(p-1) + (v-1)p + 1 chunks; GPipe all of them).
+    double inflight_chunks = 0;
+    switch (L.schedule) {
+      case ScheduleKind::GPipe: inflight_chunks = mb * v; break;
+      case ScheduleKind::Interleaved:
+        // parallel::make_programs: all forwards first when m == pp.
+        inflight_chunks = mb_count == L.pp ? mb * v
+                                           : std::min(mb * v, 2.0 * (L.pp - 1) + (v - 1.0) * L.pp + 1.0);
+        break;
+      case ScheduleKind::ZbH2: inflight_chunks = std::min(mb, 2.0 * L.pp - 1.0) * v; break;
+      default: inflight_chunks = std::min(mb, static_cast<double>(L.pp)) * v; break;
+    }
+    const double chunk_layers = layers_per_stage / v;
+    const auto state0 = model::model_state_bytes(params0, L.dp, L.zero, grad_elem_bytes());
+    r.mem_est = std::max(r.mem_lb, state0.total() + inflight_chunks * chunk_layers * lt.act_bytes +
+                                       lt.emb_act);
+    return r;
+  }
+
+ private:
+  double layer_params_per_rank(int tp) const {
+    const auto& mdl = base_.model;
+    const double h = mdl.hidden;
+    const std::int64_t d = mdl.head_dim();
+    const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp);
+    const double qkv = static_cast<double>(static_cast<std::int64_t>(mdl.heads / tp) * d + 2 * kv_local * d);
+    return h * qkv + h * h / tp +
+           (mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0) * h * mdl.ffn_hidden / tp +
+           (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp;
+  }
+
+  /// Bytes of one gradient (fp32 for bf16/FP8 training: workload::gradient_dtype).
+  [[nodiscard]] double grad_elem_bytes() const {
+    return hw::dtype_bytes(workload::gradient_dtype(base_.training.dtype));
+  }
+
+  double gemm_all(const model::Op& op, int tp, std::int64_t qkv_n, double* wgrad) const {
+    std::int64_t mm = op.m, n = op.n, k = op.k;
+    if (op.shard == model::Shard::Column) n = std::max<std::int64_t>(1, n / tp);
+    if (op.shard == model::Shard::Row) k = std::max<std::int64_t>(1, k / tp);
+    if (op.name == "qkv") n = qkv_n;
+    const hw::Dtype dt = base_.training.dtype;
+    // As the builder prices them: wgrad accumulates into fp32 main gradients; FP8 casts the
+    // incoming gradient before dgrad.
+    const double w = cost_.gemm(k, n, mm, dt, 1, cost::Epilogue::AccumulateFp32).seconds();
+    if (wgrad != nullptr) *wgrad += w;
+    double dgrad = cost_.gemm(mm, k, n, dt).seconds();
+    if (dt == hw::Dtype::FP8) {
+      dgrad += cost_.memory_bound(4 * static_cast<double>(mm) * static_cast<double>(n)).seconds();
+    }
+    return dgrad + w;
+  }
+  double gemm_fwd(const model::Op& op, int tp, std::int64_t qkv_n) const {
+    std::int64_t mm = op.m, n = op.n, k = op.k;
+    if (op.shard == model::Shard::Column) n = std::max<std::int64_t>(1, n / tp);
+    if (op.shard == model::Shard::Row) k = std::max<std::int64_t>(1, k / tp);
+    if (op.name == "qkv") n = qkv_n;
+    double t = cost_.gemm(mm, n, k, base_.training.dtype).seconds();
+    if (base_.training.dtype == hw::Dtype::FP8 && op.name == "proj") {
+      t += cost_.memory_bound(4 * static_cast<double>(mm) * static_cast<double>(k)).seconds();
+    }
+    return t;
+  }
+
+  const LayerTimes& layer_times(int tp, bool sp, std::int64_t b, Recompute rc, bool tco) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(tp) << 40) |
+                              (static_cast<std::uint64_t>(b) << 8) |
+                              (static_cast<std::uint64_t>(rc) << 2) | (sp ? 2u : 0u) |
+                              (tco ? 1u : 0u);
+    auto it = layer_cache_.find(key);
+    if (it != layer_cache_.end()) return it->second;
+    const auto& mdl = base_.model;
+    LayerTimes t;
+    const auto impl = base_.training.flash_attention ? cost::AttentionImpl::Flash
+                                                     : cost::AttentionImpl::Unfused;
+    const std::int64_t d = mdl.head_dim();
+    const std::int64_t qkv_n = static_cast<std::int64_t>(mdl.heads / tp) * d +
+                               2 * static_cast<std::int64_t>(std::max(1, mdl.kv_heads / tp)) * d;
+    double attn_fwd = 0;
+    gf_.fill(0);
+    gd_.fill(0);
+    gw_.fill(0);
+    for (const model::Op& op : model::layer_ops(mdl, b)) {
+      if (op.kind == model::OpKind::Gemm) {
+        double w = 0;
+        const double f = gemm_fwd(op, tp, qkv_n);
+        const double all = gemm_all(op, tp, qkv_n, &w);
+        t.fwd += f;
+        t.bwd += all;
+        t.wgrad += w;
+        // Forward order: qkv, proj, mlp in (fc1 / gate+up), mlp out (fc2 / down).
+        const int k = op.name == "qkv" ? 0 : op.name == "proj" ? 1
+                      : (op.name == "mlp_fc1" || op.name == "mlp_gate_up") ? 2 : 3;
+        gf_[static_cast<std::size_t>(k)] = f;
+        gd_[static_cast<std::size_t>(k)] = all - w;
+        gw_[static_cast<std::size_t>(k)] = w;
+      } else if (op.kind != model::OpKind::Attention) {
+        // As the builder: inside the TP region split by t, outside it by t only with SP.
+        double div = 1;
+        if (op.shard == model::Shard::TpLocal) div = tp;
+        if (op.shard == model::Shard::Replicated && sp) div = tp;
+        t.mem_fwd += cost_.memory_bound(op.fwd_bytes / div).seconds();
+        t.mem_bwd += cost_.memory_bound(op.bwd_bytes / div).seconds();
+      } else if (op.kind == model::OpKind::Attention) {
+        const int heads = std::max(1, op.heads / tp);
+        attn_fwd = cost_.attention_fwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
+        t.fwd += attn_fwd;
+        t.bwd += cost_.attention_bwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
+      }
+    }
+    if (rc == Recompute::Full) t.recompute = t.fwd;
+    if (rc == Recompute::Selective) t.recompute = attn_fwd;
+    const auto head = model::head_ops(mdl, b);
+    for (const model::Op& op : head) {
+      if (op.kind == model::OpKind::Gemm) t.head += gemm_fwd(op, tp, qkv_n) + gemm_all(op, tp, qkv_n, nullptr);
+    }
+    const double act = static_cast<double>(b) * mdl.seq_len * mdl.hidden * 2.0;
+    if (tp > 1) {
+      std::vector<int> group;
+      for (int i = 0; i < tp; ++i) group.push_back(i);
+      auto cc = [&](net::CollectiveOp op) {
+        return comm_.cost(op, static_cast<std::uint64_t>(act), group).time.seconds();
+      };
+      if (sp) {
+        t.tp_fwd = 2 * (cc(net::CollectiveOp::AllGather) + cc(net::CollectiveOp::ReduceScatter));
+        t.tp_bwd = t.tp_fwd + 2 * cc(net::CollectiveOp::AllGather);
+      } else {
+        t.tp_fwd = 2 * cc(net::CollectiveOp::AllReduce);
+        t.tp_bwd = t.tp_fwd;
+      }
+      // How the builder chains TP collectives with the compute stream (workload/builder.cpp:
+      // gather_then_gemm, gemm_then_reduce, row_backward, column_backward). A collective
+      // starts after the previous kernel; the kernel after it waits for it; the TP stream is
+      // in order. Forward, per (GEMM, collective) pair: serial without tp_comm_overlap (+C),
+      // side by side with it (+max(0, C - G)). Backward: SP re-gathers the output gradient
+      // before each row-parallel dgrad (+AG, serial); a column-parallel GEMM runs dgrad D
+      // beside its input all-gather A (SP), then wgrad W beside the input-gradient reduction
+      // R: at least max(D, A) + max(W, R). Split B/W passes only add waits.
+      const double ag = cc(net::CollectiveOp::AllGather), rs = cc(net::CollectiveOp::ReduceScatter),
+                   ar = cc(net::CollectiveOp::AllReduce);
+      auto side = [](double g, double comm) { return std::max(0.0, comm - g); };
+      if (!tco) {
+        t.tp_wait_fwd = t.tp_fwd;
+      } else if (sp) {
+        t.tp_wait_fwd = side(gf_[0], ag) + side(gf_[1], rs) + side(gf_[2], ag) + side(gf_[3], rs);
+      } else {
+        t.tp_wait_fwd = side(gf_[1], ar) + side(gf_[3], ar);
+      }
+      const double a = sp ? ag : 0.0, r = sp ? rs : ar;
+      auto column = [&](int k) {
+        return std::max(gd_[k], a) - gd_[k] + std::max(gw_[k], r) - gw_[k];
+      };
+      t.tp_wait_bwd = (sp ? 2 * ag : 0.0) + column(0) + column(2);
+    }
+    model::ActivationOptions aopt;
+    aopt.tp = tp;
+    aopt.sequence_parallel = sp;
+    aopt.recompute = rc;
+    aopt.flash_attention = base_.training.flash_attention;
+    t.act_bytes = model::activation_bytes_per_layer(mdl, b, aopt);
+    const double sbh = static_cast<double>(b) * mdl.seq_len * mdl.hidden;
+    t.emb_act = 2.0 * sbh / (sp ? tp : 1);
+    t.head_act = 4.0 * static_cast<double>(b) * mdl.seq_len * static_cast<double>(mdl.vocab) / tp;
+    if (base_.gpus > tp) {
+      // Stage 0 -> stage 1 with tp fastest in the rank order: GPU 0 to GPU tp*dp (pp stride).
+      const int grp[2] = {0, std::min(base_.gpus - 1, tp)};
+      t.p2p = comm_.cost(net::CollectiveOp::SendRecv, static_cast<std::uint64_t>(act / tp), grp)
+                  .time.seconds();
+    }
+    return layer_cache_.emplace(key, t).first->second;
+  }
+
+  double dp_cost(net::CollectiveOp op, double bytes, const parallel::Layout& L) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%d/%d/%d/%d/%.0f", static_cast<int>(op), L.tp, L.pp, L.dp, bytes);
+    auto it = dp_cache_.find(buf);
+    if (it != dp_cache_.end()) return it->second;
+    const auto group = L.dp_group(0, 0);
+    const double t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time.seconds();
+    dp_cache_.emplace(buf, t);
+    return t;
+  }
+
+  /// Per stage, the most (microbatch, chunk) slots alive at once in the stage's program
+  /// (parallel::make_programs, the one the simulation runs): a slot lives from its forward to
+  /// its backward, or to its W pass when the backward is split, as the workload frees it. The
+  /// compute stream runs the program in order, so the simulated peak holds at least these.
+  const std::vector<int>& peak_alive(const parallel::Layout& L, int m) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(L.schedule) << 56) |
+                              (static_cast<std::uint64_t>(L.pp) << 40) |
+                              (static_cast<std::uint64_t>(L.virtual_stages) << 32) |
+                              static_cast<std::uint64_t>(m);
+    auto it = alive_cache_.find(key);
+    if (it != alive_cache_.end()) return it->second;
+    const int steps = parallel::flushes(L.schedule) ? base_.steps : base_.steps + 1;
+    const auto programs = parallel::make_programs(L, m, steps);
+    std::vector<int> peaks;
+    for (const auto& prog : programs) {
+      std::unordered_map<std::uint64_t, std::size_t> release;  // slot -> index of its last op
+      auto slot = [](const parallel::PipeOp& op) {
+        return (static_cast<std::uint64_t>(op.microbatch) << 8) | static_cast<std::uint64_t>(op.chunk);
+      };
+      for (std::size_t i = 0; i < prog.size(); ++i) {
+        const auto k = prog[i].kind;
+        if (k == parallel::PassKind::BackwardWeight) {
+          release[slot(prog[i])] = i;
+        } else if (k != parallel::PassKind::Forward) {
+          release.try_emplace(slot(prog[i]), i);  // a W pass, when present, comes later
+        }
+      }
+      std::vector<int> frees(prog.size(), 0);
+      for (const auto& [sl, i] : release) ++frees[i];
+      int alive = 0, peak = 0;
+      for (std::size_t i = 0; i < prog.size(); ++i) {
+        if (prog[i].kind == parallel::PassKind::Forward) peak = std::max(peak, ++alive);
+        alive -= frees[i];
+      }
+      peaks.push_back(peak);
+    }
+    return alive_cache_.emplace(key, std::move(peaks)).first->second;
+  }
+
+  std::unordered_map<std::uint64_t, std::vector<int>> alive_cache_;
+  std::array<double, 4> gf_{}, gd_{}, gw_{};  ///< per-GEMM fwd / dgrad / wgrad (scratch)
+  const workload::Scenario& base_;
+  const hw::Topology& topo_;
+  net::AlphaBetaModel comm_;
+  cost::CostModel cost_;
+  std::unordered_map<std::uint64_t, LayerTimes> layer_cache_;
+  std::unordered_map<std::string, double> dp_cache_;
+};
+
+std::string fmt(double v, const char* f) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+bool better(const Evaluated& a, const Evaluated& b, const std::string& ka, const std::string& kb) {
+  if (a.step_time_s != b.step_time_s) return a.step_time_s < b.step_time_s;
+  return ka < kb;
+}
+
+}  // namespace
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::Ranked: return "ranked";
+    case Status::InvalidLayout: return "invalid_layout";
+    case Status::MemoryBound: return "memory_bound";
+    case Status::MemorySimulated: return "memory_simulated";
+    case Status::PrunedBound: return "pruned_bound";
+    case Status::NotSimulated: return "not_simulated";
+    case Status::SimFailed: return "simulation_refused";
+  }
+  return "?";
+}
+
+std::string candidate_key(const Candidate& c) {
+  const auto& L = c.layout;
+  std::string k = "tp" + std::to_string(L.tp) + ".pp" + std::to_string(L.pp) + ".dp" +
+                  std::to_string(L.dp) + ".cp" + std::to_string(L.cp) + ".ep" +
+                  std::to_string(L.ep) + ".sp" + std::to_string(L.sequence_parallel ? 1 : 0) +
+                  ".v" + std::to_string(L.virtual_stages) + "." +
+                  std::string(parallel::schedule_name(L.schedule)) + ".mb" +
+                  std::to_string(c.micro_batch) + ".rc-" + rc_name(c.recompute) + ".z" +
+                  std::to_string(L.zero) + ".ogr" + std::to_string(L.overlap_grad_reduce ? 1 : 0) +
+                  ".opg" + std::to_string(L.overlap_param_gather ? 1 : 0) + ".tco" +
+                  std::to_string(L.tp_comm_overlap ? 1 : 0);
+  return k;
+}
+
+workload::Scenario apply(const workload::Scenario& base, const Candidate& c) {
+  workload::Scenario s = base;
+  s.layout = c.layout;
+  s.training.micro_batch = c.micro_batch;
+  s.training.recompute = c.recompute;
+  return s;
+}
+
+std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
+  const auto& m = base.model;
+  const std::int64_t gb = base.training.global_batch;
+  std::vector<Candidate> out;
+  const std::vector<Recompute> rcs = {Recompute::None, Recompute::Selective, Recompute::Full};
+  // Loop nest: tp, cp, ep, pp, micro_batch, schedule (+ virtual stages), sp, recompute, zero,
+  // overlap flags. Context and expert parallelism are one loop each (only 1 until the layout
+  // simulates them): when they land, their degrees join the product tp*cp*pp*dp = gpus
+  // (ep divides dp*cp in Megatron's MoE layout).
+  for (int tp : divisors(base.gpus)) {
+    for (int cp : {1}) {
+      for (int ep : {1}) {
+        for (int pp : divisors(base.gpus / (tp * cp))) {
+          const int dp = base.gpus / (tp * cp * pp);
+          // A dp that does not divide the batch stays one candidate: validate names the batch.
+          const std::vector<int> mbs = gb % dp == 0 ? divisors(gb / dp) : std::vector<int>{1};
+          // Schedules: one for pp = 1 (they coincide); flushing synchronous ones otherwise
+          // (PipeDream and 2BW change the optimisation semantics: weight staleness).
+          std::vector<std::pair<ScheduleKind, int>> scheds;
+          if (pp == 1) {
+            scheds.push_back({ScheduleKind::OneFOneB, 1});
+          } else {
+            if (!reduced) scheds.push_back({ScheduleKind::GPipe, 1});
+            scheds.push_back({ScheduleKind::OneFOneB, 1});
+            // Virtual stages: any count with at least one layer per chunk; uneven splits give
+            // the end chunks one layer fewer (parallel::layers_per_virtual_stage). The
+            // planner's reduced space keeps Megatron's even splits only.
+            for (int v = 2; pp * v <= m.layers; ++v) {
+              if (!reduced || m.layers % (pp * v) == 0) {
+                scheds.push_back({ScheduleKind::Interleaved, v});
+              }
+            }
+            if (!reduced) {
+              scheds.push_back({ScheduleKind::ZbH1, 1});
+              scheds.push_back({ScheduleKind::ZbH2, 1});
+              scheds.push_back({ScheduleKind::DualPipe, 1});
+            }
+          }
+          for (int mb : mbs) {
+            for (const auto& [sched, v] : scheds) {
+              for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp) {
+                if (reduced && tp > 1 && sp == 0) continue;
+                for (Recompute rc : rcs) {
+                  // With dp = 1 there is nothing to shard or reduce: ZeRO and the DP overlap
+                  // flags are one point (zero 0, overlap_grad_reduce on).
+                  const int zmax = dp == 1 ? 0 : reduced ? 1 : (pp == 1 ? 3 : 1);
+                  for (int z = reduced ? zmax : 0; z <= zmax; ++z) {
+                    for (int ogr = (reduced || dp == 1) ? 1 : 0; ogr <= 1; ++ogr) {
+                      for (int opg = reduced ? (z >= 1 ? 1 : 0) : 0; opg <= (z >= 1 ? 1 : 0); ++opg) {
+                        for (int tco = reduced ? (tp > 1 ? 1 : 0) : 0; tco <= (tp > 1 ? 1 : 0); ++tco) {
+                          Candidate c;
+                          c.layout.tp = tp;
+                          c.layout.cp = cp;
+                          c.layout.ep = ep;
+                          c.layout.pp = pp;
+                          c.layout.dp = dp;
+                          c.layout.sequence_parallel = sp == 1;
+                          c.layout.virtual_stages = v;
+                          c.layout.schedule = sched;
+                          c.layout.zero = z;
+                          c.layout.overlap_grad_reduce = ogr == 1;
+                          c.layout.overlap_param_gather = opg == 1;
+                          c.layout.tp_comm_overlap = tco == 1;
+                          c.micro_batch = mb;
+                          c.recompute = rc;
+                          out.push_back(c);
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
+                    const Communicator& comm) {
+  base.model.validate();
+  const hw::Topology topo(base.topology, base.gpus);
+  const int threads = opt.threads > 0 ? opt.threads
+                                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const auto cands = enumerate(base, opt.reduced_space);
+  const std::size_t n = cands.size();
+  SearchResult res;
+  res.capacity_bytes = base.gpu.hbm_bytes;
+  res.all.resize(n);
+  for (std::size_t i = 0; i < n; ++i) res.all[i].c = cands[i];
+
+  // Reason codes of Layout::validate failures (the key at fault), in a fixed table so ranks
+  // can exchange them as numbers.
+  static const std::vector<std::string> kKeys = {
+      "parallel.tp", "parallel.pp", "parallel.dp", "parallel.ep", "parallel.cp",
+      "parallel.virtual_stages", "parallel.sequence_parallel", "parallel.zero",
+      "parallel.schedule", "cluster.gpus", "training.global_batch", "training.micro_batch",
+      "other"};
+  auto key_code = [&](const std::string& k) {
+    for (std::size_t i = 0; i + 1 < kKeys.size(); ++i) {
+      if (kKeys[i] == k) return static_cast<double>(i);
+    }
+    return static_cast<double>(kKeys.size() - 1);
+  };
+
+  // Phase 1+2: validation and analytic pre-screen, split over ranks by index (i % size),
+  // over threads within a rank. Fields per layout: status+1, reason code, lb, est, mem_lb,
+  // mem_est (zero when another rank owns it; summed).
+  constexpr std::size_t kA = 6;
+  std::vector<double> a(n * kA, 0.0);
+  const std::size_t mine = comm.size() > 1 ? (n + comm.size() - 1 - comm.rank()) / comm.size() : n;
+  {
+    // Chunks of layouts pulled by `threads` workers, each with its own analyzer and caches;
+    // the coordinating thread reports progress.
+    constexpr std::size_t kChunk = 2048;
+    const std::size_t chunks = (mine + kChunk - 1) / kChunk;
+    std::atomic<std::size_t> next{0}, done{0};
+    std::mutex mu;
+    std::exception_ptr error;
+    std::atomic<int> finished{0};
+    auto worker = [&] {
+      struct Done {
+        std::atomic<int>& f;
+        ~Done() { ++f; }
+      } mark{finished};
+      Analyzer an(base, topo);
+      for (;;) {
+        const std::size_t ck = next.fetch_add(1);
+        if (ck >= chunks) return;
+        try {
+          for (std::size_t j = ck * kChunk; j < std::min(mine, (ck + 1) * kChunk); ++j) {
+            const std::size_t i = j * static_cast<std::size_t>(comm.size()) +
+                                  static_cast<std::size_t>(comm.rank());
+            const Candidate& c = cands[i];
+            double* row = &a[i * kA];
+            try {
+              c.layout.validate(base.model, base.gpus, base.training.global_batch,
+                                c.micro_batch, base.steps);
+            } catch (const InputError& e) {
+              row[0] = 1 + static_cast<double>(Status::InvalidLayout);
+              row[1] = key_code(e.key());
+              continue;
+            }
+            const auto r = an.analyze(c);
+            row[2] = r.lower_bound;
+            row[3] = r.estimate;
+            row[4] = r.mem_lb;
+            row[5] = r.mem_est;
+            row[0] = 1 + static_cast<double>(r.mem_lb > base.gpu.hbm_bytes
+                                                 ? Status::MemoryBound
+                                                 : Status::NotSimulated);
+          }
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (!error) error = std::current_exception();
+          next = chunks;
+          return;
+        }
+        done += std::min(mine, (ck + 1) * kChunk) - ck * kChunk;
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+    if (opt.progress) {
+      while (finished.load() < threads) {
+        opt.progress("analytic", done.load(), mine);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    }
+    for (auto& th : pool) th.join();
+    if (error) std::rethrow_exception(error);
+    if (opt.progress) opt.progress("analytic", mine, mine);
+  }
+  comm.sum(a);
+  std::vector<std::string> keys(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    Evaluated& e = res.all[i];
+    const double* row = &a[i * kA];
+    e.status = static_cast<Status>(static_cast<int>(row[0]) - 1);
+    e.lower_bound_s = row[2];
+    e.estimate_s = row[3];
+    e.memory_lb_bytes = row[4];
+    e.memory_est_bytes = row[5];
+    if (e.status == Status::InvalidLayout) {
+      e.reason = "invalid: " + kKeys[static_cast<std::size_t>(row[1])];
+    } else if (e.status == Status::MemoryBound) {
+      e.reason = "memory: lower bound " + fmt(e.memory_lb_bytes / kGiB, "%.1f") + " GiB > " +
+                 fmt(base.gpu.hbm_bytes / kGiB, "%.1f") + " GiB";
+    }
+    keys[i] = candidate_key(e.c);
+  }
+
+  // Phase 3: simulation queue: likely-fitting layouts by estimate, then the others.
+  std::vector<std::size_t> queue;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (res.all[i].status == Status::NotSimulated) queue.push_back(i);
+  }
+  const double cap = base.gpu.hbm_bytes;
+  std::sort(queue.begin(), queue.end(), [&](std::size_t x, std::size_t y) {
+    const Evaluated& ex = res.all[x];
+    const Evaluated& ey = res.all[y];
+    const bool fx = ex.memory_est_bytes <= cap, fy = ey.memory_est_bytes <= cap;
+    if (fx != fy) return fx;
+    if (ex.estimate_s != ey.estimate_s) return ex.estimate_s < ey.estimate_s;
+    return keys[x] < keys[y];
+  });
+  double best = std::numeric_limits<double>::infinity();
+  std::size_t qi = 0;
+  const std::size_t round = static_cast<std::size_t>(std::max(1, opt.des_round));
+  const std::size_t budget = static_cast<std::size_t>(std::max(0, opt.des_max));
+  constexpr std::size_t kS = 11;
+  while (qi < queue.size() && res.simulations < budget) {
+    std::vector<std::size_t> batch;
+    while (qi < queue.size() && batch.size() < round && res.simulations + batch.size() < budget) {
+      const std::size_t i = queue[qi++];
+      if (res.all[i].lower_bound_s >= best) {
+        res.all[i].status = Status::PrunedBound;
+        continue;
+      }
+      batch.push_back(i);
+    }
+    if (batch.empty()) continue;
+    // Position j of the round goes to rank j % size.
+    std::vector<std::size_t> my;
+    for (std::size_t j = 0; j < batch.size(); ++j) {
+      if (static_cast<int>(j % static_cast<std::size_t>(comm.size())) == comm.rank()) my.push_back(j);
+    }
+    std::vector<double> s(batch.size() * kS, 0.0);
+    parallel_for(my.size(), threads, [&](std::size_t k) {
+      const std::size_t j = my[k];
+      double* row = &s[j * kS];
+      const auto sc = apply(base, res.all[batch[j]].c);
+      try {
+        const auto r = workload::simulate_step(sc);
+        row[0] = r.memory.fits ? 1 : 2;
+        row[1] = r.step_time.seconds();
+        row[2] = r.mfu;
+        row[3] = r.memory.total;
+        row[4] = r.breakdown.bubble;
+        row[5] = r.breakdown.exposed_of(Category::TpComm);
+        row[6] = r.breakdown.exposed_of(Category::DpComm);
+        row[7] = r.breakdown.exposed_of(Category::PpComm);
+        row[8] = r.breakdown.compute;
+        row[9] = r.breakdown.optimizer;
+      } catch (const InputError&) {
+        row[0] = 3;
+      }
+    });
+    comm.sum(s);
+    for (std::size_t j = 0; j < batch.size(); ++j) {
+      Evaluated& e = res.all[batch[j]];
+      const double* row = &s[j * kS];
+      e.simulated = row[0] != 3;
+      if (row[0] == 3) {
+        e.status = Status::SimFailed;
+        e.reason = "simulation refused the layout";
+        continue;
+      }
+      e.step_time_s = row[1];
+      e.mfu = row[2];
+      e.memory_bytes = row[3];
+      e.bubble_s = row[4];
+      e.exposed_tp_s = row[5];
+      e.exposed_dp_s = row[6];
+      e.exposed_pp_s = row[7];
+      e.compute_s = row[8];
+      e.optimizer_s = row[9];
+      if (row[0] == 1) {
+        e.status = Status::Ranked;
+        best = std::min(best, e.step_time_s);
+      } else {
+        e.status = Status::MemorySimulated;
+        e.reason = "memory: simulated " + fmt(e.memory_bytes / kGiB, "%.1f") + " GiB > " +
+                   fmt(cap / kGiB, "%.1f") + " GiB";
+      }
+    }
+    res.simulations += batch.size();
+    if (opt.progress) opt.progress("simulate", res.simulations, std::min(budget, queue.size()));
+  }
+  res.proven = true;
+  for (; qi < queue.size(); ++qi) {
+    Evaluated& e = res.all[queue[qi]];
+    if (e.lower_bound_s >= best) {
+      e.status = Status::PrunedBound;
+    } else {
+      e.status = Status::NotSimulated;
+      res.proven = false;
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    Evaluated& e = res.all[i];
+    if (e.status == Status::PrunedBound) {
+      e.reason = "bound: lower bound " + fmt(e.lower_bound_s, "%.4f") + " s >= best " +
+                 fmt(best, "%.4f") + " s";
+    } else if (e.status == Status::NotSimulated) {
+      e.reason = "not simulated: budget of " + std::to_string(budget) + " simulations spent";
+    }
+    if (e.status == Status::Ranked) {
+      res.ranking.push_back(i);
+    } else if (e.status == Status::InvalidLayout) {
+      ++res.rejected[e.reason];
+    } else {
+      ++res.rejected[status_name(e.status)];
+    }
+  }
+  std::sort(res.ranking.begin(), res.ranking.end(), [&](std::size_t x, std::size_t y) {
+    return better(res.all[x], res.all[y], keys[x], keys[y]);
+  });
+  if (res.ranking.empty()) {
+    throw InputError("cluster.gpus", "no layout of this model fits in " +
+                                         fmt(cap / kGiB, "%.1f") + " GiB per GPU on " +
+                                         std::to_string(base.gpus) + " GPUs");
+  }
+  return res;
+}
+
+namespace {
+/// A CSV field: quoted, with inner quotes doubled (RFC 4180).
+std::string csv_field(const std::string& v) {
+  std::string out = "\"";
+  for (char ch : v) {
+    if (ch == '"') out += '"';
+    out += ch;
+  }
+  return out + "\"";
+}
+}  // namespace
+
+std::string search_csv(const workload::Scenario& base, const SearchResult& r) {
+  std::ostringstream o;
+  o << "key,tp,pp,dp,cp,ep,sequence_parallel,virtual_stages,schedule,micro_batch,recompute,zero,"
+       "overlap_grad_reduce,overlap_param_gather,tp_comm_overlap,status,reason,lower_bound_s,"
+       "estimate_s,memory_lower_bound_gib,memory_estimate_gib,step_time_s,mfu,memory_gib,bubble_s,exposed_tp_s,"
+       "exposed_dp_s,exposed_pp_s,rank\n";
+  std::vector<std::size_t> rank_of(r.all.size(), 0);
+  for (std::size_t k = 0; k < r.ranking.size(); ++k) rank_of[r.ranking[k]] = k + 1;
+  for (std::size_t i = 0; i < r.all.size(); ++i) {
+    const Evaluated& e = r.all[i];
+    const auto& L = e.c.layout;
+    const bool analysed = e.status != Status::InvalidLayout;
+    o << candidate_key(e.c) << ',' << L.tp << ',' << L.pp << ',' << L.dp << ',' << L.cp << ','
+      << L.ep << ',' << (L.sequence_parallel ? 1 : 0) << ',' << L.virtual_stages << ','
+      << parallel::schedule_name(L.schedule) << ',' << e.c.micro_batch << ','
+      << rc_name(e.c.recompute) << ',' << L.zero << ',' << (L.overlap_grad_reduce ? 1 : 0) << ','
+      << (L.overlap_param_gather ? 1 : 0) << ',' << (L.tp_comm_overlap ? 1 : 0) << ','
+      << status_name(e.status) << ',';
+    std::string reason = e.reason;
+    if (e.status == Status::InvalidLayout) {
+      // The full message of the check (recomputed here: ranks exchange only the key).
+      try {
+        L.validate(base.model, base.gpus, base.training.global_batch, e.c.micro_batch, base.steps);
+      } catch (const InputError& err) {
+        reason = e.reason + ": " + err.what();
+      }
+    }
+    o << csv_field(reason) << ',';
+    if (analysed) {
+      o << fmt(e.lower_bound_s, "%.6g") << ',' << fmt(e.estimate_s, "%.6g") << ','
+        << fmt(e.memory_lb_bytes / kGiB, "%.3f") << ',' << fmt(e.memory_est_bytes / kGiB, "%.3f");
+    } else {
+      o << ",,,";
+    }
+    o << ',';
+    if (e.simulated) {
+      o << fmt(e.step_time_s, "%.6g") << ',' << fmt(e.mfu, "%.4f") << ','
+        << fmt(e.memory_bytes / kGiB, "%.3f") << ',' << fmt(e.bubble_s, "%.6g") << ','
+        << fmt(e.exposed_tp_s, "%.6g") << ',' << fmt(e.exposed_dp_s, "%.6g") << ','
+        << fmt(e.exposed_pp_s, "%.6g");
+    } else {
+      o << ",,,,,,";
+    }
+    o << ',';
+    if (rank_of[i] > 0) o << rank_of[i];
+    o << '\n';
+  }
+  return o.str();
+}
+
+namespace {
+nlohmann::ordered_json layout_json(const Candidate& c) {
+  const auto& L = c.layout;
+  nlohmann::ordered_json j;
+  j["tp"] = L.tp;
+  j["pp"] = L.pp;
+  j["dp"] = L.dp;
+  j["ep"] = L.ep;
+  j["cp"] = L.cp;
+  j["sequence_parallel"] = L.sequence_parallel;
+  j["virtual_stages"] = L.virtual_stages;
+  j["schedule"] = std::string(parallel::schedule_name(L.schedule));
+  j["micro_batch"] = c.micro_batch;
+  j["recompute"] = rc_name(c.recompute);
+  j["zero"] = L.zero;
+  j["overlap_grad_reduce"] = L.overlap_grad_reduce;
+  j["overlap_param_gather"] = L.overlap_param_gather;
+  j["tp_comm_overlap"] = L.tp_comm_overlap;
+  j["key"] = candidate_key(c);
+  return j;
+}
+}  // namespace
+
+std::string search_json(const workload::Scenario& base, const SearchResult& r, int top) {
+  nlohmann::ordered_json j;
+  j["scenario"] = base.name;
+  j["gpus"] = base.gpus;
+  j["global_batch"] = base.training.global_batch;
+  j["candidates_evaluated"] = r.all.size();
+  j["simulations"] = r.simulations;
+  j["proven"] = r.proven;
+  nlohmann::ordered_json rej = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : r.rejected) rej[k] = v;
+  j["rejected"] = rej;
+  nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+  for (std::size_t k = 0; k < r.ranking.size() && static_cast<int>(k) < top; ++k) {
+    const Evaluated& e = r.all[r.ranking[k]];
+    nlohmann::ordered_json t;
+    t["layout"] = layout_json(e.c);
+    t["step_time_s"] = e.step_time_s;
+    t["mfu"] = e.mfu;
+    t["memory_gib"] = e.memory_bytes / kGiB;
+    t["bubble_s"] = e.bubble_s;
+    t["exposed_tp_comm_s"] = e.exposed_tp_s;
+    t["exposed_dp_comm_s"] = e.exposed_dp_s;
+    t["exposed_pp_comm_s"] = e.exposed_pp_s;
+    arr.push_back(t);
+  }
+  j["top"] = arr;
+  return j.dump(2) + "\n";
+}
+
+std::string search_text(const workload::Scenario& base, const SearchResult& r, int top) {
+  std::ostringstream o;
+  o << "trainsim search: " << base.name << " on " << base.gpus << " x " << base.gpu.display_name
+    << ", global batch " << base.training.global_batch << "\n";
+  o << "  layouts enumerated   " << r.all.size() << "\n";
+  std::int64_t invalid = 0;
+  for (const auto& [k, v] : r.rejected) {
+    if (k.rfind("invalid: ", 0) == 0) invalid += v;
+  }
+  o << "  rejected (layout)    " << invalid << "\n";
+  for (const auto& [k, v] : r.rejected) {
+    if (k.rfind("invalid: ", 0) == 0) {
+      o << "    " << k.substr(9) << std::string(k.size() - 9 < 19 ? 19 - (k.size() - 9) : 1, ' ')
+        << v << "\n";
+    }
+  }
+  for (const auto& [k, v] : r.rejected) {
+    if (k.rfind("invalid: ", 0) != 0) {
+      o << "  " << k << std::string(k.size() < 21 ? 21 - k.size() : 1, ' ') << v << "\n";
+    }
+  }
+  o << "  simulated (DES)      " << r.simulations << "  ("
+    << (r.proven ? "every layout left has a lower bound >= the best: ranking exact"
+                 : "budget spent before the bound closed: ranking of the simulated ones")
+    << ")\n\n";
+  o << "  #  layout                                                        step s    MFU   mem GiB  bubble s  exp TP s  exp DP s\n";
+  const Evaluated* best = r.ranking.empty() ? nullptr : &r.all[r.ranking.front()];
+  for (std::size_t k = 0; k < r.ranking.size() && static_cast<int>(k) < top; ++k) {
+    const Evaluated& e = r.all[r.ranking[k]];
+    char line[256];
+    std::snprintf(line, sizeof line, "%3zu  %-60s %8.3f  %5.1f%%  %7.1f  %8.3f  %8.3f  %8.3f\n",
+                  k + 1, candidate_key(e.c).c_str(), e.step_time_s, 100 * e.mfu,
+                  e.memory_bytes / kGiB, e.bubble_s, e.exposed_tp_s, e.exposed_dp_s);
+    o << line;
+  }
+  if (best != nullptr && r.ranking.size() > 1) {
+    o << "\n  why the runners-up lose to #1:\n";
+    for (std::size_t k = 1; k < r.ranking.size() && static_cast<int>(k) < top; ++k) {
+      const Evaluated& e = r.all[r.ranking[k]];
+      struct Part {
+        const char* name;
+        double d;
+      };
+      const Part parts[] = {{"bubble", e.bubble_s - best->bubble_s},
+                            {"exposed TP comm", e.exposed_tp_s - best->exposed_tp_s},
+                            {"exposed DP comm", e.exposed_dp_s - best->exposed_dp_s},
+                            {"exposed PP comm", e.exposed_pp_s - best->exposed_pp_s},
+                            {"compute (incl. recompute)", e.compute_s - best->compute_s},
+                            {"optimizer", e.optimizer_s - best->optimizer_s}};
+      const Part* worst = &parts[0];
+      for (const Part& p : parts) {
+        if (p.d > worst->d) worst = &p;
+      }
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "%3zu  +%.3f s: mostly %s (+%.3f s); memory %.1f vs %.1f GiB\n", k + 1,
+                    e.step_time_s - best->step_time_s, worst->name, worst->d,
+                    e.memory_bytes / kGiB, best->memory_bytes / kGiB);
+      o << line;
+    }
+  }
+  return o.str();
+}
+
+}  // namespace trainsim::plan

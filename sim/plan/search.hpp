@@ -1,0 +1,114 @@
+// Layout search: enumerate every parallel layout of a scenario's model on its cluster, prune
+// by divisibility and memory, pre-screen analytically, and rank the best by the
+// discrete-event simulation (workload::simulate_step).
+//
+// Phases (docs/planner.md):
+//  1. Enumerate: tp, cp (1), ep (1), pp, dp = gpus/(tp·cp·pp), micro_batch, schedule
+//     (+ virtual stages), sequence parallel, recompute, ZeRO stage, overlap flags. Each is
+//     checked by Layout::validate; a failure is a rejection with the key at fault.
+//  2. Analytic pre-screen (per layout, microseconds): a memory lower bound (each stage's model
+//     states + the schedule program's peak of live (microbatch, chunk) slots x the smallest
+//     chunk's activations; a layout whose bound exceeds HBM is rejected: the simulation would
+//     find at least that much), a step-time lower bound (per stage, the kernels its in-order
+//     compute stream must run for all microbatches, the TP-collective waits the builder's
+//     chaining forces, the optimizer step, plus the pipeline fill and drain that data
+//     dependencies force), and an estimate (bound + modelled bubble and exposed communication)
+//     used only for ordering. docs/planner.md gives each term and why it is a bound.
+//  3. Simulation in rounds of `des_round` layouts in order of the estimate (layouts whose
+//     estimated memory exceeds HBM last). Before each round, layouts whose lower bound is not
+//     below the best simulated step time are pruned: they cannot win. The search stops when
+//     nothing is left to simulate (the ranking is then exact for the space: "proven") or
+//     after `des_max` simulations (the remaining layouts are reported as not simulated).
+// The final ranking holds simulated layouts that fit in memory, by step time, ties broken by
+// the canonical layout key, so every process count and thread count gives the same output.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "plan/distributed.hpp"
+#include "workload/builder.hpp"
+
+namespace trainsim::plan {
+
+/// One point of the search space: a layout plus the training knobs that go with it.
+struct Candidate {
+  parallel::Layout layout;
+  std::int64_t micro_batch = 1;
+  model::Recompute recompute = model::Recompute::None;
+};
+
+/// Canonical key, e.g. "tp8.pp8.dp8.cp1.ep1.sp1.v3.interleaved.mb1.rc-selective.z1.ogr1.opg0.tco0".
+std::string candidate_key(const Candidate& c);
+
+enum class Status : int {
+  Ranked = 0,          ///< simulated, fits: in the ranking
+  InvalidLayout = 1,   ///< Layout::validate rejected it (reason: the key)
+  MemoryBound = 2,     ///< analytic memory lower bound exceeds HBM
+  MemorySimulated = 3, ///< simulated, does not fit in HBM
+  PrunedBound = 4,     ///< step-time lower bound >= best simulated step time
+  NotSimulated = 5,    ///< fits the bounds, but the simulation budget ran out
+  SimFailed = 6,       ///< the simulation refused it (InputError, e.g. size guard)
+};
+const char* status_name(Status s);
+
+struct Evaluated {
+  Candidate c;
+  Status status = Status::NotSimulated;
+  std::string reason;            ///< why rejected (key at fault, bytes vs capacity, ...)
+  double lower_bound_s = 0;      ///< analytic step-time lower bound
+  double estimate_s = 0;         ///< analytic estimate (ordering only)
+  double memory_lb_bytes = 0;    ///< analytic memory lower bound per GPU
+  double memory_est_bytes = 0;   ///< analytic memory estimate per GPU (ordering only)
+  bool simulated = false;
+  double step_time_s = 0, mfu = 0, memory_bytes = 0;  ///< simulated
+  double bubble_s = 0, exposed_tp_s = 0, exposed_dp_s = 0, exposed_pp_s = 0, compute_s = 0,
+         optimizer_s = 0;                            ///< simulated, mean over stages
+};
+
+struct SearchOptions {
+  int threads = 0;        ///< worker threads per process; 0: std::thread::hardware_concurrency
+  int des_max = 1024;     ///< most discrete-event simulations
+  int des_round = 32;     ///< simulations per round (the pruning granularity)
+  /// The planner's reduced space: 1F1B and interleaved only, overlaps on, ZeRO-1 when dp > 1.
+  bool reduced_space = false;
+  /// Called from the coordinating thread with (phase, done, total); may be empty.
+  std::function<void(const char*, std::size_t, std::size_t)> progress;
+};
+
+struct SearchResult {
+  std::vector<Evaluated> all;        ///< every enumerated layout, in enumeration order
+  std::vector<std::size_t> ranking;  ///< indices into `all`: Ranked, best first
+  std::map<std::string, std::int64_t> rejected;  ///< count by reason category
+  std::size_t simulations = 0;
+  bool proven = false;               ///< no layout left unsimulated whose bound could win
+  double capacity_bytes = 0;
+};
+
+/// Enumerates the space for `base` (its model, cluster, GPU count and global batch; its own
+/// layout and micro_batch are ignored). Enumeration order is the canonical one.
+std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced_space);
+
+/// Runs the search. Work is split over `comm`'s ranks (analytic phase by index, each
+/// simulation round by position) and over threads; results are summed over ranks, so every
+/// rank returns the same SearchResult. Throws InputError when the scenario itself is bad
+/// (model), or when nothing fits.
+SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
+                    const Communicator& comm = Communicator::world());
+
+/// The scenario with a candidate's layout, micro_batch and recompute.
+workload::Scenario apply(const workload::Scenario& base, const Candidate& c);
+
+/// CSV of every enumerated layout with its status, reason (for invalid layouts the key and
+/// Layout::validate's message), bounds and simulated metrics. `base` is the searched scenario.
+std::string search_csv(const workload::Scenario& base, const SearchResult& r);
+/// JSON: candidates_evaluated, simulations, proven, rejected {reason: count}, top [{layout,
+/// step_time_s, mfu, memory_gib, ...}] (at most `top` entries).
+std::string search_json(const workload::Scenario& base, const SearchResult& r, int top);
+/// Text report: counts, the top K table, and why each runner-up loses to the best.
+std::string search_text(const workload::Scenario& base, const SearchResult& r, int top);
+
+}  // namespace trainsim::plan
