@@ -14,22 +14,9 @@ using namespace trainsim;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using Result = test::CmdResult;
 
-Result run(const std::string& args) {
-  const auto dir = test::temp_dir("cli-run");
-  const std::string cmd = std::string(TRAINSIM_EXE) + " " + args + " > " +
-                          (dir / "out").string() + " 2> " + (dir / "err").string();
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = test::read(dir / "out");
-  r.err = test::read(dir / "err");
-  return r;
-}
+Result run(const std::string& args) { return test::run_trainsim(args); }
 
 std::string scenario(const std::string& name) {
   return (test::source_dir() / "scenarios" / name).string();

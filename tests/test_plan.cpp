@@ -21,22 +21,9 @@ using namespace trainsim;
 
 namespace {
 
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
+using Run = test::CmdResult;
 
-Run run_cmd(const std::string& cmd_line) {
-  const auto dir = test::temp_dir("plan-run");
-  const std::string cmd = cmd_line + " > " + (dir / "out").string() + " 2> " +
-                          (dir / "err").string();
-  const int status = std::system(cmd.c_str());
-  Run r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = test::read(dir / "out");
-  r.err = test::read(dir / "err");
-  return r;
-}
+Run run_cmd(const std::string& cmd_line) { return test::run_command(cmd_line, "plan-run"); }
 
 Run cli(const std::string& args) { return run_cmd(std::string(TRAINSIM_EXE) + " " + args); }
 

@@ -1,10 +1,12 @@
 // Helpers shared by the tests: temporary scenario files and running the CLI.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hw/topology.hpp"
@@ -89,5 +91,31 @@ inline std::string replace(std::string text, const std::string& from, const std:
   if (pos != std::string::npos) text.replace(pos, from.size(), to);
   return text;
 }
+
+/// Exit code and captured output of a shell command.
+struct CmdResult {
+  int code = -1;
+  std::string out, err;
+};
+
+/// Runs `cmd_line` through the shell with stdout and stderr captured in a temporary folder.
+inline CmdResult run_command(const std::string& cmd_line, const std::string& tag = "cmd") {
+  const auto dir = temp_dir(tag);
+  const std::string cmd =
+      cmd_line + " > " + (dir / "out").string() + " 2> " + (dir / "err").string();
+  const int status = std::system(cmd.c_str());
+  CmdResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read(dir / "out");
+  r.err = read(dir / "err");
+  return r;
+}
+
+#ifdef TRAINSIM_EXE
+/// Runs the trainsim executable with `args`.
+inline CmdResult run_trainsim(const std::string& args, const std::string& tag = "cli-run") {
+  return run_command(std::string(TRAINSIM_EXE) + " " + args, tag);
+}
+#endif
 
 }  // namespace trainsim::test

@@ -16,14 +16,6 @@
 
 namespace trainsim::config {
 
-ConfigError::ConfigError(std::string file, int line, int column, const std::string& message)
-    : std::runtime_error(file + ":" + std::to_string(line) + ":" + std::to_string(column) +
-                         ": " + message),
-      file_(std::move(file)),
-      line_(line),
-      column_(column),
-      message_(message) {}
-
 std::size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;

@@ -9,24 +9,16 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/error.hpp"
 #include "hw/topology.hpp"
 #include "workload/builder.hpp"
 
 namespace trainsim::config {
 
 /// A bad input file. what() is "file:line:column: message".
-class ConfigError : public std::runtime_error {
+class ConfigError : public FileError {
  public:
-  ConfigError(std::string file, int line, int column, const std::string& message);
-  [[nodiscard]] const std::string& file() const { return file_; }
-  [[nodiscard]] int line() const { return line_; }
-  [[nodiscard]] int column() const { return column_; }
-  [[nodiscard]] const std::string& message() const { return message_; }
-
- private:
-  std::string file_;
-  int line_, column_;
-  std::string message_;
+  using FileError::FileError;
 };
 
 /// Reads a scenario file; the topology path in [cluster] resolves relative to the scenario's

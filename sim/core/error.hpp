@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace trainsim {
 
@@ -18,6 +19,28 @@ class InputError : public std::invalid_argument {
 
  private:
   std::string key_;
+};
+
+/// An input file that cannot be used: what() is "file:line:column: message". The config
+/// layer's ConfigError and the profile reader's ProfileError are this error.
+class FileError : public std::runtime_error {
+ public:
+  FileError(std::string file, int line, int column, const std::string& message)
+      : std::runtime_error(file + ":" + std::to_string(line) + ":" + std::to_string(column) +
+                           ": " + message),
+        file_(std::move(file)),
+        line_(line),
+        column_(column),
+        message_(message) {}
+  [[nodiscard]] const std::string& file() const { return file_; }
+  [[nodiscard]] int line() const { return line_; }
+  [[nodiscard]] int column() const { return column_; }
+  [[nodiscard]] const std::string& message() const { return message_; }
+
+ private:
+  std::string file_;
+  int line_, column_;
+  std::string message_;
 };
 
 }  // namespace trainsim

@@ -12,14 +12,6 @@
 
 namespace trainsim::hw {
 
-ProfileError::ProfileError(std::string file, int line, int column, const std::string& message)
-    : std::runtime_error(file + ":" + std::to_string(line) + ":" + std::to_string(column) +
-                         ": " + message),
-      file_(std::move(file)),
-      line_(line),
-      column_(column),
-      message_(message) {}
-
 namespace {
 
 const std::vector<std::string>& memory_ops() {

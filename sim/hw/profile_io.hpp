@@ -22,23 +22,15 @@
 #include <string>
 #include <string_view>
 
+#include "core/error.hpp"
 #include "hw/profile.hpp"
 
 namespace trainsim::hw {
 
 /// A bad profile file. what() is "file:line:column: message"; the message names the key.
-class ProfileError : public std::runtime_error {
+class ProfileError : public FileError {
  public:
-  ProfileError(std::string file, int line, int column, const std::string& message);
-  [[nodiscard]] const std::string& file() const { return file_; }
-  [[nodiscard]] int line() const { return line_; }
-  [[nodiscard]] int column() const { return column_; }
-  [[nodiscard]] const std::string& message() const { return message_; }
-
- private:
-  std::string file_;
-  int line_, column_;
-  std::string message_;
+  using FileError::FileError;
 };
 
 /// Parses profile text; `name` is used in messages. Rejects unknown keys, wrong types, a
