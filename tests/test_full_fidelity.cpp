@@ -8,6 +8,9 @@
 #include "config/scenario.hpp"
 #include "test_util.hpp"
 #include "workload/builder.hpp"
+#include "workload/full_fidelity.hpp"
+#include "hw/gpu.hpp"
+#include "net/collective.hpp"
 
 namespace trainsim::workload {
 namespace {
@@ -163,6 +166,147 @@ TEST(StragglerTest, ConfigAcceptsThemOnlyInFullFidelity) {
   EXPECT_NE(error_of("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 1, sped = 0.5 }]\n")
                 .find("sped"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace trainsim::workload
+
+// Review regressions: EP, CP and expert-DP traffic in full fidelity.
+namespace trainsim::workload {
+namespace {
+
+/// Flows of `plans` (every phase).
+std::uint64_t flows_of(const std::vector<net::CollectivePlan>& plans) {
+  std::uint64_t n = 0;
+  for (const auto& p : plans) {
+    for (const auto& ph : p.phases) n += ph.flows.size();
+  }
+  return n;
+}
+
+struct OneOp {
+  double seconds = 0;
+  std::uint64_t flows = 0;
+};
+
+/// One comm task of `category` on stage 0, priced by the full-fidelity recorder for `group`,
+/// converted and run on the flow network.
+OneOp run_one(const parallel::Layout& L, const hw::Topology& topo, const net::AlphaBetaModel& ab,
+              net::CollectiveOp op, std::uint64_t bytes, const std::vector<int>& group,
+              Category category) {
+  FullFidelity ff(L, topo, ab);
+  const Time t = ff.model().cost(op, bytes, group).time;
+  TaskGraph g;
+  const StreamId s = g.add_stream(0, "comm");
+  const TaskId id = g.add_task(s, t, category, g.intern("op"));
+  ff.convert(g);
+  EXPECT_NE(g.task(id).external, kNoId);
+  Simulator sim;
+  Executor ex(g);
+  ff.run(sim, ex);
+  return {ex.end(id).seconds(), ff.stats().flows};
+}
+
+hw::TopologySpec h100_spec(int nics) {
+  hw::TopologySpec spec =
+      config::load_topology(test::source_dir() / "topologies/dgx-h100.toml");
+  spec.nics_per_node = nics;
+  return spec;
+}
+
+TEST(FullFidelityGroups, EveryExpertDataParallelGroupReducesOnTheNetwork) {
+  // 2 nodes x 8 H100 with one NIC each; DP 16, EP 8: the expert-DP groups are {i, i + 8},
+  // eight of them, all through the one NIC pair. A 2-rank reduce-scatter of S bytes sends S/2
+  // each way, so the NIC carries 8 x S/2 per direction: 4 S / NIC rate (hand-solved).
+  parallel::Layout L;
+  L.dp = 16;
+  L.ep = 8;
+  const hw::TopologySpec spec = h100_spec(1);
+  const hw::Topology topo(spec, 16);
+  const net::AlphaBetaModel ab(topo, *hw::find_builtin_gpu(spec.gpu));
+  const std::uint64_t S = 1ULL << 30;
+  const auto group = L.expert_dp_group(0, 0, 0);
+  ASSERT_EQ(group, (std::vector<int>{0, 8}));
+  std::uint64_t expected = 0;
+  for (int e = 0; e < 8; ++e) {
+    expected += flows_of({ab.plan(net::CollectiveOp::ReduceScatter, S, L.expert_dp_group(0, 0, e))});
+  }
+  const OneOp r = run_one(L, topo, ab, net::CollectiveOp::ReduceScatter, S, group, Category::DpComm);
+  EXPECT_EQ(r.flows, expected);
+  const double nic = spec.nic_bw * spec.nic_efficiency;
+  EXPECT_NEAR(r.seconds, 4.0 * static_cast<double>(S) / nic, 0.02 * 4.0 * static_cast<double>(S) / nic);
+}
+
+TEST(FullFidelityGroups, EveryExpertParallelBlockAndEveryCpIndexRuns) {
+  const hw::TopologySpec spec = h100_spec(8);
+  const hw::Topology topo(spec, 16);
+  const net::AlphaBetaModel ab(topo, *hw::find_builtin_gpu(spec.gpu));
+  const std::uint64_t S = 64ULL << 20;
+  {  // EP 2 of DP 16: eight EP blocks, each all-to-alls.
+    parallel::Layout L;
+    L.dp = 16;
+    L.ep = 2;
+    std::uint64_t expected = 0;
+    for (int b = 0; b < 8; ++b) {
+      expected += flows_of({ab.plan(net::CollectiveOp::AllToAll, S, L.ep_group(0, 0, b))});
+    }
+    EXPECT_EQ(run_one(L, topo, ab, net::CollectiveOp::AllToAll, S, L.ep_group(0, 0, 0),
+                      Category::EpComm).flows,
+              expected);
+  }
+  {  // TP 2, CP 2, DP 4: the TP group repeats over every (CP, DP) index, 8 copies.
+    parallel::Layout L;
+    L.tp = 2;
+    L.cp = 2;
+    L.dp = 4;
+    std::uint64_t expected = 0;
+    for (int d = 0; d < 4; ++d) {
+      for (int c = 0; c < 2; ++c) {
+        expected += flows_of({ab.plan(net::CollectiveOp::AllReduce, S,
+                                      std::vector<int>{L.rank(0, c, d, 0), L.rank(1, c, d, 0)})});
+      }
+    }
+    EXPECT_EQ(run_one(L, topo, ab, net::CollectiveOp::AllReduce, S, L.tp_group(0, 0),
+                      Category::TpComm).flows,
+              expected);
+  }
+  {  // CP 4, DP 4: a ring step runs all four hops of all four CP rings.
+    parallel::Layout L;
+    L.cp = 4;
+    L.dp = 4;
+    std::uint64_t expected = 0;
+    for (int d = 0; d < 4; ++d) {
+      for (int c = 0; c < 4; ++c) {
+        expected += flows_of({ab.plan(net::CollectiveOp::SendRecv, S,
+                                      std::vector<int>{L.rank(0, c, d, 0), L.rank(0, (c + 1) % 4, d, 0)})});
+      }
+    }
+    EXPECT_EQ(run_one(L, topo, ab, net::CollectiveOp::SendRecv, S,
+                      std::vector<int>{L.rank(0, 0, 0, 0), L.rank(0, 1, 0, 0)}, Category::CpComm)
+                  .flows,
+              expected);
+  }
+}
+
+TEST(FullFidelityGroups, CpRingStepWhoseSlowestHopCrossesNodesRunsOnTheNetwork) {
+  // CP 16 over two DGX H100 nodes: hop 7 -> 8 (and 15 -> 0) crosses InfiniBand and is the
+  // slowest; the ring's KV transfers used to stay at their fixed time when the slowest hop
+  // was not the representative's own.
+  const std::string text =
+      "version = 1\nname = \"cp16\"\n"
+      "[model]\nlayers = 4\nhidden = 1024\nheads = 16\nkv_heads = 4\nffn_hidden = 2048\n"
+      "vocab = 32000\nseq_len = 4096\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"\n"
+      "[training]\nglobal_batch = 8\nmicro_batch = 1\n"
+      "[parallel]\ntp = 1\npp = 1\ncp = 16\ndp = 1\n"
+      "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 16\n";
+  const auto dir = test::temp_dir("full-cp16");
+  Scenario sc = config::load_scenario(test::write(dir / "s.toml", text));
+  const double stage = simulate_step(sc).step_time.seconds();
+  sc.fidelity = Fidelity::Full;
+  const StepResult r = simulate_step(sc);
+  expect_comm_on_the_network(r);
+  EXPECT_GE(r.step_time.seconds(), stage * (1 - 1e-9));
 }
 
 }  // namespace

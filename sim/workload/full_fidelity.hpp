@@ -8,8 +8,11 @@
 // produced it (same stage representative GPU as the group's first member, same time, TP
 // tasks to TP groups and other tasks to other groups); the matching query's collective is
 // expanded into the plans of all symmetric copies of its group: a TP group of stage s
-// repeated over every DP index, a DP group over every TP index, a pipeline transfer or a
-// cross-stage sync over every (TP, DP) index. All those flows start when the task starts
+// repeated over every (CP, DP) index, a DP x CP group over every TP index, an EP group over
+// every TP index and every other EP block, an expert-DP group over every TP and EP index, a
+// pipeline transfer or a cross-stage sync over every (TP, CP, DP) index; a CP ring step
+// (matched by whichever hop of the representative's ring is the slowest) runs every hop of
+// every CP ring. All those flows start when the task starts
 // and share links with every other flow in flight: TP rings on NVLink with the intra-node
 // edges of DP rings, DP rings with PP transfers on the NICs, ECMP collisions at the spines.
 // Only the first member's task of a cross-stage rendezvous (the sender of a pipeline
@@ -94,6 +97,10 @@ class FullFidelity {
 
  private:
   [[nodiscard]] std::vector<net::CollectivePlan> copies(const RecordingModel::Query& q) const;
+  /// `group` and its disjoint translates over the TP and flattened (CP, DP) coordinates.
+  [[nodiscard]] std::vector<std::vector<int>> symmetric_groups(const std::vector<int>& group) const;
+  /// A send/recv between two CP ranks of one (TP, DP, PP) position: a ring-attention hop.
+  [[nodiscard]] bool is_cp_hop(const RecordingModel::Query& q) const;
 
   const parallel::Layout& layout_;
   const hw::Topology& topo_;
