@@ -311,3 +311,37 @@ TEST(FullFidelityGroups, CpRingStepWhoseSlowestHopCrossesNodesRunsOnTheNetwork) 
 
 }  // namespace
 }  // namespace trainsim::workload
+
+namespace trainsim::workload {
+namespace {
+
+TEST(FullFidelityProfile, MeasuredCollectivesPriceTheFlowsToo) {
+  // A profile measuring the 8-GPU all-reduce 30x slower than the alpha-beta model: stage
+  // fidelity prices TP all-reduces from it; full fidelity used to ignore it (the step came out
+  // 500x shorter than stage's with nothing contending, and the report counted no collective).
+  const auto dir = test::temp_dir("full-profile");
+  test::write(dir / "prof.toml",
+              "profile_version = 1\nbase_gpu = \"h100_sxm\"\n"
+              "[[collective]]\nop = \"all_reduce\"\nranks = 8\nbytes = 1024\nseconds = 1e-3\n"
+              "[[collective]]\nop = \"all_reduce\"\nranks = 8\nbytes = 1073741824\nseconds = 1.0\n");
+  const std::string text =
+      "version = 1\nname = \"prof\"\n[model]\nlayers = 4\nhidden = 4096\nheads = 32\n"
+      "vocab = 32000\nseq_len = 2048\n[training]\nglobal_batch = 8\nmicro_batch = 1\n"
+      "[parallel]\ntp = 8\n[cluster]\ntopology = \"" +
+      (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 8\nprofile = \"prof.toml\"\n";
+  Scenario sc = config::load_scenario(test::write(dir / "s.toml", text));
+  const StepResult stage = simulate_step(sc);
+  sc.fidelity = Fidelity::Full;
+  const StepResult full = simulate_step(sc);
+  EXPECT_NEAR(full.step_time.seconds(), stage.step_time.seconds(),
+              0.01 * stage.step_time.seconds());
+  ASSERT_TRUE(full.pricing.has_value());
+  ASSERT_TRUE(stage.pricing.has_value());
+  EXPECT_EQ(full.pricing->collective.profile, stage.pricing->collective.profile);
+  EXPECT_GT(full.pricing->collective.profile, 0);
+  expect_comm_on_the_network(full);
+}
+
+}  // namespace
+}  // namespace trainsim::workload

@@ -37,12 +37,13 @@ Coord coord_of(const parallel::Layout& L, int r) {
 }  // namespace
 
 FullFidelity::FullFidelity(const parallel::Layout& layout, const hw::Topology& topo,
-                           const net::AlphaBetaModel& model, std::vector<Straggler> stragglers)
+                           const net::AlphaBetaModel& model, std::vector<Straggler> stragglers,
+                           const net::CollectiveModel* pricing)
     : layout_(layout),
       topo_(topo),
       model_(model),
       stragglers_(std::move(stragglers)),
-      recorder_(model) {
+      recorder_(pricing != nullptr ? *pricing : model) {
   bool links = false;
   for (const Straggler& s : stragglers_) {
     if (s.gpu < 0 || s.gpu >= topo.num_gpus()) {
@@ -145,6 +146,23 @@ bool FullFidelity::is_cp_hop(const RecordingModel::Query& q) const {
 }
 
 std::vector<net::CollectivePlan> FullFidelity::copies(const RecordingModel::Query& q) const {
+  std::vector<net::CollectivePlan> out = plan_copies(q);
+  // A priced time other than the plan's (a measured collective): scale the plan to it.
+  const Time planned = model_.cost(q.op, q.bytes, q.group).time;
+  if (planned > Time::zero() && planned != q.time) {
+    const double k = q.time.seconds() / planned.seconds();
+    for (net::CollectivePlan& p : out) {
+      for (net::FlowPhase& ph : p.phases) {
+        ph.latency_s *= k;
+        ph.bw_time_s *= k;
+        for (net::Flow& f : ph.flows) f.max_rate /= k;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<net::CollectivePlan> FullFidelity::plan_copies(const RecordingModel::Query& q) const {
   std::vector<net::CollectivePlan> out;
   if (is_cp_hop(q)) {
     // A context-parallel ring step: every rank of every CP ring sends to the next one at

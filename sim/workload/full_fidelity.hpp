@@ -50,13 +50,13 @@ class RecordingModel final : public net::CollectiveModel {
     std::vector<int> group;
     Time time;
   };
-  explicit RecordingModel(const net::AlphaBetaModel& inner) : inner_(inner) {}
+  explicit RecordingModel(const net::CollectiveModel& inner) : inner_(inner) {}
   [[nodiscard]] net::CollectiveCost cost(net::CollectiveOp op, std::uint64_t bytes,
                                          std::span<const int> group) const override;
   [[nodiscard]] const std::vector<Query>& queries() const { return queries_; }
 
  private:
-  const net::AlphaBetaModel& inner_;
+  const net::CollectiveModel& inner_;
   mutable std::vector<Query> queries_;
 };
 
@@ -79,8 +79,16 @@ class FullFidelity {
   /// tasks by 1 / speed (the stage rank stands for all its GPUs, and every TP/DP collective
   /// waits for the slowest member, so the stage runs at its slowest GPU's pace); NIC and
   /// NVLink factors scale the capacity of that GPU's links in the flow model.
+  ///
+  /// `pricing` (default: `model`) prices the builder's queries, e.g. a
+  /// net::ProfiledCollectiveModel with measured collectives. The flows always follow
+  /// `model`'s plan; where `pricing` gives another time than `model`, every phase's latency
+  /// and bandwidth time are scaled by their ratio (flow rate bounds divided by it), so that a
+  /// collective alone on the network takes the priced time (as long as the links can carry
+  /// the scaled rates).
   FullFidelity(const parallel::Layout& layout, const hw::Topology& topo,
-               const net::AlphaBetaModel& model, std::vector<Straggler> stragglers = {});
+               const net::AlphaBetaModel& model, std::vector<Straggler> stragglers = {},
+               const net::CollectiveModel* pricing = nullptr);
 
   /// The model to hand to the graph builder (records its queries).
   [[nodiscard]] const net::CollectiveModel& model() const { return recorder_; }
@@ -97,6 +105,7 @@ class FullFidelity {
 
  private:
   [[nodiscard]] std::vector<net::CollectivePlan> copies(const RecordingModel::Query& q) const;
+  [[nodiscard]] std::vector<net::CollectivePlan> plan_copies(const RecordingModel::Query& q) const;
   /// `group` and its disjoint translates over the TP and flattened (CP, DP) coordinates.
   [[nodiscard]] std::vector<std::vector<int>> symmetric_groups(const std::vector<int>& group) const;
   /// A send/recv between two CP ranks of one (TP, DP, PP) position: a ring-attention hop.
