@@ -3,6 +3,7 @@
 // which the contention-free stage costs ignore).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "config/scenario.hpp"
@@ -166,6 +167,18 @@ TEST(StragglerTest, ConfigAcceptsThemOnlyInFullFidelity) {
   EXPECT_NE(error_of("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 1, sped = 0.5 }]\n")
                 .find("sped"),
             std::string::npos);
+  // A straggler is slower than nominal: a factor above 1 made a "straggler" speed the
+  // network up (a NIC x 10 serves every GPU that shares it) and a speed above 1 was ignored
+  // while the report still named that GPU the slowest.
+  for (const char* key : {"speed", "nic_bandwidth", "nvlink_bandwidth"}) {
+    const std::string e = error_of(std::string("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 1, ") +
+                                   key + " = 2.0 }]\n");
+    EXPECT_NE(e.find(std::string("simulation.stragglers.") + key + " must be a finite number in [0.001, 1]"),
+              std::string::npos)
+        << e;
+    const auto line = std::count(base.begin(), base.end(), '\n') + 3;
+    EXPECT_NE(e.find("bad.toml:" + std::to_string(line) + ":"), std::string::npos) << e;
+  }
 }
 
 }  // namespace

@@ -416,7 +416,7 @@ void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
 namespace {
 
 /// [simulation] stragglers = [{ gpu = 17, speed = 0.8, nic_bandwidth = 0.5,
-/// nvlink_bandwidth = 1.0 }, ...]: factors in (0, 10], full fidelity only.
+/// nvlink_bandwidth = 1.0 }, ...]: factors in [0.001, 1] (slower than nominal), full fidelity only.
 void load_stragglers(const std::string& file, const toml::node& st, workload::Scenario& sc) {
   const auto fail = [&](const toml::node& n, const std::string& msg) {
     throw ConfigError(file, static_cast<int>(n.source().begin.line),
@@ -434,9 +434,9 @@ void load_stragglers(const std::string& file, const toml::node& st, workload::Sc
     sec.check_unknown({"gpu", "speed", "nic_bandwidth", "nvlink_bandwidth"});
     workload::Straggler s;
     s.gpu = static_cast<int>(sec.bounded_req("gpu", 0, std::max(0, sc.gpus - 1)));
-    s.speed = sec.real("speed", 1e-3, 10.0).value_or(1.0);
-    s.nic_bandwidth = sec.real("nic_bandwidth", 1e-3, 10.0).value_or(1.0);
-    s.nvlink_bandwidth = sec.real("nvlink_bandwidth", 1e-3, 10.0).value_or(1.0);
+    s.speed = sec.real("speed", 1e-3, 1.0).value_or(1.0);
+    s.nic_bandwidth = sec.real("nic_bandwidth", 1e-3, 1.0).value_or(1.0);
+    s.nvlink_bandwidth = sec.real("nvlink_bandwidth", 1e-3, 1.0).value_or(1.0);
     sc.stragglers.push_back(s);
   }
 }
