@@ -320,6 +320,21 @@ TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
   EXPECT_NE(msg.find("multi-token prediction"), std::string::npos) << msg;
   msg = err("{ \"model_type\": ");
   EXPECT_NE(msg.find("JSON syntax error"), std::string::npos) << msg;
+  // Shape fields of another family were ignored without a word (a Llama with MLA ranks, a
+  // Mixtral with a DeepSeek expert size, a dense Qwen2 with a shared expert).
+  msg = err(test::replace(good, "\"vocab_size\"", "\"q_lora_rank\": 1536,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("c.json:9:3: field \"q_lora_rank\" does not belong to model_type \"llama\""),
+            std::string::npos)
+      << msg;
+  const std::string mixtral = test::read(test::source_dir() / "scenarios/hf/mixtral-8x7b.json");
+  EXPECT_EQ(err(mixtral), "");
+  msg = err(test::replace(mixtral, "\"vocab_size\"", "\"moe_intermediate_size\": 2048,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("field \"moe_intermediate_size\" does not belong to model_type \"mixtral\""),
+            std::string::npos)
+      << msg;
+  msg = err(test::replace(test::replace(good, "\"llama\"", "\"qwen2\""), "\"vocab_size\"",
+                          "\"shared_expert_intermediate_size\": 5632,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("does not belong to model_type \"qwen2\""), std::string::npos) << msg;
 }
 
 TEST(HfConfig, ScenarioShapeKeysConflictWithHfConfig) {
