@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "config/scenario.hpp"
 #include "test_util.hpp"
@@ -298,6 +300,37 @@ TEST(FullFidelityGroups, EveryExpertParallelBlockAndEveryCpIndexRuns) {
                       std::vector<int>{L.rank(0, 0, 0, 0), L.rank(0, 1, 0, 0)}, Category::CpComm)
                   .flows,
               expected);
+  }
+}
+
+TEST(FullFidelityGroups, MoeCpCombinationsRunEveryCommTaskOnTheNetwork) {
+  // Combinations the network and MoE work never met: DualPipe's overlapped MoE pairs, CP with
+  // interleaving and with EP, ZeRO-1 with EP. Every comm task runs as flows (or rides with a
+  // partner that does) and full is never faster than stage.
+  const std::string head =
+      "version = 1\nname = \"combo\"\n"
+      "[model]\nlayers = 8\nhidden = 1024\nheads = 16\nkv_heads = 4\nffn_hidden = 2048\n"
+      "vocab = 32000\nseq_len = 4096\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"\n";
+  const std::string moe =
+      "[model.moe]\nexperts = 8\ntop_k = 2\nexpert_ffn_hidden = 1024\nrouting = \"uniform\"\n";
+  const std::string tail =
+      "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 16\n";
+  const std::string batch = "[training]\nglobal_batch = 32\nmicro_batch = 1\n";
+  for (const auto& [with_moe, parallel] : std::vector<std::pair<bool, std::string>>{
+           {true, "tp = 1\npp = 2\ndp = 8\nep = 2\nschedule = \"dualpipe\"\n"},
+           {true, "tp = 1\npp = 2\ncp = 2\ndp = 4\nep = 4\nschedule = \"dualpipe\"\n"},
+           {false, "tp = 2\npp = 2\ncp = 2\ndp = 2\nvirtual_stages = 2\n"},
+           {false, "tp = 1\npp = 2\ncp = 4\ndp = 2\nvirtual_stages = 2\ncp_comm = \"all_gather\"\n"},
+           {true, "tp = 2\npp = 1\ndp = 8\nep = 4\nzero = 1\noverlap_param_gather = true\n"}}) {
+    const auto dir = test::temp_dir("full-combo");
+    Scenario sc = config::load_scenario(test::write(
+        dir / "s.toml", head + (with_moe ? moe : "") + batch + "[parallel]\n" + parallel + tail));
+    const double stage = simulate_step(sc).step_time.seconds();
+    sc.fidelity = Fidelity::Full;
+    const StepResult r = simulate_step(sc);
+    expect_comm_on_the_network(r);
+    EXPECT_GE(r.step_time.seconds(), stage * (1 - 1e-9)) << parallel;
   }
 }
 
