@@ -162,6 +162,24 @@ TEST(PlanRunnerTest, UncontendedPlansEndAtTheAlphaBetaTime) {
   }
 }
 
+TEST(PlanRunnerTest, RingChannelsUseDistinctNicsWhenGpusShareThem) {
+  // 3 NICs per 8-GPU node (GPU i on NIC i mod 3): the model's three ring channels each have
+  // a NIC. The plan used to join nodes at local ranks 7, 0, 1 (NICs 1, 0, 1), so two
+  // channels shared a NIC and the uncontended ring took twice the alpha-beta time.
+  hw::TopologySpec spec = test::dgx_a100_spec();
+  spec.nics_per_node = 3;
+  const hw::Topology topo(spec, 4 * 8);
+  const AlphaBetaModel model(topo, *hw::find_builtin_gpu("a100_sxm4_80gb"));
+  std::vector<int> all(32);
+  for (int i = 0; i < 32; ++i) all[static_cast<std::size_t>(i)] = i;
+  for (const CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllGather}) {
+    const CollectivePlan p = model.plan(op, 1ULL << 30, all);
+    ASSERT_EQ(p.cost.algorithm, Algorithm::Ring) << op_name(op);
+    const Time t = run_plans(topo, {p})[0];
+    EXPECT_NEAR(t.seconds(), p.cost.time.seconds(), 1e-6 * p.cost.time.seconds()) << op_name(op);
+  }
+}
+
 TEST(PlanRunnerTest, TwoRingsThroughTheSameNicsTakeTwiceAsLong) {
   // Two all_gathers over the same 4 nodes but disjoint GPUs on the same rails would not
   // share NICs; two over the same GPUs do: each gets half of every NIC.
