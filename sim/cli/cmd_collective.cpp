@@ -121,7 +121,18 @@ int CollectiveCommand::run(std::ostream& out) const {
                                    "topology's node.gpus (" + std::to_string(spec.gpus_per_node) +
                                    ")");
   }
-  const int cluster = std::max(gpus, spec.gpus_per_node);
+  int cluster = std::max(gpus, spec.gpus_per_node);
+  if (spec.kind == "torus") {
+    // A torus exists only whole: build all of it and run on its first `gpus` GPUs.
+    std::int64_t nodes = 1;
+    for (const int d : spec.dims) nodes *= d;
+    if (gpus > nodes * spec.gpus_per_node) {
+      throw InputError("--gpus", "--gpus " + std::to_string(gpus) + " is more than the torus of " +
+                                     topology + " has (" + std::to_string(nodes) + " nodes x " +
+                                     std::to_string(spec.gpus_per_node) + " GPUs)");
+    }
+    cluster = static_cast<int>(nodes * spec.gpus_per_node);
+  }
   const hw::Topology topo(spec, cluster);
   const hw::GpuSpec& gpu = *hw::find_builtin_gpu(spec.gpu);
   const net::AlphaBetaModel model(topo, gpu);

@@ -680,6 +680,18 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                                            ") must be a multiple of the topology's node.gpus (" +
                                            std::to_string(sc.topology.gpus_per_node) + ")");
     }
+    if (sc.topology.kind == "torus") {
+      std::int64_t nodes = 1;
+      for (const int d : sc.topology.dims) nodes *= d;
+      if (nodes * sc.topology.gpus_per_node != sc.gpus) {
+        throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
+                                             ") must fill the torus: " + std::to_string(nodes) +
+                                             " nodes x " +
+                                             std::to_string(sc.topology.gpus_per_node) +
+                                             " GPUs = " +
+                                             std::to_string(nodes * sc.topology.gpus_per_node));
+      }
+    }
   } catch (const InputError& e) {
     const toml::node* n = root.at_path(e.key()).node();
     if (n == nullptr) {
