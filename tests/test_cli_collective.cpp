@@ -105,6 +105,9 @@ TEST(CliCollective, BadInputExitsOneNamingTheOption) {
       {"collective --op all_reduce --gpus 8 --topology /nonexistent.toml", "nonexistent"},
       {"collective --op all_reduce --gpus 1024 --topology " + topo("torus-3d-h100.toml"),
        "--gpus 1024 is more than the torus"},
+      // 8,192^2 flows would need ~13 GB: refused before any is started.
+      {"collective --op all_to_all --gpus 8192 --sizes 1KiB --flows" + t,
+       "--flows: 67100672 flows for one all_to_all over 8192 GPUs (limit 8000000)"},
   };
   for (const auto& c : cases) {
     const Result r = run(c.args);
