@@ -303,6 +303,43 @@ TEST(FullFidelityGroups, EveryExpertParallelBlockAndEveryCpIndexRuns) {
   }
 }
 
+TEST(FullFidelityGroups, TasksMatchQueriesOfTheirOwnKind) {
+  // A pipeline transfer and a CP ring step of the same time (same bytes, both over NVLink:
+  // with heads = 2 kv_heads they are equal in a real step) used to be told apart only by the
+  // time and the first member, so the transfer could run the CP ring's flows.
+  parallel::Layout L;
+  L.cp = 2;
+  L.pp = 2;
+  L.dp = 2;
+  const hw::TopologySpec spec = h100_spec(8);
+  const hw::Topology topo(spec, 8);
+  const net::AlphaBetaModel ab(topo, *hw::find_builtin_gpu(spec.gpu));
+  FullFidelity ff(L, topo, ab);
+  const std::uint64_t S = 8ULL << 20;
+  const std::vector<int> hop{L.rank(0, 0, 0, 0), L.rank(0, 1, 0, 0)};
+  const std::vector<int> pipe{L.rank(0, 0, 0, 0), L.rank(0, 0, 0, 1)};
+  const Time t_hop = ff.model().cost(net::CollectiveOp::SendRecv, S, hop).time;
+  const Time t_pipe = ff.model().cost(net::CollectiveOp::SendRecv, S, pipe).time;
+  ASSERT_EQ(t_hop, t_pipe);
+  TaskGraph g;
+  const TaskId send = g.add_task(g.add_stream(0, "send"), t_pipe, Category::PpComm, g.intern("send"));
+  const TaskId cp = g.add_task(g.add_stream(0, "cp"), t_hop, Category::CpComm, g.intern("cp"));
+  ff.convert(g);
+  ASSERT_NE(g.task(send).external, kNoId);
+  ASSERT_NE(g.task(cp).external, kNoId);
+  const auto stage_of = [&](int gpu) { return gpu / (L.cp * L.dp); };
+  for (const auto& p : ff.plans(g.task(send).external)) {
+    for (const auto& f : p.phases.front().flows) {
+      EXPECT_NE(stage_of(f.src), stage_of(f.dst)) << f.src << " -> " << f.dst;
+    }
+  }
+  for (const auto& p : ff.plans(g.task(cp).external)) {
+    for (const auto& f : p.phases.front().flows) {
+      EXPECT_EQ(stage_of(f.src), stage_of(f.dst)) << f.src << " -> " << f.dst;
+    }
+  }
+}
+
 TEST(FullFidelityGroups, MoeCpCombinationsRunEveryCommTaskOnTheNetwork) {
   // Combinations the network and MoE work never met: DualPipe's overlapped MoE pairs, CP with
   // interleaving and with EP, ZeRO-1 with EP. Every comm task runs as flows (or rides with a

@@ -138,6 +138,24 @@ std::vector<std::vector<int>> FullFidelity::symmetric_groups(const std::vector<i
   return out;
 }
 
+bool FullFidelity::fits(Category category, const RecordingModel::Query& q) const {
+  // Pipeline transfers and the pipeline-wide sync span stages, and so do the DP-category
+  // embedding and DualPipe mirror syncs; TP, EP and CP collectives stay in one stage.
+  const int p0 = coord_of(layout_, q.group.front()).p;
+  bool cross = false;
+  for (const int g : q.group) cross = cross || coord_of(layout_, g).p != p0;
+  switch (category) {
+    case Category::PpComm: return cross;
+    case Category::EpComm: return !cross && q.op == net::CollectiveOp::AllToAll;
+    case Category::CpComm: return !cross && q.op != net::CollectiveOp::AllToAll;
+    case Category::TpComm: return !cross && q.op != net::CollectiveOp::AllToAll && !is_cp_hop(q);
+    case Category::DpComm: return q.op != net::CollectiveOp::AllToAll && !is_cp_hop(q);
+    case Category::Compute:
+    case Category::Optimizer: return false;
+  }
+  return false;
+}
+
 bool FullFidelity::is_cp_hop(const RecordingModel::Query& q) const {
   if (q.op != net::CollectiveOp::SendRecv || q.group.size() != 2 || layout_.cp < 2) return false;
   const Coord a = coord_of(layout_, q.group[0]);
@@ -218,6 +236,7 @@ void FullFidelity::convert(TaskGraph& g) {
                           coord_of(layout_, q.group.front()).d == 0;
       if (q.group.front() != rep && !cp_hop) continue;
       if (tp_task != (q.group == tp_group && layout_.tp > 1)) continue;
+      if (!fits(task.category, q)) continue;
       if (external_of[i] == kNoId) {
         external_of[i] = static_cast<std::uint32_t>(ops_.size());
         ops_.push_back(copies(q));

@@ -100,6 +100,10 @@ class FullFidelity {
   void run(Simulator& sim, Executor& ex);
 
   [[nodiscard]] const FullStats& stats() const { return stats_; }
+  /// The plans network task `external_id` runs (between convert() and run(); for tests).
+  [[nodiscard]] const std::vector<net::CollectivePlan>& plans(std::uint32_t external_id) const {
+    return ops_.at(external_id);
+  }
   /// The straggler with the lowest factor and its pipeline stage (none without stragglers).
   [[nodiscard]] std::optional<std::pair<Straggler, int>> slowest() const;
 
@@ -108,6 +112,10 @@ class FullFidelity {
   [[nodiscard]] std::vector<net::CollectivePlan> plan_copies(const RecordingModel::Query& q) const;
   /// `group` and its disjoint translates over the TP and flattened (CP, DP) coordinates.
   [[nodiscard]] std::vector<std::vector<int>> symmetric_groups(const std::vector<int>& group) const;
+  /// Whether a comm task of `category` can be the query's collective: pipeline transfers
+  /// (and the pipeline-wide sync) span stages, EP tasks are all-to-alls, CP ring hops are
+  /// CP tasks (a transfer and a ring step of equal time must not swap flows).
+  [[nodiscard]] bool fits(Category category, const RecordingModel::Query& q) const;
   /// A send/recv between two CP ranks of one (TP, DP, PP) position: a ring-attention hop.
   [[nodiscard]] bool is_cp_hop(const RecordingModel::Query& q) const;
 
