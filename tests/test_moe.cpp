@@ -337,6 +337,30 @@ TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
   EXPECT_NE(msg.find("does not belong to model_type \"qwen2\""), std::string::npos) << msg;
 }
 
+TEST(HfConfig, ShapeErrorsPointAtTheHfConfigKey) {
+  // kv_heads = 5 of 32 heads: the check names model.kv_heads, which the scenario does not
+  // have; it used to point at the [model] header.
+  const auto dir = test::temp_dir("hf-shape");
+  std::string cfg = test::read(test::source_dir() / "scenarios/hf/llama3-8b.json");
+  cfg = test::replace(cfg, "\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5");
+  test::write(dir / "c.json", cfg);
+  const std::string text =
+      "version = 1\nname = \"hf\"\n[model]\nseq_len = 2048\nhf_config = \"c.json\"\n"
+      "[training]\nglobal_batch = 16\nmicro_batch = 1\n[parallel]\ntp = 8\n"
+      "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 8\n";
+  try {
+    (void)config::load_scenario(test::write(dir / "s.toml", text));
+    ADD_FAILURE() << "kv_heads 5 of 32 accepted";
+  } catch (const config::ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("s.toml:5:13: model.kv_heads (5) must divide model.heads (32)"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("model.hf_config"), std::string::npos) << what;
+  }
+}
+
 TEST(HfConfig, ScenarioShapeKeysConflictWithHfConfig) {
   const std::string text = "version = 1\n[model]\nhf_config = \"" +
                            (test::source_dir() / "scenarios/hf/llama3-8b.json").string() +

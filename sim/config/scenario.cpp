@@ -694,6 +694,14 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
     }
   } catch (const InputError& e) {
     const toml::node* n = root.at_path(e.key()).node();
+    const toml::node* hf = root.at_path("model.hf_config").node();
+    if (n == nullptr && hf != nullptr && e.key().rfind("model.", 0) == 0) {
+      // The model's shape came from the Hugging Face config: point at model.hf_config.
+      const toml::source_region r = hf->source();
+      throw ConfigError(file, std::max<int>(1, static_cast<int>(r.begin.line)),
+                        std::max<int>(1, static_cast<int>(r.begin.column)),
+                        std::string(e.what()) + " (the shape comes from model.hf_config)");
+    }
     if (n == nullptr) {
       // A defaulted key: point at its section, or at the file start.
       const auto dot = e.key().find('.');
