@@ -114,6 +114,16 @@ TEST(FlowNetworkTest, OnlyTheAffectedComponentIsRecomputed) {
   EXPECT_EQ(net.flow_updates(), 4U);
 }
 
+TEST(FlowNetworkTest, CompletionBeyondTimesRangeThrowsOverflow) {
+  // 1e13 bytes at 1 B/s end after 1e25 ps: the cast to int64 was undefined and scheduled
+  // the completion in the past (an internal error instead of the out-of-range message).
+  Simulator sim;
+  FlowNetwork net(sim, {1.0});
+  const std::vector<std::uint32_t> path{0};
+  net.start(path, 1e13, kInf, nullptr);
+  EXPECT_THROW(sim.run(), std::overflow_error);
+}
+
 TEST(FlowNetworkTest, ZeroByteFlowsAndBadInput) {
   Simulator sim;
   FlowNetwork net(sim, {1e9});
