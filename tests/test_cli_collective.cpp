@@ -70,6 +70,14 @@ TEST(CliCollective, FlowModeAgreesWithoutContentionAndCountsRecomputations) {
   EXPECT_GT(f["events"].get<int>(), 0);
 }
 
+TEST(CliCollective, TorusRunsOnItsFirstGpus) {
+  // A torus is built whole; fewer GPUs than it has used to fail in the topology generator.
+  const Result r = run("collective --op all_reduce --gpus 64 --sizes 1GiB --flows --topology " +
+                       topo("torus-3d-h100.toml"));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("1073741824"), std::string::npos) << r.out;
+}
+
 TEST(CliCollective, BadInputExitsOneNamingTheOption) {
   const std::string t = " --topology " + topo("dgx-h100.toml");
   struct Case {
@@ -82,6 +90,11 @@ TEST(CliCollective, BadInputExitsOneNamingTheOption) {
       {"collective --op all_reduce --gpus 8 --sizes 1.5B" + t, "--sizes: cannot read"},
       {"collective --op sendrecv --gpus 1" + t, "sendrecv needs at least 2 GPUs"},
       {"collective --op all_reduce --gpus 8 --topology /nonexistent.toml", "nonexistent"},
+      {"collective --op all_reduce --gpus 1024 --topology " + topo("torus-3d-h100.toml"),
+       "--gpus 1024 is more than the torus"},
+      // 8,192^2 flows would need ~13 GB: refused before any is started.
+      {"collective --op all_to_all --gpus 8192 --sizes 1KiB --flows" + t,
+       "--flows: 67100672 flows for one all_to_all over 8192 GPUs (limit 8000000)"},
   };
   for (const auto& c : cases) {
     const Result r = run(c.args);

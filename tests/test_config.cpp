@@ -167,4 +167,18 @@ TEST(Config, TopologyErrors) {
   EXPECT_NE(load(test::replace(good, "oversubscription = 1.0", "oversubscription = 0.5")).find(
                 "network.oversubscription must be a finite number in [1, 1024]"),
             std::string::npos);
+  // A scenario on a torus with another GPU count used to fail in the topology generator
+  // with no file, line or key.
+  const std::string torus = (test::source_dir() / "topologies/torus-3d-h100.toml").string();
+  std::string sc = test::replace(test::small_scenario(),
+                                 (test::source_dir() / "topologies/dgx-a100.toml").string(), torus);
+  try {
+    (void)config::load_scenario(test::write(dir / "s.toml", sc));
+    ADD_FAILURE() << "16 GPUs on a 4x4x4 torus of 8-GPU nodes accepted";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("s.toml:19:8: cluster.gpus (16) must fill the torus: 64 nodes x 8 GPUs = 512"),
+              std::string::npos)
+        << what;
+  }
 }

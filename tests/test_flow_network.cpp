@@ -114,6 +114,16 @@ TEST(FlowNetworkTest, OnlyTheAffectedComponentIsRecomputed) {
   EXPECT_EQ(net.flow_updates(), 4U);
 }
 
+TEST(FlowNetworkTest, CompletionBeyondTimesRangeThrowsOverflow) {
+  // 1e13 bytes at 1 B/s end after 1e25 ps: the cast to int64 was undefined and scheduled
+  // the completion in the past (an internal error instead of the out-of-range message).
+  Simulator sim;
+  FlowNetwork net(sim, {1.0});
+  const std::vector<std::uint32_t> path{0};
+  net.start(path, 1e13, kInf, nullptr);
+  EXPECT_THROW(sim.run(), std::overflow_error);
+}
+
 TEST(FlowNetworkTest, ZeroByteFlowsAndBadInput) {
   Simulator sim;
   FlowNetwork net(sim, {1e9});
@@ -159,6 +169,24 @@ TEST(PlanRunnerTest, UncontendedPlansEndAtTheAlphaBetaTime) {
     const Time t = run_plans(topo, {p})[0];
     EXPECT_NEAR(t.seconds(), p.cost.time.seconds(), 1e-6 * p.cost.time.seconds() + 1e-10)
         << op_name(c.op) << " " << algorithm_name(p.cost.algorithm);
+  }
+}
+
+TEST(PlanRunnerTest, RingChannelsUseDistinctNicsWhenGpusShareThem) {
+  // 3 NICs per 8-GPU node (GPU i on NIC i mod 3): the model's three ring channels each have
+  // a NIC. The plan used to join nodes at local ranks 7, 0, 1 (NICs 1, 0, 1), so two
+  // channels shared a NIC and the uncontended ring took twice the alpha-beta time.
+  hw::TopologySpec spec = test::dgx_a100_spec();
+  spec.nics_per_node = 3;
+  const hw::Topology topo(spec, 4 * 8);
+  const AlphaBetaModel model(topo, *hw::find_builtin_gpu("a100_sxm4_80gb"));
+  std::vector<int> all(32);
+  for (int i = 0; i < 32; ++i) all[static_cast<std::size_t>(i)] = i;
+  for (const CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllGather}) {
+    const CollectivePlan p = model.plan(op, 1ULL << 30, all);
+    ASSERT_EQ(p.cost.algorithm, Algorithm::Ring) << op_name(op);
+    const Time t = run_plans(topo, {p})[0];
+    EXPECT_NEAR(t.seconds(), p.cost.time.seconds(), 1e-6 * p.cost.time.seconds()) << op_name(op);
   }
 }
 

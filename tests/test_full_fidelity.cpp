@@ -3,11 +3,17 @@
 // which the contention-free stage costs ignore).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "config/scenario.hpp"
 #include "test_util.hpp"
 #include "workload/builder.hpp"
+#include "workload/full_fidelity.hpp"
+#include "hw/gpu.hpp"
+#include "net/collective.hpp"
 
 namespace trainsim::workload {
 namespace {
@@ -163,6 +169,266 @@ TEST(StragglerTest, ConfigAcceptsThemOnlyInFullFidelity) {
   EXPECT_NE(error_of("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 1, sped = 0.5 }]\n")
                 .find("sped"),
             std::string::npos);
+  // A straggler is slower than nominal: a factor above 1 made a "straggler" speed the
+  // network up (a NIC x 10 serves every GPU that shares it) and a speed above 1 was ignored
+  // while the report still named that GPU the slowest.
+  for (const char* key : {"speed", "nic_bandwidth", "nvlink_bandwidth"}) {
+    const std::string e = error_of(std::string("[simulation]\nfidelity = \"full\"\nstragglers = [{ gpu = 1, ") +
+                                   key + " = 2.0 }]\n");
+    EXPECT_NE(e.find(std::string("simulation.stragglers.") + key + " must be a finite number in [0.001, 1]"),
+              std::string::npos)
+        << e;
+    const auto line = std::count(base.begin(), base.end(), '\n') + 3;
+    EXPECT_NE(e.find("bad.toml:" + std::to_string(line) + ":"), std::string::npos) << e;
+  }
+}
+
+}  // namespace
+}  // namespace trainsim::workload
+
+// Review regressions: EP, CP and expert-DP traffic in full fidelity.
+namespace trainsim::workload {
+namespace {
+
+/// Flows of `plans` (every phase).
+std::uint64_t flows_of(const std::vector<net::CollectivePlan>& plans) {
+  std::uint64_t n = 0;
+  for (const auto& p : plans) {
+    for (const auto& ph : p.phases) n += ph.flows.size();
+  }
+  return n;
+}
+
+struct OneOp {
+  double seconds = 0;
+  std::uint64_t flows = 0;
+};
+
+/// One comm task of `category` on stage 0, priced by the full-fidelity recorder for `group`,
+/// converted and run on the flow network.
+OneOp run_one(const parallel::Layout& L, const hw::Topology& topo, const net::AlphaBetaModel& ab,
+              net::CollectiveOp op, std::uint64_t bytes, const std::vector<int>& group,
+              Category category) {
+  FullFidelity ff(L, topo, ab);
+  const Time t = ff.model().cost(op, bytes, group).time;
+  TaskGraph g;
+  const StreamId s = g.add_stream(0, "comm");
+  const TaskId id = g.add_task(s, t, category, g.intern("op"));
+  ff.convert(g);
+  EXPECT_NE(g.task(id).external, kNoId);
+  Simulator sim;
+  Executor ex(g);
+  ff.run(sim, ex);
+  return {ex.end(id).seconds(), ff.stats().flows};
+}
+
+hw::TopologySpec h100_spec(int nics) {
+  hw::TopologySpec spec =
+      config::load_topology(test::source_dir() / "topologies/dgx-h100.toml");
+  spec.nics_per_node = nics;
+  return spec;
+}
+
+TEST(FullFidelityGroups, EveryExpertDataParallelGroupReducesOnTheNetwork) {
+  // 2 nodes x 8 H100 with one NIC each; DP 16, EP 8: the expert-DP groups are {i, i + 8},
+  // eight of them, all through the one NIC pair. A 2-rank reduce-scatter of S bytes sends S/2
+  // each way, so the NIC carries 8 x S/2 per direction: 4 S / NIC rate (hand-solved).
+  parallel::Layout L;
+  L.dp = 16;
+  L.ep = 8;
+  const hw::TopologySpec spec = h100_spec(1);
+  const hw::Topology topo(spec, 16);
+  const net::AlphaBetaModel ab(topo, *hw::find_builtin_gpu(spec.gpu));
+  const std::uint64_t S = 1ULL << 30;
+  const auto group = L.expert_dp_group(0, 0, 0);
+  ASSERT_EQ(group, (std::vector<int>{0, 8}));
+  std::uint64_t expected = 0;
+  for (int e = 0; e < 8; ++e) {
+    expected += flows_of({ab.plan(net::CollectiveOp::ReduceScatter, S, L.expert_dp_group(0, 0, e))});
+  }
+  const OneOp r = run_one(L, topo, ab, net::CollectiveOp::ReduceScatter, S, group, Category::DpComm);
+  EXPECT_EQ(r.flows, expected);
+  const double nic = spec.nic_bw * spec.nic_efficiency;
+  EXPECT_NEAR(r.seconds, 4.0 * static_cast<double>(S) / nic, 0.02 * 4.0 * static_cast<double>(S) / nic);
+}
+
+TEST(FullFidelityGroups, EveryExpertParallelBlockAndEveryCpIndexRuns) {
+  const hw::TopologySpec spec = h100_spec(8);
+  const hw::Topology topo(spec, 16);
+  const net::AlphaBetaModel ab(topo, *hw::find_builtin_gpu(spec.gpu));
+  const std::uint64_t S = 64ULL << 20;
+  {  // EP 2 of DP 16: eight EP blocks, each all-to-alls.
+    parallel::Layout L;
+    L.dp = 16;
+    L.ep = 2;
+    std::uint64_t expected = 0;
+    for (int b = 0; b < 8; ++b) {
+      expected += flows_of({ab.plan(net::CollectiveOp::AllToAll, S, L.ep_group(0, 0, b))});
+    }
+    EXPECT_EQ(run_one(L, topo, ab, net::CollectiveOp::AllToAll, S, L.ep_group(0, 0, 0),
+                      Category::EpComm).flows,
+              expected);
+  }
+  {  // TP 2, CP 2, DP 4: the TP group repeats over every (CP, DP) index, 8 copies.
+    parallel::Layout L;
+    L.tp = 2;
+    L.cp = 2;
+    L.dp = 4;
+    std::uint64_t expected = 0;
+    for (int d = 0; d < 4; ++d) {
+      for (int c = 0; c < 2; ++c) {
+        expected += flows_of({ab.plan(net::CollectiveOp::AllReduce, S,
+                                      std::vector<int>{L.rank(0, c, d, 0), L.rank(1, c, d, 0)})});
+      }
+    }
+    EXPECT_EQ(run_one(L, topo, ab, net::CollectiveOp::AllReduce, S, L.tp_group(0, 0),
+                      Category::TpComm).flows,
+              expected);
+  }
+  {  // CP 4, DP 4: a ring step runs all four hops of all four CP rings.
+    parallel::Layout L;
+    L.cp = 4;
+    L.dp = 4;
+    std::uint64_t expected = 0;
+    for (int d = 0; d < 4; ++d) {
+      for (int c = 0; c < 4; ++c) {
+        expected += flows_of({ab.plan(net::CollectiveOp::SendRecv, S,
+                                      std::vector<int>{L.rank(0, c, d, 0), L.rank(0, (c + 1) % 4, d, 0)})});
+      }
+    }
+    EXPECT_EQ(run_one(L, topo, ab, net::CollectiveOp::SendRecv, S,
+                      std::vector<int>{L.rank(0, 0, 0, 0), L.rank(0, 1, 0, 0)}, Category::CpComm)
+                  .flows,
+              expected);
+  }
+}
+
+TEST(FullFidelityGroups, TasksMatchQueriesOfTheirOwnKind) {
+  // A pipeline transfer and a CP ring step of the same time (same bytes, both over NVLink:
+  // with heads = 2 kv_heads they are equal in a real step) used to be told apart only by the
+  // time and the first member, so the transfer could run the CP ring's flows.
+  parallel::Layout L;
+  L.cp = 2;
+  L.pp = 2;
+  L.dp = 2;
+  const hw::TopologySpec spec = h100_spec(8);
+  const hw::Topology topo(spec, 8);
+  const net::AlphaBetaModel ab(topo, *hw::find_builtin_gpu(spec.gpu));
+  FullFidelity ff(L, topo, ab);
+  const std::uint64_t S = 8ULL << 20;
+  const std::vector<int> hop{L.rank(0, 0, 0, 0), L.rank(0, 1, 0, 0)};
+  const std::vector<int> pipe{L.rank(0, 0, 0, 0), L.rank(0, 0, 0, 1)};
+  const Time t_hop = ff.model().cost(net::CollectiveOp::SendRecv, S, hop).time;
+  const Time t_pipe = ff.model().cost(net::CollectiveOp::SendRecv, S, pipe).time;
+  ASSERT_EQ(t_hop, t_pipe);
+  TaskGraph g;
+  const TaskId send = g.add_task(g.add_stream(0, "send"), t_pipe, Category::PpComm, g.intern("send"));
+  const TaskId cp = g.add_task(g.add_stream(0, "cp"), t_hop, Category::CpComm, g.intern("cp"));
+  ff.convert(g);
+  ASSERT_NE(g.task(send).external, kNoId);
+  ASSERT_NE(g.task(cp).external, kNoId);
+  const auto stage_of = [&](int gpu) { return gpu / (L.cp * L.dp); };
+  for (const auto& p : ff.plans(g.task(send).external)) {
+    for (const auto& f : p.phases.front().flows) {
+      EXPECT_NE(stage_of(f.src), stage_of(f.dst)) << f.src << " -> " << f.dst;
+    }
+  }
+  for (const auto& p : ff.plans(g.task(cp).external)) {
+    for (const auto& f : p.phases.front().flows) {
+      EXPECT_EQ(stage_of(f.src), stage_of(f.dst)) << f.src << " -> " << f.dst;
+    }
+  }
+}
+
+TEST(FullFidelityGroups, MoeCpCombinationsRunEveryCommTaskOnTheNetwork) {
+  // Combinations the network and MoE work never met: DualPipe's overlapped MoE pairs, CP with
+  // interleaving and with EP, ZeRO-1 with EP. Every comm task runs as flows (or rides with a
+  // partner that does) and full is never faster than stage.
+  const std::string head =
+      "version = 1\nname = \"combo\"\n"
+      "[model]\nlayers = 8\nhidden = 1024\nheads = 16\nkv_heads = 4\nffn_hidden = 2048\n"
+      "vocab = 32000\nseq_len = 4096\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"\n";
+  const std::string moe =
+      "[model.moe]\nexperts = 8\ntop_k = 2\nexpert_ffn_hidden = 1024\nrouting = \"uniform\"\n";
+  const std::string tail =
+      "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 16\n";
+  const std::string batch = "[training]\nglobal_batch = 32\nmicro_batch = 1\n";
+  for (const auto& [with_moe, parallel] : std::vector<std::pair<bool, std::string>>{
+           {true, "tp = 1\npp = 2\ndp = 8\nep = 2\nschedule = \"dualpipe\"\n"},
+           {true, "tp = 1\npp = 2\ncp = 2\ndp = 4\nep = 4\nschedule = \"dualpipe\"\n"},
+           {false, "tp = 2\npp = 2\ncp = 2\ndp = 2\nvirtual_stages = 2\n"},
+           {false, "tp = 1\npp = 2\ncp = 4\ndp = 2\nvirtual_stages = 2\ncp_comm = \"all_gather\"\n"},
+           {true, "tp = 2\npp = 1\ndp = 8\nep = 4\nzero = 1\noverlap_param_gather = true\n"},
+           {false, "tp = 4\npp = 1\ndp = 4\nzero = 3\nsequence_parallel = true\ntp_comm_overlap = true\n"},
+           {true, "tp = 4\npp = 2\ndp = 2\nep = 2\nsequence_parallel = true\ntp_comm_overlap = true\nschedule = \"zb-h2\"\n"},
+           {true, "tp = 2\npp = 2\ndp = 4\nep = 4\nschedule = \"pipedream\"\n"},
+           {false, "tp = 1\npp = 4\ndp = 4\nschedule = \"2bw\"\n"},
+           {false, "tp = 8\npp = 2\ndp = 1\nschedule = \"interleaved\"\nvirtual_stages = 2\ntp_comm_overlap = true\nsequence_parallel = true\n"}}) {
+    const auto dir = test::temp_dir("full-combo");
+    Scenario sc = config::load_scenario(test::write(
+        dir / "s.toml", head + (with_moe ? moe : "") + batch + "[parallel]\n" + parallel + tail));
+    const double stage = simulate_step(sc).step_time.seconds();
+    sc.fidelity = Fidelity::Full;
+    const StepResult r = simulate_step(sc);
+    expect_comm_on_the_network(r);
+    EXPECT_GE(r.step_time.seconds(), stage * (1 - 1e-9)) << parallel;
+  }
+}
+
+TEST(FullFidelityGroups, CpRingStepWhoseSlowestHopCrossesNodesRunsOnTheNetwork) {
+  // CP 16 over two DGX H100 nodes: hop 7 -> 8 (and 15 -> 0) crosses InfiniBand and is the
+  // slowest; the ring's KV transfers used to stay at their fixed time when the slowest hop
+  // was not the representative's own.
+  const std::string text =
+      "version = 1\nname = \"cp16\"\n"
+      "[model]\nlayers = 4\nhidden = 1024\nheads = 16\nkv_heads = 4\nffn_hidden = 2048\n"
+      "vocab = 32000\nseq_len = 4096\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"\n"
+      "[training]\nglobal_batch = 8\nmicro_batch = 1\n"
+      "[parallel]\ntp = 1\npp = 1\ncp = 16\ndp = 1\n"
+      "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 16\n";
+  const auto dir = test::temp_dir("full-cp16");
+  Scenario sc = config::load_scenario(test::write(dir / "s.toml", text));
+  const double stage = simulate_step(sc).step_time.seconds();
+  sc.fidelity = Fidelity::Full;
+  const StepResult r = simulate_step(sc);
+  expect_comm_on_the_network(r);
+  EXPECT_GE(r.step_time.seconds(), stage * (1 - 1e-9));
+}
+
+}  // namespace
+}  // namespace trainsim::workload
+
+namespace trainsim::workload {
+namespace {
+
+TEST(FullFidelityProfile, MeasuredCollectivesPriceTheFlowsToo) {
+  // A profile measuring the 8-GPU all-reduce 30x slower than the alpha-beta model: stage
+  // fidelity prices TP all-reduces from it; full fidelity used to ignore it (the step came out
+  // 500x shorter than stage's with nothing contending, and the report counted no collective).
+  const auto dir = test::temp_dir("full-profile");
+  test::write(dir / "prof.toml",
+              "profile_version = 1\nbase_gpu = \"h100_sxm\"\n"
+              "[[collective]]\nop = \"all_reduce\"\nranks = 8\nbytes = 1024\nseconds = 1e-3\n"
+              "[[collective]]\nop = \"all_reduce\"\nranks = 8\nbytes = 1073741824\nseconds = 1.0\n");
+  const std::string text =
+      "version = 1\nname = \"prof\"\n[model]\nlayers = 4\nhidden = 4096\nheads = 32\n"
+      "vocab = 32000\nseq_len = 2048\n[training]\nglobal_batch = 8\nmicro_batch = 1\n"
+      "[parallel]\ntp = 8\n[cluster]\ntopology = \"" +
+      (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 8\nprofile = \"prof.toml\"\n";
+  Scenario sc = config::load_scenario(test::write(dir / "s.toml", text));
+  const StepResult stage = simulate_step(sc);
+  sc.fidelity = Fidelity::Full;
+  const StepResult full = simulate_step(sc);
+  EXPECT_NEAR(full.step_time.seconds(), stage.step_time.seconds(),
+              0.01 * stage.step_time.seconds());
+  ASSERT_TRUE(full.pricing.has_value());
+  ASSERT_TRUE(stage.pricing.has_value());
+  EXPECT_EQ(full.pricing->collective.profile, stage.pricing->collective.profile);
+  EXPECT_GT(full.pricing->collective.profile, 0);
+  expect_comm_on_the_network(full);
 }
 
 }  // namespace

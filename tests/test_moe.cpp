@@ -320,6 +320,45 @@ TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
   EXPECT_NE(msg.find("multi-token prediction"), std::string::npos) << msg;
   msg = err("{ \"model_type\": ");
   EXPECT_NE(msg.find("JSON syntax error"), std::string::npos) << msg;
+  // Shape fields of another family were ignored without a word (a Llama with MLA ranks, a
+  // Mixtral with a DeepSeek expert size, a dense Qwen2 with a shared expert).
+  msg = err(test::replace(good, "\"vocab_size\"", "\"q_lora_rank\": 1536,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("c.json:9:3: field \"q_lora_rank\" does not belong to model_type \"llama\""),
+            std::string::npos)
+      << msg;
+  const std::string mixtral = test::read(test::source_dir() / "scenarios/hf/mixtral-8x7b.json");
+  EXPECT_EQ(err(mixtral), "");
+  msg = err(test::replace(mixtral, "\"vocab_size\"", "\"moe_intermediate_size\": 2048,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("field \"moe_intermediate_size\" does not belong to model_type \"mixtral\""),
+            std::string::npos)
+      << msg;
+  msg = err(test::replace(test::replace(good, "\"llama\"", "\"qwen2\""), "\"vocab_size\"",
+                          "\"shared_expert_intermediate_size\": 5632,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("does not belong to model_type \"qwen2\""), std::string::npos) << msg;
+}
+
+TEST(HfConfig, ShapeErrorsPointAtTheHfConfigKey) {
+  // kv_heads = 5 of 32 heads: the check names model.kv_heads, which the scenario does not
+  // have; it used to point at the [model] header.
+  const auto dir = test::temp_dir("hf-shape");
+  std::string cfg = test::read(test::source_dir() / "scenarios/hf/llama3-8b.json");
+  cfg = test::replace(cfg, "\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5");
+  test::write(dir / "c.json", cfg);
+  const std::string text =
+      "version = 1\nname = \"hf\"\n[model]\nseq_len = 2048\nhf_config = \"c.json\"\n"
+      "[training]\nglobal_batch = 16\nmicro_batch = 1\n[parallel]\ntp = 8\n"
+      "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
+      "\"\ngpus = 8\n";
+  try {
+    (void)config::load_scenario(test::write(dir / "s.toml", text));
+    ADD_FAILURE() << "kv_heads 5 of 32 accepted";
+  } catch (const config::ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("s.toml:5:13: model.kv_heads (5) must divide model.heads (32)"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("model.hf_config"), std::string::npos) << what;
+  }
 }
 
 TEST(HfConfig, ScenarioShapeKeysConflictWithHfConfig) {

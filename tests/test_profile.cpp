@@ -187,6 +187,14 @@ struct BadProfile {
   const char* message;  // part of the message
 };
 
+// gtest prints a parameter without PrintTo as its raw bytes: pointers and std::string
+// internals, different on every run (non-deterministic test listings).
+void PrintTo(const BadProfile& b, std::ostream* os) { *os << b.name; }
+
+TEST(ProfileBadInputParam, PrintsAsItsName) {
+  EXPECT_EQ(::testing::PrintToString(BadProfile{"base gpu", "x", "1:1", "m"}), "base gpu");
+}
+
 class ProfileBadInput : public ::testing::TestWithParam<BadProfile> {};
 
 TEST_P(ProfileBadInput, NamesFileLineAndKey) {

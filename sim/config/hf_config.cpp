@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -204,10 +205,25 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
           static_cast<int>(r.integer("shared_expert_intermediate_size", 0, 100000000));
       if (m.moe.shared_ffn_hidden > 0 && m.moe.shared_experts == 0) m.moe.shared_experts = 1;
     }
-  } else {
-    for (const char* k : {"num_local_experts", "num_experts", "n_routed_experts",
-                          "num_experts_per_tok", "moe_intermediate_size", "kv_lora_rank"}) {
-      if (r.has(k)) r.fail(k, std::string("field \"") + k + "\" does not belong to model_type \"" + type + "\"");
+  }
+  // Shape fields this family does not read (another family's) are refused, not ignored.
+  static const std::map<std::string, std::set<std::string>> family_fields = {
+      {"mixtral", {"num_local_experts", "num_experts_per_tok", "shared_expert_intermediate_size"}},
+      {"qwen3_moe",
+       {"num_experts", "moe_intermediate_size", "decoder_sparse_step", "num_experts_per_tok",
+        "shared_expert_intermediate_size"}},
+      {"deepseek_v3",
+       {"n_routed_experts", "moe_intermediate_size", "n_shared_experts", "first_k_dense_replace",
+        "moe_layer_freq", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+        "v_head_dim", "num_experts_per_tok", "shared_expert_intermediate_size"}}};
+  static const std::set<std::string> common = {"num_hidden_layers", "hidden_size",
+                                               "num_attention_heads", "num_key_value_heads",
+                                               "intermediate_size", "vocab_size"};
+  const auto own = family_fields.find(type);
+  for (const auto& [k, v] : j.items()) {
+    if (mapped_fields().count(k) == 0 || common.count(k) != 0 || !r.has(k)) continue;
+    if (own == family_fields.end() || own->second.count(k) == 0) {
+      r.fail(k, "field \"" + k + "\" does not belong to model_type \"" + type + "\"");
     }
   }
   return m;

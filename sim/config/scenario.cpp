@@ -408,7 +408,7 @@ void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
 namespace {
 
 /// [simulation] stragglers = [{ gpu = 17, speed = 0.8, nic_bandwidth = 0.5,
-/// nvlink_bandwidth = 1.0 }, ...]: factors in (0, 10], full fidelity only.
+/// nvlink_bandwidth = 1.0 }, ...]: factors in [0.001, 1] (slower than nominal), full fidelity only.
 void load_stragglers(const std::string& file, const toml::node& st, workload::Scenario& sc) {
   const auto fail = [&](const toml::node& n, const std::string& msg) {
     throw ConfigError(file, static_cast<int>(n.source().begin.line),
@@ -426,9 +426,9 @@ void load_stragglers(const std::string& file, const toml::node& st, workload::Sc
     sec.check_unknown({"gpu", "speed", "nic_bandwidth", "nvlink_bandwidth"});
     workload::Straggler s;
     s.gpu = static_cast<int>(sec.bounded_req("gpu", 0, std::max(0, sc.gpus - 1)));
-    s.speed = sec.real("speed", 1e-3, 10.0).value_or(1.0);
-    s.nic_bandwidth = sec.real("nic_bandwidth", 1e-3, 10.0).value_or(1.0);
-    s.nvlink_bandwidth = sec.real("nvlink_bandwidth", 1e-3, 10.0).value_or(1.0);
+    s.speed = sec.real("speed", 1e-3, 1.0).value_or(1.0);
+    s.nic_bandwidth = sec.real("nic_bandwidth", 1e-3, 1.0).value_or(1.0);
+    s.nvlink_bandwidth = sec.real("nvlink_bandwidth", 1e-3, 1.0).value_or(1.0);
     sc.stragglers.push_back(s);
   }
 }
@@ -673,8 +673,28 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                                            ") must be a multiple of the topology's node.gpus (" +
                                            std::to_string(sc.topology.gpus_per_node) + ")");
     }
+    if (sc.topology.kind == "torus") {
+      std::int64_t nodes = 1;
+      for (const int d : sc.topology.dims) nodes *= d;
+      if (nodes * sc.topology.gpus_per_node != sc.gpus) {
+        throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
+                                             ") must fill the torus: " + std::to_string(nodes) +
+                                             " nodes x " +
+                                             std::to_string(sc.topology.gpus_per_node) +
+                                             " GPUs = " +
+                                             std::to_string(nodes * sc.topology.gpus_per_node));
+      }
+    }
   } catch (const InputError& e) {
     const toml::node* n = root.at_path(e.key()).node();
+    const toml::node* hf = root.at_path("model.hf_config").node();
+    if (n == nullptr && hf != nullptr && e.key().rfind("model.", 0) == 0) {
+      // The model's shape came from the Hugging Face config: point at model.hf_config.
+      const toml::source_region r = hf->source();
+      throw ConfigError(file, std::max<int>(1, static_cast<int>(r.begin.line)),
+                        std::max<int>(1, static_cast<int>(r.begin.column)),
+                        std::string(e.what()) + " (the shape comes from model.hf_config)");
+    }
     if (n == nullptr) {
       // A defaulted key: point at its section, or at the file start.
       const auto dot = e.key().find('.');

@@ -157,6 +157,8 @@ struct Shape {
   std::vector<std::pair<int, int>> per_node;
   /// Per node (ascending node index): its members' GPU indices, by local rank.
   std::vector<std::vector<int>> members;
+  /// Per node: the first member on each NIC (rail) it uses, in rail order.
+  std::vector<std::vector<int>> rail_heads;
 };
 
 /// Member of a node, with the NIC (rail) it uses.
@@ -197,6 +199,8 @@ Shape analyse(const hw::Topology& topo, std::span<const int> group) {
     s.per_node.emplace_back(count, rails);
     s.ppn = std::max(s.ppn, count);
     s.min_rails = std::min(s.min_rails, rails);
+    s.rail_heads.emplace_back();
+    for (const Member& h : heads) s.rail_heads.back().push_back(h.gpu);
     rail_heads.push_back(std::move(heads));
     i = j;
   }
@@ -273,17 +277,36 @@ constexpr double kPatPerRankUs = 2.8;
 constexpr double kPatBwFactor = 0.75;
 
 /// Appends ring flows over `nodes` (each a list of GPUs) with `channels` parallel rings.
-/// Ring c enters node m at member (c + m) mod count, walks the node's members upwards and
+/// Ring c enters node m at member (c - m) mod count, walks the node's members upwards and
 /// leaves from the member before its entry point, so consecutive nodes are joined on the
-/// same local rank (rail) whenever nodes have equal member counts.
+/// same local rank (rail) whenever nodes have equal member counts. With `rail_heads` (per
+/// node, the first member on each rail) and more than one channel, ring c enters node m at
+/// rail head (c - m) mod channels and leaves from rail head (c - m - 1) mod channels, so the
+/// channels of a node-to-node hop leave and enter on distinct NICs even when several GPUs
+/// share a NIC (GPU i uses NIC i mod nics; with 8 GPUs and 3 NICs local ranks 7, 0, 1 are on
+/// NICs 1, 0, 1).
 void ring_flows(const std::vector<std::vector<int>>& nodes, int channels, double edge_bytes,
-                std::vector<Flow>& out) {
+                std::vector<Flow>& out,
+                const std::vector<std::vector<int>>* rail_heads = nullptr) {
   std::vector<int> order;
+  const auto ch = static_cast<std::size_t>(channels);
   for (int c = 0; c < channels; ++c) {
     order.clear();
     for (std::size_t m = 0; m < nodes.size(); ++m) {
       const auto& g = nodes[m];
       const std::size_t cnt = g.size();
+      if (rail_heads != nullptr && channels > 1) {
+        const auto& h = (*rail_heads)[m];
+        const int entry = h[(static_cast<std::size_t>(c) + ch - m % ch) % ch];
+        const int exit = h[(static_cast<std::size_t>(c) + 2 * ch - m % ch - 1) % ch];
+        const auto start = static_cast<std::size_t>(std::find(g.begin(), g.end(), entry) - g.begin());
+        for (std::size_t i = 0; i < cnt; ++i) {
+          const int gpu = g[(start + i) % cnt];
+          if (gpu != exit) order.push_back(gpu);
+        }
+        order.push_back(exit);
+        continue;
+      }
       const std::size_t start = (static_cast<std::size_t>(c) + cnt - m % cnt) % cnt;
       for (std::size_t i = 0; i < cnt; ++i) order.push_back(g[(start + i) % cnt]);
     }
@@ -559,7 +582,7 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
     case Algorithm::PAT: {
       const double nsteps = op == CollectiveOp::AllReduce ? 2.0 * (n - 1.0) : n - 1.0;
       const int channels = s.nodes > 1 ? s.min_rails : 1;
-      ring_flows(s.members, channels, nsteps * size / (n * channels), flows0);
+      ring_flows(s.members, channels, nsteps * size / (n * channels), flows0, &s.rail_heads);
       break;
     }
     case Algorithm::Tree: {

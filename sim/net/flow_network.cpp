@@ -264,7 +264,14 @@ void FlowNetwork::recompute(Simulator& sim) {
           f.finish = Time::max();
           continue;
         }
-        finish = now + Time::ps(static_cast<std::int64_t>(std::ceil(f.remaining / r * 1e12)));
+        const double ps = std::ceil(f.remaining / r * 1e12);
+        // Converting a double beyond int64 is undefined (it read as a time in the past).
+        if (!(ps < 9.2e18)) {
+          throw std::overflow_error("flow network: a flow of " + std::to_string(f.remaining) +
+                                    " bytes at " + std::to_string(r) +
+                                    " B/s ends beyond Time's range");
+        }
+        finish = now + Time::ps(static_cast<std::int64_t>(ps));
       }
       f.finish = finish;
       sim.schedule_at(finish, handler_, id, kCompletionPriority);

@@ -1323,7 +1323,7 @@ StepResult simulate_step(const Scenario& sc) {
       sc.profile ? static_cast<const net::CollectiveModel&>(profiled_comm) : ab_model;
   // Full fidelity (full_fidelity.hpp): same graph, comm tasks become flows on the topology.
   std::optional<FullFidelity> full;
-  if (sc.fidelity == Fidelity::Full) full.emplace(L, topo, ab_model, sc.stragglers);
+  if (sc.fidelity == Fidelity::Full) full.emplace(L, topo, ab_model, sc.stragglers, &base_comm);
   const net::CollectiveModel& comm = full ? full->model() : base_comm;
   const cost::CostModel cost(sc.gpu, sc.profile);
   const int m = static_cast<int>(sc.training.global_batch / (sc.training.micro_batch * L.dp));

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <map>
-#include <set>
 #include <unordered_map>
 
 #include "core/error.hpp"
@@ -38,12 +37,13 @@ Coord coord_of(const parallel::Layout& L, int r) {
 }  // namespace
 
 FullFidelity::FullFidelity(const parallel::Layout& layout, const hw::Topology& topo,
-                           const net::AlphaBetaModel& model, std::vector<Straggler> stragglers)
+                           const net::AlphaBetaModel& model, std::vector<Straggler> stragglers,
+                           const net::CollectiveModel* pricing)
     : layout_(layout),
       topo_(topo),
       model_(model),
       stragglers_(std::move(stragglers)),
-      recorder_(model) {
+      recorder_(pricing != nullptr ? *pricing : model) {
   bool links = false;
   for (const Straggler& s : stragglers_) {
     if (s.gpu < 0 || s.gpu >= topo.num_gpus()) {
@@ -94,29 +94,109 @@ std::optional<std::pair<Straggler, int>> FullFidelity::slowest() const {
   return best;
 }
 
-std::vector<net::CollectivePlan> FullFidelity::copies(const RecordingModel::Query& q) const {
-  // The group spans TP (or DP) when its members differ in that coordinate; its copies vary
-  // the coordinates it does not span.
-  std::set<int> ts, ds;
+std::vector<std::vector<int>> FullFidelity::symmetric_groups(const std::vector<int>& group) const {
+  // Ranks of a stage are (t, x) with x = c + cp * d in [0, dp * cp) (Layout::ep_group's
+  // flattening). A group's copies are its translates by (dt, dx) that stay in range and do
+  // not overlap a copy already taken, in lexicographic order: a TP group repeats over every
+  // (c, d), a DP x CP group over every t, an EP block over every t and every other block,
+  // an expert-DP group over every t and EP index, a CP group over every (t, d), a pipeline
+  // transfer over every (t, c, d).
+  const int tp = layout_.tp;
+  const int xs = layout_.dp * layout_.cp;
   std::vector<Coord> cs;
-  for (const int g : q.group) {
+  int max_t = 0, max_x = 0;
+  for (const int g : group) {
     cs.push_back(coord_of(layout_, g));
-    ts.insert(cs.back().t);
-    ds.insert(cs.back().d);
+    max_t = std::max(max_t, cs.back().t);
+    max_x = std::max(max_x, cs.back().c + layout_.cp * cs.back().d);
   }
-  const int nt = ts.size() > 1 ? 1 : layout_.tp;
-  const int nd = ds.size() > 1 ? 1 : layout_.dp;
-  std::vector<net::CollectivePlan> out;
-  std::vector<int> group(q.group.size());
-  for (int dt = 0; dt < nt; ++dt) {
-    for (int dd = 0; dd < nd; ++dd) {
-      for (std::size_t i = 0; i < cs.size(); ++i) {
-        const Coord& k = cs[i];
-        group[i] = layout_.rank((k.t + dt) % layout_.tp, k.c, (k.d + dd) % layout_.dp, k.p);
+  const auto index = [&](int t, int x, int p) {
+    return (static_cast<std::size_t>(p) * static_cast<std::size_t>(xs) +
+            static_cast<std::size_t>(x)) * static_cast<std::size_t>(tp) + static_cast<std::size_t>(t);
+  };
+  std::vector<std::uint8_t> covered(static_cast<std::size_t>(tp) * static_cast<std::size_t>(xs) *
+                                        static_cast<std::size_t>(layout_.pp),
+                                    0);
+  std::vector<std::vector<int>> out;
+  std::vector<int> shifted(group.size());
+  for (int dt = 0; dt + max_t < tp; ++dt) {
+    for (int dx = 0; dx + max_x < xs; ++dx) {
+      bool free = true;
+      for (std::size_t i = 0; i < cs.size() && free; ++i) {
+        free = covered[index(cs[i].t + dt, cs[i].c + layout_.cp * cs[i].d + dx, cs[i].p)] == 0U;
       }
-      out.push_back(model_.plan(q.op, q.bytes, group));
+      if (!free) continue;
+      for (std::size_t i = 0; i < cs.size(); ++i) {
+        const int t = cs[i].t + dt;
+        const int x = cs[i].c + layout_.cp * cs[i].d + dx;
+        covered[index(t, x, cs[i].p)] = 1;
+        shifted[i] = layout_.rank(t, x % layout_.cp, x / layout_.cp, cs[i].p);
+      }
+      out.push_back(shifted);
     }
   }
+  return out;
+}
+
+bool FullFidelity::fits(Category category, const RecordingModel::Query& q) const {
+  // Pipeline transfers and the pipeline-wide sync span stages, and so do the DP-category
+  // embedding and DualPipe mirror syncs; TP, EP and CP collectives stay in one stage.
+  const int p0 = coord_of(layout_, q.group.front()).p;
+  bool cross = false;
+  for (const int g : q.group) cross = cross || coord_of(layout_, g).p != p0;
+  switch (category) {
+    case Category::PpComm: return cross;
+    case Category::EpComm: return !cross && q.op == net::CollectiveOp::AllToAll;
+    case Category::CpComm: return !cross && q.op != net::CollectiveOp::AllToAll;
+    case Category::TpComm: return !cross && q.op != net::CollectiveOp::AllToAll && !is_cp_hop(q);
+    case Category::DpComm: return q.op != net::CollectiveOp::AllToAll && !is_cp_hop(q);
+    case Category::Compute:
+    case Category::Optimizer: return false;
+  }
+  return false;
+}
+
+bool FullFidelity::is_cp_hop(const RecordingModel::Query& q) const {
+  if (q.op != net::CollectiveOp::SendRecv || q.group.size() != 2 || layout_.cp < 2) return false;
+  const Coord a = coord_of(layout_, q.group[0]);
+  const Coord b = coord_of(layout_, q.group[1]);
+  return a.t == b.t && a.d == b.d && a.p == b.p && a.c != b.c;
+}
+
+std::vector<net::CollectivePlan> FullFidelity::copies(const RecordingModel::Query& q) const {
+  std::vector<net::CollectivePlan> out = plan_copies(q);
+  // A priced time other than the plan's (a measured collective): scale the plan to it.
+  const Time planned = model_.cost(q.op, q.bytes, q.group).time;
+  if (planned > Time::zero() && planned != q.time) {
+    const double k = q.time.seconds() / planned.seconds();
+    for (net::CollectivePlan& p : out) {
+      for (net::FlowPhase& ph : p.phases) {
+        ph.latency_s *= k;
+        ph.bw_time_s *= k;
+        for (net::Flow& f : ph.flows) f.max_rate /= k;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<net::CollectivePlan> FullFidelity::plan_copies(const RecordingModel::Query& q) const {
+  std::vector<net::CollectivePlan> out;
+  if (is_cp_hop(q)) {
+    // A context-parallel ring step: every rank of every CP ring sends to the next one at
+    // once (the builder's task lasts as long as the ring's slowest hop).
+    const Coord a = coord_of(layout_, q.group[0]);
+    std::vector<int> ring;
+    for (int c = 0; c < layout_.cp; ++c) ring.push_back(layout_.rank(a.t, c, a.d, a.p));
+    for (const auto& r : symmetric_groups(ring)) {
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        const std::vector<int> hop{r[i], r[(i + 1) % r.size()]};
+        out.push_back(model_.plan(q.op, q.bytes, hop));
+      }
+    }
+    return out;
+  }
+  for (const auto& g : symmetric_groups(q.group)) out.push_back(model_.plan(q.op, q.bytes, g));
   return out;
 }
 
@@ -148,8 +228,15 @@ void FullFidelity::convert(TaskGraph& g) {
     const auto tp_group = layout_.tp_group(0, stage);
     for (const std::size_t i : it->second) {
       const auto& q = *uniq[i];
-      if (q.group.front() != rep) continue;
+      // The query of the stage representative's group; a CP ring task lasts as long as its
+      // slowest hop, which may be any hop of the representative's ring.
+      const bool cp_hop = task.category == Category::CpComm && is_cp_hop(q) &&
+                          coord_of(layout_, q.group.front()).p == stage &&
+                          coord_of(layout_, q.group.front()).t == 0 &&
+                          coord_of(layout_, q.group.front()).d == 0;
+      if (q.group.front() != rep && !cp_hop) continue;
       if (tp_task != (q.group == tp_group && layout_.tp > 1)) continue;
+      if (!fits(task.category, q)) continue;
       if (external_of[i] == kNoId) {
         external_of[i] = static_cast<std::uint32_t>(ops_.size());
         ops_.push_back(copies(q));

@@ -8,8 +8,11 @@
 // produced it (same stage representative GPU as the group's first member, same time, TP
 // tasks to TP groups and other tasks to other groups); the matching query's collective is
 // expanded into the plans of all symmetric copies of its group: a TP group of stage s
-// repeated over every DP index, a DP group over every TP index, a pipeline transfer or a
-// cross-stage sync over every (TP, DP) index. All those flows start when the task starts
+// repeated over every (CP, DP) index, a DP x CP group over every TP index, an EP group over
+// every TP index and every other EP block, an expert-DP group over every TP and EP index, a
+// pipeline transfer or a cross-stage sync over every (TP, CP, DP) index; a CP ring step
+// (matched by whichever hop of the representative's ring is the slowest) runs every hop of
+// every CP ring. All those flows start when the task starts
 // and share links with every other flow in flight: TP rings on NVLink with the intra-node
 // edges of DP rings, DP rings with PP transfers on the NICs, ECMP collisions at the spines.
 // Only the first member's task of a cross-stage rendezvous (the sender of a pipeline
@@ -47,13 +50,13 @@ class RecordingModel final : public net::CollectiveModel {
     std::vector<int> group;
     Time time;
   };
-  explicit RecordingModel(const net::AlphaBetaModel& inner) : inner_(inner) {}
+  explicit RecordingModel(const net::CollectiveModel& inner) : inner_(inner) {}
   [[nodiscard]] net::CollectiveCost cost(net::CollectiveOp op, std::uint64_t bytes,
                                          std::span<const int> group) const override;
   [[nodiscard]] const std::vector<Query>& queries() const { return queries_; }
 
  private:
-  const net::AlphaBetaModel& inner_;
+  const net::CollectiveModel& inner_;
   mutable std::vector<Query> queries_;
 };
 
@@ -76,8 +79,16 @@ class FullFidelity {
   /// tasks by 1 / speed (the stage rank stands for all its GPUs, and every TP/DP collective
   /// waits for the slowest member, so the stage runs at its slowest GPU's pace); NIC and
   /// NVLink factors scale the capacity of that GPU's links in the flow model.
+  ///
+  /// `pricing` (default: `model`) prices the builder's queries, e.g. a
+  /// net::ProfiledCollectiveModel with measured collectives. The flows always follow
+  /// `model`'s plan; where `pricing` gives another time than `model`, every phase's latency
+  /// and bandwidth time are scaled by their ratio (flow rate bounds divided by it), so that a
+  /// collective alone on the network takes the priced time (as long as the links can carry
+  /// the scaled rates).
   FullFidelity(const parallel::Layout& layout, const hw::Topology& topo,
-               const net::AlphaBetaModel& model, std::vector<Straggler> stragglers = {});
+               const net::AlphaBetaModel& model, std::vector<Straggler> stragglers = {},
+               const net::CollectiveModel* pricing = nullptr);
 
   /// The model to hand to the graph builder (records its queries).
   [[nodiscard]] const net::CollectiveModel& model() const { return recorder_; }
@@ -89,11 +100,24 @@ class FullFidelity {
   void run(Simulator& sim, Executor& ex);
 
   [[nodiscard]] const FullStats& stats() const { return stats_; }
+  /// The plans network task `external_id` runs (between convert() and run(); for tests).
+  [[nodiscard]] const std::vector<net::CollectivePlan>& plans(std::uint32_t external_id) const {
+    return ops_.at(external_id);
+  }
   /// The straggler with the lowest factor and its pipeline stage (none without stragglers).
   [[nodiscard]] std::optional<std::pair<Straggler, int>> slowest() const;
 
  private:
   [[nodiscard]] std::vector<net::CollectivePlan> copies(const RecordingModel::Query& q) const;
+  [[nodiscard]] std::vector<net::CollectivePlan> plan_copies(const RecordingModel::Query& q) const;
+  /// `group` and its disjoint translates over the TP and flattened (CP, DP) coordinates.
+  [[nodiscard]] std::vector<std::vector<int>> symmetric_groups(const std::vector<int>& group) const;
+  /// Whether a comm task of `category` can be the query's collective: pipeline transfers
+  /// (and the pipeline-wide sync) span stages, EP tasks are all-to-alls, CP ring hops are
+  /// CP tasks (a transfer and a ring step of equal time must not swap flows).
+  [[nodiscard]] bool fits(Category category, const RecordingModel::Query& q) const;
+  /// A send/recv between two CP ranks of one (TP, DP, PP) position: a ring-attention hop.
+  [[nodiscard]] bool is_cp_hop(const RecordingModel::Query& q) const;
 
   const parallel::Layout& layout_;
   const hw::Topology& topo_;

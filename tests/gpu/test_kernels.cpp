@@ -60,6 +60,16 @@ struct AttnCase {
   bool causal;
 };
 
+/// "b2h4kv4s200d64causal": the test name suffix, and what gtest prints for the parameter
+/// (without PrintTo it dumps the struct's bytes, padding included, which differ run to run).
+std::string case_name(const AttnCase& c) {
+  std::ostringstream os;
+  os << "b" << c.batch << "h" << c.heads << "kv" << c.kv_heads << "s" << c.seq << "d"
+     << c.head_dim << (c.causal ? "causal" : "full");
+  return os.str();
+}
+void PrintTo(const AttnCase& c, std::ostream* os) { *os << case_name(c); }
+
 class AttentionKernel : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(AttentionKernel, ForwardAndBackwardMatchTheNaiveReference) {
@@ -97,13 +107,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(AttnCase{2, 4, 4, 200, 64, true}, AttnCase{2, 4, 4, 200, 64, false},
                       AttnCase{1, 8, 2, 333, 128, true}, AttnCase{1, 8, 2, 333, 128, false},
                       AttnCase{3, 4, 1, 64, 128, true}, AttnCase{1, 2, 2, 1, 64, true}),
-    [](const auto& param_info) {
-      const AttnCase& c = param_info.param;
-      std::ostringstream os;
-      os << "b" << c.batch << "h" << c.heads << "kv" << c.kv_heads << "s" << c.seq << "d"
-         << c.head_dim << (c.causal ? "causal" : "full");
-      return os.str();
-    });
+    [](const auto& param_info) { return case_name(param_info.param); });
+
+TEST(AttentionKernel, ParameterPrintsAsItsName) {
+  EXPECT_EQ(::testing::PrintToString(AttnCase{1, 8, 2, 333, 128, true}), "b1h8kv2s333d128causal");
+}
 
 TEST(AttentionKernel, RejectsUnsupportedShapes) {
   EXPECT_FALSE(kernels::attention_unsupported({1, 4, 4, 16, 96, true}).empty());
