@@ -223,7 +223,12 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
   for (const auto& [k, v] : j.items()) {
     if (mapped_fields().count(k) == 0 || common.count(k) != 0 || !r.has(k)) continue;
     if (own == family_fields.end() || own->second.count(k) == 0) {
-      r.fail(k, "field \"" + k + "\" does not belong to model_type \"" + type + "\"");
+      std::string msg = "field \"";
+      msg += k;
+      msg += "\" does not belong to model_type \"";
+      msg += type;
+      msg += "\"";
+      r.fail(k, msg);
     }
   }
   return m;

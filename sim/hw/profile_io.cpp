@@ -76,7 +76,7 @@ class Reader {
     return n->as_boolean()->get();
   }
   std::string choice(const std::string& key, const std::vector<std::string>& allowed) {
-    const std::string v = str(key);
+    std::string v = str(key);
     if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
       std::string list;
       for (const auto& a : allowed) {

@@ -485,10 +485,20 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
       }
       offer(best, worst, Algorithm::Pairwise, Protocol::Simple);
     } else {
+      // Measured ramp of NCCL's bandwidth inside an NVLink domain (GpuSpec::nvlink_ramp_*,
+      // docs/network.md): a ring or NVLS kernel reaches its asymptotic bandwidth only for
+      // large messages, so inside one node the bandwidth term of each pipelined candidate
+      // (LL128, Simple, NVLS) is divided by the efficiency measured at the collective's bus
+      // bytes before the cheapest is taken; LL, the small-message protocol, keeps NCCL's
+      // model. The choice thus stays the cheapest of the priced candidates, which keeps the
+      // time monotone in bandwidth and in size (docs/trust.md).
+      const double ramp =
+          s.nodes == 1 ? nvlink_ramp_efficiency(gpu_, size * busbw_factor(op, s.n)) : 1.0;
       const double ring_bus = std::min(s.ppn > 1 ? intra : kInf, inter);
       for (const std::size_t p : {kLL, kLL128, kSimple}) {
-        offer(best, ring_time(op, size, s.n, s.nodes, s.ppn, ring_bus, p, arch),
-              Algorithm::Ring, kProtocols[p]);
+        Part part = ring_time(op, size, s.n, s.nodes, s.ppn, ring_bus, p, arch);
+        if (p != kLL) part.bw /= ramp;
+        offer(best, part, Algorithm::Ring, kProtocols[p]);
       }
       if (op == CollectiveOp::AllReduce && s.nodes > 1) {
         const double tree_raw =
@@ -525,7 +535,8 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
       if (op == CollectiveOp::AllReduce && s.nodes == 1 && s.n >= kNvlsMinGpus &&
           nvls_eff > 0.0) {
         const double algbw = intra * nvls_eff * (kNvlsChannels - 1.0) / kNvlsChannels;
-        offer(best, Part{kNvlsLatUs * kUs, size / algbw}, Algorithm::NVLS, Protocol::Simple);
+        offer(best, Part{kNvlsLatUs * kUs, size / (algbw * ramp)}, Algorithm::NVLS,
+              Protocol::Simple);
       }
       if (op != CollectiveOp::AllReduce && s.nodes > 1 && s.ppn == 1) {
         const double lat_us = kPatBaseUs + log2i(s.nodes) * kPatNetLatUs / kPatNetDivisor +
@@ -533,26 +544,6 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
         offer(best, Part{lat_us * kUs, size / (kPatBwFactor * inter)}, Algorithm::PAT,
               Protocol::Simple);
       }
-    }
-  }
-
-  // Measured ramp of NCCL's bandwidth inside an NVLink domain (GpuSpec::nvlink_ramp): NCCL
-  // picks the algorithm and protocol with its tuning model (above); the chosen ring or NVLS
-  // kernel then reaches its asymptotic bandwidth only for large messages. Its bandwidth term
-  // is divided by the measured efficiency at the collective's bus bytes. The sweeps measure
-  // the Simple protocol (LL/LL128 only win for small messages, below the sweeps).
-  if (s.nodes == 1 && op != CollectiveOp::AllToAll && op != CollectiveOp::SendRecv &&
-      best.protocol == Protocol::Simple &&
-      (best.algorithm == Algorithm::Ring || best.algorithm == Algorithm::NVLS)) {
-    const double bus_bytes = size * busbw_factor(op, static_cast<int>(group.size()));
-    const double eff = nvlink_ramp_efficiency(gpu_, bus_bytes);
-    if (eff < 1.0) {
-      double total = 0;
-      for (Part& part : best.parts) {
-        part.bw /= eff;
-        total += part.total();
-      }
-      best.time = Time::from_seconds(total);
     }
   }
 

@@ -657,7 +657,9 @@ class StepBuilder final : public PassEmitter {
       // Router replicated; shared experts split by TP; routed experts by EP and TP.
       const double router = mdl.moe.experts > 1 ? h * mdl.moe.experts : 0.0;
       c_.moe_layer_params = attn + router + mats * h * static_cast<double>(mdl.moe.shared_ffn()) / tp_;
-      c_.expert_params = static_cast<double>(mdl.moe.experts / sc_.layout.ep) * mats * h *
+      // Layout::validate guarantees ep divides the expert count: whole experts per rank.
+      const int local_experts = mdl.moe.experts / sc_.layout.ep;
+      c_.expert_params = static_cast<double>(local_experts) * mats * h *
                          mdl.moe.expert_ffn_hidden / tp_;
       if (sc_.layout.ep == 1) {
         // Without EP the experts are replicated like every other weight: one gradient
@@ -744,7 +746,7 @@ class StepBuilder final : public PassEmitter {
                                          sc_.training.micro_batch, cost_, comm_, sc_.seed, idx,
                                          stage_);
         moe_all_.push_back(mc);
-        moe_.emplace(idx, std::move(mc));
+        moe_.emplace(idx, mc);
       }
     }
   }
@@ -974,7 +976,7 @@ class StepBuilder final : public PassEmitter {
       if (i > 0) wait_.push_back(recv[static_cast<std::size_t>(i)]);
       const TaskId blk = compute(c_.attention.bwd_input, c_.attention.bwd_label);
       if (i + 2 < L.cp) {
-        recv[static_cast<std::size_t>(i + 2)] =
+        recv[static_cast<std::size_t>(i) + 2] =
             comm(st_->cp, c_.cp_kv_bwd.time, Category::CpComm, c_.cp_kv_bwd.label, blk);
       }
     }
