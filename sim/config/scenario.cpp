@@ -11,6 +11,7 @@
 #include "config/hf_config.hpp"
 #include "config/units.hpp"
 #include "core/error.hpp"
+#include "core/hash.hpp"
 #include "hw/gpu.hpp"
 #include "hw/profile_io.hpp"
 
@@ -560,6 +561,9 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
     }
   }
   sc.topology = load_topology(topo_path);
+  sc.inputs.scenario_fnv1a64 = fnv1a64_file(path);
+  sc.inputs.topology_fnv1a64 = fnv1a64_file(topo_path);
+  sc.inputs.topology_file = topo_path.filename().string();
   sc.gpus = static_cast<int>(c.bounded_req("gpus", 1, 1 << 20));
   std::string profile = c.string("profile").value_or(sc.topology.gpu);
   if (profile.size() > 5 && profile.ends_with(".toml")) {
@@ -578,6 +582,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
       throw ConfigError(e.file(), e.line(), e.column(), e.message());
     }
     profile = sc.profile->base_gpu;
+    sc.inputs.profile_fnv1a64 = fnv1a64_file(prof_path);
+    sc.inputs.profile_file = prof_path.filename().string();
   }
   const hw::GpuSpec* gpu = hw::find_builtin_gpu(profile);
   if (gpu == nullptr) {

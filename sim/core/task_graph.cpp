@@ -193,6 +193,89 @@ void Executor::run(Simulator& sim) {
   for (StreamId s = 0; s < g_.streams_.size(); ++s) try_start(sim, s);
   sim.run();
   if (finished_ != g_.tasks_.size()) throw DeadlockError(describe_stuck());
+  if (sim.pending() != 0) {
+    throw InternalError("self-check: " + std::to_string(sim.pending()) +
+                        " events left in the queue after the last task finished");
+  }
+  if (sim.now() < makespan_) {
+    throw InternalError("self-check: the clock (" + std::to_string(sim.now().count_ps()) +
+                        " ps) ended before the last task (" +
+                        std::to_string(makespan_.count_ps()) + " ps)");
+  }
+  verify_schedule(g_, start_, end_, done_, makespan_);
+}
+
+void Executor::corrupt_and_verify_for_test(TaskId t, Time start, Time end) {
+  if (t >= g_.tasks_.size()) throw std::invalid_argument("corrupt_and_verify_for_test: bad id");
+  start_[t] = start;
+  end_[t] = end;
+  verify_schedule(g_, start_, end_, done_, makespan_);
+}
+
+namespace {
+std::string describe_task(const TaskGraph& g, TaskId t) {
+  const Task& task = g.task(t);
+  std::string s = "'" + g.label(task.label) + "' (task " + std::to_string(t) + ", rank " +
+                  std::to_string(g.stream(task.stream).rank) + ", stream '" +
+                  g.label(g.stream(task.stream).name) + "'";
+  if (task.microbatch >= 0) s += ", microbatch " + std::to_string(task.microbatch);
+  s += ")";
+  return s;
+}
+std::string ps(Time t) { return std::to_string(t.count_ps()) + " ps"; }
+}  // namespace
+
+void verify_schedule(const TaskGraph& g, std::span<const Time> start, std::span<const Time> end,
+                     std::span<const std::uint8_t> done, Time makespan) {
+  const std::size_t n = g.tasks_.size();
+  if (start.size() != n || end.size() != n || (!done.empty() && done.size() != n)) {
+    throw InternalError("self-check: schedule has " + std::to_string(start.size()) +
+                        " starts and " + std::to_string(end.size()) + " ends for " +
+                        std::to_string(n) + " tasks");
+  }
+  auto fail = [&](const std::string& rule, TaskId t) {
+    throw InternalError("self-check failed: " + rule + ": " + describe_task(g, t) + " ran [" +
+                        ps(start[t]) + ", " + ps(end[t]) + "]");
+  };
+  for (TaskId t = 0; t < n; ++t) {
+    if (!done.empty() && done[t] == 0) fail("task never finished", t);
+    if (start[t] < Time::zero()) fail("task started before time zero", t);
+    if (end[t] < start[t]) fail("task ended before it started", t);
+    if (end[t] > makespan) fail("task ended after the makespan " + ps(makespan), t);
+    const Task& task = g.tasks_[t];
+    // Fixed-duration tasks run at least their duration (longer when SM contention slows
+    // them or a rendezvous waits for its longest member); network tasks end when told.
+    if (task.external == kNoId && end[t] - start[t] < task.duration) {
+      fail("task ran shorter than its duration " + ps(task.duration), t);
+    }
+  }
+  for (std::size_t i = 0; i < g.dep_from_.size(); ++i) {
+    const TaskId a = g.dep_from_[i], b = g.dep_to_[i];
+    if (start[b] < end[a]) {
+      fail("task started before its dependency " + describe_task(g, a) + " ended at " +
+               ps(end[a]),
+           b);
+    }
+  }
+  for (const Stream& st : g.streams_) {
+    for (std::size_t i = 1; i < st.tasks.size(); ++i) {
+      const TaskId prev = st.tasks[i - 1], t = st.tasks[i];
+      if (start[t] < end[prev]) {
+        fail("stream order broken: task started before the task issued before it, " +
+                 describe_task(g, prev) + ", ended at " + ps(end[prev]),
+             t);
+      }
+    }
+  }
+  for (const auto& members : g.rendezvous_) {
+    for (TaskId m : members) {
+      if (start[m] != start[members.front()] || end[m] != end[members.front()]) {
+        fail("rendezvous members did not start and end together (first member " +
+                 describe_task(g, members.front()) + ")",
+             m);
+      }
+    }
+  }
 }
 
 void Executor::try_start(Simulator& sim, StreamId s) {

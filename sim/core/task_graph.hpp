@@ -69,6 +69,20 @@ class DeadlockError : public InternalError {
   using InternalError::InternalError;
 };
 
+class TaskGraph;
+
+/// The self-check every run ends with (Executor::run calls it): checks that an executed
+/// schedule obeys the engine's contract, in O(tasks + dependencies + rendezvous members):
+/// every task finished (end >= 0 set), start <= end, a fixed-duration task ran at least its
+/// duration, no task started before a dependency ended, tasks of a stream ran in issue
+/// order without overlapping, members of a rendezvous started and ended together, and no
+/// task ended after `makespan`. `start` and `end` are indexed by TaskId; `done` (same size,
+/// or empty for "all finished") flags the tasks that finished. Throws InternalError naming
+/// the first violated rule and the op(s) (label, rank, microbatch); never returns on a
+/// violation, so a broken schedule cannot become a plausible number.
+void verify_schedule(const TaskGraph& g, std::span<const Time> start, std::span<const Time> end,
+                     std::span<const std::uint8_t> done, Time makespan);
+
 class TaskGraph {
  public:
   /// Adds a stream of simulated rank `rank`.
@@ -105,6 +119,8 @@ class TaskGraph {
 
  private:
   friend class Executor;
+  friend void verify_schedule(const TaskGraph&, std::span<const Time>, std::span<const Time>,
+                              std::span<const std::uint8_t>, Time);
   std::vector<Task> tasks_;
   std::vector<Stream> streams_;
   std::vector<std::vector<TaskId>> rendezvous_;
@@ -154,8 +170,13 @@ class Executor final : public EventHandler {
   void set_sm_contention(int comm_sms, int sms);
 
   /// Runs every task from sim.now(). Throws DeadlockError (naming the stuck tasks) when the
-  /// queue drains with tasks unfinished.
+  /// queue drains with tasks unfinished, and InternalError (naming the op) when the executed
+  /// schedule fails verify_schedule — the self-check of every run.
   void run(Simulator& sim);
+
+  /// Test hook: after run(), overwrite task `t`'s recorded times and re-run the self-check,
+  /// as a corrupted engine would have left them. Throws what verify_schedule throws.
+  void corrupt_and_verify_for_test(TaskId t, Time start, Time end);
 
   [[nodiscard]] Time start(TaskId t) const { return start_[t]; }
   [[nodiscard]] Time end(TaskId t) const { return end_[t]; }

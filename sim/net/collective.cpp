@@ -608,8 +608,11 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
     case Algorithm::Hierarchical: {
       const double ppn = s.ppn;
       for (const auto& node : s.members) {
-        ring_flows({node}, 1, (ppn - 1.0) * size / (ppn * ppn), out.phases[0].flows);
-        ring_flows({node}, 1, (ppn - 1.0) * size / (ppn * ppn), out.phases[2].flows);
+        // Ring reduce_scatter (all_gather) of S over the node's c members: c - 1 steps of
+        // S / c on every ring edge.
+        const auto c = static_cast<double>(node.size());
+        ring_flows({node}, 1, (c - 1.0) * size / c, out.phases[0].flows);
+        ring_flows({node}, 1, (c - 1.0) * size / c, out.phases[2].flows);
       }
       const double nodes = s.nodes;
       for (std::size_t r = 0; r < static_cast<std::size_t>(s.ppn); ++r) {

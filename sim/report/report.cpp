@@ -5,6 +5,8 @@
 #include <ostream>
 #include <string>
 
+#include "core/hash.hpp"
+
 namespace trainsim::report {
 
 using nlohmann::ordered_json;
@@ -44,11 +46,36 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
+/// The inputs' hashes and the measured profile's provenance (core/hash.hpp).
+ordered_json inputs_json(const workload::Scenario& sc) {
+  ordered_json in;
+  in["scenario_fnv1a64"] = hex64(sc.inputs.scenario_fnv1a64);
+  in["topology"] = sc.inputs.topology_file;
+  in["topology_fnv1a64"] = hex64(sc.inputs.topology_fnv1a64);
+  if (sc.profile) {
+    const auto& pv = sc.profile->provenance;
+    ordered_json p;
+    p["file"] = sc.inputs.profile_file;
+    p["fnv1a64"] = hex64(sc.inputs.profile_fnv1a64);
+    p["gpu_name"] = pv.gpu_name;
+    p["host"] = pv.host;
+    p["date"] = pv.date;
+    p["driver"] = pv.driver;
+    p["cuda_runtime"] = pv.cuda_runtime;
+    p["cublas"] = pv.cublas;
+    p["nccl"] = pv.nccl;
+    p["command"] = pv.command;
+    in["profile"] = p;
+  }
+  return in;
+}
+
 }  // namespace
 
 std::string to_json(const workload::Scenario& sc, const workload::StepResult& r) {
   ordered_json j;
   j["trainsim_version"] = TRAINSIM_VERSION;
+  if (sc.inputs.scenario_fnv1a64 != 0) j["inputs"] = inputs_json(sc);
   j["scenario"] = sc.name;
   j["model"] = sc.model.name;
   j["gpu"] = sc.gpu.display_name;
@@ -152,6 +179,16 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
      << ", seq=" << sc.model.seq_len << "\n";
   os << "  cluster    " << sc.gpus << " x " << sc.gpu.display_name << " (" << sc.topology.name
      << ")\n";
+  if (sc.inputs.scenario_fnv1a64 != 0) {
+    os << "  inputs     scenario fnv1a64 " << hex64(sc.inputs.scenario_fnv1a64) << ", topology "
+       << sc.inputs.topology_file << " fnv1a64 " << hex64(sc.inputs.topology_fnv1a64) << "\n";
+  }
+  if (sc.profile) {
+    const auto& pv = sc.profile->provenance;
+    os << "  profile    " << sc.inputs.profile_file << " fnv1a64 "
+       << hex64(sc.inputs.profile_fnv1a64) << ": " << pv.gpu_name << " on " << pv.host << ", "
+       << pv.date << ", driver " << pv.driver << ", CUDA " << pv.cuda_runtime << "\n";
+  }
   os << "  layout     TP " << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp
      << ", DP " << L.dp;
   if (L.ep > 1) os << ", EP " << L.ep;

@@ -82,6 +82,14 @@ struct Scenario {
   /// Communication kernels slow the computation they overlap by taking GpuSpec::comm_sms
   /// SMs (Executor::set_sm_contention). `[simulation] sm_contention = false` turns it off.
   bool sm_contention = true;
+  /// The input files' bytes, for reproducibility (set by config::load_scenario; zero hashes
+  /// and empty names when the scenario was built in code): FNV-1a 64-bit (core/hash.hpp) of
+  /// the scenario, topology and measured-profile files, and the latter two's file names.
+  struct Inputs {
+    std::uint64_t scenario_fnv1a64 = 0, topology_fnv1a64 = 0, profile_fnv1a64 = 0;
+    std::string topology_file, profile_file;
+  };
+  Inputs inputs;
 };
 
 /// Bytes per GPU.
