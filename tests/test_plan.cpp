@@ -392,6 +392,48 @@ TEST(PlanSearch, ContextParallelBoundsHoldAndCpWinsOnLongSequences) {
   EXPECT_GT(csv_rows_with(plan::search_csv(sc, r), ".cp4."), 0U);
 }
 
+// The bounds on a sample across the whole valid space, not just the layouts the search picks:
+// every 37th analysed layout of a 4-layer Mixtral (ep 1-8, cp 1-4, DualPipe's overlapped MoE
+// pairs, full recompute, ZeRO 0-2, both TP overlaps) and of a 4-layer Llama 3 at 16k tokens
+// (cp 1-8) is simulated; bound <= simulated time and memory bound <= simulated memory on each.
+TEST(PlanSearch, MoeAndCpBoundsHoldAcrossTheSpace) {
+  for (const auto& sc : {small("mixtral-8x7b-h100.toml", 4, 8, 16, 1024),
+                         small("llama3-8b-128k-cp8.toml", 4, 8, 8, 16384)}) {
+    plan::SearchOptions opt;
+    opt.des_max = 1;
+    opt.threads = 2;
+    const auto r = plan::search(sc, opt);
+    std::vector<std::size_t> sample;
+    std::size_t analysed = 0;
+    for (std::size_t i = 0; i < r.all.size(); ++i) {
+      if (r.all[i].status == plan::Status::InvalidLayout) continue;
+      if (analysed++ % 37 == 0) sample.push_back(i);
+    }
+    ASSERT_GT(sample.size(), 40U);
+    std::set<std::string> seen;
+    for (std::size_t i : sample) {
+      const auto& e = r.all[i];
+      workload::StepResult sim;
+      try {
+        sim = workload::simulate_step(plan::apply(sc, e.c));
+      } catch (const InputError&) {
+        continue;
+      }
+      const auto& L = e.c.layout;
+      if (L.ep > 1) seen.insert("ep");
+      if (L.cp > 1) seen.insert("cp");
+      if (L.schedule == parallel::ScheduleKind::DualPipe) seen.insert("dualpipe");
+      if (e.c.recompute == model::Recompute::Full) seen.insert("full");
+      EXPECT_LE(e.lower_bound_s, sim.step_time.seconds() * (1 + 1e-9)) << plan::candidate_key(e.c);
+      EXPECT_LE(e.memory_lb_bytes, sim.memory.total * (1 + 1e-9)) << plan::candidate_key(e.c);
+    }
+    EXPECT_TRUE(seen.count("cp") && seen.count("full")) << sc.name;
+    if (sc.model.moe.enabled()) {
+      EXPECT_TRUE(seen.count("ep") && seen.count("dualpipe")) << sc.name;
+    }
+  }
+}
+
 TEST(PlanSearch, MoeAndCpSearchSameForOneAndTwoThreads) {
   auto sc = small("mixtral-8x7b-h100.toml", 2, 8, 16, 2048);
   plan::SearchOptions one, two;

@@ -213,6 +213,9 @@ class Analyzer {
         params += chunk_params;
         min_chunk = std::min(min_chunk, chunk_act);
       }
+      // DualPipe: microbatches 0..m/2-1 run chunk 0, the others chunk 1 (parallel::
+      // dualpipe_schedule), so per microbatch a rank runs the mean of its two chunks.
+      if (dual) compute *= 0.5;
       // Dense weights are replicated over DP x CP, routed experts over the expert-DP ranks;
       // ZeRO shards each over its own group (builder: simulate_step's memory).
       auto state = model::model_state_bytes(params, dpc, L.zero, grad_elem_bytes());
