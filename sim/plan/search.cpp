@@ -143,7 +143,8 @@ class Analyzer {
     if (m.moe.enabled()) {
       moe_layer_params = attn_params + (m.moe.experts > 1 ? h * m.moe.experts : 0.0) +
                          mats * h * static_cast<double>(m.moe.shared_ffn()) / L.tp;
-      expert_params = static_cast<double>(m.moe.experts / L.ep) * mats * h *
+      const int local_experts = m.moe.experts / L.ep;  // ep divides the experts (validate)
+      expert_params = static_cast<double>(local_experts) * mats * h *
                       m.moe.expert_ffn_hidden / L.tp;
       if (L.ep == 1) {
         moe_layer_params += expert_params;
@@ -168,7 +169,8 @@ class Analyzer {
     if (L.cp > 1) {
       const auto [xf, xb] = cp_kv(L, c.micro_batch);
       cpw_f = (L.cp - 1) * std::max(0.0, xf - lt.attn_blk_fwd);
-      cpw_b = ((L.cp - 1) / 2) * std::max(0.0, xb - lt.attn_blk_bwd);
+      const int pairs = (L.cp - 1) / 2;  // floor: blocks i + 2 waiting on block i's transfer
+      cpw_b = pairs * std::max(0.0, xb - lt.attn_blk_bwd);
     }
     const double cpw_rc = c.recompute == Recompute::None ? 0.0 : cpw_f;
     const double fwd_pass = lt.fwd + lt.mem_fwd + lt.tp_wait_fwd + cpw_f;
@@ -312,7 +314,8 @@ class Analyzer {
     // T x k rows of h 16-bit elements, taken as exposed except under DualPipe's overlap.
     double ep_comm = 0;
     if (m.moe.enabled() && L.ep > 1) {
-      const double rows = static_cast<double>(c.micro_batch) * (m.seq_len / L.cp) * m.moe.top_k;
+      const int local_seq = m.seq_len / L.cp;  // 2 cp divides seq_len (validate)
+      const double rows = static_cast<double>(c.micro_batch) * local_seq * m.moe.top_k;
       const double a2a = ep_cost(rows * h * 2.0, L);
       ep_comm = mb * (static_cast<double>(m.moe_layers()) / L.pp) * 4.0 * a2a * (dual ? 0.2 : 1.0);
     }
@@ -585,7 +588,8 @@ class Analyzer {
                                       (mdl.mla.qk_nope_head_dim + mdl.mla.qk_rope_head_dim +
                                        mdl.mla.v_head_dim)
                                 : 2.0 * std::max(1, mdl.kv_heads / L.tp) * mdl.head_dim();
-    const double kv = static_cast<double>(b) * (mdl.seq_len / L.cp) * kv_width * 2.0;
+    const int local_seq = mdl.seq_len / L.cp;  // 2 cp divides seq_len (validate)
+    const double kv = static_cast<double>(b) * local_seq * kv_width * 2.0;
     double lo_f = std::numeric_limits<double>::infinity(), lo_b = lo_f;
     for (int s = 0; s < L.pp; ++s) {
       const auto group = L.cp_group(0, s);
