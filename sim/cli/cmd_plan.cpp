@@ -71,7 +71,7 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
   search_->add_option("--csv", s_csv_, "Write every enumerated layout, with why it was rejected");
   search_->add_flag("--json", s_json_, "Print JSON (candidates_evaluated, rejected, top)");
   search_->add_option("--threads", s_threads_, "Threads per process (default: all cores)");
-  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 1024)")
+  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 2048)")
       ->check(CLI::PositiveNumber);
 
   plan_ = app.add_subcommand("plan", "Compute-optimal model, tokens, layout, days and cost for a "

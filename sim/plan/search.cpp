@@ -88,6 +88,18 @@ struct LayerTimes {
   double tp_wait_fwd = 0, tp_wait_bwd = 0;
   double act_bytes = 0;  ///< activations kept per layer (model::activation_bytes_per_layer)
   double emb_act = 0, head_act = 0;
+  /// The dense MLP's share of fwd / bwd / mem_fwd / mem_bwd (mlp_in, activation, mlp_out).
+  double mlp_fwd = 0, mlp_bwd = 0, mlp_mem_fwd = 0, mlp_mem_bwd = 0;
+  /// An MoE layer (MoE models only), per microbatch, with the same attention part: what its
+  /// MoE MLP surely costs on the simulated (busiest) EP rank, forward and backward (FLOP
+  /// floors of the router, shared and routed experts; see moe_floor), its TP waits and its
+  /// activations (MLP sized by the balanced share of rows, a lower bound on the busiest
+  /// rank's).
+  double moe_fwd = 0, moe_bwd = 0;
+  double moe_tp_wait_fwd = 0, moe_tp_wait_bwd = 0;
+  double moe_act_bytes = 0;
+  /// One attention block (of cp) forward / backward on this rank, for the CP ring's waits.
+  double attn_blk_fwd = 0, attn_blk_bwd = 0;
   double p2p = 0;        ///< one activation between adjacent stages
 };
 
@@ -103,13 +115,42 @@ class Analyzer {
   Result analyze(const Candidate& c) {
     const auto& m = base_.model;
     const auto& L = c.layout;
-    const LayerTimes& lt = layer_times(L.tp, L.sequence_parallel, c.micro_batch, c.recompute,
-                                       L.tp_comm_overlap);
+    const LayerTimes& lt = layer_times(L.tp, L.cp, L.sequence_parallel, c.micro_batch,
+                                       c.recompute, L.tp_comm_overlap);
     const bool dual = L.schedule == ScheduleKind::DualPipe;
     const workload::PipelineShape shape{L.pp, L.virtual_stages, dual};
     const int v = dual ? 2 : L.virtual_stages;
     const auto layers = parallel::layers_per_virtual_stage(m.layers, shape.chain_length(), 1);
-    const double layer_params = layer_params_per_rank(L.tp);
+    // MoE layers of each chain position (as the builder's moe_layers_of).
+    moe_of_.assign(layers.size(), 0);
+    if (m.moe.enabled()) {
+      int first = 0;
+      for (std::size_t p = 0; p < layers.size(); ++p) {
+        for (int l = 0; l < layers[p]; ++l) moe_of_[p] += m.is_moe_layer(first + l) ? 1 : 0;
+        first += layers[p];
+      }
+    }
+    // Per-rank parameters as the builder counts them (compute_costs): dense layers; MoE
+    // layers without their routed experts; routed experts (E/ep of them, TP-split), which
+    // join the dense weights when ep = 1.
+    const double h = m.hidden;
+    const double mats = m.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
+    const double attn_params = h * static_cast<double>(workload::qkv_width(m, L.tp)) +
+                               static_cast<double>(m.attn_out_width()) * h / L.tp +
+                               (m.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / L.tp;
+    const double layer_params = attn_params + mats * h * m.ffn_hidden / L.tp;
+    double moe_layer_params = 0, expert_params = 0;
+    if (m.moe.enabled()) {
+      moe_layer_params = attn_params + (m.moe.experts > 1 ? h * m.moe.experts : 0.0) +
+                         mats * h * static_cast<double>(m.moe.shared_ffn()) / L.tp;
+      const int local_experts = m.moe.experts / L.ep;  // ep divides the experts (validate)
+      expert_params = static_cast<double>(local_experts) * mats * h *
+                      m.moe.expert_ffn_hidden / L.tp;
+      if (L.ep == 1) {
+        moe_layer_params += expert_params;
+        expert_params = 0;
+      }
+    }
     const bool tied_copy = m.tied_embeddings && shape.chain_length() > 1;
     const double emb_params = m.embedding_params() / L.tp;
     const double head_params = (m.head_params() + (tied_copy ? m.embedding_params() : 0.0)) / L.tp;
@@ -118,22 +159,50 @@ class Analyzer {
     // in-order compute stream (the next kernel waits for it), so it adds to the stage's
     // critical path; with full recompute the repeated forward has them too.
     const bool full = c.recompute == Recompute::Full;
-    const double fwd_pass = lt.fwd + lt.mem_fwd + lt.tp_wait_fwd;
-    const double per_layer = fwd_pass + lt.bwd + lt.mem_bwd + lt.tp_wait_bwd + lt.recompute +
+    // CP ring (builder attention_forward / attention_backward): forward, the cp - 1 KV
+    // transfers run one after another on the CP stream after QKV and block i waits for
+    // transfer i - 1, so the last block starts at least (cp - 1) transfers after QKV:
+    // + (cp - 1) max(0, X - A) over the cp blocks. Backward: block i + 2 waits for the
+    // transfer issued after block i: + floor((cp - 1) / 2) max(0, X_b - B). The last dKV
+    // transfer counts 0. Recompute repeats the forward's waits.
+    double cpw_f = 0, cpw_b = 0;
+    if (L.cp > 1) {
+      const auto [xf, xb] = cp_kv(L, c.micro_batch);
+      cpw_f = (L.cp - 1) * std::max(0.0, xf - lt.attn_blk_fwd);
+      const int pairs = (L.cp - 1) / 2;  // floor: blocks i + 2 waiting on block i's transfer
+      cpw_b = pairs * std::max(0.0, xb - lt.attn_blk_bwd);
+    }
+    const double cpw_rc = c.recompute == Recompute::None ? 0.0 : cpw_f;
+    const double fwd_pass = lt.fwd + lt.mem_fwd + lt.tp_wait_fwd + cpw_f;
+    const double bwd_pass = lt.bwd + lt.mem_bwd + lt.tp_wait_bwd + cpw_b;
+    const double per_layer = fwd_pass + bwd_pass + lt.recompute + cpw_rc +
                              (full ? lt.mem_fwd + lt.tp_wait_fwd : 0.0);
+    // An MoE layer: the dense MLP's kernels replaced by the MoE floor (moe_floor).
+    const double moe_fwd_pass = lt.fwd - lt.mlp_fwd + lt.moe_fwd + lt.mem_fwd - lt.mlp_mem_fwd +
+                                lt.moe_tp_wait_fwd + cpw_f;
+    const double moe_bwd_pass = lt.bwd - lt.mlp_bwd + lt.moe_bwd + lt.mem_bwd - lt.mlp_mem_bwd +
+                                lt.moe_tp_wait_bwd + cpw_b;
+    const double moe_recompute =
+        full ? moe_fwd_pass : lt.recompute + cpw_rc;  // selective: the attention core only
+    const double per_moe_layer = moe_fwd_pass + moe_bwd_pass + moe_recompute;
+    const int dpc = L.dp_cp();
 
     Result r;
     double max_stage = 0, sum_stage = 0, params0 = 0;
     std::vector<double> stage_compute(static_cast<std::size_t>(L.pp), 0.0);
     std::vector<double> stage_tail(static_cast<std::size_t>(L.pp), 0.0);
     for (int s = 0; s < L.pp; ++s) {
-      double params = 0, compute = 0, min_chunk = std::numeric_limits<double>::infinity();
+      double params = 0, experts = 0, compute = 0,
+             min_chunk = std::numeric_limits<double>::infinity();
       for (int ch = 0; ch < v; ++ch) {
         const int vs = shape.vs_of(s, ch);
-        const int nl = layers[static_cast<std::size_t>(shape.position(vs))];
-        double chunk_params = nl * layer_params;
-        double chunk_act = nl * lt.act_bytes;
-        compute += nl * per_layer;
+        const auto pos = static_cast<std::size_t>(shape.position(vs));
+        const int nl = layers[pos];
+        const int nm = moe_of_[pos];
+        double chunk_params = (nl - nm) * layer_params + nm * moe_layer_params;
+        double chunk_act = (nl - nm) * lt.act_bytes + nm * lt.moe_act_bytes;
+        compute += (nl - nm) * per_layer + nm * per_moe_layer;
+        experts += nm * expert_params;
         if (shape.first_of_chain(vs)) {
           chunk_params += emb_params;
           chunk_act += lt.emb_act;
@@ -146,26 +215,37 @@ class Analyzer {
         params += chunk_params;
         min_chunk = std::min(min_chunk, chunk_act);
       }
-      const auto state = model::model_state_bytes(params, L.dp, L.zero, grad_elem_bytes());
+      // DualPipe: microbatches 0..m/2-1 run chunk 0, the others chunk 1 (parallel::
+      // dualpipe_schedule), so per microbatch a rank runs the mean of its two chunks.
+      if (dual) compute *= 0.5;
+      // Dense weights are replicated over DP x CP, routed experts over the expert-DP ranks;
+      // ZeRO shards each over its own group (builder: simulate_step's memory).
+      auto state = model::model_state_bytes(params, dpc, L.zero, grad_elem_bytes());
+      if (experts > 0) {
+        const auto es = model::model_state_bytes(experts, L.expert_dp(), L.zero, grad_elem_bytes());
+        state.weights += es.weights;
+        state.gradients += es.gradients;
+        state.optimizer += es.optimizer;
+      }
       // At least the program's peak of (microbatch, chunk) slots alive at once, each holding
       // at least the smallest chunk's activations.
       const int alive = peak_alive(L, static_cast<int>(mb_count))[static_cast<std::size_t>(s)];
       r.mem_lb = std::max(r.mem_lb, state.total() + std::max(1, alive) * min_chunk);
       stage_compute[static_cast<std::size_t>(s)] = compute;
-      // After the stage's last backward: without overlap_grad_reduce, its gradient buckets
-      // reduced one after another on the DP stream (at least one collective of all of them:
-      // NCCL's cost is the cheapest of affine laws, so subadditive), then the Adam step on the
-      // compute stream.
-      double tail = cost_.memory_bound(kAdamBytesPerParam * (L.zero >= 1 ? params / L.dp : params))
-                        .seconds();
-      if (!L.overlap_grad_reduce && L.dp > 1 && L.zero <= 1) {
+      // After the stage's last backward: without overlap_grad_reduce, its dense gradient
+      // buckets reduced one after another on the DP stream over DP x CP (at least one
+      // collective of all of them: NCCL's cost is the cheapest of affine laws, so
+      // subadditive; the expert buckets count 0), then the Adam step on the compute stream.
+      const double local = L.zero >= 1 ? params / dpc + experts / L.expert_dp() : params + experts;
+      double tail = cost_.memory_bound(kAdamBytesPerParam * local).seconds();
+      if (!L.overlap_grad_reduce && dpc > 1 && L.zero <= 1) {
         tail += dp_cost(L.zero == 0 ? net::CollectiveOp::AllReduce : net::CollectiveOp::ReduceScatter,
                         grad_elem_bytes() * params, L);
       }
       stage_tail[static_cast<std::size_t>(s)] = tail;
       max_stage = std::max(max_stage, compute);
       sum_stage += compute;
-      if (s == 0) params0 = params;
+      if (s == 0) params0 = params + experts;
     }
     const double mb = static_cast<double>(mb_count);
     // Step-time lower bound: the compute stream of a stage runs its kernels one at a time.
@@ -179,9 +259,10 @@ class Analyzer {
       // with an unsplit backward, rank 0's last backward waits for the last rank's.
       double fill = 0, drain = 0;
       for (int s = 0; s + 1 < L.pp; ++s) {
-        const int nl = layers[static_cast<std::size_t>(shape.position(shape.vs_of(s, 0)))];
-        fill += nl * fwd_pass;
-        drain += nl * (lt.bwd + lt.mem_bwd + lt.tp_wait_bwd);
+        const auto pos = static_cast<std::size_t>(shape.position(shape.vs_of(s, 0)));
+        const int nl = layers[pos], nm = moe_of_[pos];
+        fill += (nl - nm) * fwd_pass + nm * moe_fwd_pass;
+        drain += (nl - nm) * bwd_pass + nm * moe_bwd_pass;
       }
       const bool split_w = L.schedule == ScheduleKind::ZbH1 || L.schedule == ScheduleKind::ZbH2;
       const double last = mb * stage_compute.back();
@@ -214,7 +295,7 @@ class Analyzer {
         (base_.training.dtype == hw::Dtype::FP8 ? 2.0 : hw::dtype_bytes(base_.training.dtype)) *
         params0;
     double dp_time = 0;
-    if (L.dp > 1) {
+    if (dpc > 1) {
       if (L.zero == 0) {
         dp_time = dp_cost(net::CollectiveOp::AllReduce, grad_bytes, L);
       } else {
@@ -222,14 +303,24 @@ class Analyzer {
         if (!L.overlap_param_gather) dp_time += dp_cost(net::CollectiveOp::AllGather, param_bytes, L);
       }
       if (L.overlap_grad_reduce) {
-        const double bucket = std::max(40e6, 1e6 * L.dp);
+        const double bucket = std::max(40e6, 1e6 * L.dp);  // Megatron's default bucket
         dp_time *= std::min(1.0, bucket / std::max(1.0, params0));
       }
     }
     const double opt = cost_.memory_bound(kAdamBytesPerParam * params0 /
-                                          (L.zero >= 1 ? L.dp : 1)).seconds();
+                                          (L.zero >= 1 ? dpc : 1)).seconds();
     const double pp_comm = L.pp > 1 ? 2.0 * (L.pp - 1) * lt.p2p : 0.0;
-    r.estimate = std::max(lb, mb * max_stage + bubble) + tp_exposed + dp_time + opt + pp_comm;
+    // EP: four all-to-alls per MoE layer and microbatch (docs/moe.md) of the balanced share,
+    // T x k rows of h 16-bit elements, taken as exposed except under DualPipe's overlap.
+    double ep_comm = 0;
+    if (m.moe.enabled() && L.ep > 1) {
+      const int local_seq = m.seq_len / L.cp;  // 2 cp divides seq_len (validate)
+      const double rows = static_cast<double>(c.micro_batch) * local_seq * m.moe.top_k;
+      const double a2a = ep_cost(rows * h * 2.0, L);
+      ep_comm = mb * (static_cast<double>(m.moe_layers()) / L.pp) * 4.0 * a2a * (dual ? 0.2 : 1.0);
+    }
+    r.estimate = std::max(lb, mb * max_stage + bubble) + tp_exposed + dp_time + opt + pp_comm +
+                 ep_comm;
 
     // Memory estimate: microbatches in flight on stage 0 (1F1B warm-up; Megatron's
     // interleaved warm-up 2(p-1) + (v-1)p + 1 chunks; GPipe all of them).
@@ -245,24 +336,13 @@ class Analyzer {
       default: inflight_chunks = std::min(mb, static_cast<double>(L.pp)) * v; break;
     }
     const double chunk_layers = layers_per_stage / v;
-    const auto state0 = model::model_state_bytes(params0, L.dp, L.zero, grad_elem_bytes());
+    const auto state0 = model::model_state_bytes(params0, dpc, L.zero, grad_elem_bytes());
     r.mem_est = std::max(r.mem_lb, state0.total() + inflight_chunks * chunk_layers * lt.act_bytes +
                                        lt.emb_act);
     return r;
   }
 
  private:
-  double layer_params_per_rank(int tp) const {
-    const auto& mdl = base_.model;
-    const double h = mdl.hidden;
-    const std::int64_t d = mdl.head_dim();
-    const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp);
-    const double qkv = static_cast<double>(static_cast<std::int64_t>(mdl.heads / tp) * d + 2 * kv_local * d);
-    return h * qkv + h * h / tp +
-           (mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0) * h * mdl.ffn_hidden / tp +
-           (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp;
-  }
-
   /// Bytes of one gradient (fp32 for bf16/FP8 training: workload::gradient_dtype).
   [[nodiscard]] double grad_elem_bytes() const {
     return hw::dtype_bytes(workload::gradient_dtype(base_.training.dtype));
@@ -296,14 +376,28 @@ class Analyzer {
     return t;
   }
 
-  const LayerTimes& layer_times(int tp, bool sp, std::int64_t b, Recompute rc, bool tco) {
-    const std::uint64_t key = (static_cast<std::uint64_t>(tp) << 40) |
+  /// FLOP floor of one GEMM's forward / dgrad+wgrad on this rank: FLOPs / (peak x the
+  /// best-shape efficiency). The kernel model never beats it (cost::CostModel::gemm_seconds:
+  /// every tile's main loop runs at most at that rate, and the tiles cover m x n).
+  [[nodiscard]] double flop_floor(double flops) const {
+    const double rate = base_.gpu.peak_flops(base_.training.dtype) *
+                        base_.gpu.gemm_efficiency(base_.training.dtype);
+    return rate > 0 ? flops / rate : 0.0;
+  }
+
+  const LayerTimes& layer_times(int tp, int cp, bool sp, std::int64_t b, Recompute rc, bool tco) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(cp) << 52) |
+                              (static_cast<std::uint64_t>(tp) << 40) |
                               (static_cast<std::uint64_t>(b) << 8) |
                               (static_cast<std::uint64_t>(rc) << 2) | (sp ? 2u : 0u) |
                               (tco ? 1u : 0u);
     auto it = layer_cache_.find(key);
     if (it != layer_cache_.end()) return it->second;
-    const auto& mdl = base_.model;
+    // Context parallelism: every per-token op works on this rank's seq_len / cp tokens, as
+    // the builder's local model (workload/builder.cpp compute_costs); the attention core runs
+    // cp kernels of (seq_len / cp)^2 blocks (ring steps or the all-gathered kernel).
+    model::ModelSpec mdl = base_.model;
+    mdl.seq_len = base_.model.seq_len / cp;
     LayerTimes t;
     const auto impl = base_.training.flash_attention ? cost::AttentionImpl::Flash
                                                      : cost::AttentionImpl::Unfused;
@@ -314,7 +408,12 @@ class Analyzer {
     gf_.fill(0);
     gd_.fill(0);
     gw_.fill(0);
-    for (const model::Op& op : model::layer_ops(mdl, b)) {
+    const auto ops = model::layer_ops(mdl, b);
+    for (std::size_t oi = 0; oi < ops.size(); ++oi) {
+      const model::Op& op = ops[oi];
+      // layer_ops order: attn_norm, qkv, attention, proj, attn_residual, mlp_norm, then the
+      // MLP (what an MoE layer replaces, model::layer_ops_at), then mlp_residual.
+      const bool mlp = oi >= 6 && oi + 1 < ops.size();
       if (op.kind == model::OpKind::Gemm) {
         double w = 0;
         const double f = gemm_fwd(op, tp, qkv_n);
@@ -322,6 +421,10 @@ class Analyzer {
         t.fwd += f;
         t.bwd += all;
         t.wgrad += w;
+        if (mlp) {
+          t.mlp_fwd += f;
+          t.mlp_bwd += all;
+        }
         // Forward order: qkv, proj, mlp in (fc1 / gate+up), mlp out (fc2 / down).
         const int k = op.name == "qkv" ? 0 : op.name == "proj" ? 1
                       : (op.name == "mlp_fc1" || op.name == "mlp_gate_up") ? 2 : 3;
@@ -333,13 +436,21 @@ class Analyzer {
         double div = 1;
         if (op.shard == model::Shard::TpLocal) div = tp;
         if (op.shard == model::Shard::Replicated && sp) div = tp;
-        t.mem_fwd += cost_.memory_bound(op.fwd_bytes / div).seconds();
-        t.mem_bwd += cost_.memory_bound(op.bwd_bytes / div).seconds();
+        const double mf = cost_.memory_bound(op.fwd_bytes / div).seconds();
+        const double mbk = cost_.memory_bound(op.bwd_bytes / div).seconds();
+        t.mem_fwd += mf;
+        t.mem_bwd += mbk;
+        if (mlp) {
+          t.mlp_mem_fwd += mf;
+          t.mlp_mem_bwd += mbk;
+        }
       } else if (op.kind == model::OpKind::Attention) {
         const int heads = std::max(1, op.heads / tp);
-        attn_fwd = cost_.attention_fwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
+        t.attn_blk_fwd = cost_.attention_fwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
+        t.attn_blk_bwd = cost_.attention_bwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
+        attn_fwd = cp * t.attn_blk_fwd;
         t.fwd += attn_fwd;
-        t.bwd += cost_.attention_bwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
+        t.bwd += cp * t.attn_blk_bwd;
       }
     }
     if (rc == Recompute::Full) t.recompute = t.fwd;
@@ -349,6 +460,7 @@ class Analyzer {
       if (op.kind == model::OpKind::Gemm) t.head += gemm_fwd(op, tp, qkv_n) + gemm_all(op, tp, qkv_n, nullptr);
     }
     const double act = static_cast<double>(b) * mdl.seq_len * mdl.hidden * 2.0;
+    double ag = 0, rs = 0, ar = 0;
     if (tp > 1) {
       std::vector<int> group;
       for (int i = 0; i < tp; ++i) group.push_back(i);
@@ -370,21 +482,33 @@ class Analyzer {
       // before each row-parallel dgrad (+AG, serial); a column-parallel GEMM runs dgrad D
       // beside its input all-gather A (SP), then wgrad W beside the input-gradient reduction
       // R: at least max(D, A) + max(W, R). Split B/W passes only add waits.
-      const double ag = cc(net::CollectiveOp::AllGather), rs = cc(net::CollectiveOp::ReduceScatter),
-                   ar = cc(net::CollectiveOp::AllReduce);
+      ag = cc(net::CollectiveOp::AllGather);
+      rs = cc(net::CollectiveOp::ReduceScatter);
+      ar = cc(net::CollectiveOp::AllReduce);
       auto side = [](double g, double comm) { return std::max(0.0, comm - g); };
+      // The attention half alone (what an MoE layer surely keeps).
+      double attn_wait_fwd = 0;
       if (!tco) {
         t.tp_wait_fwd = t.tp_fwd;
+        attn_wait_fwd = t.tp_fwd / 2;
       } else if (sp) {
-        t.tp_wait_fwd = side(gf_[0], ag) + side(gf_[1], rs) + side(gf_[2], ag) + side(gf_[3], rs);
+        attn_wait_fwd = side(gf_[0], ag) + side(gf_[1], rs);
+        t.tp_wait_fwd = attn_wait_fwd + side(gf_[2], ag) + side(gf_[3], rs);
       } else {
-        t.tp_wait_fwd = side(gf_[1], ar) + side(gf_[3], ar);
+        attn_wait_fwd = side(gf_[1], ar);
+        t.tp_wait_fwd = attn_wait_fwd + side(gf_[3], ar);
       }
       const double a = sp ? ag : 0.0, r = sp ? rs : ar;
       auto column = [&](int k) {
         return std::max(gd_[k], a) - gd_[k] + std::max(gw_[k], r) - gw_[k];
       };
       t.tp_wait_bwd = (sp ? 2 * ag : 0.0) + column(0) + column(2);
+      // MoE MLP (builder moe_forward / moe_backward): without tp_comm_overlap the block's
+      // input all-gather (SP) and output reduction are waited for like the dense MLP's; with
+      // it only the attention half is counted (0 for the MLP half: safe). Backward: SP
+      // re-gathers the output gradient before the MLP (+AG), the attention half as dense.
+      t.moe_tp_wait_fwd = tco ? attn_wait_fwd : t.tp_fwd;
+      t.moe_tp_wait_bwd = (sp ? 2 * ag : 0.0) + column(0);
     }
     model::ActivationOptions aopt;
     aopt.tp = tp;
@@ -395,6 +519,7 @@ class Analyzer {
     const double sbh = static_cast<double>(b) * mdl.seq_len * mdl.hidden;
     t.emb_act = 2.0 * sbh / (sp ? tp : 1);
     t.head_act = 4.0 * static_cast<double>(b) * mdl.seq_len * static_cast<double>(mdl.vocab) / tp;
+    if (mdl.moe.enabled()) moe_floor(mdl, tp, b, aopt, &t);
     if (base_.gpus > tp) {
       // Stage 0 -> stage 1 with tp fastest in the rank order: GPU 0 to GPU tp*dp (pp stride).
       const int grp[2] = {0, std::min(base_.gpus - 1, tp)};
@@ -404,13 +529,91 @@ class Analyzer {
     return layer_cache_.emplace(key, t).first->second;
   }
 
+  /// The MoE MLP's part of LayerTimes for `mdl` (this rank's tokens: seq_len / cp).
+  /// Compute: each EP rank routes T = b x seq_len/cp tokens to k experts, so over the EP
+  /// group the ranks process ep x T x k rows (dropless) and the busiest rank, the one the
+  /// simulation times (docs/moe.md), at least the mean T x k. Its grouped expert GEMMs
+  /// (sum of per-expert GEMMs, TP-split) therefore take at least the FLOPs of T x k rows
+  /// at the FLOP floor, whatever the routing; the router and the shared experts at their
+  /// FLOP floor split by TP. With a capacity factor the busiest rank may process fewer rows
+  /// (drops): the routed experts then count 0. Permutation copies and the EP all-to-alls
+  /// count 0 (they may overlap). Activations: the builder sizes the MoE MLP by the busiest
+  /// rank's rows / T x expert ffn + shared ffn; rows >= T x k without drops.
+  void moe_floor(const model::ModelSpec& mdl, int tp, std::int64_t b,
+                 const model::ActivationOptions& aopt, LayerTimes* t) const {
+    const auto& moe = mdl.moe;
+    const bool dropless = moe.capacity_factor <= 0;
+    double f = 0, bw = 0;
+    for (const model::Op& op : model::moe_mlp_ops(mdl, b)) {
+      if (op.kind != model::OpKind::Gemm) continue;
+      if (!dropless && op.name.rfind("expert", 0) == 0) continue;
+      f += flop_floor(op.flops.fwd / tp);
+      bw += flop_floor((op.flops.bwd_input + op.flops.bwd_weight) / tp);
+    }
+    t->moe_fwd = f;
+    t->moe_bwd = bw;
+    model::ModelSpec shape = mdl;
+    const std::int64_t ffn = (dropless ? static_cast<std::int64_t>(moe.top_k) * moe.expert_ffn_hidden : 0) +
+                             moe.shared_ffn();
+    shape.ffn_hidden = static_cast<int>(std::max<std::int64_t>(1, ffn));
+    t->moe_act_bytes = model::activation_bytes_per_layer(shape, b, aopt);
+  }
+
   double dp_cost(net::CollectiveOp op, double bytes, const parallel::Layout& L) {
     char buf[96];
-    std::snprintf(buf, sizeof buf, "%d/%d/%d/%d/%.0f", static_cast<int>(op), L.tp, L.pp, L.dp, bytes);
+    std::snprintf(buf, sizeof buf, "%d/%d/%d/%d/%d/%.0f", static_cast<int>(op), L.tp, L.pp, L.dp,
+                  L.cp, bytes);
     auto it = dp_cache_.find(buf);
     if (it != dp_cache_.end()) return it->second;
-    const auto group = L.dp_group(0, 0);
+    // Dense gradients reduce over DP x CP (Layout::dp_cp_group, as the builder).
+    const auto group = L.dp_cp_group(0, 0);
     const double t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time.seconds();
+    dp_cache_.emplace(buf, t);
+    return t;
+  }
+
+  /// The CP ring's KV transfer forward (K, V) and backward (K, V and dK, dV) as the builder
+  /// prices it (compute_cp_costs: the slowest link of the ring of each stage), the least
+  /// over the stages.
+  std::pair<double, double> cp_kv(const parallel::Layout& L, std::int64_t b) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(L.tp) << 48) |
+                              (static_cast<std::uint64_t>(L.cp) << 36) |
+                              (static_cast<std::uint64_t>(L.dp) << 24) |
+                              (static_cast<std::uint64_t>(L.pp) << 12) | static_cast<std::uint64_t>(b);
+    auto it = cp_cache_.find(key);
+    if (it != cp_cache_.end()) return it->second;
+    const auto& mdl = base_.model;
+    const double kv_width = mdl.mla.enabled()
+                                ? static_cast<double>(mdl.heads) / L.tp *
+                                      (mdl.mla.qk_nope_head_dim + mdl.mla.qk_rope_head_dim +
+                                       mdl.mla.v_head_dim)
+                                : 2.0 * std::max(1, mdl.kv_heads / L.tp) * mdl.head_dim();
+    const int local_seq = mdl.seq_len / L.cp;  // 2 cp divides seq_len (validate)
+    const double kv = static_cast<double>(b) * local_seq * kv_width * 2.0;
+    double lo_f = std::numeric_limits<double>::infinity(), lo_b = lo_f;
+    for (int s = 0; s < L.pp; ++s) {
+      const auto group = L.cp_group(0, s);
+      double wf = 0, wb = 0;
+      for (std::size_t i = 0; i < group.size(); ++i) {
+        const int pair[2] = {group[i], group[(i + 1) % group.size()]};
+        wf = std::max(wf, comm_.cost(net::CollectiveOp::SendRecv, static_cast<std::uint64_t>(kv), pair).time.seconds());
+        wb = std::max(wb, comm_.cost(net::CollectiveOp::SendRecv, static_cast<std::uint64_t>(2 * kv), pair).time.seconds());
+      }
+      lo_f = std::min(lo_f, wf);
+      lo_b = std::min(lo_b, wb);
+    }
+    return cp_cache_.emplace(key, std::make_pair(lo_f, lo_b)).first->second;
+  }
+
+  /// One EP all-to-all of `bytes` per rank on the first EP group (estimate only).
+  double ep_cost(double bytes, const parallel::Layout& L) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "a2a/%d/%d/%d/%d/%.0f", L.tp, L.dp, L.cp, L.ep, bytes);
+    auto it = dp_cache_.find(buf);
+    if (it != dp_cache_.end()) return it->second;
+    const auto group = L.ep_group(0, 0);
+    const double t =
+        comm_.cost(net::CollectiveOp::AllToAll, static_cast<std::uint64_t>(bytes), group).time.seconds();
     dp_cache_.emplace(buf, t);
     return t;
   }
@@ -455,6 +658,8 @@ class Analyzer {
   }
 
   std::unordered_map<std::uint64_t, std::vector<int>> alive_cache_;
+  std::vector<int> moe_of_;  ///< MoE layers per chain position (scratch)
+  std::unordered_map<std::uint64_t, std::pair<double, double>> cp_cache_;
   std::array<double, 4> gf_{}, gd_{}, gw_{};  ///< per-GEMM fwd / dgrad / wgrad (scratch)
   const workload::Scenario& base_;
   const hw::Topology& topo_;
@@ -517,15 +722,24 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
   const std::int64_t gb = base.training.global_batch;
   std::vector<Candidate> out;
   const std::vector<Recompute> rcs = {Recompute::None, Recompute::Selective, Recompute::Full};
-  // Loop nest: tp, cp, ep, pp, micro_batch, schedule (+ virtual stages), sp, recompute, zero,
-  // overlap flags. Context and expert parallelism are one loop each (only 1 until the layout
-  // simulates them): when they land, their degrees join the product tp*cp*pp*dp = gpus
-  // (ep divides dp*cp in Megatron's MoE layout).
+  // Loop nest: tp, cp, pp (dp = gpus / (tp cp pp)), ep, micro_batch, schedule (+ virtual
+  // stages), sp, recompute, zero, overlap flags. cp: the divisors of gpus / tp for which
+  // seq_len divides into 2 cp mirrored chunks (Layout::validate's rule; other values would only
+  // be rejected). ep: MoE models only, the divisors of dp x cp that divide the expert count
+  // (expert layers take their EP ranks from the DP x CP ranks; Layout::validate checks the
+  // rest, e.g. imbalance <= ep).
   for (int tp : divisors(base.gpus)) {
-    for (int cp : {1}) {
-      for (int ep : {1}) {
-        for (int pp : divisors(base.gpus / (tp * cp))) {
+    for (int cp : divisors(base.gpus / tp)) {
+      if (cp > 1 && m.seq_len % (2 * cp) != 0) continue;
+      for (int pp : divisors(base.gpus / (tp * cp))) {
           const int dp = base.gpus / (tp * cp * pp);
+          std::vector<int> eps{1};
+          if (m.moe.enabled()) {
+            eps.clear();
+            for (int e : divisors(static_cast<std::int64_t>(dp) * cp)) {
+              if (m.moe.experts % e == 0) eps.push_back(e);
+            }
+          }
           // A dp that does not divide the batch stays one candidate: validate names the batch.
           const std::vector<int> mbs = gb % dp == 0 ? divisors(gb / dp) : std::vector<int>{1};
           // Schedules: one for pp = 1 (they coincide); flushing synchronous ones otherwise
@@ -550,16 +764,18 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
               scheds.push_back({ScheduleKind::DualPipe, 1});
             }
           }
+          for (int ep : eps) {
           for (int mb : mbs) {
             for (const auto& [sched, v] : scheds) {
               for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp) {
                 if (reduced && tp > 1 && sp == 0) continue;
                 for (Recompute rc : rcs) {
-                  // With dp = 1 there is nothing to shard or reduce: ZeRO and the DP overlap
-                  // flags are one point (zero 0, overlap_grad_reduce on).
-                  const int zmax = dp == 1 ? 0 : reduced ? 1 : (pp == 1 ? 3 : 1);
+                  // With dp x cp = 1 there is nothing to shard or reduce: ZeRO and the DP
+                  // overlap flags are one point (zero 0, overlap_grad_reduce on).
+                  const int dpc = dp * cp;
+                  const int zmax = dpc == 1 ? 0 : reduced ? 1 : (pp == 1 ? 3 : 1);
                   for (int z = reduced ? zmax : 0; z <= zmax; ++z) {
-                    for (int ogr = (reduced || dp == 1) ? 1 : 0; ogr <= 1; ++ogr) {
+                    for (int ogr = (reduced || dpc == 1) ? 1 : 0; ogr <= 1; ++ogr) {
                       for (int opg = reduced ? (z >= 1 ? 1 : 0) : 0; opg <= (z >= 1 ? 1 : 0); ++opg) {
                         for (int tco = reduced ? (tp > 1 ? 1 : 0) : 0; tco <= (tp > 1 ? 1 : 0); ++tco) {
                           Candidate c;

@@ -3,14 +3,18 @@
 // discrete-event simulation (workload::simulate_step).
 //
 // Phases (docs/planner.md):
-//  1. Enumerate: tp, cp (1), ep (1), pp, dp = gpus/(tp·cp·pp), micro_batch, schedule
-//     (+ virtual stages), sequence parallel, recompute, ZeRO stage, overlap flags. Each is
-//     checked by Layout::validate; a failure is a rejection with the key at fault.
+//  1. Enumerate: tp, cp (divisors of gpus/tp with seq_len divisible by 2 cp), pp,
+//     dp = gpus/(tp·cp·pp), ep (MoE models: divisors of dp·cp dividing the expert count; 1
+//     otherwise), micro_batch, schedule (+ virtual stages), sequence parallel, recompute,
+//     ZeRO stage, overlap flags. Each is checked by Layout::validate; a failure is a
+//     rejection with the key at fault. CP layouts use the ring (cp_comm "p2p").
 //  2. Analytic pre-screen (per layout, microseconds): a memory lower bound (each stage's model
 //     states + the schedule program's peak of live (microbatch, chunk) slots x the smallest
 //     chunk's activations; a layout whose bound exceeds HBM is rejected: the simulation would
 //     find at least that much), a step-time lower bound (per stage, the kernels its in-order
-//     compute stream must run for all microbatches, the TP-collective waits the builder's
+//     compute stream must run for all microbatches (MoE layers: FLOP floors of the balanced
+//     share of expert rows, which the busiest EP rank the simulation times does at least;
+//     CP: this rank's seq_len/cp tokens and cp attention blocks), the TP-collective waits the builder's
 //     chaining forces, the optimizer step, plus the pipeline fill and drain that data
 //     dependencies force), and an estimate (bound + modelled bubble and exposed communication)
 //     used only for ordering. docs/planner.md gives each term and why it is a bound.
@@ -71,7 +75,7 @@ struct Evaluated {
 
 struct SearchOptions {
   int threads = 0;        ///< worker threads per process; 0: std::thread::hardware_concurrency
-  int des_max = 1024;     ///< most discrete-event simulations
+  int des_max = 2048;     ///< most discrete-event simulations
   int des_round = 32;     ///< simulations per round (the pruning granularity)
   /// The planner's reduced space: 1F1B and interleaved only, overlaps on, ZeRO-1 when dp > 1.
   bool reduced_space = false;
