@@ -1,6 +1,7 @@
-// libFuzzer targets for the input loaders (issue: trust). Each input is written to a file and
-// handed to the loader the CLI uses. The contract under test: any bytes either load or raise
-// config::ConfigError (exit 1 with file:line:column); anything else — a crash, a sanitizer
+// libFuzzer targets for the input loaders (issue: trust): scenarios, topologies and measured
+// hardware profiles. Each input is written to a file and handed to the loader the CLI uses.
+// The contract under test: any bytes either load or raise a FileError (config::ConfigError,
+// hw::ProfileError: exit 1 with file:line:column); anything else — a crash, a sanitizer
 // report, a different exception, a hang — is a bug and aborts the run so libFuzzer keeps it.
 //
 // Scenario inputs live in <tmp>/scenarios/ next to <tmp>/topologies -> the repository's
@@ -17,9 +18,10 @@
 #include <unistd.h>
 
 #include "config/scenario.hpp"
+#include "hw/profile_io.hpp"
 
 #ifndef TRAINSIM_FUZZ_LOADER
-#error "define TRAINSIM_FUZZ_LOADER to scenario or topology"
+#error "define TRAINSIM_FUZZ_LOADER to 1 (scenario), 2 (topology) or 3 (profile)"
 #endif
 
 namespace fs = std::filesystem;
@@ -60,11 +62,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
 #if TRAINSIM_FUZZ_LOADER == 1
     (void)trainsim::config::load_scenario(path);
-#else
+#elif TRAINSIM_FUZZ_LOADER == 2
     (void)trainsim::config::load_topology(path);
+#else
+    (void)trainsim::hw::read_profile(path);
 #endif
-  } catch (const trainsim::config::ConfigError&) {
-    // The documented failure: a located message, exit 1.
+  } catch (const trainsim::FileError&) {
+    // The documented failure (ConfigError, ProfileError): a located message, exit 1.
   } catch (const std::exception& e) {
     std::fprintf(stderr, "loader raised an undocumented exception: %s\n", e.what());
     std::abort();
