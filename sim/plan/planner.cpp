@@ -19,24 +19,6 @@ std::string fmt(const char* f, double v) {
 
 std::string sci(double v) { return fmt("%.3g", v); }
 
-nlohmann::ordered_json layout_obj(const Candidate& c) {
-  const auto& L = c.layout;
-  nlohmann::ordered_json j;
-  j["tp"] = L.tp;
-  j["pp"] = L.pp;
-  j["dp"] = L.dp;
-  j["ep"] = L.ep;
-  j["cp"] = L.cp;
-  j["sequence_parallel"] = L.sequence_parallel;
-  j["virtual_stages"] = L.virtual_stages;
-  j["schedule"] = std::string(parallel::schedule_name(L.schedule));
-  j["micro_batch"] = c.micro_batch;
-  j["recompute"] = model::recompute_name(c.recompute);
-  j["zero"] = L.zero;
-  j["key"] = candidate_key(c);
-  return j;
-}
-
 std::string short_layout(const Candidate& c) {
   const auto& L = c.layout;
   std::string s = "TP" + std::to_string(L.tp) + " PP" + std::to_string(L.pp) + " DP" +
@@ -162,7 +144,7 @@ std::string plan_json(const PlanResult& p) {
     j["cluster"] = c.cluster;
     j["gpus"] = c.gpus;
     j["gpu"] = c.gpu;
-    j["layout"] = layout_obj(c.layout);
+    j["layout"] = layout_json(c.layout);
     j["mfu"] = c.mfu;
     j["step_time_s"] = c.step_time_s;
     j["days"] = c.days;
@@ -263,12 +245,12 @@ std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& c
     j["chinchilla"] = alloc(r.chinchilla);
     j["epoch"] = alloc(r.epoch);
     j["kaplan"] = alloc(r.kaplan);
-    j["actual"]["layout"] = layout_obj(r.actual.layout);
+    j["actual"]["layout"] = layout_json(r.actual.layout);
     j["actual"]["mfu"] = r.actual.mfu;
     j["actual"]["days"] = r.actual.days;
     j["optimal"]["law"] = std::string(law_name(law));
     j["optimal"]["shape_params"] = r.optimal_params;
-    j["optimal"]["layout"] = layout_obj(r.optimal.layout);
+    j["optimal"]["layout"] = layout_json(r.optimal.layout);
     j["optimal"]["mfu"] = r.optimal.mfu;
     j["optimal"]["days"] = r.optimal.days;
     arr.push_back(j);

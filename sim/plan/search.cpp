@@ -1109,7 +1109,6 @@ std::string search_csv(const workload::Scenario& base, const SearchResult& r) {
   return o.str();
 }
 
-namespace {
 nlohmann::ordered_json layout_json(const Candidate& c) {
   const auto& L = c.layout;
   nlohmann::ordered_json j;
@@ -1130,7 +1129,6 @@ nlohmann::ordered_json layout_json(const Candidate& c) {
   j["key"] = candidate_key(c);
   return j;
 }
-}  // namespace
 
 std::string search_json(const workload::Scenario& base, const SearchResult& r, int top) {
   nlohmann::ordered_json j;

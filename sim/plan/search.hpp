@@ -33,6 +33,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "plan/distributed.hpp"
 #include "workload/builder.hpp"
 
@@ -112,6 +114,10 @@ std::string search_csv(const workload::Scenario& base, const SearchResult& r);
 /// JSON: candidates_evaluated, simulations, proven, rejected {reason: count}, top [{layout,
 /// step_time_s, mfu, memory_gib, ...}] (at most `top` entries).
 std::string search_json(const workload::Scenario& base, const SearchResult& r, int top);
+
+/// One layout as JSON (tp, pp, dp, ep, cp, sequence_parallel, virtual_stages, schedule,
+/// micro_batch, recompute, zero, the overlap flags, key): shared by `search` and `plan`.
+nlohmann::ordered_json layout_json(const Candidate& c);
 /// Text report: counts, the top K table, and why each runner-up loses to the best.
 std::string search_text(const workload::Scenario& base, const SearchResult& r, int top);
 
