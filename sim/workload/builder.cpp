@@ -816,15 +816,7 @@ class StepBuilder final : public PassEmitter {
   }
   /// A TP collective whose input is produced by `after` (the last compute task if kNoId).
   TaskId tp(const CommCost& c, TaskId after = kNoId) {
-    const TaskId t = g_.add_task(st_->tp, c.time, Category::TpComm, c.label, mb_, chunk_);
-    const TaskId src = after != kNoId ? after : last_;
-    if (src != kNoId) g_.add_dependency(src, t);
-    if (first_ == kNoId) {
-      for (TaskId w : wait_) g_.add_dependency(w, t);
-      wait_.clear();
-      first_ = t;
-    }
-    return t;
+    return comm(st_->tp, c.time, Category::TpComm, c.label, after);
   }
   /// ZeRO-3: all-gather `params` (a layer, the embedding, the head) before they are used.
   void zero3_gather(double params) {
