@@ -3,7 +3,9 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
+#include <toml++/toml.h>
 
 #include "test_util.hpp"
 #include "validate/validate.hpp"
@@ -143,8 +145,8 @@ iteration_time_s = 1.0
 }
 
 // Korthikanti et al. 2022 Table 4: forward and backward of one 22B layer (A100, TP 8) for
-// five recompute / SP variants. The bound is 10% on each: forward holds it (within
-// 2%); backward is 7-12% short (docs/accuracy.md says why), so its guard is 13%.
+// five recompute / SP variants. The bound, 10% on each, is what the test holds:
+// forward is within 2%, backward 6-10% short (docs/accuracy.md says why).
 TEST(Validate, KorthikantiTable4PerLayerTimes) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
@@ -156,7 +158,7 @@ TEST(Validate, KorthikantiTable4PerLayerTimes) {
     ASSERT_EQ(r.metric, "layer_ms");
     ++rows;
     EXPECT_LE(std::abs(r.predicted_fwd_ms / r.published_fwd_ms - 1), 0.10) << r.id;
-    EXPECT_LE(std::abs(r.predicted_bwd_ms / r.published_bwd_ms - 1), 0.13) << r.id;
+    EXPECT_LE(std::abs(r.predicted_bwd_ms / r.published_bwd_ms - 1), 0.10) << r.id;
     EXPECT_NEAR(r.predicted, r.predicted_fwd_ms + r.predicted_bwd_ms, 1e-9);
   }
   EXPECT_EQ(rows, 5);
@@ -168,13 +170,13 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
-  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.07},
-                                         {"korthikanti2022_table4", 0.08},
-                                         {"narayanan2021_table1", 0.20},
+  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.06},
+                                         {"korthikanti2022_table4", 0.06},
+                                         {"narayanan2021_table1", 0.18},
                                          {"megatron_core_h100", 0.11},
                                          {"nemo_2407_h100", 0.11},
-                                         {"megatron_llama_example", 0.07},
-                                         {"megatron_moe_mixtral", 0.25}};
+                                         {"megatron_llama_example", 0.08},
+                                         {"megatron_moe_mixtral", 0.21}};
   for (const auto& g : report.groups) {
     auto it = bound.find(g.group);
     if (it == bound.end()) continue;
@@ -186,4 +188,34 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
       EXPECT_FALSE(r.reason.empty()) << r.id;  // never dropped silently
     }
   }
+}
+
+// The NeMo bound: MAPE <= 10% over the nemo_2407_h100 pre-training rows that need
+// neither MoE nor context parallelism (at least 8 rows), picked from the file by their fields.
+TEST(Validate, NemoPretrainingRowsWithoutMoeOrCpWithinTenPercent) {
+  const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
+  if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
+  const toml::table file = toml::parse_file(runs.string());
+  std::set<std::string> subset;
+  if (const auto* rows = file["run"].as_array()) {
+    for (const auto& node : *rows) {
+      const auto* row = node.as_table();
+      if (row == nullptr || (*row)["group"].value_or(std::string()) != "nemo_2407_h100") continue;
+      if ((*row)["task"].value_or(std::string()) != "pretrain") continue;
+      if ((*row)["cp"].value_or(1) > 1 || row->contains("moe_num_experts")) continue;
+      subset.insert((*row)["id"].value_or(std::string()));
+    }
+  }
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies",
+                                               "nemo_2407_h100");
+  double sum = 0;
+  int n = 0;
+  for (const auto& r : report.rows) {
+    if (subset.count(r.id) == 0) continue;
+    ASSERT_TRUE(r.ok) << r.id << ": " << r.reason;
+    sum += std::abs(r.error);
+    ++n;
+  }
+  ASSERT_GE(n, 8);
+  EXPECT_LE(sum / n, 0.10);
 }

@@ -200,9 +200,13 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   attn.flops = {core, 2 * core, 0};
   ops.push_back(attn);
   ops.push_back(gemm("proj", Shard::Row, tokens, m.hidden, m.attn_out_width()));
-  // Bias-dropout-add: read two tensors and the mask, write one.
+  // Bias-dropout-add: read two tensors and the mask, write one. Backward: read the gradient
+  // and the mask, write the branch's gradient (2.5), then autograd accumulates the two
+  // gradients of the layer input, which feeds both the norm and this residual add (PyTorch's
+  // engine sums them in one add kernel: read 2, write 1; torch/csrc/autograd/input_buffer.cpp).
+  constexpr double kResidualBwd = 2.5 + 3.0;
   ops.push_back(elementwise("attn_residual", OpKind::Elementwise, Shard::Replicated, 3.5 * act,
-                            2.5 * act));
+                            kResidualBwd * act));
   ops.push_back(elementwise("mlp_norm", OpKind::Norm, Shard::Replicated, 2 * act, 3 * act));
   const std::int64_t fc1_out =
       m.activation == Activation::SwiGLU ? 2 * static_cast<std::int64_t>(m.ffn_hidden)
@@ -221,7 +225,7 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   ops.push_back(gemm(m.activation == Activation::SwiGLU ? "mlp_down" : "mlp_fc2", Shard::Row,
                      tokens, m.hidden, m.ffn_hidden));
   ops.push_back(elementwise("mlp_residual", OpKind::Elementwise, Shard::Replicated, 3.5 * act,
-                            2.5 * act));
+                            kResidualBwd * act));
   return ops;
 }
 

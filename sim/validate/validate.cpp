@@ -308,7 +308,15 @@ Report run_validation(const std::filesystem::path& runs_file,
       tr.flash_attention = false;
       notes.emplace_back("unfused attention (pre-2023 Megatron-LM)");
     }
-    const std::string overlap = row.str("overlap");
+    std::string overlap = row.str("overlap");
+    if (overlap.empty() && has(framework, "nemo")) {
+      // NeMo's launcher configs train with its distributed optimizer, overlapping the
+      // gradient reduce-scatter and the parameter all-gather with computation
+      // (NeMo-Framework-Launcher conf/training/*: optim.name distributed_fused_adam,
+      // overlap_grad_sync and overlap_param_sync true).
+      overlap = "grad-reduce, param-gather";
+      notes.emplace_back("NeMo distributed optimizer");
+    }
     if (has(overlap, "param-gather")) {
       L.zero = 1;
       L.overlap_param_gather = true;
