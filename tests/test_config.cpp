@@ -91,6 +91,11 @@ TEST(Config, WrongTypeIsReportedAtTheValue) {
 TEST(Config, BadEnumListsTheChoices) {
   const auto msg = error_of(with("[parallel]\n", "[parallel]\nschedule = \"1f2b\"\n"));
   EXPECT_NE(msg.find("parallel.schedule must be one of \"gpipe\""), std::string::npos) << msg;
+  const auto bias = error_of(with("[training]\n", "[training]\nbias_kernels = \"fused\"\n"));
+  EXPECT_NE(bias.find("training.bias_kernels must be one of \"epilogue\""), std::string::npos)
+      << bias;
+  const auto flag = error_of(with("seq_len = 1024", "seq_len = 1024\nbias = \"yes\""));
+  EXPECT_NE(flag.find("model.bias"), std::string::npos) << flag;
 }
 
 TEST(Config, ImpossibleLayoutsPointAtTheirKey) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "config/scenario.hpp"
+#include "cost/cost_model.hpp"
 #include "core/error.hpp"
 #include "model/memory.hpp"
 #include "report/report.hpp"
@@ -85,13 +86,13 @@ TEST(Workload, SmContentionOnlySlowsAndCanBeSwitchedOff) {
   EXPECT_GT(with.step_time, without.step_time);
   EXPECT_GT(with.breakdown.contention, 0.0);
   EXPECT_EQ(without.breakdown.contention, 0.0);
-  EXPECT_EQ(without.step_time.count_ps(), 11095092440);  // the golden without SM contention
+  EXPECT_EQ(without.step_time.count_ps(), 11316120421);  // the golden without SM contention
 }
 
 TEST(Workload, GoldenSmallScenarioExactPicoseconds) {
   const auto r = simulate_step(small());
   // Golden value: changes only when the cost model or the graph changes on purpose.
-  EXPECT_EQ(r.step_time.count_ps(), 11212032722);
+  EXPECT_EQ(r.step_time.count_ps(), 11433060703);
 }
 
 TEST(Workload, OneFOneBHoldsAtMostPMicrobatchesGPipeHoldsAll) {
@@ -321,4 +322,38 @@ TEST(Schedules, AsynchronousSteadyStateIsNotTheDrain) {
   // Every stage runs all m forwards inside the measured step.
   const double f_b_last = r.stages.back().breakdown.compute;
   for (const auto& s : r.stages) EXPECT_GT(s.breakdown.compute, 0.6 * f_b_last);
+}
+
+// Separate bias kernels (PyTorch-era Megatron-LM), DP 8 with one microbatch per rank and
+// nothing overlapped (gradient all-reduce after the backward, no SM contention): the step grows by exactly the memory-bound kernels added per layer: QKV's bias
+// add (read + write [T x qkv]) and the four bias-gradient reductions (read dY of QKV, fc1,
+// projection, fc2). Epilogue-fused biases cost nothing.
+TEST(Workload, SeparateBiasKernelsAddExactlyTheirMemoryTraffic) {
+  const auto dir = test::temp_dir("workload-bias");
+  std::string text = test::small_scenario();
+  text = test::replace(text, "tp = 2\n", "tp = 1\n");
+  text = test::replace(text, "pp = 2\n", "pp = 1\n");
+  text = test::replace(text, "dp = 4\n", "dp = 8\noverlap_grad_reduce = false\n");
+  text = test::replace(text, "sequence_parallel = true\n", "");
+  text = test::replace(text, "gpus = 16\n", "gpus = 8\n[simulation]\nsm_contention = false\n");
+  text = test::replace(text, "seq_len = 1024\n", "seq_len = 1024\nbias = true\n");
+  const auto fused = config::load_scenario(test::write(dir / "fused.toml", text));
+  const auto separate = config::load_scenario(test::write(
+      dir / "separate.toml",
+      test::replace(text, "micro_batch = 2\n", "micro_batch = 2\nbias_kernels = \"separate\"\n")));
+  ASSERT_TRUE(fused.model.bias);
+  ASSERT_TRUE(fused.training.bias_in_epilogue);
+  ASSERT_FALSE(separate.training.bias_in_epilogue);
+  const cost::CostModel cost(fused.gpu);
+  const double T = 2 * 1024, h = 1024, ffn = 4096, e = 2;  // tokens, widths, bf16 bytes
+  const Time per_layer = cost.memory_bound(2 * T * 3 * h * e) +  // QKV bias add
+                         cost.memory_bound(T * 3 * h * e) + cost.memory_bound(T * h * e) +
+                         cost.memory_bound(T * ffn * e) + cost.memory_bound(T * h * e);
+  const auto a = simulate_step(fused), b = simulate_step(separate);
+  EXPECT_EQ((b.step_time - a.step_time).count_ps(), (per_layer * 4).count_ps());
+  // Bias parameters: QKV (3h) + projection (h) + fc1 (ffn) + fc2 (h) per layer.
+  model::ModelSpec no_bias = fused.model;
+  no_bias.bias = false;
+  EXPECT_DOUBLE_EQ(fused.model.params_per_layer() - no_bias.params_per_layer(),
+                   3 * h + h + ffn + h);
 }

@@ -38,14 +38,15 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"", {"version", "name", "model", "training", "parallel", "cluster", "simulation", "cost"}},
       {"model",
        {"name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len",
-        "activation", "norm", "tied_embeddings", "causal", "hf_config", "moe", "head_dim"}},
+        "activation", "norm", "tied_embeddings", "causal", "hf_config", "moe", "head_dim",
+        "bias"}},
       {"model.moe",
        {"experts", "top_k", "expert_ffn_hidden", "shared_experts", "shared_ffn_hidden",
         "capacity_factor", "moe_layer_freq", "first_dense_layers", "routing", "zipf_exponent",
         "imbalance"}},
       {"training",
        {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
-        "attention"}},
+        "attention", "bias_kernels"}},
       {"parallel",
        {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
         "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
@@ -298,7 +299,7 @@ void check_version(Section& top) {
 void load_hf_model(const std::string& file, const std::filesystem::path& scenario, Section& m,
                    model::ModelSpec& md) {
   for (const char* k : {"layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab",
-                        "activation", "norm", "tied_embeddings", "head_dim"}) {
+                        "activation", "norm", "tied_embeddings", "head_dim", "bias"}) {
     if (m.has(k)) {
       m.fail_at(m.node(k)->source(), std::string("model.") + k +
                                          " conflicts with model.hf_config (the shape comes "
@@ -522,6 +523,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                                            {"rmsnorm", model::Norm::RMSNorm}})
                 .value_or(model::Norm::LayerNorm);
   md.tied_embeddings = m.boolean("tied_embeddings").value_or(false);
+  md.bias = m.boolean("bias").value_or(false);
   md.head_size = static_cast<int>(m.bounded("head_dim", 0, 1, 100000));
   }  // shape given in the scenario
   md.causal = m.boolean("causal").value_or(true);
@@ -544,6 +546,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   (void)t.choice<int>("optimizer", {{"adam", 0}});
   tr.flash_attention = t.choice<bool>("attention", {{"flash", true}, {"unfused", false}})
                            .value_or(true);
+  tr.bias_in_epilogue =
+      t.choice<bool>("bias_kernels", {{"epilogue", true}, {"separate", false}}).value_or(true);
   if (auto tok = t.real("tokens", 1, 1e18)) tr.tokens = *tok;
 
   // [cluster]

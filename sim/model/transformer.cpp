@@ -111,8 +111,9 @@ int ModelSpec::moe_layers() const {
 double ModelSpec::attention_params() const {
   const double h = hidden;
   const double norms = (norm == Norm::LayerNorm ? 4.0 : 2.0) * h;
+  const double biases = bias ? static_cast<double>(qkv_width()) + h : 0.0;
   return h * static_cast<double>(qkv_width()) + static_cast<double>(attn_out_width()) * h +
-         norms;
+         norms + biases;
 }
 
 double ModelSpec::expert_params() const {
@@ -132,7 +133,9 @@ double ModelSpec::params_of_layer(int i) const {
 
 double ModelSpec::params_per_layer() const {
   const double mlp = (activation == Activation::SwiGLU ? 3.0 : 2.0) * hidden * ffn_hidden;
-  return attention_params() + mlp;
+  const double mlp_biases =
+      bias ? (activation == Activation::SwiGLU ? 2.0 : 1.0) * ffn_hidden + hidden : 0.0;
+  return attention_params() + mlp + mlp_biases;
 }
 
 double ModelSpec::embedding_params() const { return static_cast<double>(vocab) * hidden; }
@@ -183,6 +186,8 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   // Norm: read x, write y (+ stats); backward reads dy, x and writes dx.
   ops.push_back(elementwise("attn_norm", OpKind::Norm, Shard::Replicated, 2 * act, 3 * act));
   ops.push_back(gemm("qkv", Shard::Column, tokens, m.qkv_width(), m.hidden));
+  ops.back().bias = m.bias;
+  ops.back().bias_add_kernel = m.bias;
   Op attn;
   attn.name = "attention";
   attn.kind = OpKind::Attention;
@@ -200,6 +205,7 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   attn.flops = {core, 2 * core, 0};
   ops.push_back(attn);
   ops.push_back(gemm("proj", Shard::Row, tokens, m.hidden, m.attn_out_width()));
+  ops.back().bias = m.bias;
   // Bias-dropout-add: read two tensors and the mask, write one. Backward: read the gradient
   // and the mask, write the branch's gradient (2.5), then autograd accumulates the two
   // gradients of the layer input, which feeds both the norm and this residual add (PyTorch's
@@ -213,6 +219,7 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
                                          : m.ffn_hidden;
   ops.push_back(gemm(m.activation == Activation::SwiGLU ? "mlp_gate_up" : "mlp_fc1",
                      Shard::Column, tokens, fc1_out, m.hidden));
+  ops.back().bias = m.bias;
   const double ffn_act = static_cast<double>(tokens) * m.ffn_hidden * e;
   if (m.activation == Activation::SwiGLU) {
     // silu(gate) * up: read 2, write 1; backward reads 3, writes 2.
@@ -224,6 +231,7 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   }
   ops.push_back(gemm(m.activation == Activation::SwiGLU ? "mlp_down" : "mlp_fc2", Shard::Row,
                      tokens, m.hidden, m.ffn_hidden));
+  ops.back().bias = m.bias;
   ops.push_back(elementwise("mlp_residual", OpKind::Elementwise, Shard::Replicated, 3.5 * act,
                             kResidualBwd * act));
   return ops;

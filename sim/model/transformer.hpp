@@ -80,6 +80,10 @@ struct ModelSpec {
   Norm norm = Norm::LayerNorm;
   bool tied_embeddings = false;
   bool causal = true;
+  /// The dense linear layers (QKV, projection, fc1, fc2) carry biases: GPT-2/3 and
+  /// Megatron-LM's GPT (`add_bias_linear`, on by default); Llama-family models have none.
+  /// MoE experts and the LM head never do here.
+  bool bias = false;
   int head_size = 0;       ///< explicit head dimension (Qwen3: 128); 0: hidden / heads
   MoeSpec moe;
   MlaSpec mla;
@@ -151,6 +155,13 @@ struct Op {
   PassFlops flops;
   double fwd_bytes = 0;  ///< HBM bytes read + written in forward (memory-bound ops)
   double bwd_bytes = 0;  ///< HBM bytes read + written in backward
+  /// GEMMs: the layer has a bias on its n outputs (ModelSpec::bias). Without epilogue fusion
+  /// its gradient is a separate column reduction over dY [m x n].
+  bool bias = false;
+  /// With `bias`: the forward adds it in a separate kernel (read + write [m x n]) unless fused
+  /// into the GEMM epilogue. Megatron-LM hands the biases of fc1, proj and fc2 to its fused
+  /// bias-GeLU and bias-dropout-add kernels instead, so only QKV sets this.
+  bool bias_add_kernel = false;
 };
 
 /// The ops of one transformer layer in forward order: norm, qkv, attention, proj, residual,

@@ -31,9 +31,6 @@ using parallel::ScheduleKind;
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-/// Adam step bytes per local parameter (as the workload builder: 2 x 12 fp32 states read and
-/// written, 16-bit gradient read, 16-bit weight written).
-constexpr double kAdamBytesPerParam = 28.0;
 
 std::vector<int> divisors(std::int64_t n) {
   std::vector<int> d;
@@ -135,10 +132,9 @@ class Analyzer {
     // join the dense weights when ep = 1.
     const double h = m.hidden;
     const double mats = m.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
-    const double attn_params = h * static_cast<double>(workload::qkv_width(m, L.tp)) +
-                               static_cast<double>(m.attn_out_width()) * h / L.tp +
-                               (m.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / L.tp;
-    const double layer_params = attn_params + mats * h * m.ffn_hidden / L.tp;
+    const double attn_params = workload::attention_params_per_rank(m, L.tp);
+    const double layer_params =
+        attn_params + workload::dense_mlp_params_per_rank(m, L.tp, m.ffn_hidden);
     double moe_layer_params = 0, expert_params = 0;
     if (m.moe.enabled()) {
       moe_layer_params = attn_params + (m.moe.experts > 1 ? h * m.moe.experts : 0.0) +
@@ -237,7 +233,10 @@ class Analyzer {
       // collective of all of them: NCCL's cost is the cheapest of affine laws, so
       // subadditive; the expert buckets count 0), then the Adam step on the compute stream.
       const double local = L.zero >= 1 ? params / dpc + experts / L.expert_dp() : params + experts;
-      double tail = cost_.memory_bound(kAdamBytesPerParam * local).seconds();
+      const double buffer = L.zero >= 3 ? local : params + experts;
+      double tail =
+          cost_.memory_bound(workload::optimizer_step_bytes(local, buffer, base_.training.dtype))
+              .seconds();
       if (!L.overlap_grad_reduce && dpc > 1 && L.zero <= 1) {
         tail += dp_cost(L.zero == 0 ? net::CollectiveOp::AllReduce : net::CollectiveOp::ReduceScatter,
                         grad_elem_bytes() * params, L);
@@ -307,8 +306,11 @@ class Analyzer {
         dp_time *= std::min(1.0, bucket / std::max(1.0, params0));
       }
     }
-    const double opt = cost_.memory_bound(kAdamBytesPerParam * params0 /
-                                          (L.zero >= 1 ? dpc : 1)).seconds();
+    const double opt =
+        cost_.memory_bound(workload::optimizer_step_bytes(params0 / (L.zero >= 1 ? dpc : 1),
+                                                          L.zero >= 3 ? params0 / dpc : params0,
+                                                          base_.training.dtype))
+            .seconds();
     const double pp_comm = L.pp > 1 ? 2.0 * (L.pp - 1) * lt.p2p : 0.0;
     // EP: four all-to-alls per MoE layer and microbatch (docs/moe.md) of the balanced share,
     // T x k rows of h 16-bit elements, taken as exposed except under DualPipe's overlap.

@@ -69,14 +69,16 @@ double narayanan_eq3_flops(const model::ModelSpec& m, double B, bool full_recomp
 
 }  // namespace
 
-double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch) {
+double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch,
+                                 AttentionFlops attention) {
   const double tokens = static_cast<double>(global_batch) * m.seq_len;
   const double h = m.hidden, d = m.head_dim();
   const double q = static_cast<double>(m.heads) * d, kv = static_cast<double>(m.kv_heads) * d;
   const double mlp_mats = m.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
   // Per token per layer, forward multiply-adds: QKV h(q + 2kv), projection q h, MLP
-  // mlp_mats h ffn, attention core 2 q s, halved for the causal mask.
-  const double attn = h * (q + 2 * kv) + q * h + (m.causal ? 0.5 : 1.0) * 2.0 * q * m.seq_len;
+  // mlp_mats h ffn, attention core 2 q s (halved for a causal model when the source does).
+  const double core = attention == AttentionFlops::CausalHalf && m.causal ? 0.5 : 1.0;
+  const double attn = h * (q + 2 * kv) + q * h + core * 2.0 * q * m.seq_len;
   const double dense_mlp = mlp_mats * h * m.ffn_hidden;
   // MoE layers: the k routed experts and the shared experts a token passes through (the
   // router GEMM is not counted, as in Megatron-LM's num_floating_point_operations).
@@ -232,6 +234,10 @@ Report run_validation(const std::filesystem::path& runs_file,
     const bool llama_like = has(res.model, "llama") || has(res.model, "mixtral");
     md.activation = llama_like ? model::Activation::SwiGLU : model::Activation::GeLU;
     md.norm = llama_like ? model::Norm::RMSNorm : model::Norm::LayerNorm;
+    // GPT rows are Megatron-LM's GPT, whose linear layers carry biases (`add_bias_linear`,
+    // on by default; NeMo's GPT-3 configs: `bias: True`); Llama, Mixtral and Nemotron-4
+    // have none. A row may say `bias = true|false`.
+    md.bias = row.boolean("bias").value_or(has(res.model, "gpt"));
     if (auto f = row.num("ffn_hidden_size")) {
       md.ffn_hidden = static_cast<int>(*f);
     } else {
@@ -308,6 +314,9 @@ Report run_validation(const std::filesystem::path& runs_file,
       tr.flash_attention = false;
       notes.emplace_back("unfused attention (pre-2023 Megatron-LM)");
     }
+    // Bias kernels follow the same software: Transformer Engine (2023 on) fuses the bias add
+    // and its gradient into GEMM epilogues; PyTorch-era Megatron-LM runs them separately.
+    tr.bias_in_epilogue = modern || tr.flash_attention;
     std::string overlap = row.str("overlap");
     if (overlap.empty() && has(framework, "nemo")) {
       // NeMo's launcher configs train with its distributed optimizer, overlapping the
@@ -364,8 +373,13 @@ Report run_validation(const std::filesystem::path& runs_file,
                                       tr.recompute == model::Recompute::Full);
           res.formula = "Narayanan et al. 2021 Eq. 3";
         } else {
-          flops = megatron_core_model_flops(md, tr.global_batch);
-          res.formula = "Megatron-LM model FLOPs (causal attention halved)";
+          // The rows' sources (Megatron-Core r0.8/r0.9, NeMo 24.07) count the attention core
+          // in full; a row may say `attention_flops = "causal"` for later code.
+          const bool causal_half = lower(row.str("attention_flops")) == "causal";
+          flops = megatron_core_model_flops(
+              md, tr.global_batch, causal_half ? AttentionFlops::CausalHalf : AttentionFlops::Full);
+          res.formula = causal_half ? "Megatron-LM model FLOPs (causal attention halved)"
+                                    : "Megatron-LM / NeMo model FLOPs (attention counted in full)";
         }
         const double per_gpu = flops / step / sc.gpus;
         if (res.metric == "tflops_per_gpu") {

@@ -67,11 +67,22 @@ std::pair<double, double> layer_pass_ms(workload::Scenario scenario);
 /// Kendall's tau-b between two equally long series (ties counted as neither).
 double kendall_tau(const std::vector<double>& a, const std::vector<double>& b);
 
-/// Model FLOPs per step as Megatron-LM's current code counts them
-/// (megatron/training/training.py num_floating_point_operations, hardware.md §5.1): 3 passes
-/// x 2 FLOPs per MAC of QKV (GQA-sized), projection, MLP (2 or 3 GEMMs), the attention core
-/// halved for the causal mask, and the logits (6 h V per token). MoE layers count the k
-/// routed experts and the shared experts per token (no router GEMM).
-double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch);
+/// How a source counted the attention core (QK^T and PV) in its model FLOPs.
+enum class AttentionFlops {
+  /// In full, as if unmasked: Megatron-LM's num_floating_point_operations through 2024
+  /// (core_r0.8-r0.10) and NeMo's flops formulas of that time (NeMo 24.07's published
+  /// tokens/s and TFLOP/s agree only with this count; tests/test_validate.cpp).
+  Full,
+  /// Halved for a causal mask (later Megatron-LM / NeMo code; hardware.md §5.1).
+  CausalHalf,
+};
+
+/// Model FLOPs per step as Megatron-LM counts them (megatron/training/training.py
+/// num_floating_point_operations; NeMo's flops_formulas agree): 3 passes x 2 FLOPs per MAC
+/// of QKV (GQA-sized), projection, MLP (2 or 3 GEMMs), the attention core (in full or
+/// halved for a causal model, per `attention`), and the logits (6 h V per token). MoE layers
+/// count the k routed experts and the shared experts per token (no router GEMM).
+double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch,
+                                 AttentionFlops attention);
 
 }  // namespace trainsim::validate

@@ -41,9 +41,6 @@ using net::CollectiveOp;
 using parallel::PassKind;
 using parallel::PipeOp;
 
-/// Bytes of the optimizer step per local parameter: read and write the fp32 master weight,
-/// momentum and variance (2 x 12), read the 16-bit gradient (2), write the 16-bit weight (2).
-constexpr double kAdamBytesPerParam = 28.0;
 
 /// A compute op of one rank with its cost per pass.
 struct OpCost {
@@ -305,8 +302,10 @@ class StepBuilder final : public PassEmitter {
     const double dense = stage_params(stage_) - experts;
     const double local =
         L.zero >= 1 ? dense / L.dp_cp() + experts / L.expert_dp() : dense + experts;
-    const TaskId opt = g_.add_task(st.compute, cost_.memory_bound(kAdamBytesPerParam * local),
-                                   Category::Optimizer, l_optimizer_);
+    const double buffer = L.zero >= 3 ? local : dense + experts;
+    const TaskId opt = g_.add_task(
+        st.compute, cost_.memory_bound(optimizer_step_bytes(local, buffer, sc_.training.dtype)),
+        Category::Optimizer, l_optimizer_);
     for (TaskId t : dp_grad_tasks_) g_.add_dependency(t, opt);
     dp_grad_tasks_.clear();
     if (step >= 0) step_ends_.back().push_back(opt);
@@ -589,6 +588,19 @@ class StepBuilder final : public PassEmitter {
             c.fwd = c.fwd + cost_.memory_bound(4 * static_cast<double>(m) * static_cast<double>(k));
           }
         }
+        if (op.bias && !sc_.training.bias_in_epilogue) {
+          // Separate bias kernels: the gradient reduction reads dY once [m x n] (a
+          // row-parallel layer's bias sits after the reduce-scatter under SP: m / tp rows),
+          // and QKV's forward add reads and writes its output.
+          const double e = hw::dtype_bytes(dt == hw::Dtype::FP8 ? hw::Dtype::BF16 : dt);
+          const double rows = static_cast<double>(m) /
+                              (op.shard == model::Shard::Row && sp_ ? tp_ : 1);
+          c.bwd_weight = c.bwd_weight + cost_.memory_bound(rows * static_cast<double>(n) * e);
+          if (op.bias_add_kernel) {
+            c.fwd = c.fwd + cost_.memory_bound(2 * static_cast<double>(m) *
+                                               static_cast<double>(n) * e);
+          }
+        }
         c.dgrad_label = g_.intern(name + " dgrad");
         c.wgrad_label = g_.intern(name + " wgrad");
         break;
@@ -649,10 +661,8 @@ class StepBuilder final : public PassEmitter {
     // Per rank: QKV (KV heads replicated when tp > kv_heads), projection, MLP, norms.
     const double h = mdl.hidden;
     const double mats = mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
-    const double attn = h * static_cast<double>(qkv_width_per_rank()) +
-                        static_cast<double>(mdl.attn_out_width()) * h / tp_ +
-                        (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp_;
-    c_.layer_params = attn + mats * h * mdl.ffn_hidden / tp_;
+    const double attn = attention_params_per_rank(mdl, tp_);
+    c_.layer_params = attn + dense_mlp_params_per_rank(mdl, tp_, mdl.ffn_hidden);
     if (mdl.moe.enabled()) {
       // Router replicated; shared experts split by TP; routed experts by EP and TP.
       const double router = mdl.moe.experts > 1 ? h * mdl.moe.experts : 0.0;
@@ -1274,6 +1284,26 @@ std::int64_t qkv_width(const model::ModelSpec& mdl, int tp) {
   const std::int64_t d = mdl.head_dim();
   const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp);
   return static_cast<std::int64_t>(mdl.heads / tp) * d + 2 * kv_local * d;
+}
+
+double optimizer_step_bytes(double shard_params, double buffer_params, hw::Dtype dtype) {
+  const double per_shard_param = 4.0 + 28.0 + 6.0 + (dtype == hw::Dtype::FP16 ? 8.0 : 0.0);
+  return per_shard_param * shard_params + 4.0 * buffer_params;
+}
+
+double attention_params_per_rank(const model::ModelSpec& mdl, int tp) {
+  const double h = mdl.hidden;
+  const double qkv = static_cast<double>(qkv_width(mdl, tp));
+  const double biases = mdl.bias ? qkv + h / tp : 0.0;
+  return h * qkv + static_cast<double>(mdl.attn_out_width()) * h / tp +
+         (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp + biases;
+}
+
+double dense_mlp_params_per_rank(const model::ModelSpec& mdl, int tp, double ffn) {
+  const bool swiglu = mdl.activation == model::Activation::SwiGLU;
+  const double h = mdl.hidden;
+  const double biases = mdl.bias ? ((swiglu ? 2.0 : 1.0) * ffn + h) / tp : 0.0;
+  return (swiglu ? 3.0 : 2.0) * h * ffn / tp + biases;
 }
 
 model::Op rank_op(const Scenario& sc, const model::Op& op) {

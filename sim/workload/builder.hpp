@@ -59,6 +59,12 @@ struct TrainingSpec {
   std::optional<double> tokens;   ///< training tokens, for time to train
   /// Attention kernels: FlashAttention (default) or Megatron's unfused softmax path.
   bool flash_attention = true;
+  /// With model.bias: true (default) when the bias add and the bias gradient run in the GEMM
+  /// epilogues (Transformer Engine; cuBLASLt's BIAS / BGRADB epilogues), so they cost nothing
+  /// extra; false for PyTorch-era Megatron-LM (2021-22), where QKV adds its bias in a separate
+  /// kernel and every bias gradient is a separate column reduction (`grad_output.sum(0)` and
+  /// autograd's sum over broadcast dimensions).
+  bool bias_in_epilogue = true;
 };
 
 /// Everything one simulation needs; built by the config layer from a scenario file.
@@ -166,6 +172,27 @@ struct StepResult {
 /// Output width of the QKV GEMM on one of `tp` ranks: its query heads and its K/V heads
 /// (one replicated K/V head per rank when tp exceeds kv_heads).
 std::int64_t qkv_width(const model::ModelSpec& model, int tp);
+
+/// HBM bytes of one rank's optimizer step in Megatron-LM's mixed-precision optimizer
+/// (megatron/core/optimizer/optimizer.py MixedPrecisionOptimizer.step; apex FusedAdam;
+/// megatron/core/distributed/param_and_grad_buffer.py), all memory-bound:
+///  - per parameter the rank's optimizer updates (`shard_params`: all of its model shard, or
+///    1/DP of it under the distributed optimizer): the gradient-norm read (4 B,
+///    clip_grad_norm_fp32), Adam (read the fp32 weight, gradient, m and v, write weight, m
+///    and v: 28 B) and the copy back to the 16-bit weight (read 4, write 2); fp16 adds the
+///    loss-scale unscale and inf check (read + write 4 B);
+///  - per parameter of the rank's gradient buffer (`buffer_params`): zeroing it for the next
+///    step (write 4 B; the buffer holds the whole model shard unless ZeRO-3 shards it).
+double optimizer_step_bytes(double shard_params, double buffer_params, hw::Dtype dtype);
+
+/// Parameters one of `tp` ranks holds for a layer's attention block: QKV (qkv_width), the
+/// output projection split by rows, the norm weights (counted 1/tp each, as Megatron's
+/// distributed optimizer shards them), and the QKV and projection biases with model.bias
+/// (the projection's bias replicated on every rank; counted 1/tp like the norms).
+double attention_params_per_rank(const model::ModelSpec& model, int tp);
+/// Parameters one of `tp` ranks holds for a dense MLP of `ffn` intermediate size (2 or 3
+/// matrices, split by TP), with its biases under model.bias.
+double dense_mlp_params_per_rank(const model::ModelSpec& model, int tp, double ffn);
 
 /// `op` (from model::layer_ops / embedding_op / head_ops) as one TP rank of the scenario runs
 /// it, exactly as simulate_step prices it: column-parallel GEMMs split n, row-parallel split

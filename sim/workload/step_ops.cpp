@@ -8,7 +8,6 @@
 namespace trainsim::workload {
 
 namespace {
-constexpr double kAdamBytesPerParam = 28.0;  // as in builder.cpp
 }  // namespace
 
 const char* step_pass_name(StepPass p) {
@@ -87,19 +86,16 @@ std::vector<StepKernel> microbatch_kernels(const Scenario& sc) {
 
 StepKernel optimizer_kernel(const Scenario& sc) {
   const auto& mdl = sc.model;
-  const double h = mdl.hidden;
   const int tp = sc.layout.tp;
   const double layer_params =
-      h * static_cast<double>(qkv_width(mdl, tp)) + h * h / tp +
-      (mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0) * h * mdl.ffn_hidden / tp +
-      (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp;
+      attention_params_per_rank(mdl, tp) + dense_mlp_params_per_rank(mdl, tp, mdl.ffn_hidden);
   const double params = mdl.layers * layer_params + mdl.embedding_params() / tp +
                         mdl.head_params() / tp;
   StepKernel k;
   k.name = "optimizer";
   k.pass = StepPass::Optimizer;
   k.op.kind = model::OpKind::Elementwise;
-  k.bytes = kAdamBytesPerParam * params;
+  k.bytes = optimizer_step_bytes(params, params, sc.training.dtype);
   return k;
 }
 
