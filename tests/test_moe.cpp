@@ -477,3 +477,45 @@ TEST(Moe, DualPipeOverlapsEachPassesAllToAllWithThePairedPassesCompute) {
   }
   EXPECT_GT(interleaved, 0);
 }
+
+// Token permutation bytes as docs say (workload/moe.hpp): Megatron-Core's unfused PyTorch ops
+// vs fused kernels, and the local-expert sort only with more than one local expert.
+TEST(MoeRouting, PermutationKernelsMoveTheirDocumentedBytes) {
+  const auto topo_spec = config::load_topology(test::source_dir() / "topologies/dgx-h100.toml");
+  const hw::Topology topo(topo_spec, 16);
+  const hw::GpuSpec gpu = *hw::find_builtin_gpu("h100_sxm");
+  const net::AlphaBetaModel comm(topo, gpu);
+  const cost::CostModel cost(gpu);
+  model::ModelSpec m;
+  m.layers = 2;
+  m.hidden = 1024;
+  m.heads = 16;
+  m.kv_heads = 16;
+  m.ffn_hidden = 4096;
+  m.vocab = 1000;
+  m.seq_len = 2048;
+  m.activation = model::Activation::SwiGLU;
+  m.moe = moe_of(8, 2, model::Routing::Balanced);
+  parallel::Layout L;
+  L.dp = 8;
+  L.ep = 8;  // one local expert
+  const double T = 2048, R = T * 2, row = 1024 * 2.0;
+  auto c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 1, 0, 0);
+  EXPECT_EQ(c.permute, cost.memory_bound(2 * R * row));
+  EXPECT_EQ(c.unpermute, cost.memory_bound((6 * R + T) * row));
+  EXPECT_EQ(c.unpermute_bwd, cost.memory_bound((4 * R + 2 * T) * row));
+  EXPECT_EQ(c.permute_bwd, cost.memory_bound((T + 3 * R + 3 * T) * row));
+  EXPECT_EQ(c.sort_chunks, Time());  // Megatron-Core skips it with one local expert
+  EXPECT_EQ(c.unsort_chunks, Time());
+  m.moe.permute_fusion = true;
+  c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 1, 0, 0);
+  EXPECT_EQ(c.permute, cost.memory_bound((T + R) * row));
+  EXPECT_EQ(c.unpermute, cost.memory_bound((T + R) * row));
+  EXPECT_EQ(c.permute_bwd, cost.memory_bound((T + R + 3 * T) * row));
+  L.ep = 4;  // two local experts: their received rows are sorted and restored
+  L.dp = 4;
+  c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 1, 0, 0);
+  EXPECT_EQ(c.sort_chunks,
+            cost.memory_bound(2.0 * static_cast<double>(c.rows_busiest) * row));
+  EXPECT_GT(c.sort_chunks, Time());
+}

@@ -43,7 +43,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"model.moe",
        {"experts", "top_k", "expert_ffn_hidden", "shared_experts", "shared_ffn_hidden",
         "capacity_factor", "moe_layer_freq", "first_dense_layers", "routing", "zipf_exponent",
-        "imbalance"}},
+        "imbalance", "permute_fusion"}},
       {"training",
        {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
         "attention", "bias_kernels"}},
@@ -364,6 +364,7 @@ void read_moe(const std::string& file, const toml::node* node, model::ModelSpec&
   if (s.has("imbalance") && moe.routing != model::Routing::Imbalance) {
     s.fail_at(s.node("imbalance")->source(), "model.moe.imbalance needs routing = \"imbalance\"");
   }
+  moe.permute_fusion = s.boolean("permute_fusion").value_or(false);
 }
 
 }  // namespace

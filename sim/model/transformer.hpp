@@ -48,6 +48,12 @@ struct MoeSpec {
   Routing routing = Routing::Balanced;
   double zipf_exponent = 1.0;
   double imbalance = 1.0;       ///< for Routing::Imbalance: max / mean tokens per EP rank
+  /// Token permutation kernels: false (Megatron-Core's default) runs moe_utils.permute /
+  /// unpermute as PyTorch ops (index_select, zeros + index_copy_, multiply by the routing
+  /// probabilities, sum over k); true uses fused permute / unpermute kernels
+  /// (`--moe-permute-fusion`, Transformer Engine; DeepSeek's own kernels) that move each row
+  /// once.
+  bool permute_fusion = false;
 
   [[nodiscard]] bool enabled() const { return experts > 0; }
   [[nodiscard]] int shared_ffn() const {

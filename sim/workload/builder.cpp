@@ -1009,12 +1009,12 @@ class StepBuilder final : public PassEmitter {
   }
   void moe_forward_b(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
-    if (sc_.layout.ep > 1) compute(mc.sort_chunks, l_permute_);
+    if (mc.sort_chunks > Time()) compute(mc.sort_chunks, l_permute_);
     compute(mc.expert_in.fwd, l_expert_in_);
     compute(mc.expert_act_fwd, l_expert_act_);
     compute(mc.expert_out.fwd, l_expert_out_);
     if (sc_.layout.ep > 1) {
-      compute(mc.unsort_chunks, l_permute_);
+      if (mc.unsort_chunks > Time()) compute(mc.unsort_chunks, l_permute_);
       wait_.push_back(comm(st_->ep, mc.combine, Category::EpComm, l_combine_));
     }
   }
@@ -1032,7 +1032,7 @@ class StepBuilder final : public PassEmitter {
   void moe_backward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
-    if (mc.router) compute(mc.unpermute, l_permute_bwd_);
+    if (mc.router) compute(mc.unpermute_bwd, l_permute_bwd_);
     const TaskId to_experts =
         sc_.layout.ep > 1 ? comm(st_->ep, mc.combine_bwd, Category::EpComm, l_combine_bwd_)
                           : kNoId;
@@ -1044,7 +1044,7 @@ class StepBuilder final : public PassEmitter {
   }
   void moe_backward_b(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
-    if (sc_.layout.ep > 1) compute(mc.unsort_chunks, l_permute_bwd_);
+    if (mc.unsort_chunks > Time()) compute(mc.unsort_chunks, l_permute_bwd_);
     compute(mc.expert_out.dgrad, l_expert_bwd_);
     if (!input_only_) compute(mc.expert_out.wgrad, l_expert_wgrad_);
     compute(mc.expert_act_bwd, l_expert_bwd_);
@@ -1052,14 +1052,14 @@ class StepBuilder final : public PassEmitter {
     if (!input_only_ && tp_on() && sp_) moe_ag_input_ = tp(c_.tp_ag_wgrad);
     compute(mc.expert_in.dgrad, l_expert_bwd_);
     if (sc_.layout.ep > 1) {
-      compute(mc.sort_chunks, l_permute_bwd_);
+      if (mc.sort_chunks > Time()) compute(mc.sort_chunks, l_permute_bwd_);
       wait_.push_back(comm(st_->ep, mc.dispatch_bwd, Category::EpComm, l_dispatch_bwd_));
     }
   }
   void moe_backward_c(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (mc.router) {
-      compute(mc.permute, l_permute_bwd_);
+      compute(mc.permute_bwd, l_permute_bwd_);
       compute(mc.router_gemm.dgrad, l_router_bwd_);
     }
     TaskId red = kNoId;

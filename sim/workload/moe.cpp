@@ -69,11 +69,22 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   c.expert_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * act);
   c.expert_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * act);
   if (moe.experts > 1) {
-    const double tk = static_cast<double>(T) * moe.top_k;
+    const double t = static_cast<double>(T);
+    const double rk = t * moe.top_k;  // routed rows R
     const double row = static_cast<double>(h) / tp * elem;
-    c.permute = cost.memory_bound((static_cast<double>(T) + tk) * row);
-    c.unpermute = c.permute;
-    if (L.ep > 1) {
+    const double accumulate = 3 * t;  // autograd: router + permutation input gradients
+    if (moe.permute_fusion) {
+      c.permute = cost.memory_bound((t + rk) * row);
+      c.unpermute = c.permute;
+      c.unpermute_bwd = c.permute;
+      c.permute_bwd = cost.memory_bound((t + rk + accumulate) * row);
+    } else {
+      c.permute = cost.memory_bound(2 * rk * row);
+      c.unpermute = cost.memory_bound((6 * rk + t) * row);
+      c.unpermute_bwd = cost.memory_bound((4 * rk + 2 * t) * row);
+      c.permute_bwd = cost.memory_bound((t + 3 * rk + accumulate) * row);
+    }
+    if (L.ep > 1 && le > 1) {
       c.sort_chunks = cost.memory_bound(2.0 * static_cast<double>(c.rows_busiest) * row);
       c.unsort_chunks = c.sort_chunks;
     }

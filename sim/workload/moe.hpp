@@ -29,12 +29,23 @@ struct MoeLayerCost {
   Time shared_act_fwd, shared_act_bwd;
   GemmTimes expert_in, expert_out;  ///< grouped GEMMs, summed over the local experts
   Time expert_act_fwd, expert_act_bwd;
-  /// Token permutation (Megatron-Core's all-to-all dispatcher, memory-bound): permute the
-  /// T tokens into T·k expert-ordered rows before dispatch and un-permute (weighted sum)
-  /// after combine; with ep > 1 also sort the R received rows by local expert after
-  /// dispatch and restore their order before combine. Each reads and writes its rows once
-  /// (2 bytes per element); backward moves the same bytes. None with one expert.
-  Time permute, unpermute, sort_chunks, unsort_chunks;
+  /// Token permutation (Megatron-Core's all-to-all dispatcher, memory-bound, 16-bit rows of
+  /// h/tp; T tokens, R = T·k routed rows), none with one expert. Megatron-Core's default
+  /// PyTorch ops (megatron/core/transformer/moe/moe_utils.py permute / unpermute, core_r0.8):
+  ///  - permute: index_select of the R rows (read R, write R);
+  ///  - unpermute: zeros [R, h] (write R), index_copy_ (read R, write R), multiply by the
+  ///    routing probabilities (read R, write R), sum over k (read R, write T): 6R + T;
+  ///  - unpermute backward: the multiply's gradient (read T broadcast, write R) and the
+  ///    probabilities' gradient (read R saved + T), index_copy_'s (index_select: read R,
+  ///    write R): 4R + 2T;
+  ///  - permute backward: zeros [T, h] (write T), index_add_ of the R rows (read R,
+  ///    read-modify-write R): T + 3R;
+  /// with permute_fusion each moves its rows once: R + T, forward and backward. Permute
+  /// backward also carries autograd's sum of the MoE input's two gradients (router and
+  /// permutation: read 2T, write T). With more than one local expert (ep > 1) the R received
+  /// rows are also sorted by local expert after dispatch and restored before combine (read R,
+  /// write R each); Megatron-Core skips both with one local expert.
+  Time permute, unpermute, permute_bwd, unpermute_bwd, sort_chunks, unsort_chunks;
   Time dispatch, combine;           ///< forward all-to-alls
   Time dispatch_bwd, combine_bwd;   ///< their conjugates in backward
   double imbalance = 1;             ///< max / mean rows per EP rank
