@@ -311,7 +311,15 @@ TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
   msg = err(test::replace(good, "\"silu\"", "\"gelu\""));
   EXPECT_NE(msg.find("hidden_act \"gelu\" is not supported"), std::string::npos) << msg;
   msg = err(test::replace(good, "\"attention_bias\": false", "\"attention_bias\": true"));
-  EXPECT_NE(msg.find("biases are not modelled"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("biases on only some linear layers are not modelled"), std::string::npos)
+      << msg;
+  // Both: biases on every dense linear layer (model.bias).
+  const auto both = test::write(
+      dir / "both.json",
+      test::replace(test::replace(good, "\"attention_bias\": false", "\"attention_bias\": true"),
+                    "\"mlp_bias\": false", "\"mlp_bias\": true"));
+  EXPECT_TRUE(config::load_hf_config(both).bias);
+  EXPECT_FALSE(config::load_hf_config(test::write(dir / "none.json", good)).bias);
   msg = err(test::replace(good, "\"llama\"", "\"gpt2\""));
   EXPECT_NE(msg.find("model_type \"gpt2\" is not supported"), std::string::npos) << msg;
   msg = err(test::replace(good, "\"vocab_size\"", "\"sliding_window\": 4096,\n  \"vocab_size\""));

@@ -141,10 +141,17 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
     r.fail("hidden_act", "hidden_act \"" + r.string_or("hidden_act", "") +
                              "\" is not supported (only \"silu\": gated SwiGLU MLP)");
   }
-  if (r.boolean_or("attention_bias", false) || r.boolean_or("mlp_bias", false) ||
-      r.boolean_or("qkv_bias", false)) {
-    r.fail(r.boolean_or("mlp_bias", false) ? "mlp_bias" : "attention_bias",
-           "linear-layer biases are not modelled");
+  // Biases: model.bias puts them on all four dense linear layers (QKV, projection, MLP in
+  // and out) at once, which is attention_bias and mlp_bias together; one without the other
+  // (or Qwen's qkv_bias alone) is not expressible.
+  const bool attention_bias = r.boolean_or("attention_bias", false);
+  const bool mlp_bias = r.boolean_or("mlp_bias", false);
+  if (attention_bias != mlp_bias || r.boolean_or("qkv_bias", false)) {
+    r.fail(r.boolean_or("qkv_bias", false) ? "qkv_bias"
+           : attention_bias                ? "attention_bias"
+                                           : "mlp_bias",
+           "biases on only some linear layers are not modelled (model.bias covers QKV, "
+           "projection and MLP together: set attention_bias and mlp_bias alike)");
   }
   if (r.boolean_or("use_sliding_window", false) ||
       (type != "qwen2" && type != "qwen3" && type != "qwen3_moe" && r.has("sliding_window"))) {
@@ -173,6 +180,7 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
   m.activation = model::Activation::SwiGLU;
   m.norm = model::Norm::RMSNorm;
   m.tied_embeddings = r.boolean_or("tie_word_embeddings", false);
+  m.bias = attention_bias && mlp_bias;
   if (r.has("head_dim")) m.head_size = static_cast<int>(r.integer("head_dim", 1, 100000));
   if (type == "mixtral") {
     m.moe.experts = static_cast<int>(r.integer_req("num_local_experts", 1, 1000000));
