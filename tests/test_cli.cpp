@@ -158,7 +158,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"missing_topology", "dgx-a100.toml", "dgx-z100.toml", "cluster.topology: no such file"},
         BadInput{"fp8_on_a100", "[training]\n", "[training]\ndtype = \"fp8\"\n", "needs FP8 tensor cores"},
         BadInput{"virtual_stages_without_interleaving", "[parallel]\n", "[parallel]\nvirtual_stages = 2\nschedule = \"1f1b\"\n", "parallel.virtual_stages > 1 needs schedule = \"interleaved\""},
-        BadInput{"ep_without_moe", "[parallel]\n", "[parallel]\nep = 2\n", "parallel.ep > 1 needs a mixture-of-experts model"}),
+        BadInput{"ep_without_moe", "[parallel]\n", "[parallel]\nep = 2\n", "parallel.ep > 1 needs a mixture-of-experts model"},
+        BadInput{"seq_len_not_divisible_by_tp_with_sp", "seq_len = 1024", "seq_len = 1023", ":16:21: parallel.sequence_parallel: model.seq_len / parallel.cp (1023) must be divisible by parallel.tp (2)"}),
     [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.what); });
 
 TEST(Cli, UnwritableTraceIsBadInputAndPrintsNoReport) {
