@@ -467,6 +467,36 @@ TEST(PlanCli, SearchBadInput) {
   EXPECT_NE(c.err.find("--csv"), std::string::npos) << c.err;
 }
 
+// Numbers out of range are refused at the option, exit 1, before any search runs. They used to
+// be taken as "not given" (search --gpus 0 or -8 searched the scenario's GPU count, plan
+// --gpu-hour-usd -2 or nan printed no cost, plan --table --gpus 0 planned 1024 GPUs) or to
+// fail far from the option (plan --budget inf: "model.layers must be > 0").
+TEST(PlanCli, OutOfRangeNumbersAreRefusedAtTheOption) {
+  const auto dir = test::temp_dir("plan-out-of-range");
+  const auto small = test::write(dir / "s.toml", test::small_scenario()).string();
+  const std::string plan = "plan --budget 1e21 --cluster dgx-a100 --gpus 8 --des 1 ";
+  const std::pair<std::string, std::string> cases[] = {
+      {"search " + small + " --gpus 0", "--gpus"},
+      {"search " + small + " --gpus -8", "--gpus"},
+      {"search " + small + " --threads -1", "--threads"},
+      {"search " + small + " --top 0", "--top"},
+      {"plan --budget inf --cluster dgx-a100 --gpus 8 --des 1", "--budget"},
+      {"plan --budget nan --cluster dgx-a100 --gpus 8 --des 1", "--budget"},
+      {"plan --budget -1e21 --cluster dgx-a100 --gpus 8 --des 1", "--budget"},
+      {plan + "--gpu-hour-usd -2", "--gpu-hour-usd"},
+      {plan + "--gpu-hour-usd nan", "--gpu-hour-usd"},
+      {plan + "--max-days nan", "--max-days"},
+      {"plan --table --gpus 0 --des 1", "--gpus"},
+  };
+  for (const auto& [args, option] : cases) {
+    const auto r = cli(args);
+    EXPECT_EQ(r.code, 1) << args << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find(option), std::string::npos) << args << "\n" << r.err;
+    EXPECT_EQ(r.err.find("not in range 0.000000"), std::string::npos) << args << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << args << "\n" << r.out;
+  }
+}
+
 TEST(PlanCli, PlanJsonOneAndSeveralClusters) {
   const auto one = cli("plan --budget 1e22 --cluster dgx-a100 --gpus 64 --json --des 4");
   ASSERT_EQ(one.code, 0) << one.err;
