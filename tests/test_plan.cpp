@@ -548,6 +548,40 @@ TEST(PlanCli, PlanBadInputAndSvg) {
   EXPECT_NE(text.find("</svg>"), std::string::npos);
 }
 
+// On a cluster too small for some published models the seed table still prints every row:
+// a model with no layout that fits in HBM gets a dash (null days, fits false, the reason)
+// instead of voiding the table ("no layout of this model fits in 80.0 GiB per GPU on 64 GPUs"
+// used to be the whole output of `plan --table --gpus 64`). MT-NLG 530B's bf16 weights, fp32
+// gradients and Adam states alone (18 bytes per parameter) are 139 GiB per GPU even sharded
+// over all 64 GPUs; Chinchilla's 70B fits.
+TEST(PlanCli, SeedTableMarksModelsThatDoNotFit) {
+  const auto r = cli("plan --table --cluster dgx-a100 --gpus 64 --des 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 6U);
+  int fits = 0, unfit = 0;
+  for (const auto& row : j["rows"]) {
+    for (const char* plan : {"actual", "optimal"}) {
+      const auto& p = row[plan];
+      if (p["fits"].get<bool>()) {
+        ++fits;
+        EXPECT_GT(p["days"].get<double>(), 0) << row["model"];
+      } else {
+        ++unfit;
+        EXPECT_TRUE(p["days"].is_null()) << row["model"];
+        EXPECT_NE(p["why"].get<std::string>().find("no layout"), std::string::npos);
+      }
+    }
+  }
+  EXPECT_FALSE(j["rows"][4]["actual"]["fits"].get<bool>());  // MT-NLG 530B
+  EXPECT_TRUE(j["rows"][5]["actual"]["fits"].get<bool>());   // Chinchilla 70B
+  EXPECT_GT(fits, 0);
+  EXPECT_GT(unfit, 0);
+  const auto t = cli("plan --table --cluster dgx-a100 --gpus 64 --des 1");
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("no layout of that model fits"), std::string::npos) << t.out;
+}
+
 // ----- MPI -----------------------------------------------------------------------------------
 
 // `mpirun -np 2 trainsim search` prints exactly what one process prints.
