@@ -497,6 +497,25 @@ TEST(PlanCli, OutOfRangeNumbersAreRefusedAtTheOption) {
   }
 }
 
+// The text's best layout names every parallel degree the JSON layout has: one sequence per
+// step on 8 GPUs is best split TP 4 x CP 2, which the table printed as "TP4 PP1 DP1 mb1" (4 of
+// the 8 GPUs).
+TEST(PlanCli, PlanTextLayoutNamesContextParallelism) {
+  const std::string args = "plan --budget 1e21 --cluster dgx-a100 --gpus 8 --global-batch 1 --des 2";
+  const auto j = cli(args + " --json");
+  ASSERT_EQ(j.code, 0) << j.err;
+  const auto lay = nlohmann::json::parse(j.out)["layout"];
+  const int cp = lay["cp"];
+  ASSERT_GT(cp, 1) << lay.dump();  // the case this test is about
+  EXPECT_EQ(lay["tp"].get<int>() * lay["pp"].get<int>() * lay["dp"].get<int>() * cp, 8);
+  const auto t = cli(args);
+  ASSERT_EQ(t.code, 0) << t.err;
+  const std::string want = "TP" + std::to_string(lay["tp"].get<int>()) + " PP" +
+                           std::to_string(lay["pp"].get<int>()) + " DP" +
+                           std::to_string(lay["dp"].get<int>()) + " CP" + std::to_string(cp);
+  EXPECT_NE(t.out.find(want), std::string::npos) << want << "\n" << t.out;
+}
+
 TEST(PlanCli, PlanJsonOneAndSeveralClusters) {
   const auto one = cli("plan --budget 1e22 --cluster dgx-a100 --gpus 64 --json --des 4");
   ASSERT_EQ(one.code, 0) << one.err;
