@@ -226,6 +226,17 @@ TEST(Cli, CompareSchedulesPrintsEveryScheduleAndStacksTimelines) {
   EXPECT_EQ(count(text, "<g class=\"run\">"), 8U);
 }
 
+// The header names every parallel degree (TP x PP x DP x CP = GPUs): a CP 2 layout on 16 GPUs
+// was printed as "TP 2+SP, PP 2, DP 2", eight GPUs.
+TEST(Cli, CompareSchedulesHeaderNamesContextParallelism) {
+  const auto dir = test::temp_dir("cli-compare-cp");
+  const auto file =
+      test::write(dir / "s.toml", test::replace(test::small_scenario(), "dp = 4", "dp = 2\ncp = 2"));
+  const auto r = run("compare-schedules " + file.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("TP 2+SP, PP 2, DP 2, CP 2, global batch"), std::string::npos) << r.out;
+}
+
 // The README shows the quick start's output verbatim; keep it true.
 TEST(Cli, ReadmeQuickStartOutputIsCurrent) {
   const std::string readme = test::read(test::source_dir() / "README.md");
