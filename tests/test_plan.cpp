@@ -516,6 +516,22 @@ TEST(PlanCli, PlanTextLayoutNamesContextParallelism) {
   EXPECT_NE(t.out.find(want), std::string::npos) << want << "\n" << t.out;
 }
 
+// search --gpus on a torus checks what the scenario loader checks for cluster.gpus (it failed
+// later with "topology: torus dims multiply to 64 nodes but the cluster has 8", naming no
+// option).
+TEST(PlanCli, SearchGpusMustFillATorus) {
+  const auto dir = test::temp_dir("plan-torus-gpus");
+  std::string text = test::replace(test::small_scenario(), "dgx-a100.toml", "torus-3d-h100.toml");
+  text = test::replace(text, "gpus = 16", "gpus = 512");
+  text = test::replace(text, "dp = 4", "dp = 128");
+  text = test::replace(text, "global_batch = 16", "global_batch = 256");
+  const auto file = test::write(dir / "s.toml", text).string();
+  const auto r = cli("search " + file + " --gpus 64 --des 1");
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("--gpus (64) must fill the torus: 64 nodes x 8 GPUs = 512"),
+            std::string::npos) << r.err;
+}
+
 TEST(PlanCli, PlanJsonOneAndSeveralClusters) {
   const auto one = cli("plan --budget 1e22 --cluster dgx-a100 --gpus 64 --json --des 4");
   ASSERT_EQ(one.code, 0) << one.err;

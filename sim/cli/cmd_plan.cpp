@@ -144,6 +144,17 @@ int PlanCommands::run_search(const FileIo& io) {
                                      ") must be a multiple of the topology's node.gpus (" +
                                      std::to_string(sc.topology.gpus_per_node) + ")");
     }
+    if (sc.topology.kind == "torus") {
+      std::int64_t nodes = 1;
+      for (const int d : sc.topology.dims) nodes *= d;
+      if (nodes * sc.topology.gpus_per_node != s_gpus_) {
+        throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
+                                       ") must fill the torus: " + std::to_string(nodes) +
+                                       " nodes x " + std::to_string(sc.topology.gpus_per_node) +
+                                       " GPUs = " +
+                                       std::to_string(nodes * sc.topology.gpus_per_node));
+      }
+    }
     sc.gpus = s_gpus_;
   }
   if (s_batch_ != 0) {
