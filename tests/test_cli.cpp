@@ -6,7 +6,9 @@
 #include <set>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_util.hpp"
 
@@ -235,6 +237,38 @@ TEST(Cli, CompareSchedulesHeaderNamesContextParallelism) {
   const auto r = run("compare-schedules " + file.string());
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("TP 2+SP, PP 2, DP 2, CP 2, global batch"), std::string::npos) << r.out;
+}
+
+// Output files are renamed into place, but not onto a symlink (which kept its old target and
+// became a regular file) nor onto a FIFO or device (a reader of the pipe got nothing, and as
+// root `--trace /dev/null` replaced /dev/null with a regular file).
+TEST(Cli, OutputThroughASymlinkOrIntoAFifoKeepsTheLinkAndThePipe) {
+  const auto dir = test::temp_dir("cli-out-special");
+  const auto file = test::write(dir / "s.toml", test::small_scenario());
+  const auto target = test::write(dir / "target.svg", "old");
+  const auto link = dir / "link.svg";
+  std::filesystem::create_symlink(target, link);
+  const auto r = run("simulate " + file.string() + " --svg " + link.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_NE(test::read(target).find("</svg>"), std::string::npos);
+
+  const auto fifo = dir / "pipe.svg";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto got = dir / "got.svg";
+  // A reader drains the pipe while trainsim writes to it (bounded, should it never be written).
+  const auto p = test::run_command("{ (timeout 20 cat " + fifo.string() + " > " + got.string() +
+                                       " &) ; " + TRAINSIM_EXE + " simulate " + file.string() +
+                                       " --svg " + fifo.string() + "; }",
+                                   "cli-out-fifo");
+  ASSERT_EQ(p.code, 0) << p.err;
+  struct stat st {};
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  for (int i = 0; i < 50 && test::read(got).find("</svg>") == std::string::npos; ++i) {
+    ::usleep(100000);
+  }
+  EXPECT_NE(test::read(got).find("</svg>"), std::string::npos);
 }
 
 // The README shows the quick start's output verbatim; keep it true.

@@ -178,6 +178,12 @@ TEST(ProfileIo, RoundTripIsExactAndDeterministic) {
   EXPECT_EQ(test::read(dir / "p.toml"), text);
   EXPECT_EQ(hw::read_profile(dir / "p.toml").path, (dir / "p.toml").string());
   EXPECT_FALSE(std::filesystem::exists(dir / "p.toml.tmp-trainsim"));
+  // Through a symlink (e.g. --out latest.toml -> h200-2026-12-01.toml) the link stays a link
+  // and its target gets the profile; renaming onto the link used to replace it.
+  std::filesystem::create_symlink(dir / "p.toml", dir / "link.toml");
+  hw::write_profile(dir / "link.toml", p);
+  EXPECT_TRUE(std::filesystem::is_symlink(dir / "link.toml"));
+  EXPECT_EQ(test::read(dir / "p.toml"), text);
 }
 
 struct BadProfile {

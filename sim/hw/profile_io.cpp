@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/file_write.hpp"
+
 namespace trainsim::hw {
 
 namespace {
@@ -381,23 +383,7 @@ std::string profile_to_toml(const HardwareProfile& p) {
 }
 
 void write_profile(const std::filesystem::path& file, const HardwareProfile& p) {
-  const std::string text = profile_to_toml(p);
-  std::filesystem::path tmp = file;
-  tmp += ".tmp-trainsim";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + file.string());
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, file, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
+  if (!write_file_atomically(file, profile_to_toml(p))) {
     throw std::runtime_error("cannot write " + file.string());
   }
 }
