@@ -1508,6 +1508,13 @@ StepResult simulate_step(const Scenario& sc) {
     sr.breakdown = analyze_stage(*graph, ex, prev, pg.streams[static_cast<std::size_t>(s)].compute,
                                  win_begin[static_cast<std::size_t>(s)],
                                  win_end[static_cast<std::size_t>(s)]);
+    // A stage done before the step ends (the first of several steps of a schedule that never
+    // flushes, `steps = 1` with pipedream or 2bw: stages finish it at different times) waits
+    // for the rest of the step, so the stage's parts add up to the step time.
+    if (const double wait = r.step_time.seconds() - sr.breakdown.step; wait > 0) {
+      sr.breakdown.bubble += wait;
+      sr.breakdown.step = r.step_time.seconds();
+    }
     // Weight versions held at once: PipeDream stashes one per microbatch in flight on the
     // stage (p - s in steady state), PipeDream-2BW double-buffers (2).
     sr.weight_versions = 1;
