@@ -6,7 +6,9 @@
 #include <set>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_util.hpp"
 
@@ -158,7 +160,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"missing_topology", "dgx-a100.toml", "dgx-z100.toml", "cluster.topology: no such file"},
         BadInput{"fp8_on_a100", "[training]\n", "[training]\ndtype = \"fp8\"\n", "needs FP8 tensor cores"},
         BadInput{"virtual_stages_without_interleaving", "[parallel]\n", "[parallel]\nvirtual_stages = 2\nschedule = \"1f1b\"\n", "parallel.virtual_stages > 1 needs schedule = \"interleaved\""},
-        BadInput{"ep_without_moe", "[parallel]\n", "[parallel]\nep = 2\n", "parallel.ep > 1 needs a mixture-of-experts model"}),
+        BadInput{"ep_without_moe", "[parallel]\n", "[parallel]\nep = 2\n", "parallel.ep > 1 needs a mixture-of-experts model"},
+        BadInput{"seq_len_not_divisible_by_tp_with_sp", "seq_len = 1024", "seq_len = 1023", ":16:21: parallel.sequence_parallel: model.seq_len / parallel.cp (1023) must be divisible by parallel.tp (2)"}),
     [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.what); });
 
 TEST(Cli, UnwritableTraceIsBadInputAndPrintsNoReport) {
@@ -223,6 +226,49 @@ TEST(Cli, CompareSchedulesPrintsEveryScheduleAndStacksTimelines) {
   const auto text = test::read(svg);
   EXPECT_TRUE(well_formed(text));
   EXPECT_EQ(count(text, "<g class=\"run\">"), 8U);
+}
+
+// The header names every parallel degree (TP x PP x DP x CP = GPUs): a CP 2 layout on 16 GPUs
+// was printed as "TP 2+SP, PP 2, DP 2", eight GPUs.
+TEST(Cli, CompareSchedulesHeaderNamesContextParallelism) {
+  const auto dir = test::temp_dir("cli-compare-cp");
+  const auto file =
+      test::write(dir / "s.toml", test::replace(test::small_scenario(), "dp = 4", "dp = 2\ncp = 2"));
+  const auto r = run("compare-schedules " + file.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("TP 2+SP, PP 2, DP 2, CP 2, global batch"), std::string::npos) << r.out;
+}
+
+// Output files are renamed into place, but not onto a symlink (which kept its old target and
+// became a regular file) nor onto a FIFO or device (a reader of the pipe got nothing, and as
+// root `--trace /dev/null` replaced /dev/null with a regular file).
+TEST(Cli, OutputThroughASymlinkOrIntoAFifoKeepsTheLinkAndThePipe) {
+  const auto dir = test::temp_dir("cli-out-special");
+  const auto file = test::write(dir / "s.toml", test::small_scenario());
+  const auto target = test::write(dir / "target.svg", "old");
+  const auto link = dir / "link.svg";
+  std::filesystem::create_symlink(target, link);
+  const auto r = run("simulate " + file.string() + " --svg " + link.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_NE(test::read(target).find("</svg>"), std::string::npos);
+
+  const auto fifo = dir / "pipe.svg";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto got = dir / "got.svg";
+  // A reader drains the pipe while trainsim writes to it (bounded, should it never be written).
+  const auto p = test::run_command("{ (timeout 20 cat " + fifo.string() + " > " + got.string() +
+                                       " &) ; " + TRAINSIM_EXE + " simulate " + file.string() +
+                                       " --svg " + fifo.string() + "; }",
+                                   "cli-out-fifo");
+  ASSERT_EQ(p.code, 0) << p.err;
+  struct stat st {};
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  for (int i = 0; i < 50 && test::read(got).find("</svg>") == std::string::npos; ++i) {
+    ::usleep(100000);
+  }
+  EXPECT_NE(test::read(got).find("</svg>"), std::string::npos);
 }
 
 // The README shows the quick start's output verbatim; keep it true.

@@ -467,6 +467,71 @@ TEST(PlanCli, SearchBadInput) {
   EXPECT_NE(c.err.find("--csv"), std::string::npos) << c.err;
 }
 
+// Numbers out of range are refused at the option, exit 1, before any search runs. They used to
+// be taken as "not given" (search --gpus 0 or -8 searched the scenario's GPU count, plan
+// --gpu-hour-usd -2 or nan printed no cost, plan --table --gpus 0 planned 1024 GPUs) or to
+// fail far from the option (plan --budget inf: "model.layers must be > 0").
+TEST(PlanCli, OutOfRangeNumbersAreRefusedAtTheOption) {
+  const auto dir = test::temp_dir("plan-out-of-range");
+  const auto small = test::write(dir / "s.toml", test::small_scenario()).string();
+  const std::string plan = "plan --budget 1e21 --cluster dgx-a100 --gpus 8 --des 1 ";
+  const std::pair<std::string, std::string> cases[] = {
+      {"search " + small + " --gpus 0", "--gpus"},
+      {"search " + small + " --gpus -8", "--gpus"},
+      {"search " + small + " --threads -1", "--threads"},
+      {"search " + small + " --top 0", "--top"},
+      {"plan --budget inf --cluster dgx-a100 --gpus 8 --des 1", "--budget"},
+      {"plan --budget nan --cluster dgx-a100 --gpus 8 --des 1", "--budget"},
+      {"plan --budget -1e21 --cluster dgx-a100 --gpus 8 --des 1", "--budget"},
+      {plan + "--gpu-hour-usd -2", "--gpu-hour-usd"},
+      {plan + "--gpu-hour-usd nan", "--gpu-hour-usd"},
+      {plan + "--max-days nan", "--max-days"},
+      {"plan --table --gpus 0 --des 1", "--gpus"},
+  };
+  for (const auto& [args, option] : cases) {
+    const auto r = cli(args);
+    EXPECT_EQ(r.code, 1) << args << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find(option), std::string::npos) << args << "\n" << r.err;
+    EXPECT_EQ(r.err.find("not in range 0.000000"), std::string::npos) << args << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << args << "\n" << r.out;
+  }
+}
+
+// The text's best layout names every parallel degree the JSON layout has: one sequence per
+// step on 8 GPUs is best split TP 4 x CP 2, which the table printed as "TP4 PP1 DP1 mb1" (4 of
+// the 8 GPUs).
+TEST(PlanCli, PlanTextLayoutNamesContextParallelism) {
+  const std::string args = "plan --budget 1e21 --cluster dgx-a100 --gpus 8 --global-batch 1 --des 2";
+  const auto j = cli(args + " --json");
+  ASSERT_EQ(j.code, 0) << j.err;
+  const auto lay = nlohmann::json::parse(j.out)["layout"];
+  const int cp = lay["cp"];
+  ASSERT_GT(cp, 1) << lay.dump();  // the case this test is about
+  EXPECT_EQ(lay["tp"].get<int>() * lay["pp"].get<int>() * lay["dp"].get<int>() * cp, 8);
+  const auto t = cli(args);
+  ASSERT_EQ(t.code, 0) << t.err;
+  const std::string want = "TP" + std::to_string(lay["tp"].get<int>()) + " PP" +
+                           std::to_string(lay["pp"].get<int>()) + " DP" +
+                           std::to_string(lay["dp"].get<int>()) + " CP" + std::to_string(cp);
+  EXPECT_NE(t.out.find(want), std::string::npos) << want << "\n" << t.out;
+}
+
+// search --gpus on a torus checks what the scenario loader checks for cluster.gpus (it failed
+// later with "topology: torus dims multiply to 64 nodes but the cluster has 8", naming no
+// option).
+TEST(PlanCli, SearchGpusMustFillATorus) {
+  const auto dir = test::temp_dir("plan-torus-gpus");
+  std::string text = test::replace(test::small_scenario(), "dgx-a100.toml", "torus-3d-h100.toml");
+  text = test::replace(text, "gpus = 16", "gpus = 512");
+  text = test::replace(text, "dp = 4", "dp = 128");
+  text = test::replace(text, "global_batch = 16", "global_batch = 256");
+  const auto file = test::write(dir / "s.toml", text).string();
+  const auto r = cli("search " + file + " --gpus 64 --des 1");
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("--gpus (64) must fill the torus: 64 nodes x 8 GPUs = 512"),
+            std::string::npos) << r.err;
+}
+
 TEST(PlanCli, PlanJsonOneAndSeveralClusters) {
   const auto one = cli("plan --budget 1e22 --cluster dgx-a100 --gpus 64 --json --des 4");
   ASSERT_EQ(one.code, 0) << one.err;
@@ -516,6 +581,40 @@ TEST(PlanCli, PlanBadInputAndSvg) {
   EXPECT_EQ(text.rfind("<svg", 0), 0U);
   EXPECT_NE(text.find("IsoFLOP"), std::string::npos);
   EXPECT_NE(text.find("</svg>"), std::string::npos);
+}
+
+// On a cluster too small for some published models the seed table still prints every row:
+// a model with no layout that fits in HBM gets a dash (null days, fits false, the reason)
+// instead of voiding the table ("no layout of this model fits in 80.0 GiB per GPU on 64 GPUs"
+// used to be the whole output of `plan --table --gpus 64`). MT-NLG 530B's bf16 weights, fp32
+// gradients and Adam states alone (18 bytes per parameter) are 139 GiB per GPU even sharded
+// over all 64 GPUs; Chinchilla's 70B fits.
+TEST(PlanCli, SeedTableMarksModelsThatDoNotFit) {
+  const auto r = cli("plan --table --cluster dgx-a100 --gpus 64 --des 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 6U);
+  int fits = 0, unfit = 0;
+  for (const auto& row : j["rows"]) {
+    for (const char* plan : {"actual", "optimal"}) {
+      const auto& p = row[plan];
+      if (p["fits"].get<bool>()) {
+        ++fits;
+        EXPECT_GT(p["days"].get<double>(), 0) << row["model"];
+      } else {
+        ++unfit;
+        EXPECT_TRUE(p["days"].is_null()) << row["model"];
+        EXPECT_NE(p["why"].get<std::string>().find("no layout"), std::string::npos);
+      }
+    }
+  }
+  EXPECT_FALSE(j["rows"][4]["actual"]["fits"].get<bool>());  // MT-NLG 530B
+  EXPECT_TRUE(j["rows"][5]["actual"]["fits"].get<bool>());   // Chinchilla 70B
+  EXPECT_GT(fits, 0);
+  EXPECT_GT(unfit, 0);
+  const auto t = cli("plan --table --cluster dgx-a100 --gpus 64 --des 1");
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("no layout of that model fits"), std::string::npos) << t.out;
 }
 
 // ----- MPI -----------------------------------------------------------------------------------

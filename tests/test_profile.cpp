@@ -178,6 +178,12 @@ TEST(ProfileIo, RoundTripIsExactAndDeterministic) {
   EXPECT_EQ(test::read(dir / "p.toml"), text);
   EXPECT_EQ(hw::read_profile(dir / "p.toml").path, (dir / "p.toml").string());
   EXPECT_FALSE(std::filesystem::exists(dir / "p.toml.tmp-trainsim"));
+  // Through a symlink (e.g. --out latest.toml -> h200-2026-12-01.toml) the link stays a link
+  // and its target gets the profile; renaming onto the link used to replace it.
+  std::filesystem::create_symlink(dir / "p.toml", dir / "link.toml");
+  hw::write_profile(dir / "link.toml", p);
+  EXPECT_TRUE(std::filesystem::is_symlink(dir / "link.toml"));
+  EXPECT_EQ(test::read(dir / "p.toml"), text);
 }
 
 struct BadProfile {
@@ -248,7 +254,22 @@ INSTANTIATE_TEST_SUITE_P(
                                   "heads = 6\nkv_heads = 4\nseq = 128\nfwd_seconds = 1\n"
                                   "bwd_seconds = 1\n",
                    "8:12", "kv_heads: must divide heads"},
-        BadProfile{"syntax", kHead + "[[gemm]\n", "3:8", "expected ']'"}),
+        BadProfile{"syntax", kHead + "[[gemm]\n", "3:8", "expected ']'"},
+        // Faster than the datasheet allows (these priced a step at MFU 127%): a 4096^3 bf16
+        // GEMM in 10 us is 13,744 TFLOP/s on a 989 TFLOP/s H200; an attention forward of
+        // 4·1·4096²·32·128/2 FLOPs in 1 us and a backward of 2.5 times that in 2 us.
+        BadProfile{"gemm above peak",
+                   kHead + "[[gemm]]\ndtype = \"bf16\"\nm = 4096\nn = 4096\nk = 4096\n"
+                           "seconds = 1e-5\n",
+                   "8:11", "gemm[0].seconds: 1.374e+04 TFLOP/s is above the h200_sxm bf16 peak"},
+        BadProfile{"attention above peak",
+                   kHead + "[[attention]]\ncausal = true\nhead_dim = 128\nbatch = 1\nheads = 32\n"
+                           "kv_heads = 8\nseq = 4096\nfwd_seconds = 1e-6\nbwd_seconds = 1\n",
+                   "10:15", "attention[0].fwd_seconds: 1.374e+05 TFLOP/s is above the h200_sxm bf16"},
+        BadProfile{"attention backward above peak",
+                   kHead + "[[attention]]\ncausal = true\nhead_dim = 128\nbatch = 1\nheads = 32\n"
+                           "kv_heads = 8\nseq = 4096\nfwd_seconds = 1\nbwd_seconds = 2e-6\n",
+                   "11:15", "attention[0].bwd_seconds: 1.718e+05 TFLOP/s is above"}),
     [](const auto& param_info) {
       std::string n = param_info.param.name;
       for (char& ch : n) {

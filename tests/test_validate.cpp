@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "config/scenario.hpp"
+#include "core/error.hpp"
 #include "test_util.hpp"
 #include "validate/validate.hpp"
 
@@ -64,6 +66,34 @@ TEST(Validate, NemoPublishedTokensPerSecondFixTheFlopCount) {
       validate::megatron_core_model_flops(m, 1, validate::AttentionFlops::CausalHalf) / tokens;
   EXPECT_NEAR(1728 * per_token_full / 1e12, 768.0, 768.0 * 0.002);
   EXPECT_GT(std::abs(1728 * per_token_half / 1e12 - 768.0), 768.0 * 0.03);
+}
+
+// A missing runs file, a folder given as the runs file, and a topology folder that does not
+// exist are bad input at once (they were "0:0: TOML syntax error: File could not be opened",
+// "no [[run]] rows in the file", and every row skipped with exit 0).
+TEST(Validate, MissingFilesAreBadInput) {
+  const std::filesystem::path topo = test::source_dir() / "topologies";
+  const auto dir = test::temp_dir("validate-missing");
+  try {
+    (void)validate::run_validation(dir / "none.toml", topo, "");
+    ADD_FAILURE() << "accepted a missing runs file";
+  } catch (const config::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("none.toml:1:1: cannot open file"), std::string::npos)
+        << e.what();
+  }
+  try {
+    (void)validate::run_validation(dir, topo, "");
+    ADD_FAILURE() << "accepted a directory";
+  } catch (const config::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+  const auto runs = test::write(dir / "runs.toml", "[[run]]\nid = \"a\"\ngroup = \"g\"\n");
+  try {
+    (void)validate::run_validation(runs, dir / "no-such-folder", "");
+    ADD_FAILURE() << "accepted a missing topology folder";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.key(), "--topologies");
+  }
 }
 
 TEST(Validate, RowsAreSimulatedScoredOrSkippedWithAReason) {

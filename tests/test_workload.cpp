@@ -310,6 +310,33 @@ TEST(Schedules, ParameterGatherWithoutOverlapDelaysTheNextStep) {
   EXPECT_GT(serial.breakdown.exposed_of(Category::DpComm), 0.0);
 }
 
+// Regression: with fewer microbatches than stages, 2BW's steady state drifts by microseconds
+// from step to step (the last stage's span between its updates was 23.018 ms, the step 23.011
+// ms), and each stage was analysed over its own span, so its breakdown did not add up to the
+// step time the report divides by. Every stage is now analysed over one step time.
+TEST(Schedules, AsynchronousStagesAddUpToTheStepTimeWhenStepsDrift) {
+  const auto dir = test::temp_dir("workload-async-drift");
+  // Also `steps = 1`: the first step of a schedule that never flushes, which the stages finish
+  // at different times (a stage's parts added up to its own end, up to 28% short of the step).
+  for (const char* batch : {"global_batch = 2", "global_batch = 4",
+                            "global_batch = 4\n[simulation]\nsteps = 1"}) {
+    const std::string text = "version = 1\n[model]\nlayers = 12\nhidden = 2048\nheads = 16\n"
+                             "vocab = 32000\nseq_len = 2048\n[parallel]\ntp = 1\npp = 4\n"
+                             "dp = 2\nschedule = \"2bw\"\n[cluster]\ntopology = \"" +
+                             (test::source_dir() / "topologies/dgx-a100.toml").string() +
+                             "\"\ngpus = 8\n[training]\nmicro_batch = 1\n" + std::string(batch) +
+                             "\n";
+    const auto r = simulate_step(config::load_scenario(test::write(dir / "s.toml", text)));
+    ASSERT_GT(r.steps_simulated, 1) << batch;
+    const double step = r.step_time.seconds();
+    for (const auto& s : r.stages) {
+      EXPECT_NEAR(s.breakdown.step, step, 1e-12) << batch << " stage " << s.stage;
+      EXPECT_NEAR(parts(s.breakdown), step, 1e-12) << batch << " stage " << s.stage;
+    }
+    EXPECT_NEAR(parts(r.breakdown), step, 1e-12) << batch;
+  }
+}
+
 TEST(Schedules, AsynchronousSteadyStateIsNotTheDrain) {
   // 2BW in steady state: the slowest stage (the last, with the LM head) never waits.
   auto sc = shipped("schedules-teaching-4stage");

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -33,6 +35,12 @@ std::function<void(const char*, std::size_t, std::size_t)> progress_bar(const pl
   };
 }
 
+std::string fmt_limit(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::string& dir) {
   std::filesystem::path p(name);
   if (!std::filesystem::exists(p)) {
@@ -58,6 +66,24 @@ plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::s
   return c;
 }
 
+/// A number option that must be finite and at least `lo` (above it when `strict`). CLI11's
+/// PositiveNumber lets "inf" and "nan" through (and reports 0 as "not in range 0 to ..."); a
+/// value outside the range used to be read as "not given" or to fail far from the option.
+CLI::Validator finite_number(double lo, bool strict) {
+  const std::string want = std::string(strict ? "> " : ">= ") + fmt_limit(lo);
+  return CLI::Validator(
+      [lo, strict, want](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        const bool parsed = end != text.c_str() && *end == '\0';
+        if (!parsed || !std::isfinite(v) || v < lo || (strict && v == lo)) {
+          return "must be a finite number " + want + " (got " + text + ")";
+        }
+        return {};
+      },
+      "NUMBER " + want);
+}
+
 }  // namespace
 
 PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
@@ -65,32 +91,39 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
   search_ = app.add_subcommand(
       "search", "Search every parallel layout of a scenario; rank the best by simulation");
   search_->add_option("FILE", s_file_, "Scenario file (its model, cluster and batch)")->required();
-  search_->add_option("--gpus", s_gpus_, "GPU count (default: the scenario's)");
+  search_->add_option("--gpus", s_gpus_, "GPU count (default: the scenario's)")
+      ->check(CLI::Range(1, 1 << 24));
   search_->add_option("--global-batch", s_batch_, "Sequences per step (default: the scenario's)");
-  search_->add_option("--top", s_top_, "Layouts to print (default 10)")->check(CLI::PositiveNumber);
+  search_->add_option("--top", s_top_, "Layouts to print (default 10)")
+      ->check(CLI::Range(1, 1 << 30));
   search_->add_option("--csv", s_csv_, "Write every enumerated layout, with why it was rejected");
   search_->add_flag("--json", s_json_, "Print JSON (candidates_evaluated, rejected, top)");
-  search_->add_option("--threads", s_threads_, "Threads per process (default: all cores)");
+  search_->add_option("--threads", s_threads_, "Threads per process (default 0: all cores)")
+      ->check(CLI::Range(0, 4096));
   search_->add_option("--des", s_des_, "Most discrete-event simulations (default 2048)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 1 << 30));
 
   plan_ = app.add_subcommand("plan", "Compute-optimal model, tokens, layout, days and cost for a "
                                      "FLOP budget");
-  plan_->add_option("--budget", p_budget_, "Training FLOPs (e.g. 1e24)");
+  plan_->add_option("--budget", p_budget_, "Training FLOPs (e.g. 1e24)")
+      ->check(finite_number(0, true));
   plan_->add_option("--cluster", p_clusters_,
                     "Topology file or name in topologies/ (repeat to compare clusters)");
-  plan_->add_option("--gpus", p_gpus_, "GPUs per cluster");
+  plan_->add_option("--gpus", p_gpus_, "GPUs per cluster")->check(CLI::Range(1, 1 << 24));
   plan_->add_option("--law", p_law_, "chinchilla | epoch | kaplan (default chinchilla)");
-  plan_->add_option("--gpu-hour-usd", p_usd_, "Price of one GPU-hour (default: no cost)");
-  plan_->add_option("--max-days", p_max_days_, "Flag clusters slower than this");
+  plan_->add_option("--gpu-hour-usd", p_usd_, "Price of one GPU-hour (default: no cost)")
+      ->check(finite_number(0, false));
+  plan_->add_option("--max-days", p_max_days_, "Flag clusters slower than this")
+      ->check(finite_number(0, false));
   plan_->add_option("--global-batch", p_batch_, "Sequences of 2048 tokens per step (default 1024)");
   plan_->add_option("--svg", p_svg_, "Draw IsoFLOP curves and days vs N");
   plan_->add_flag("--json", p_json_, "Print JSON");
   plan_->add_flag("--table", p_table_,
                   "Seed table: published models vs compute-optimal allocations");
-  plan_->add_option("--threads", p_threads_, "Threads per process (default: all cores)");
+  plan_->add_option("--threads", p_threads_, "Threads per process (default 0: all cores)")
+      ->check(CLI::Range(0, 4096));
   plan_->add_option("--des", p_des_, "Most simulations per layout search (default 16)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 1 << 30));
 }
 
 bool PlanCommands::selected() const { return search_->parsed() || plan_->parsed(); }
@@ -110,6 +143,17 @@ int PlanCommands::run_search(const FileIo& io) {
       throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
                                      ") must be a multiple of the topology's node.gpus (" +
                                      std::to_string(sc.topology.gpus_per_node) + ")");
+    }
+    if (sc.topology.kind == "torus") {
+      std::int64_t nodes = 1;
+      for (const int d : sc.topology.dims) nodes *= d;
+      if (nodes * sc.topology.gpus_per_node != s_gpus_) {
+        throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
+                                       ") must fill the torus: " + std::to_string(nodes) +
+                                       " nodes x " + std::to_string(sc.topology.gpus_per_node) +
+                                       " GPUs = " +
+                                       std::to_string(nodes * sc.topology.gpus_per_node));
+      }
     }
     sc.gpus = s_gpus_;
   }

@@ -13,6 +13,7 @@
 #include "cli/cmd_plan.hpp"
 #include "config/scenario.hpp"
 #include "core/error.hpp"
+#include "core/file_write.hpp"
 #include "core/task_graph.hpp"
 #include "hw/gpu.hpp"
 #include "report/report.hpp"
@@ -33,25 +34,9 @@ class OutputError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Writes `text` to `path` atomically (temporary file + rename). Throws OutputError.
+/// Writes `text` to `path` atomically (core/file_write.hpp). Throws OutputError.
 void write_file(const std::filesystem::path& path, const std::string& text) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp-trainsim";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw OutputError("cannot write " + path.string());
-    out << text;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw OutputError("cannot write " + path.string());
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
+  if (!trainsim::write_file_atomically(path, text)) {
     throw OutputError("cannot write " + path.string());
   }
 }

@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <utility>
 #include <vector>
+
+#include "core/file_write.hpp"
 
 namespace trainsim::hw {
 
@@ -123,6 +126,34 @@ void each_table(Reader& root, const toml::table& t, const std::string& key, F&& 
   (void)t;
 }
 
+/// A measured rate may not beat the base GPU's datasheet peak by more than this factor (clock
+/// boost and rounding stay well inside it); a faster point is a timing error, and pricing
+/// from it gave MFU above 100%.
+constexpr double kPeakSlack = 1.1;
+
+/// The fastest FLOP/s a kernel of `d` can run on `gpu`: the dense tensor-core peak; fp32 GEMMs
+/// may use TF32 tensor cores, bounded by the 16-bit peak. 0 when the GPU has no such peak.
+double flop_ceiling(const GpuSpec& gpu, Dtype d) {
+  switch (d) {
+    case Dtype::BF16: return gpu.peak_bf16;
+    case Dtype::FP16: return gpu.peak_fp16;
+    case Dtype::FP8: return gpu.peak_fp8;
+    case Dtype::FP32: return std::max(gpu.peak_fp32, gpu.peak_bf16);
+  }
+  return 0;
+}
+
+/// Fails at `seconds` when `flops` in `seconds` beats `ceiling` by more than kPeakSlack.
+void check_rate(Reader& e, const toml::table& t, const char* seconds_key, double flops,
+                double seconds, double ceiling, const std::string& what) {
+  if (!(ceiling > 0) || flops / seconds <= kPeakSlack * ceiling) return;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, ": %.4g TFLOP/s is above the %s peak (%.4g TFLOP/s)",
+                flops / seconds / 1e12, what.c_str(), ceiling / 1e12);
+  e.fail(t.get(seconds_key)->source(),
+         e.full(seconds_key) + buf + "; not a possible measurement");
+}
+
 Dtype parse_dtype(const std::string& s) {
   if (s == "bf16") return Dtype::BF16;
   if (s == "fp16") return Dtype::FP16;
@@ -154,6 +185,7 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     r.fail(root.get("base_gpu")->source(),
            "base_gpu: unknown built-in GPU \"" + p.base_gpu + "\" (one of " + list + ")");
   }
+  const GpuSpec& base = *find_builtin_gpu(p.base_gpu);
   p.attention_impl = r.str("attention_impl", false);
 
   if (const toml::node* pn = r.get("provenance", false)) {
@@ -185,6 +217,8 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     g.n = e.integer("n", 1);
     g.k = e.integer("k", 1);
     g.seconds = e.number("seconds", true);
+    check_rate(e, t, "seconds", g.flops(), g.seconds, flop_ceiling(base, g.dtype),
+               base.key + " " + std::string(dtype_name(g.dtype)));
     e.ignore({"tflops"});
     e.check_unknown();
     p.gemm.push_back(g);
@@ -203,6 +237,10 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     if (a.heads % a.kv_heads != 0) {
       e.fail(t.get("kv_heads")->source(), pre + "kv_heads: must divide heads");
     }
+    check_rate(e, t, "fwd_seconds", a.fwd_flops(), a.fwd_seconds, base.peak_bf16,
+               base.key + " bf16");
+    check_rate(e, t, "bwd_seconds", 2.5 * a.fwd_flops(), a.bwd_seconds, base.peak_bf16,
+               base.key + " bf16");
     e.ignore({"fwd_tflops", "bwd_tflops"});
     e.check_unknown();
     p.attention.push_back(a);
@@ -345,23 +383,7 @@ std::string profile_to_toml(const HardwareProfile& p) {
 }
 
 void write_profile(const std::filesystem::path& file, const HardwareProfile& p) {
-  const std::string text = profile_to_toml(p);
-  std::filesystem::path tmp = file;
-  tmp += ".tmp-trainsim";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + file.string());
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, file, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
+  if (!write_file_atomically(file, profile_to_toml(p))) {
     throw std::runtime_error("cannot write " + file.string());
   }
 }

@@ -114,6 +114,14 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                                         str(m.seq_len) + ") must be divisible by 2 x cp "
                                         "(each rank holds two mirrored chunks)");
   }
+  // Sequence parallelism splits each rank's seq_len / cp tokens into tp equal slices
+  // (Megatron-LM asserts the same); otherwise every SP tensor would hold fractional tokens.
+  if (sequence_parallel && (m.seq_len / cp) % tp != 0) {
+    throw InputError("parallel.sequence_parallel",
+                     "parallel.sequence_parallel: model.seq_len / parallel.cp (" +
+                         str(m.seq_len / cp) + ") must be divisible by parallel.tp (" + str(tp) +
+                         "): each TP rank holds an equal slice of the sequence");
+  }
   if (world_size() != gpus) {
     throw InputError("cluster.gpus", "tp x pp x dp x cp = " + str(tp) + " x " + str(pp) + " x " +
                                          str(dp) + " x " + str(cp) + " = " + str(world_size()) +

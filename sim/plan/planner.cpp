@@ -23,6 +23,9 @@ std::string short_layout(const Candidate& c) {
   const auto& L = c.layout;
   std::string s = "TP" + std::to_string(L.tp) + " PP" + std::to_string(L.pp) + " DP" +
                   std::to_string(L.dp);
+  // CP takes GPUs too (TP x PP x DP x CP = GPUs); EP reuses the DP x CP ranks.
+  if (L.cp > 1) s += " CP" + std::to_string(L.cp);
+  if (L.ep > 1) s += " EP" + std::to_string(L.ep);
   if (L.virtual_stages > 1) s += " v" + std::to_string(L.virtual_stages);
   s += " mb" + std::to_string(c.micro_batch);
   if (c.recompute != model::Recompute::None) s += std::string(" ") + model::recompute_name(c.recompute);
@@ -176,6 +179,28 @@ std::string plan_json(const PlanResult& p) {
   return j.dump(2) + "\n";
 }
 
+namespace {
+
+/// plan_on_cluster, or a plan marked !fits when no layout of `model` fits the cluster's HBM:
+/// one published model too large for the table's cluster must not void the other rows.
+ClusterPlan plan_or_no_fit(const model::ModelSpec& model, double tokens,
+                           const ClusterChoice& cluster, const PlanInputs& in,
+                           const Communicator& comm) {
+  try {
+    return plan_on_cluster(model, tokens, cluster, in, comm);
+  } catch (const InputError& e) {
+    ClusterPlan p;
+    p.cluster = cluster.name;
+    p.gpus = cluster.gpus;
+    p.gpu = cluster.gpu.display_name;
+    p.fits = false;
+    p.why = e.what();
+    return p;
+  }
+}
+
+}  // namespace
+
 std::vector<TableRow> seed_table(const ClusterChoice& cluster, const PlanInputs& in,
                                  const Communicator& comm) {
   std::vector<TableRow> rows;
@@ -186,13 +211,13 @@ std::vector<TableRow> seed_table(const ClusterChoice& cluster, const PlanInputs&
     r.chinchilla = compute_optimal(Law::Chinchilla, r.flops);
     r.epoch = compute_optimal(Law::Epoch, r.flops);
     r.kaplan = compute_optimal(Law::Kaplan, r.flops);
-    r.actual = plan_on_cluster(pm.shape, pm.tokens, cluster, in, comm);
+    r.actual = plan_or_no_fit(pm.shape, pm.tokens, cluster, in, comm);
     const Allocation& opt = in.law == Law::Chinchilla ? r.chinchilla
                             : in.law == Law::Epoch    ? r.epoch
                                                       : r.kaplan;
     const auto opt_model = model_for_params(opt.params, pm.name + " (optimal)");
     r.optimal_params = opt_model.total_params();
-    r.optimal = plan_on_cluster(opt_model, opt.tokens, cluster, in, comm);
+    r.optimal = plan_or_no_fit(opt_model, opt.tokens, cluster, in, comm);
     rows.push_back(r);
   }
   return rows;
@@ -208,21 +233,29 @@ std::string table_text(const std::vector<TableRow>& rows, const ClusterChoice& c
                 "model", "N", "shape", "D", "FLOPs", "Chinchilla", "Epoch", "Kaplan", "days",
                 "MFU", "opt d", "MFU");
   o << line;
+  bool any_unfit = false;
   for (const auto& r : rows) {
     auto nd = [](const Allocation& a) {
       return fmt("%.0f", a.params / 1e9) + " / " + fmt("%.0f", a.tokens / 1e9);
     };
+    // "days MFU" of one plan, or a dash for a model no layout fits.
+    auto days_mfu = [&](const ClusterPlan& c) {
+      if (c.fits) return fmt("%6.1f", c.days) + " " + fmt("%4.1f%%", 100 * c.mfu);
+      any_unfit = true;
+      return std::string("     -     -");
+    };
     std::snprintf(line, sizeof line,
-                  "  %-12s %6.0f %6.0f %6.0f %9.3g | %-13s | %-13s | %-13s | %6.1f %4.1f%% | %6.1f %4.1f%%\n",
+                  "  %-12s %6.0f %6.0f %6.0f %9.3g | %-13s | %-13s | %-13s | %s | %s\n",
                   r.published.name.c_str(), r.published.params / 1e9,
                   r.published.shape.total_params() / 1e9, r.published.tokens / 1e9, r.flops,
                   nd(r.chinchilla).c_str(), nd(r.epoch).c_str(), nd(r.kaplan).c_str(),
-                  r.actual.days, 100 * r.actual.mfu, r.optimal.days, 100 * r.optimal.mfu);
+                  days_mfu(r.actual).c_str(), days_mfu(r.optimal).c_str());
     o << line;
   }
   o << "\n  N (published), shape (parameters of the simulated shape), D and each law's N / D "
        "in billions.\n  days, MFU: the actual model and tokens; opt d, MFU: the "
     << law_name(law) << "-optimal model for the same FLOPs; each with its best simulated layout.\n";
+  if (any_unfit) o << "  -: no layout of that model fits in HBM on this cluster.\n";
   return o.str();
 }
 
@@ -245,14 +278,18 @@ std::string table_json(const std::vector<TableRow>& rows, const ClusterChoice& c
     j["chinchilla"] = alloc(r.chinchilla);
     j["epoch"] = alloc(r.epoch);
     j["kaplan"] = alloc(r.kaplan);
-    j["actual"]["layout"] = layout_json(r.actual.layout);
-    j["actual"]["mfu"] = r.actual.mfu;
-    j["actual"]["days"] = r.actual.days;
+    // A plan with no fitting layout has null layout, MFU and days, and says why.
+    auto plan = [](nlohmann::ordered_json& o, const ClusterPlan& c) {
+      o["fits"] = c.fits;
+      o["layout"] = c.fits ? layout_json(c.layout) : nlohmann::ordered_json();
+      o["mfu"] = c.fits ? nlohmann::ordered_json(c.mfu) : nlohmann::ordered_json();
+      o["days"] = c.fits ? nlohmann::ordered_json(c.days) : nlohmann::ordered_json();
+      if (!c.fits) o["why"] = c.why;
+    };
+    plan(j["actual"], r.actual);
     j["optimal"]["law"] = std::string(law_name(law));
     j["optimal"]["shape_params"] = r.optimal_params;
-    j["optimal"]["layout"] = layout_json(r.optimal.layout);
-    j["optimal"]["mfu"] = r.optimal.mfu;
-    j["optimal"]["days"] = r.optimal.days;
+    plan(j["optimal"], r.optimal);
     arr.push_back(j);
   }
   nlohmann::ordered_json out;

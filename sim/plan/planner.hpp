@@ -43,6 +43,8 @@ struct ClusterPlan {
   bool within_max_days = true;
   std::size_t layouts_searched = 0, simulations = 0;
   bool proven = false;  ///< the search's bound closed: no layout of the space can be faster
+  bool fits = true;     ///< false: no layout of the space fits in HBM (seed_table rows only)
+  std::string why;      ///< when !fits: the search's message
 };
 
 struct PlanResult {

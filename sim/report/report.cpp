@@ -295,8 +295,10 @@ void print_comparison(std::ostream& os, const workload::Scenario& sc,
   const auto& L = sc.layout;
   os << "trainsim " << TRAINSIM_VERSION << " — compare-schedules: " << sc.name << "\n";
   os << "  " << sc.model.name << " on " << sc.gpus << " x " << sc.gpu.display_name << ", TP "
-     << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp << ", DP " << L.dp
-     << ", global batch " << sc.training.global_batch << ", micro batch "
+     << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp << ", DP " << L.dp;
+  if (L.ep > 1) os << ", EP " << L.ep;
+  if (L.cp > 1) os << ", CP " << L.cp;
+  os << ", global batch " << sc.training.global_batch << ", micro batch "
      << sc.training.micro_batch << "\n\n";
   double base = 0;
   for (const auto& r : runs) {

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -137,6 +138,19 @@ std::pair<double, double> layer_pass_ms(workload::Scenario sc) {
 
 Report run_validation(const std::filesystem::path& runs_file,
                       const std::filesystem::path& topologies, const std::string& only_group) {
+  // The same checks as a scenario file; toml++ reported a missing file as a syntax error at
+  // 0:0, and a folder of topologies that does not exist skipped every row with exit 0.
+  std::error_code ec;
+  if (std::filesystem::is_directory(runs_file, ec)) {
+    throw config::ConfigError(runs_file.string(), 1, 1, "is a directory, not a runs file");
+  }
+  if (!std::filesystem::is_regular_file(runs_file, ec)) {
+    throw config::ConfigError(runs_file.string(), 1, 1, "cannot open file (no such file)");
+  }
+  if (!std::filesystem::is_directory(topologies, ec)) {
+    throw InputError("--topologies", "--topologies: no such folder \"" + topologies.string() +
+                                         "\" (it holds dgx-a100.toml, dgx-h100.toml, ...)");
+  }
   toml::table root;
   try {
     root = toml::parse_file(runs_file.string());

@@ -46,7 +46,8 @@ struct Report {
 
 /// Reads, simulates and scores a runs file. `topologies` is the folder with dgx-a100.toml and
 /// dgx-h100.toml. `only_group` limits the rows to one group (empty: all). Throws
-/// config::ConfigError for a malformed file.
+/// config::ConfigError for a missing or malformed file, InputError (key "--topologies") when
+/// `topologies` is not a folder.
 Report run_validation(const std::filesystem::path& runs_file,
                       const std::filesystem::path& topologies, const std::string& only_group);
 

@@ -1458,6 +1458,16 @@ StepResult simulate_step(const Scenario& sc) {
     prev_end = max(prev_end, win_begin[static_cast<std::size_t>(s)]);
   }
   r.step_time = last_end - prev_end;
+  // Each stage is analysed over one step time ending where its measured step ends: when the
+  // steady state is not exactly periodic (asynchronous schedules with few microbatches drift
+  // by microseconds from step to step), a stage's own span between its updates differs from
+  // the step time, and its breakdown did not add up to the step time the report divides by.
+  if (steps > 1) {
+    for (int s = 0; s < L.pp; ++s) {
+      win_begin[static_cast<std::size_t>(s)] =
+          max(Time::zero(), win_end[static_cast<std::size_t>(s)] - r.step_time);
+    }
+  }
   r.window_begin = prev_end;
   r.window_end = last_end;
   r.steps_simulated = sim_steps;
@@ -1528,6 +1538,13 @@ StepResult simulate_step(const Scenario& sc) {
     sr.breakdown = analyze_stage(*graph, ex, prev, pg.streams[static_cast<std::size_t>(s)].compute,
                                  win_begin[static_cast<std::size_t>(s)],
                                  win_end[static_cast<std::size_t>(s)]);
+    // A stage done before the step ends (the first of several steps of a schedule that never
+    // flushes, `steps = 1` with pipedream or 2bw: stages finish it at different times) waits
+    // for the rest of the step, so the stage's parts add up to the step time.
+    if (const double wait = r.step_time.seconds() - sr.breakdown.step; wait > 0) {
+      sr.breakdown.bubble += wait;
+      sr.breakdown.step = r.step_time.seconds();
+    }
     // Weight versions held at once: PipeDream stashes one per microbatch in flight on the
     // stage (p - s in steady state), PipeDream-2BW double-buffers (2).
     sr.weight_versions = 1;

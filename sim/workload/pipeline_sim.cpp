@@ -214,7 +214,18 @@ StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
   };
   Time cursor = begin;
   for (TaskId t : g.stream(compute_stream).tasks) {
-    if (ex.start(t) < begin) continue;
+    if (ex.end(t) <= begin) continue;
+    if (ex.start(t) < begin) {
+      // A kernel running when the window opens: its part inside the window is its work.
+      const Time part = min(ex.end(t), step_time) - begin;
+      if (g.task(t).category == Category::Optimizer) {
+        optimizer += part;
+      } else {
+        compute += part;
+      }
+      cursor = begin + part;
+      continue;
+    }
     if (step_time < ex.end(t)) break;
     if (cursor < ex.start(t)) attribute(cursor, ex.start(t), ex.last_dependency(t));
     if (g.task(t).category == Category::Optimizer) {

@@ -122,8 +122,9 @@ struct StageBreakdown {
 /// running part of a communication task on the rank (exposed communication of its kind), or,
 /// when the wait leads to another rank (a receive waiting for its sender), the bubble.
 /// `prev_on_stream` comes from stream_predecessors(g).
-/// The window [begin, end) is the step analysed: [0, makespan) for one step, or the last
-/// step's span on this stage in steady state; `step` in the result is its length.
+/// The window [begin, end) is the step analysed: [0, makespan) for one step, or in steady
+/// state one step time ending where this stage's last step ends (a kernel running at `begin`
+/// counts its part inside the window); `step` in the result is its length.
 StageBreakdown analyze_stage(const TaskGraph& g, const Executor& ex,
                              const std::vector<TaskId>& prev_on_stream, StreamId compute_stream,
                              Time begin, Time end);
