@@ -41,7 +41,6 @@ using net::CollectiveOp;
 using parallel::PassKind;
 using parallel::PipeOp;
 
-
 /// A compute op of one rank with its cost per pass.
 struct OpCost {
   LabelId fwd_label = kNoId, bwd_label = kNoId, recompute_label = kNoId;
