@@ -180,8 +180,10 @@ Time CostModel::memory_bound(double bytes) const {
     }
     ++pricing_.memory_bound.builtin;
   }
-  return Time::from_seconds(
-      std::max(bytes / (gpu_.hbm_bw * gpu_.hbm_efficiency), gpu_.kernel_launch_floor_s));
+  // Measured latency plus bytes at the streaming rate (GpuSpec::memory_kernel_latency_s); the
+  // latency replaces the launch floor for memory-bound kernels.
+  return Time::from_seconds(gpu_.memory_kernel_latency_s +
+                            bytes / (gpu_.hbm_bw * gpu_.hbm_efficiency));
 }
 
 }  // namespace trainsim::cost

@@ -78,7 +78,11 @@ class CostModel {
                                    bool causal, AttentionImpl impl = AttentionImpl::Flash) const;
   [[nodiscard]] Time attention_bwd(std::int64_t batch, int heads, int seq, int head_dim,
                                    bool causal, AttentionImpl impl = AttentionImpl::Flash) const;
-  /// A memory-bound kernel moving `bytes` to/from HBM.
+  /// A memory-bound kernel moving `bytes` to/from HBM: GpuSpec::memory_kernel_latency_s +
+  /// bytes / (hbm_bw x hbm_efficiency) (the measured latency stands in for the launch
+  /// floor); with a profile, the
+  /// measured copy kernel's time at that size. Throws std::invalid_argument for negative
+  /// bytes.
   [[nodiscard]] Time memory_bound(double bytes) const;
   /// Measured attention rate (TFLOP/s) used for a case, fwd or bwd.
   [[nodiscard]] double attention_tflops(int seq, int head_dim, bool causal, bool backward) const;

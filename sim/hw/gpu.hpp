@@ -44,7 +44,14 @@ struct GpuSpec {
   double peak_bf16 = 0, peak_fp16 = 0, peak_fp8 = 0, peak_fp32 = 0;  ///< dense FLOP/s
   double gemm_efficiency_16bit = 0;  ///< best-shape achievable fraction of peak (MAMF)
   double gemm_efficiency_fp8 = 0;
-  double kernel_launch_floor_s = 0;  ///< minimum time of any kernel
+  double kernel_launch_floor_s = 0;  ///< minimum time of a GEMM or attention kernel
+  /// Fixed time of a memory-bound kernel on top of its bytes at streaming bandwidth: launch,
+  /// ramp-up and drain. Measured on H100 (scaling-book: a 65k-element fp32 add takes 1.5 us
+  /// against a 0.23 us roofline, while 2^30 elements reach 94% of HBM bandwidth); assumed the
+  /// same on the other GPUs. It is why memory-bound kernels of 1-100 MB run below the
+  /// streaming rate (Calculon's size-dependent HBM efficiency: 0.9 at 100 MB, 0.75 at 10 MB,
+  /// 0.6 at 1 MB).
+  double memory_kernel_latency_s = 1.3e-6;
   /// SMs that communication kernels hold while a collective or transfer runs: NCCL runs one
   /// thread block per channel, and its ring/tree kernels on NVSwitch nodes use 16 or more
   /// channels (NCCL's NCCL_MIN/MAX_NCHANNELS; DeepSeek-V3 reserves 20 of 132 SMs for
