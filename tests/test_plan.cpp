@@ -532,6 +532,27 @@ TEST(PlanCli, SearchGpusMustFillATorus) {
             std::string::npos) << r.err;
 }
 
+// Comparing clusters, one that the model does not fit is reported as such beside the others
+// (the whole plan failed with "no layout of this model fits in 80.0 GiB per GPU on 8 GPUs"):
+// the 41 B-parameter optimum of 1e24 FLOPs fits on 8 B200 (178 GiB) but not on 8 A100 (80 GiB).
+TEST(PlanCli, PlanMarksAClusterTheModelDoesNotFit) {
+  const std::string args = "plan --budget 1e24 --cluster dgx-a100 --cluster dgx-b200 --gpus 8 --des 2";
+  const auto j = cli(args + " --json");
+  ASSERT_EQ(j.code, 0) << j.err;
+  const auto k = nlohmann::json::parse(j.out);
+  ASSERT_EQ(k["clusters"].size(), 2U);
+  EXPECT_FALSE(k["clusters"][0]["fits"].get<bool>());
+  EXPECT_NE(k["clusters"][0]["why"].get<std::string>().find("no layout"), std::string::npos);
+  EXPECT_FALSE(k["clusters"][0].contains("days"));
+  EXPECT_GT(k["clusters"][1]["days"].get<double>(), 0);
+  const auto t = cli(args);
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("does not fit in HBM"), std::string::npos) << t.out;
+  const auto one = cli("plan --budget 1e24 --cluster dgx-a100 --gpus 8 --des 2");
+  EXPECT_EQ(one.code, 1);
+  EXPECT_NE(one.err.find("no layout of this model fits"), std::string::npos) << one.err;
+}
+
 TEST(PlanCli, PlanJsonOneAndSeveralClusters) {
   const auto one = cli("plan --budget 1e22 --cluster dgx-a100 --gpus 64 --json --des 4");
   ASSERT_EQ(one.code, 0) << one.err;

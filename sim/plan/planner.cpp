@@ -73,6 +73,28 @@ ClusterPlan plan_on_cluster(const model::ModelSpec& model, double tokens,
   return p;
 }
 
+namespace {
+
+/// plan_on_cluster, or a plan marked !fits when no layout of `model` fits the cluster's HBM:
+/// one published model too large for the table's cluster must not void the other rows.
+ClusterPlan plan_or_no_fit(const model::ModelSpec& model, double tokens,
+                           const ClusterChoice& cluster, const PlanInputs& in,
+                           const Communicator& comm) {
+  try {
+    return plan_on_cluster(model, tokens, cluster, in, comm);
+  } catch (const InputError& e) {
+    ClusterPlan p;
+    p.cluster = cluster.name;
+    p.gpus = cluster.gpus;
+    p.gpu = cluster.gpu.display_name;
+    p.fits = false;
+    p.why = e.what();
+    return p;
+  }
+}
+
+}  // namespace
+
 PlanResult make_plan(const PlanInputs& in, const std::vector<ClusterChoice>& clusters,
                      const Communicator& comm) {
   if (!(in.budget_flops > 0)) throw InputError("--budget", "--budget must be a positive FLOP count");
@@ -86,9 +108,14 @@ PlanResult make_plan(const PlanInputs& in, const std::vector<ClusterChoice>& clu
   }
   p.model = model_for_params(p.allocation.params,
                              "compute-optimal " + fmt("%.3g", p.allocation.params / 1e9) + "B");
+  // A cluster the model does not fit is reported as such beside the others; with none
+  // that fits, the plan fails with the search's message.
+  bool any_fits = false;
   for (const auto& c : clusters) {
-    p.clusters.push_back(plan_on_cluster(p.model, p.allocation.tokens, c, in, comm));
+    p.clusters.push_back(plan_or_no_fit(p.model, p.allocation.tokens, c, in, comm));
+    any_fits = any_fits || p.clusters.back().fits;
   }
+  if (!any_fits) throw InputError("--gpus", p.clusters.front().why);
   return p;
 }
 
@@ -121,21 +148,27 @@ std::string plan_text(const PlanResult& p) {
     }
     o << "\n";
   };
+  // A cluster with no fitting layout shows "does not fit" and dashes.
+  auto fit_row = [&](const char* name, auto value) {
+    row(name, [&](const ClusterPlan& c) { return c.fits ? value(c) : std::string("-"); });
+  };
   row("GPUs", [](const ClusterPlan& c) { return std::to_string(c.gpus) + " x " + c.gpu; });
-  row("best layout", [](const ClusterPlan& c) { return short_layout(c.layout); });
-  row("schedule", [](const ClusterPlan& c) {
+  row("best layout", [](const ClusterPlan& c) {
+    return c.fits ? short_layout(c.layout) : std::string("does not fit in HBM");
+  });
+  fit_row("schedule", [](const ClusterPlan& c) {
     return std::string(parallel::schedule_name(c.layout.layout.schedule));
   });
-  row("step time", [](const ClusterPlan& c) { return fmt("%.3f s", c.step_time_s); });
-  row("MFU", [](const ClusterPlan& c) { return fmt("%.1f %%", 100 * c.mfu); });
-  row("days", [&](const ClusterPlan& c) {
+  fit_row("step time", [](const ClusterPlan& c) { return fmt("%.3f s", c.step_time_s); });
+  fit_row("MFU", [](const ClusterPlan& c) { return fmt("%.1f %%", 100 * c.mfu); });
+  fit_row("days", [&](const ClusterPlan& c) {
     return fmt("%.1f", c.days) + (c.within_max_days ? "" : " (over --max-days)");
   });
-  row("GPU-hours", [](const ClusterPlan& c) { return fmt("%.4g", c.gpu_hours); });
+  fit_row("GPU-hours", [](const ClusterPlan& c) { return fmt("%.4g", c.gpu_hours); });
   if (p.inputs.gpu_hour_usd) {
-    row("cost", [](const ClusterPlan& c) { return fmt("$%.4g", c.cost_usd.value_or(0)); });
+    fit_row("cost", [](const ClusterPlan& c) { return fmt("$%.4g", c.cost_usd.value_or(0)); });
   }
-  row("layouts / simulated", [](const ClusterPlan& c) {
+  fit_row("layouts / simulated", [](const ClusterPlan& c) {
     return std::to_string(c.layouts_searched) + " / " + std::to_string(c.simulations) +
            (c.proven ? " (exact)" : " (budget)");
   });
@@ -147,6 +180,11 @@ std::string plan_json(const PlanResult& p) {
     j["cluster"] = c.cluster;
     j["gpus"] = c.gpus;
     j["gpu"] = c.gpu;
+    if (!c.fits) {  // no layout fits in HBM: no numbers, the reason
+      j["fits"] = false;
+      j["why"] = c.why;
+      return;
+    }
     j["layout"] = layout_json(c.layout);
     j["mfu"] = c.mfu;
     j["step_time_s"] = c.step_time_s;
@@ -179,27 +217,6 @@ std::string plan_json(const PlanResult& p) {
   return j.dump(2) + "\n";
 }
 
-namespace {
-
-/// plan_on_cluster, or a plan marked !fits when no layout of `model` fits the cluster's HBM:
-/// one published model too large for the table's cluster must not void the other rows.
-ClusterPlan plan_or_no_fit(const model::ModelSpec& model, double tokens,
-                           const ClusterChoice& cluster, const PlanInputs& in,
-                           const Communicator& comm) {
-  try {
-    return plan_on_cluster(model, tokens, cluster, in, comm);
-  } catch (const InputError& e) {
-    ClusterPlan p;
-    p.cluster = cluster.name;
-    p.gpus = cluster.gpus;
-    p.gpu = cluster.gpu.display_name;
-    p.fits = false;
-    p.why = e.what();
-    return p;
-  }
-}
-
-}  // namespace
 
 std::vector<TableRow> seed_table(const ClusterChoice& cluster, const PlanInputs& in,
                                  const Communicator& comm) {

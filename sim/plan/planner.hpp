@@ -43,7 +43,7 @@ struct ClusterPlan {
   bool within_max_days = true;
   std::size_t layouts_searched = 0, simulations = 0;
   bool proven = false;  ///< the search's bound closed: no layout of the space can be faster
-  bool fits = true;     ///< false: no layout of the space fits in HBM (seed_table rows only)
+  bool fits = true;     ///< false: no layout of the space fits in HBM (the other fields unset)
   std::string why;      ///< when !fits: the search's message
 };
 
@@ -66,7 +66,8 @@ ClusterPlan plan_on_cluster(const model::ModelSpec& model, double tokens,
                             const ClusterChoice& cluster, const PlanInputs& in,
                             const Communicator& comm = Communicator::world());
 
-/// The whole plan: allocation, shape, and one ClusterPlan per cluster.
+/// The whole plan: allocation, shape, and one ClusterPlan per cluster (!fits for a cluster
+/// with no layout that fits in HBM). Throws InputError when the model fits on none.
 PlanResult make_plan(const PlanInputs& in, const std::vector<ClusterChoice>& clusters,
                      const Communicator& comm = Communicator::world());
 
