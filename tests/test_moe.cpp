@@ -28,6 +28,29 @@ model::MoeSpec moe_of(int experts, int top_k, model::Routing r) {
   return m;
 }
 
+/// One MoE layer's cost inputs on two DGX H100 nodes (16 GPUs): the H100 cost model, the
+/// alpha-beta collectives, and a 1024-wide SwiGLU model of `layers` layers with `moe`.
+struct H100MoeBench {
+  hw::TopologySpec topo_spec =
+      config::load_topology(test::source_dir() / "topologies/dgx-h100.toml");
+  hw::Topology topo{topo_spec, 16};
+  hw::GpuSpec gpu = *hw::find_builtin_gpu("h100_sxm");
+  net::AlphaBetaModel comm{topo, gpu};
+  cost::CostModel cost{gpu};
+  model::ModelSpec m;
+  H100MoeBench(int layers, const model::MoeSpec& moe) {
+    m.layers = layers;
+    m.hidden = 1024;
+    m.heads = 16;
+    m.kv_heads = 16;
+    m.ffn_hidden = 4096;
+    m.vocab = 1000;
+    m.seq_len = 2048;
+    m.activation = model::Activation::SwiGLU;
+    m.moe = moe;
+  }
+};
+
 /// A small MoE scenario on 16 H100 (two nodes): 4 layers, 8 experts top-2, EP as given.
 std::string moe_scenario(int ep, const std::string& moe_extra = "",
                          const std::string& parallel_extra = "") {
@@ -74,22 +97,11 @@ TEST(MoeRouting, BalancedAllToAllBytesMatchTheClosedForm) {
 
 TEST(MoeRouting, AllToAllCostUsesTheRoutingsPerRankBytes) {
   // The all-to-all is sized by the busiest rank's send or receive rows (self included).
-  const auto topo_spec = config::load_topology(test::source_dir() / "topologies/dgx-h100.toml");
-  const hw::Topology topo(topo_spec, 16);
-  const hw::GpuSpec gpu = *hw::find_builtin_gpu("h100_sxm");
-  const net::AlphaBetaModel comm(topo, gpu);
-  const cost::CostModel cost(gpu);
-  model::ModelSpec m;
-  m.layers = 4;
-  m.hidden = 1024;
-  m.heads = 16;
-  m.kv_heads = 16;
-  m.ffn_hidden = 4096;
-  m.vocab = 1000;
-  m.seq_len = 2048;
-  m.activation = model::Activation::SwiGLU;
-  m.moe = moe_of(16, 2, model::Routing::Zipf);
-  m.moe.zipf_exponent = 1.0;
+  H100MoeBench b(4, moe_of(16, 2, model::Routing::Zipf));
+  b.m.moe.zipf_exponent = 1.0;
+  const auto& m = b.m;
+  const auto& comm = b.comm;
+  const auto& cost = b.cost;
   parallel::Layout L;
   L.dp = 16;
   L.ep = 8;
@@ -489,21 +501,10 @@ TEST(Moe, DualPipeOverlapsEachPassesAllToAllWithThePairedPassesCompute) {
 // Token permutation bytes as docs say (workload/moe.hpp): Megatron-Core's unfused PyTorch ops
 // vs fused kernels, and the local-expert sort only with more than one local expert.
 TEST(MoeRouting, PermutationKernelsMoveTheirDocumentedBytes) {
-  const auto topo_spec = config::load_topology(test::source_dir() / "topologies/dgx-h100.toml");
-  const hw::Topology topo(topo_spec, 16);
-  const hw::GpuSpec gpu = *hw::find_builtin_gpu("h100_sxm");
-  const net::AlphaBetaModel comm(topo, gpu);
-  const cost::CostModel cost(gpu);
-  model::ModelSpec m;
-  m.layers = 2;
-  m.hidden = 1024;
-  m.heads = 16;
-  m.kv_heads = 16;
-  m.ffn_hidden = 4096;
-  m.vocab = 1000;
-  m.seq_len = 2048;
-  m.activation = model::Activation::SwiGLU;
-  m.moe = moe_of(8, 2, model::Routing::Balanced);
+  H100MoeBench b(2, moe_of(8, 2, model::Routing::Balanced));
+  auto& m = b.m;
+  const auto& comm = b.comm;
+  const auto& cost = b.cost;
   parallel::Layout L;
   L.dp = 8;
   L.ep = 8;  // one local expert

@@ -21,16 +21,24 @@ TEST(Validate, KendallTau) {
   EXPECT_NEAR(validate::kendall_tau({1, 2, 3, 4}, {1, 2, 4, 3}), 4.0 / 6.0, 1e-12);
 }
 
-TEST(Validate, MegatronCoreModelFlopsReduceToTheClassicFormula) {
+namespace {
+/// A dense model shape: layers, hidden, heads, K/V heads, MLP width, vocabulary, sequence.
+model::ModelSpec shape(int layers, int hidden, int heads, int kv_heads, int ffn,
+                       std::int64_t vocab, int seq) {
   model::ModelSpec m;
-  m.layers = 24;
-  m.hidden = 2048;
-  m.heads = 16;
-  m.kv_heads = 16;
-  m.ffn_hidden = 8192;
-  m.vocab = 51200;
-  m.seq_len = 2048;
-  m.causal = true;
+  m.layers = layers;
+  m.hidden = hidden;
+  m.heads = heads;
+  m.kv_heads = kv_heads;
+  m.ffn_hidden = ffn;
+  m.vocab = vocab;
+  m.seq_len = seq;
+  return m;
+}
+}  // namespace
+
+TEST(Validate, MegatronCoreModelFlopsReduceToTheClassicFormula) {
+  model::ModelSpec m = shape(24, 2048, 16, 16, 8192, 51200, 2048);
   const double B = 64, s = 2048, l = 24, h = 2048, V = 51200;
   const double classic = 72 * B * s * l * h * h * (1 + s / (6 * h) + V / (12 * l * h));
   using validate::AttentionFlops;
@@ -50,14 +58,7 @@ TEST(Validate, MegatronCoreModelFlopsReduceToTheClassicFormula) {
 // ratio, 4.44e11 FLOPs per token, is the attention-in-full count (the causal half gives 4.27e11,
 // 4% less), which is why validate compares these rows with AttentionFlops::Full.
 TEST(Validate, NemoPublishedTokensPerSecondFixTheFlopCount) {
-  model::ModelSpec m;
-  m.layers = 80;
-  m.hidden = 8192;
-  m.heads = 64;
-  m.kv_heads = 8;
-  m.ffn_hidden = 28672;
-  m.vocab = 32000;
-  m.seq_len = 4096;
+  model::ModelSpec m = shape(80, 8192, 64, 8, 28672, 32000, 4096);
   m.activation = model::Activation::SwiGLU;
   const double tokens = 4096;  // one sequence
   const double per_token_full =
