@@ -279,3 +279,29 @@ TEST(Validate, NemoPretrainingRowsWithoutMoeOrCpStayWithinTheirMeasuredError) {
   ASSERT_GE(n, 8);
   EXPECT_LE(sum / n, 0.13);
 }
+
+// A required field of the wrong type is named as such, with its line, not as missing.
+TEST(Validate, WrongTypedFieldIsNamedNotCalledMissing) {
+  const auto dir = test::temp_dir("validate-types");
+  const auto runs = test::write(dir / "runs.toml", R"toml([[run]]
+id = "typed"
+group = "g"
+model = "GPT x"
+num_layers = 4
+hidden_size = "big"
+num_heads = 16
+seq_len = 1024
+tp = 1
+pp = 1
+dp = 8
+gpu = "NVIDIA A100-SXM4-80GB"
+iteration_time_s = 1.0
+)toml");
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  ASSERT_EQ(report.rows.size(), 1U);
+  EXPECT_FALSE(report.rows[0].ok);
+  const std::string& why = report.rows[0].reason;
+  EXPECT_NE(why.find("missing fields: global_batch_size"), std::string::npos) << why;
+  EXPECT_NE(why.find("fields that are not numbers: hidden_size (line 6)"), std::string::npos)
+      << why;
+}

@@ -215,16 +215,29 @@ Report run_validation(const std::filesystem::path& runs_file,
       continue;
     }
     const bool per_layer = res.metric == "layer_ms";
-    std::vector<std::string> missing;
+    std::vector<std::string> missing, not_numbers;
     for (const char* k : {"num_layers", "hidden_size", "num_heads", "seq_len", "tp", "pp", "dp",
                           "global_batch_size"}) {
       if (per_layer && std::string(k) == "global_batch_size") continue;  // one microbatch
-      if (!row.num(k)) missing.emplace_back(k);
+      if (row.num(k)) continue;
+      if (const toml::node* n = row.t.get(k)) {
+        // Present but not a number: say so, with the line, rather than "missing".
+        not_numbers.push_back(std::string(k) + " (line " +
+                              std::to_string(n->source().begin.line) + ")");
+      } else {
+        missing.emplace_back(k);
+      }
     }
-    if (!missing.empty()) {
-      std::string list;
-      for (const auto& k : missing) list += (list.empty() ? "" : ", ") + k;
-      skip("missing fields: " + list);
+    if (!missing.empty() || !not_numbers.empty()) {
+      std::string why;
+      for (const auto* list : {&missing, &not_numbers}) {
+        if (list->empty()) continue;
+        std::string names;
+        for (const auto& k : *list) names += (names.empty() ? "" : ", ") + k;
+        if (!why.empty()) why += "; ";
+        why += (list == &missing ? "missing fields: " : "fields that are not numbers: ") + names;
+      }
+      skip(why);
       continue;
     }
     const auto [gpu_key, topo_file] = hardware_of(row.str("gpu"));
