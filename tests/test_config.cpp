@@ -121,6 +121,10 @@ TEST(Config, ImpossibleLayoutsPointAtTheirKey) {
   EXPECT_NE(msg.find("parallel.virtual_stages > 1 needs schedule = \"interleaved\""),
             std::string::npos)
       << msg;
+  msg = error_of(with("[parallel]\n", "[parallel]\noverlap_param_gather = true\n"));
+  EXPECT_NE(msg.find("s.toml:13:24: parallel.overlap_param_gather needs parallel.zero >= 1"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(Config, SyntaxErrorsVersionsAndFiles) {

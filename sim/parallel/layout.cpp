@@ -51,6 +51,13 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                                         ") must divide model.ffn_hidden (" +
                                         str(m.ffn_hidden) + ")");
   }
+  if (overlap_param_gather && zero == 0) {
+    // Megatron-LM asserts it too (--overlap-param-gather needs --use-distributed-optimizer):
+    // without ZeRO sharding the parameters there is no parameter all-gather to overlap.
+    throw InputError("parallel.overlap_param_gather",
+                     "parallel.overlap_param_gather needs parallel.zero >= 1 (only ZeRO-sharded "
+                     "parameters are all-gathered)");
+  }
   if (pp > m.layers) {
     throw InputError("parallel.pp", "parallel.pp (" + str(pp) +
                                         ") is larger than the layer count model.layers (" +
