@@ -45,6 +45,18 @@ const plan::SearchResult& gpt3_search() {
   return r;
 }
 
+/// The search of `sc` with 1 and with `threads` threads gives byte-identical CSV and JSON.
+void expect_same_for_thread_counts(const workload::Scenario& sc, int threads, int des_max) {
+  plan::SearchOptions one, many;
+  one.threads = 1;
+  many.threads = threads;
+  one.des_max = many.des_max = des_max;
+  const auto a = plan::search(sc, one);
+  const auto b = plan::search(sc, many);
+  EXPECT_EQ(plan::search_csv(sc, a), plan::search_csv(sc, b));
+  EXPECT_EQ(plan::search_json(sc, a, 10), plan::search_json(sc, b, 10));
+}
+
 }  // namespace
 
 // ----- scaling laws -------------------------------------------------------------------------
@@ -240,14 +252,7 @@ TEST(PlanSearch, SameResultForAnyThreadCount) {
   sc.model = plan::model_for_params(1.3e9, "1.3B");
   sc.gpus = 16;
   sc.training.global_batch = 32;
-  plan::SearchOptions one, two;
-  one.threads = 1;
-  two.threads = 3;
-  one.des_max = two.des_max = 64;
-  const auto a = plan::search(sc, one);
-  const auto b = plan::search(sc, two);
-  EXPECT_EQ(plan::search_csv(sc, a), plan::search_csv(sc, b));
-  EXPECT_EQ(plan::search_json(sc, a, 10), plan::search_json(sc, b, 10));
+  expect_same_for_thread_counts(sc, 3, 64);
 }
 
 TEST(PlanSearch, EnumerationHasNoDuplicates) {
@@ -422,15 +427,7 @@ TEST(PlanSearch, MoeAndCpBoundsHoldAcrossTheSpace) {
 }
 
 TEST(PlanSearch, MoeAndCpSearchSameForOneAndTwoThreads) {
-  auto sc = small("mixtral-8x7b-h100.toml", 2, 8, 16, 2048);
-  plan::SearchOptions one, two;
-  one.threads = 1;
-  two.threads = 2;
-  one.des_max = two.des_max = 24;
-  const auto a = plan::search(sc, one);
-  const auto b = plan::search(sc, two);
-  EXPECT_EQ(plan::search_csv(sc, a), plan::search_csv(sc, b));
-  EXPECT_EQ(plan::search_json(sc, a, 10), plan::search_json(sc, b, 10));
+  expect_same_for_thread_counts(small("mixtral-8x7b-h100.toml", 2, 8, 16, 2048), 2, 24);
 }
 
 // ----- command line --------------------------------------------------------------------------
