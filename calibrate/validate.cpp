@@ -210,17 +210,17 @@ ValidationResult validate_step(Context& ctx, const workload::Scenario& sc,
   r.predicted_s = workload::simulate_step(with).step_time.seconds();
   r.predicted_builtin_s = workload::simulate_step(builtin).step_time.seconds();
   const cost::CostModel cost(with.gpu, with.profile);
-  const bool flash = sc.training.flash_attention;
   std::vector<workload::StepKernel> g, a, m;
   for (const auto& kk : mb) {
     (kk.op.kind == model::OpKind::Gemm ? g : kk.op.kind == model::OpKind::Attention ? a : m)
         .push_back(kk);
   }
   const double mbs = static_cast<double>(microbatches);
-  r.predicted_gemm_s = workload::serial_time(g, cost, dt, flash).seconds() * mbs;
-  r.predicted_attention_s = workload::serial_time(a, cost, dt, flash).seconds() * mbs;
-  r.predicted_memory_s = workload::serial_time(m, cost, dt, flash).seconds() * mbs +
-                         workload::serial_time({opt}, cost, dt, flash).seconds();
+  const auto& tr = sc.training;
+  r.predicted_gemm_s = workload::serial_time(g, cost, tr).seconds() * mbs;
+  r.predicted_attention_s = workload::serial_time(a, cost, tr).seconds() * mbs;
+  r.predicted_memory_s = workload::serial_time(m, cost, tr).seconds() * mbs +
+                         workload::serial_time({opt}, cost, tr).seconds();
   return r;
 }
 

@@ -350,9 +350,8 @@ TEST(StepOps, OneGpuKernelListSumsToTheSimulatedStep) {
     const cost::CostModel cost(sc.gpu);
     const auto mb = workload::microbatch_kernels(sc);
     const std::int64_t m = sc.training.global_batch / sc.training.micro_batch;
-    Time expect = workload::serial_time(mb, cost, sc.training.dtype, true) * m +
-                  workload::serial_time({workload::optimizer_kernel(sc)}, cost,
-                                        sc.training.dtype, true);
+    Time expect = workload::serial_time(mb, cost, sc.training) * m +
+                  workload::serial_time({workload::optimizer_kernel(sc)}, cost, sc.training);
     EXPECT_EQ(workload::simulate_step(sc).step_time, expect) << name;
   }
 }

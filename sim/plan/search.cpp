@@ -21,6 +21,7 @@
 #include "net/collective.hpp"
 #include "parallel/layout.hpp"
 #include "parallel/schedule.hpp"
+#include "workload/gemm_cost.hpp"
 #include "workload/pipeline_sim.hpp"
 
 namespace trainsim::plan {
@@ -350,32 +351,13 @@ class Analyzer {
     return hw::dtype_bytes(workload::gradient_dtype(base_.training.dtype));
   }
 
-  double gemm_all(const model::Op& op, int tp, std::int64_t qkv_n, double* wgrad) const {
-    std::int64_t mm = op.m, n = op.n, k = op.k;
-    if (op.shard == model::Shard::Column) n = std::max<std::int64_t>(1, n / tp);
-    if (op.shard == model::Shard::Row) k = std::max<std::int64_t>(1, k / tp);
-    if (op.name == "qkv") n = qkv_n;
-    const hw::Dtype dt = base_.training.dtype;
-    // As the builder prices them: wgrad accumulates into fp32 main gradients; FP8 casts the
-    // incoming gradient before dgrad.
-    const double w = cost_.gemm(k, n, mm, dt, 1, cost::Epilogue::AccumulateFp32).seconds();
-    if (wgrad != nullptr) *wgrad += w;
-    double dgrad = cost_.gemm(mm, k, n, dt).seconds();
-    if (dt == hw::Dtype::FP8) {
-      dgrad += cost_.memory_bound(4 * static_cast<double>(mm) * static_cast<double>(n)).seconds();
-    }
-    return dgrad + w;
-  }
-  double gemm_fwd(const model::Op& op, int tp, std::int64_t qkv_n) const {
-    std::int64_t mm = op.m, n = op.n, k = op.k;
-    if (op.shard == model::Shard::Column) n = std::max<std::int64_t>(1, n / tp);
-    if (op.shard == model::Shard::Row) k = std::max<std::int64_t>(1, k / tp);
-    if (op.name == "qkv") n = qkv_n;
-    double t = cost_.gemm(mm, n, k, base_.training.dtype).seconds();
-    if (base_.training.dtype == hw::Dtype::FP8 && op.name == "proj") {
-      t += cost_.memory_bound(4 * static_cast<double>(mm) * static_cast<double>(k)).seconds();
-    }
-    return t;
+  /// One TP rank's GEMM `op` of model `mdl` in its three passes, exactly as the builder
+  /// prices it (workload::rank_op, workload::gemm_times).
+  workload::GemmTimes gemm(const model::ModelSpec& mdl, const model::Op& op, int tp,
+                           bool sp) const {
+    return workload::gemm_times(cost_, workload::rank_op(mdl, tp, sp, op),
+                                base_.training.dtype, base_.training.bias_in_epilogue,
+                                sp ? tp : 1);
   }
 
   /// FLOP floor of one GEMM's forward / dgrad+wgrad on this rank: FLOPs / (peak x the
@@ -403,9 +385,6 @@ class Analyzer {
     LayerTimes t;
     const auto impl = base_.training.flash_attention ? cost::AttentionImpl::Flash
                                                      : cost::AttentionImpl::Unfused;
-    const std::int64_t d = mdl.head_dim();
-    const std::int64_t qkv_n = static_cast<std::int64_t>(mdl.heads / tp) * d +
-                               2 * static_cast<std::int64_t>(std::max(1, mdl.kv_heads / tp)) * d;
     double attn_fwd = 0;
     gf_.fill(0);
     gd_.fill(0);
@@ -413,13 +392,15 @@ class Analyzer {
     const auto ops = model::layer_ops(mdl, b);
     for (std::size_t oi = 0; oi < ops.size(); ++oi) {
       const model::Op& op = ops[oi];
+      // This rank's share of the op, as the builder runs it (workload::rank_op).
+      const model::Op r = workload::rank_op(mdl, tp, sp, op);
       // layer_ops order: attn_norm, qkv, attention, proj, attn_residual, mlp_norm, then the
       // MLP (what an MoE layer replaces, model::layer_ops_at), then mlp_residual.
       const bool mlp = oi >= 6 && oi + 1 < ops.size();
       if (op.kind == model::OpKind::Gemm) {
-        double w = 0;
-        const double f = gemm_fwd(op, tp, qkv_n);
-        const double all = gemm_all(op, tp, qkv_n, &w);
+        const workload::GemmTimes g = gemm(mdl, op, tp, sp);
+        const double f = g.fwd.seconds(), w = g.wgrad.seconds();
+        const double all = g.dgrad.seconds() + w;
         t.fwd += f;
         t.bwd += all;
         t.wgrad += w;
@@ -434,22 +415,19 @@ class Analyzer {
         gd_[static_cast<std::size_t>(k)] = all - w;
         gw_[static_cast<std::size_t>(k)] = w;
       } else if (op.kind != model::OpKind::Attention) {
-        // As the builder: inside the TP region split by t, outside it by t only with SP.
-        double div = 1;
-        if (op.shard == model::Shard::TpLocal) div = tp;
-        if (op.shard == model::Shard::Replicated && sp) div = tp;
-        const double mf = cost_.memory_bound(op.fwd_bytes / div).seconds();
-        const double mbk = cost_.memory_bound(op.bwd_bytes / div).seconds();
+        const double mf = cost_.memory_bound(r.fwd_bytes).seconds();
+        const double mbk = cost_.memory_bound(r.bwd_bytes).seconds();
         t.mem_fwd += mf;
         t.mem_bwd += mbk;
         if (mlp) {
           t.mlp_mem_fwd += mf;
           t.mlp_mem_bwd += mbk;
         }
-      } else if (op.kind == model::OpKind::Attention) {
-        const int heads = std::max(1, op.heads / tp);
-        t.attn_blk_fwd = cost_.attention_fwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
-        t.attn_blk_bwd = cost_.attention_bwd(op.batch, heads, op.seq, op.head_dim, op.causal, impl).seconds();
+      } else {
+        t.attn_blk_fwd =
+            cost_.attention_fwd(r.batch, r.heads, r.seq, r.head_dim, r.causal, impl).seconds();
+        t.attn_blk_bwd =
+            cost_.attention_bwd(r.batch, r.heads, r.seq, r.head_dim, r.causal, impl).seconds();
         attn_fwd = cp * t.attn_blk_fwd;
         t.fwd += attn_fwd;
         t.bwd += cp * t.attn_blk_bwd;
@@ -459,7 +437,9 @@ class Analyzer {
     if (rc == Recompute::Selective) t.recompute = attn_fwd;
     const auto head = model::head_ops(mdl, b);
     for (const model::Op& op : head) {
-      if (op.kind == model::OpKind::Gemm) t.head += gemm_fwd(op, tp, qkv_n) + gemm_all(op, tp, qkv_n, nullptr);
+      if (op.kind != model::OpKind::Gemm) continue;
+      const workload::GemmTimes g = gemm(mdl, op, tp, sp);
+      t.head += (g.fwd + g.dgrad + g.wgrad).seconds();
     }
     const double act = static_cast<double>(b) * mdl.seq_len * mdl.hidden * 2.0;
     double ag = 0, rs = 0, ar = 0;

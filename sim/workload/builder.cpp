@@ -569,37 +569,11 @@ class StepBuilder final : public PassEmitter {
     const Op op = rank_op(sc_, model_op);
     switch (op.kind) {
       case OpKind::Gemm: {
-        const std::int64_t m = op.m, n = op.n, k = op.k;
-        c.fwd = cost_.gemm(m, n, k, dt);
-        c.bwd_input = cost_.gemm(m, k, n, dt);   // dX = dY * W^T
-        // dW = X^T * dY, accumulated into the fp32 main gradient.
-        c.bwd_weight = cost_.gemm(k, n, m, dt, 1, cost::Epilogue::AccumulateFp32);
-        if (dt == hw::Dtype::FP8) {
-          // Transformer Engine's FP8 recipe (Micikevicius et al. 2022, arXiv:2209.05433; TE's
-          // cast_transpose kernels): Hopper FP8 GEMMs take both operands K-major, so the
-          // incoming gradient dY [m x n] (bf16) is cast to FP8 twice, plain and transposed,
-          // by a memory-bound kernel before dgrad and wgrad: read 2 + write 1 + 1 bytes per
-          // element. Inputs of QKV/fc1/fc2 arrive in FP8 from the fused LayerNorm/activation
-          // kernels; the projection's input (the attention output) is cast the same way.
-          const double mn = static_cast<double>(m) * static_cast<double>(n);
-          c.bwd_input = c.bwd_input + cost_.memory_bound(4 * mn);
-          if (name == "proj") {
-            c.fwd = c.fwd + cost_.memory_bound(4 * static_cast<double>(m) * static_cast<double>(k));
-          }
-        }
-        if (op.bias && !sc_.training.bias_in_epilogue) {
-          // Separate bias kernels: the gradient reduction reads dY once [m x n] (a
-          // row-parallel layer's bias sits after the reduce-scatter under SP: m / tp rows),
-          // and QKV's forward add reads and writes its output.
-          const double e = hw::dtype_bytes(dt == hw::Dtype::FP8 ? hw::Dtype::BF16 : dt);
-          const double rows = static_cast<double>(m) /
-                              (op.shard == model::Shard::Row && sp_ ? tp_ : 1);
-          c.bwd_weight = c.bwd_weight + cost_.memory_bound(rows * static_cast<double>(n) * e);
-          if (op.bias_add_kernel) {
-            c.fwd = c.fwd + cost_.memory_bound(2 * static_cast<double>(m) *
-                                               static_cast<double>(n) * e);
-          }
-        }
+        const GemmTimes g = gemm_times(cost_, op, dt, sc_.training.bias_in_epilogue,
+                                       sp_ ? tp_ : 1);
+        c.fwd = g.fwd;
+        c.bwd_input = g.dgrad;
+        c.bwd_weight = g.wgrad;
         c.dgrad_label = g_.intern(name + " dgrad");
         c.wgrad_label = g_.intern(name + " wgrad");
         break;
@@ -1306,13 +1280,16 @@ double dense_mlp_params_per_rank(const model::ModelSpec& mdl, int tp, double ffn
 }
 
 model::Op rank_op(const Scenario& sc, const model::Op& op) {
-  const int tp = sc.layout.tp;
+  return rank_op(sc.model, sc.layout.tp, sc.layout.sequence_parallel, op);
+}
+
+model::Op rank_op(const model::ModelSpec& mdl, int tp, bool sp, const model::Op& op) {
   model::Op r = op;
   switch (op.kind) {
     case OpKind::Gemm:
       if (op.shard == Shard::Column) r.n = std::max<std::int64_t>(1, op.n / tp);
       if (op.shard == Shard::Row) r.k = std::max<std::int64_t>(1, op.k / tp);
-      if (op.name == "qkv") r.n = qkv_width(sc.model, tp);
+      if (op.name == "qkv") r.n = qkv_width(mdl, tp);
       break;
     case OpKind::Attention:
       r.heads = std::max(1, op.heads / tp);
@@ -1321,7 +1298,7 @@ model::Op rank_op(const Scenario& sc, const model::Op& op) {
     default: {
       double div = 1;
       if (op.shard == Shard::TpLocal) div = tp;
-      if (op.shard == Shard::Replicated && sc.layout.sequence_parallel) div = tp;
+      if (op.shard == Shard::Replicated && sp) div = tp;
       r.fwd_bytes = op.fwd_bytes / div;
       r.bwd_bytes = op.bwd_bytes / div;
       break;

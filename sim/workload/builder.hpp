@@ -200,6 +200,9 @@ double dense_mlp_params_per_rank(const model::ModelSpec& model, int tp, double f
 /// with SP, replicated ones) split their bytes by tp. Used by trainsim-calibrate to measure
 /// the shapes the simulator asks about and to run the same ops for --validate.
 model::Op rank_op(const Scenario& sc, const model::Op& op);
+/// The same for a model on `tp` ranks, with or without sequence parallelism (`sp`); the
+/// layout search uses it for layouts it has not built a scenario for.
+model::Op rank_op(const model::ModelSpec& model, int tp, bool sp, const model::Op& op);
 
 /// Builds and runs one step. Throws InputError for an impossible scenario (the layout
 /// checks of Layout::validate, model checks), std::invalid_argument for a bad topology,

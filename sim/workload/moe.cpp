@@ -6,19 +6,17 @@ namespace trainsim::workload {
 
 namespace {
 
-GemmTimes gemm_times(const cost::CostModel& cost, std::int64_t m, std::int64_t n, std::int64_t k,
-                     hw::Dtype dt) {
-  GemmTimes g;
-  if (m <= 0) return g;
-  // As the dense layer's GEMMs (builder.cpp op_cost): wgrad accumulates into the fp32 main
-  // gradient; with FP8 the incoming gradient is cast (plain + transposed) before dgrad.
-  g.fwd = cost.gemm(m, n, k, dt);
-  g.dgrad = cost.gemm(m, k, n, dt);
-  g.wgrad = cost.gemm(k, n, m, dt, 1, cost::Epilogue::AccumulateFp32);
-  if (dt == hw::Dtype::FP8) {
-    g.dgrad += cost.memory_bound(4 * static_cast<double>(m) * static_cast<double>(n));
-  }
-  return g;
+/// An expert or router GEMM [m x k]·[k x n] (no bias), priced as the dense layer's GEMMs
+/// (workload::gemm_times); nothing for an expert that receives no rows.
+GemmTimes expert_gemm(const cost::CostModel& cost, std::int64_t m, std::int64_t n, std::int64_t k,
+                      hw::Dtype dt) {
+  if (m <= 0) return {};
+  model::Op op;
+  op.kind = model::OpKind::Gemm;
+  op.m = m;
+  op.n = n;
+  op.k = k;
+  return gemm_times(cost, op, dt);
 }
 
 void add(GemmTimes& a, const GemmTimes& b) {
@@ -42,13 +40,13 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const int tp = L.tp;
   const double elem = 2.0;  // 16-bit activations
   c.router = moe.experts > 1;
-  if (c.router) c.router_gemm = gemm_times(cost, T, moe.experts, h, dt);
+  if (c.router) c.router_gemm = expert_gemm(cost, T, moe.experts, h, dt);
   const std::int64_t fs = moe.shared_ffn();
   c.shared = fs > 0;
   if (c.shared) {
     const std::int64_t f = std::max<std::int64_t>(1, fs / tp);
-    c.shared_in = gemm_times(cost, T, swiglu ? 2 * f : f, h, dt);
-    c.shared_out = gemm_times(cost, T, h, f, dt);
+    c.shared_in = expert_gemm(cost, T, swiglu ? 2 * f : f, h, dt);
+    c.shared_out = expert_gemm(cost, T, h, f, dt);
     const double a = static_cast<double>(T) * static_cast<double>(f) * elem;
     c.shared_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * a);
     c.shared_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * a);
@@ -62,8 +60,8 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const int le = r.local_experts();
   for (int e = busy * le; e < (busy + 1) * le; ++e) {
     const std::int64_t rows = r.expert_rows(e);
-    add(c.expert_in, gemm_times(cost, rows, swiglu ? 2 * f : f, h, dt));
-    add(c.expert_out, gemm_times(cost, rows, h, f, dt));
+    add(c.expert_in, expert_gemm(cost, rows, swiglu ? 2 * f : f, h, dt));
+    add(c.expert_out, expert_gemm(cost, rows, h, f, dt));
   }
   const double act = static_cast<double>(c.rows_busiest) * static_cast<double>(f) * elem;
   c.expert_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * act);

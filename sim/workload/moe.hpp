@@ -11,13 +11,11 @@
 #include "model/transformer.hpp"
 #include "net/collective.hpp"
 #include "parallel/layout.hpp"
+#include "workload/gemm_cost.hpp"
 
 namespace trainsim::workload {
 
 /// Times of a GEMM in forward, input gradient and weight gradient.
-struct GemmTimes {
-  Time fwd, dgrad, wgrad;
-};
 
 /// One MoE layer on one rank of a pipeline stage.
 struct MoeLayerCost {

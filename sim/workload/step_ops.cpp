@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "workload/gemm_cost.hpp"
 
 namespace trainsim::workload {
 
@@ -115,23 +116,17 @@ std::vector<GemmShape> scenario_gemm_shapes(const Scenario& sc) {
 }
 
 Time serial_time(const std::vector<StepKernel>& kernels, const cost::CostModel& cost,
-                 hw::Dtype dtype, bool flash_attention) {
+                 const TrainingSpec& training) {
   Time t;
-  const auto impl = flash_attention ? cost::AttentionImpl::Flash : cost::AttentionImpl::Unfused;
+  const auto impl =
+      training.flash_attention ? cost::AttentionImpl::Flash : cost::AttentionImpl::Unfused;
   for (const auto& k : kernels) {
     if (k.op.kind == model::OpKind::Gemm) {
-      // As the builder prices them (op_cost): wgrad accumulates into fp32 main gradients;
-      // FP8 casts the incoming gradient [m x n] before dgrad (shape m, k, n here) and the
-      // projection's input before its forward.
-      const bool wgrad = k.pass == StepPass::BackwardWeight;
-      t += cost.gemm(k.m, k.n, k.k, dtype, 1,
-                     wgrad ? cost::Epilogue::AccumulateFp32 : cost::Epilogue::Store);
-      if (dtype == hw::Dtype::FP8 && k.pass == StepPass::BackwardInput) {
-        t += cost.memory_bound(4 * static_cast<double>(k.m) * static_cast<double>(k.k));
-      }
-      if (dtype == hw::Dtype::FP8 && k.pass == StepPass::Forward && k.name == "proj") {
-        t += cost.memory_bound(4 * static_cast<double>(k.m) * static_cast<double>(k.k));
-      }
+      // The pass of the op as the step builder prices it (one GPU: no TP split).
+      const GemmTimes g = gemm_times(cost, k.op, training.dtype, training.bias_in_epilogue);
+      t += k.pass == StepPass::BackwardInput    ? g.dgrad
+           : k.pass == StepPass::BackwardWeight ? g.wgrad
+                                                : g.fwd;
     } else if (k.op.kind == model::OpKind::Attention) {
       const auto& o = k.op;
       t += k.pass == StepPass::BackwardInput

@@ -49,8 +49,10 @@ struct GemmShape {
 };
 std::vector<GemmShape> scenario_gemm_shapes(const Scenario& sc);
 
-/// Sum of the cost model's times of `kernels` run back to back on one stream (no overlap).
+/// Sum of the cost model's times of `kernels` run back to back on one stream (no overlap),
+/// each priced as the step builder prices it under `training` (dtype, attention kernels,
+/// bias kernels; GEMMs through workload::gemm_times).
 Time serial_time(const std::vector<StepKernel>& kernels, const cost::CostModel& cost,
-                 hw::Dtype dtype, bool flash_attention);
+                 const TrainingSpec& training);
 
 }  // namespace trainsim::workload
