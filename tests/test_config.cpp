@@ -94,6 +94,11 @@ TEST(Config, BadEnumListsTheChoices) {
   const auto bias = error_of(with("[training]\n", "[training]\nbias_kernels = \"fused\"\n"));
   EXPECT_NE(bias.find("training.bias_kernels must be one of \"epilogue\""), std::string::npos)
       << bias;
+  const auto wgrad =
+      error_of(with("[training]\n", "[training]\nwgrad_accumulation = \"epilogue\"\n"));
+  EXPECT_NE(wgrad.find("training.wgrad_accumulation must be one of \"fused\""),
+            std::string::npos)
+      << wgrad;
   const auto flag = error_of(with("seq_len = 1024", "seq_len = 1024\nbias = \"yes\""));
   EXPECT_NE(flag.find("model.bias"), std::string::npos) << flag;
 }

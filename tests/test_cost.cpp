@@ -83,6 +83,17 @@ TEST(GemmCost, Fp32AccumulateEpilogueMovesEightBytesPerOutputElement) {
   EXPECT_LT(big_acc / big, 1.08);
 }
 
+// fp16 training keeps fp16 main gradients: its accumulating epilogue reads and writes 2 bytes.
+TEST(GemmCost, Fp16AccumulateEpilogueMovesFourBytesPerOutputElement) {
+  const CostModel c(a100());
+  const double hbm = a100().hbm_bw * a100().hbm_efficiency;
+  const double mn = 8192.0 * 8192, in = (8192.0 * 16 * 2) * 2;
+  const double acc = c.gemm(8192, 8192, 16, Dtype::FP16, 1, Epilogue::Accumulate16).seconds();
+  EXPECT_NEAR(acc / ((in + 4 * mn) / hbm), 1.0, 0.15);
+  EXPECT_LT(acc, c.gemm(8192, 8192, 16, Dtype::FP16, 1, Epilogue::AccumulateFp32).seconds());
+  EXPECT_GT(acc, c.gemm(8192, 8192, 16, Dtype::FP16).seconds());
+}
+
 TEST(AttentionCost, UsesTheMeasuredFlashAttentionRate) {
   const CostModel c(a100());
   // FA2 A100 causal hd128 at 2k: 155 TFLOP/s (fwd+bwd); 8 x 16 heads x 16 blocks = 2048 CTAs.

@@ -106,7 +106,7 @@ TEST(MoeRouting, AllToAllCostUsesTheRoutingsPerRankBytes) {
   L.dp = 16;
   L.ep = 8;
   for (int layer = 0; layer < 3; ++layer) {
-    const auto c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 5, layer, 0);
+    const auto c = workload::moe_layer_cost(m, L, workload::GemmKernels{}, 1, cost, comm, 5, layer, 0);
     const auto r = model::route_tokens(m.moe, 2048, 8, 5, layer);
     std::int64_t worst = 0;
     for (int k = 0; k < 8; ++k) {
@@ -509,7 +509,7 @@ TEST(MoeRouting, PermutationKernelsMoveTheirDocumentedBytes) {
   L.dp = 8;
   L.ep = 8;  // one local expert
   const double T = 2048, R = T * 2, row = 1024 * 2.0;
-  auto c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 1, 0, 0);
+  auto c = workload::moe_layer_cost(m, L, workload::GemmKernels{}, 1, cost, comm, 1, 0, 0);
   EXPECT_EQ(c.permute, cost.memory_bound(2 * R * row));
   EXPECT_EQ(c.unpermute, cost.memory_bound((6 * R + T) * row));
   EXPECT_EQ(c.unpermute_bwd, cost.memory_bound((4 * R + 2 * T) * row));
@@ -517,13 +517,13 @@ TEST(MoeRouting, PermutationKernelsMoveTheirDocumentedBytes) {
   EXPECT_EQ(c.sort_chunks, Time());  // Megatron-Core skips it with one local expert
   EXPECT_EQ(c.unsort_chunks, Time());
   m.moe.permute_fusion = true;
-  c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 1, 0, 0);
+  c = workload::moe_layer_cost(m, L, workload::GemmKernels{}, 1, cost, comm, 1, 0, 0);
   EXPECT_EQ(c.permute, cost.memory_bound((T + R) * row));
   EXPECT_EQ(c.unpermute, cost.memory_bound((T + R) * row));
   EXPECT_EQ(c.permute_bwd, cost.memory_bound((T + R + 3 * T) * row));
   L.ep = 4;  // two local experts: their received rows are sorted and restored
   L.dp = 4;
-  c = workload::moe_layer_cost(m, L, hw::Dtype::BF16, 1, cost, comm, 1, 0, 0);
+  c = workload::moe_layer_cost(m, L, workload::GemmKernels{}, 1, cost, comm, 1, 0, 0);
   EXPECT_EQ(c.sort_chunks,
             cost.memory_bound(2.0 * static_cast<double>(c.rows_busiest) * row));
   EXPECT_GT(c.sort_chunks, Time());

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "config/scenario.hpp"
 #include "cost/cost_model.hpp"
@@ -11,6 +12,7 @@
 #include "test_util.hpp"
 #include "workload/builder.hpp"
 #include "workload/compare.hpp"
+#include "workload/gemm_cost.hpp"
 
 using namespace trainsim;
 using workload::Scenario;
@@ -383,4 +385,44 @@ TEST(Workload, SeparateBiasKernelsAddExactlyTheirMemoryTraffic) {
   no_bias.bias = false;
   EXPECT_DOUBLE_EQ(fused.model.params_per_layer() - no_bias.params_per_layer(),
                    3 * h + h + ffn + h);
+}
+
+// Weight-gradient accumulation. Fused (the default): the wgrad GEMM's epilogue reads and
+// writes the main gradient (fp32 for bf16, fp16 for fp16 training). Separate (2021
+// Megatron-LM): the GEMM stores a 16-bit gradient and one add kernel reads it and the main
+// gradient and writes the main gradient, k·n·(2 + 2g) bytes.
+TEST(Workload, SeparateWgradAccumulationIsAStoreGemmPlusOneAddKernel) {
+  const cost::CostModel cost(*hw::find_builtin_gpu("a100_sxm4_80gb"));
+  model::Op op;
+  op.kind = model::OpKind::Gemm;
+  op.name = "mlp_fc1";
+  op.m = 8192;
+  op.n = 4096;
+  op.k = 1024;
+  for (const auto& [dtype, g, epilogue] :
+       {std::tuple{hw::Dtype::BF16, 4.0, cost::Epilogue::AccumulateFp32},
+        std::tuple{hw::Dtype::FP16, 2.0, cost::Epilogue::Accumulate16}}) {
+    workload::GemmKernels kernels{dtype};
+    const auto fused = workload::gemm_times(cost, op, kernels);
+    EXPECT_EQ(fused.wgrad, cost.gemm(1024, 4096, 8192, dtype, 1, epilogue));
+    kernels.fused_wgrad_accumulation = false;
+    const auto separate = workload::gemm_times(cost, op, kernels);
+    EXPECT_EQ(separate.wgrad, cost.gemm(1024, 4096, 8192, dtype) +
+                                  cost.memory_bound(1024.0 * 4096 * (2 + 2 * g)));
+    EXPECT_GT(separate.wgrad, fused.wgrad);
+    EXPECT_EQ(separate.fwd, fused.fwd);
+    EXPECT_EQ(separate.dgrad, fused.dgrad);
+  }
+}
+
+TEST(Workload, WgradAccumulationKeySelectsTheKernels) {
+  const auto dir = test::temp_dir("workload-wgrad");
+  const std::string text = test::small_scenario();
+  const auto fused = config::load_scenario(test::write(dir / "fused.toml", text));
+  const auto separate = config::load_scenario(test::write(
+      dir / "separate.toml", test::replace(text, "micro_batch = 2\n",
+                                           "micro_batch = 2\nwgrad_accumulation = \"separate\"\n")));
+  EXPECT_TRUE(fused.training.fused_wgrad_accumulation);
+  EXPECT_FALSE(separate.training.fused_wgrad_accumulation);
+  EXPECT_GT(simulate_step(separate).step_time, simulate_step(fused).step_time);
 }

@@ -46,7 +46,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
         "imbalance", "permute_fusion"}},
       {"training",
        {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
-        "attention", "bias_kernels"}},
+        "attention", "bias_kernels", "wgrad_accumulation"}},
       {"parallel",
        {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
         "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
@@ -549,6 +549,9 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                            .value_or(true);
   tr.bias_in_epilogue =
       t.choice<bool>("bias_kernels", {{"epilogue", true}, {"separate", false}}).value_or(true);
+  tr.fused_wgrad_accumulation =
+      t.choice<bool>("wgrad_accumulation", {{"fused", true}, {"separate", false}})
+          .value_or(true);
   if (auto tok = t.real("tokens", 1, 1e18)) tr.tokens = *tok;
 
   // [cluster]

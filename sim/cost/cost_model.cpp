@@ -38,9 +38,10 @@ double CostModel::gemm_seconds(std::int64_t m, std::int64_t n, std::int64_t k, h
       (big.tm + big.tn) * in_bytes * rate_per_sm / (2.0 * big.tm * big.tn);
   const double l2_per_sm =
       std::max((gpu_.l2_bw > 0 ? gpu_.l2_bw : 1.6 * gpu_.hbm_bw) / sms, feed_big);
-  // Bytes of C moved per output element: a 16-bit store, an fp32 store, or an fp32
-  // read-modify-write when accumulating into fp32 main gradients.
+  // Bytes of C moved per output element: a 16-bit store, an fp32 store, or a
+  // read-modify-write when accumulating into fp32 or 16-bit main gradients.
   const double out_bytes = epilogue == Epilogue::AccumulateFp32 ? 8.0
+                           : epilogue == Epilogue::Accumulate16 ? 4.0
                            : dtype == hw::Dtype::FP32          ? 4.0
                                                                 : 2.0;
   double best_t = 0;
@@ -70,9 +71,9 @@ Time CostModel::gemm(std::int64_t m, std::int64_t n, std::int64_t k, hw::Dtype d
   if (profile_ != nullptr && batch == 1) {
     if (auto t = profile_->gemm_seconds(dtype, m, n, k)) {
       ++pricing_.gemm.profile;
-      // Profiles measure plain stores; an fp32 accumulating epilogue scales the measured time
-      // by the built-in model's ratio for that shape.
-      if (epilogue == Epilogue::AccumulateFp32) {
+      // Profiles measure plain stores; an accumulating epilogue scales the measured time by
+      // the built-in model's ratio for that shape.
+      if (epilogue != Epilogue::Store) {
         *t *= gemm_seconds(m, n, k, dtype, batch, epilogue, nullptr) /
               gemm_seconds(m, n, k, dtype, batch, Epilogue::Store, nullptr);
       }

@@ -46,9 +46,11 @@ struct GemmTile {
 /// AccumulateFp32: C += A·B into an fp32 buffer (reads and writes 4 bytes per element): the
 /// weight-gradient GEMMs of mixed-precision training, which accumulate into fp32 main
 /// gradients (Megatron-LM `main_grad` with gradient-accumulation fusion: the wgrad GEMM runs
-/// with beta = 1 on the fp32 buffer; Narayanan et al. 2021 and Megatron-Core DDP keep fp32
-/// gradient buffers for bf16/fp16 training).
-enum class Epilogue { Store, AccumulateFp32 };
+/// with beta = 1 on the fp32 buffer, apex `fused_weight_gradient_mlp_cuda` /
+/// Transformer Engine `fuse_wgrad_accumulation`).
+/// Accumulate16: the same into a 16-bit buffer (reads and writes 2 bytes per element):
+/// fp16 training's fp16 main gradients (apex `wgrad_gemm_accum_fp16`).
+enum class Epilogue { Store, AccumulateFp32, Accumulate16 };
 
 /// Which attention kernels run.
 /// Flash: fused FlashAttention kernels (Dao 2022/2023), timed from measured rates.

@@ -356,8 +356,7 @@ class Analyzer {
   workload::GemmTimes gemm(const model::ModelSpec& mdl, const model::Op& op, int tp,
                            bool sp) const {
     return workload::gemm_times(cost_, workload::rank_op(mdl, tp, sp, op),
-                                base_.training.dtype, base_.training.bias_in_epilogue,
-                                sp ? tp : 1);
+                                base_.training.gemm_kernels(), sp ? tp : 1);
   }
 
   /// FLOP floor of one GEMM's forward / dgrad+wgrad on this rank: FLOPs / (peak x the

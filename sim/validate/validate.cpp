@@ -344,6 +344,18 @@ Report run_validation(const std::filesystem::path& runs_file,
     // Bias kernels follow the same software: Transformer Engine (2023 on) fuses the bias add
     // and its gradient into GEMM epilogues; PyTorch-era Megatron-LM runs them separately.
     tr.bias_in_epilogue = modern || tr.flash_attention;
+    // Gradient-accumulation fusion (the wgrad GEMM accumulating into the main gradient)
+    // needs apex's fused_weight_gradient_mlp_cuda, which appeared in early 2022 (apex PRs
+    // #1312 / #1317 and issue #1314, March 2022); the April-2021 runs of Narayanan et al.
+    // add each weight's gradient into its main gradient with a separate kernel per
+    // microbatch. A row may say `wgrad_accumulation = "fused" | "separate"`.
+    const std::string wgrad = lower(row.str("wgrad_accumulation"));
+    if (!wgrad.empty()) {
+      tr.fused_wgrad_accumulation = wgrad != "separate";
+    } else if (!modern && has(source, "2021")) {
+      tr.fused_wgrad_accumulation = false;
+      notes.emplace_back("separate gradient accumulation (2021 Megatron-LM)");
+    }
     std::string overlap = row.str("overlap");
     if (overlap.empty() && has(framework, "nemo")) {
       // NeMo's launcher configs train with its distributed optimizer, overlapping the

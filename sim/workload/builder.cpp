@@ -19,10 +19,6 @@
 
 namespace trainsim::workload {
 
-hw::Dtype gradient_dtype(hw::Dtype training) {
-  return training == hw::Dtype::FP16 ? hw::Dtype::FP16 : hw::Dtype::FP32;
-}
-
 const char* fidelity_name(Fidelity f) {
   switch (f) {
     case Fidelity::Analytic: return "analytic";
@@ -565,12 +561,10 @@ class StepBuilder final : public PassEmitter {
     c.fwd_label = g_.intern(name);
     c.bwd_label = g_.intern(name + " bwd");
     c.recompute_label = g_.intern("recompute " + name);
-    const hw::Dtype dt = sc_.training.dtype;
     const Op op = rank_op(sc_, model_op);
     switch (op.kind) {
       case OpKind::Gemm: {
-        const GemmTimes g = gemm_times(cost_, op, dt, sc_.training.bias_in_epilogue,
-                                       sp_ ? tp_ : 1);
+        const GemmTimes g = gemm_times(cost_, op, sc_.training.gemm_kernels(), sp_ ? tp_ : 1);
         c.fwd = g.fwd;
         c.bwd_input = g.dgrad;
         c.bwd_weight = g.wgrad;
@@ -725,7 +719,7 @@ class StepBuilder final : public PassEmitter {
       for (int l = 0; l < layers_of(vs); ++l) {
         const int idx = first_layer_of(vs) + l;
         if (!sc_.model.is_moe_layer(idx) || moe_.count(idx) != 0) continue;
-        MoeLayerCost mc = moe_layer_cost(sc_.model, sc_.layout, sc_.training.dtype,
+        MoeLayerCost mc = moe_layer_cost(sc_.model, sc_.layout, sc_.training.gemm_kernels(),
                                          sc_.training.micro_batch, cost_, comm_, sc_.seed, idx,
                                          stage_);
         moe_all_.push_back(mc);

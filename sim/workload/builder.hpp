@@ -37,16 +37,11 @@
 #include "model/transformer.hpp"
 #include "parallel/layout.hpp"
 #include "parallel/schedule.hpp"
+#include "workload/gemm_cost.hpp"
 #include "workload/pipeline_sim.hpp"
 #include "workload/straggler.hpp"
 
 namespace trainsim::workload {
-
-/// The dtype gradients are accumulated and data-parallel reduced in: fp32 for bf16 (and
-/// FP8, whose parameters are bf16) training — Megatron-LM forces
-/// accumulate_allreduce_grads_in_fp32 with --bf16 (megatron/training/arguments.py) and NeMo
-/// 2.0's recipes set grad_reduce_in_fp32 — and Megatron's default fp16 gradients for fp16.
-hw::Dtype gradient_dtype(hw::Dtype training);
 
 enum class Fidelity { Analytic, Stage, Full };
 const char* fidelity_name(Fidelity f);
@@ -65,6 +60,16 @@ struct TrainingSpec {
   /// kernel and every bias gradient is a separate column reduction (`grad_output.sum(0)` and
   /// autograd's sum over broadcast dimensions).
   bool bias_in_epilogue = true;
+  /// true (default): each weight-gradient GEMM accumulates into the main gradient in its
+  /// epilogue (Megatron-LM's gradient-accumulation fusion, 2022 on; Transformer Engine);
+  /// false: a separate add kernel per weight and microbatch (2021 Megatron-LM,
+  /// `--no-gradient-accumulation-fusion`). workload::gemm_times prices both.
+  bool fused_wgrad_accumulation = true;
+
+  /// The GEMM-side kernel choices above, for workload::gemm_times.
+  [[nodiscard]] GemmKernels gemm_kernels() const {
+    return {dtype, bias_in_epilogue, fused_wgrad_accumulation};
+  }
 };
 
 /// Everything one simulation needs; built by the config layer from a scenario file.

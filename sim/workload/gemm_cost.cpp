@@ -2,20 +2,33 @@
 
 namespace trainsim::workload {
 
-GemmTimes gemm_times(const cost::CostModel& cost, const model::Op& op, hw::Dtype dtype,
-                     bool bias_in_epilogue, int row_output_split) {
+hw::Dtype gradient_dtype(hw::Dtype training) {
+  return training == hw::Dtype::FP16 ? hw::Dtype::FP16 : hw::Dtype::FP32;
+}
+
+GemmTimes gemm_times(const cost::CostModel& cost, const model::Op& op, const GemmKernels& kernels,
+                     int row_output_split) {
   const std::int64_t m = op.m, n = op.n, k = op.k;
   const double md = static_cast<double>(m), nd = static_cast<double>(n),
                kd = static_cast<double>(k);
+  const hw::Dtype dtype = kernels.dtype;
+  const hw::Dtype grad = gradient_dtype(dtype);
   GemmTimes g;
   g.fwd = cost.gemm(m, n, k, dtype);
   g.dgrad = cost.gemm(m, k, n, dtype);
-  g.wgrad = cost.gemm(k, n, m, dtype, 1, cost::Epilogue::AccumulateFp32);
+  if (kernels.fused_wgrad_accumulation) {
+    g.wgrad = cost.gemm(k, n, m, dtype, 1,
+                        grad == hw::Dtype::FP32 ? cost::Epilogue::AccumulateFp32
+                                                : cost::Epilogue::Accumulate16);
+  } else {
+    g.wgrad = cost.gemm(k, n, m, dtype) +
+              cost.memory_bound(kd * nd * (2.0 + 2.0 * hw::dtype_bytes(grad)));
+  }
   if (dtype == hw::Dtype::FP8) {
     g.dgrad += cost.memory_bound(4 * md * nd);
     if (op.name == "proj") g.fwd += cost.memory_bound(4 * md * kd);
   }
-  if (op.bias && !bias_in_epilogue) {
+  if (op.bias && !kernels.bias_in_epilogue) {
     const double e = hw::dtype_bytes(dtype == hw::Dtype::FP8 ? hw::Dtype::BF16 : dtype);
     const double rows = md / (op.shard == model::Shard::Row ? row_output_split : 1);
     g.wgrad += cost.memory_bound(rows * nd * e);

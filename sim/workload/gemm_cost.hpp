@@ -9,15 +9,39 @@
 
 namespace trainsim::workload {
 
+/// The dtype gradients are accumulated and data-parallel reduced in: fp32 for bf16 (and
+/// FP8, whose parameters are bf16) training — Megatron-LM forces
+/// accumulate_allreduce_grads_in_fp32 with --bf16 (megatron/training/arguments.py) and NeMo
+/// 2.0's recipes set grad_reduce_in_fp32 — and Megatron's default fp16 gradients for fp16.
+hw::Dtype gradient_dtype(hw::Dtype training);
+
 /// Forward, input-gradient and weight-gradient times of one GEMM.
 struct GemmTimes {
   Time fwd, dgrad, wgrad;
 };
 
+/// How the training software runs the kernels around a GEMM (from workload::TrainingSpec).
+struct GemmKernels {
+  hw::Dtype dtype = hw::Dtype::BF16;  ///< training dtype
+  /// Bias add and bias gradient in the GEMM epilogues (TrainingSpec::bias_in_epilogue).
+  bool bias_in_epilogue = true;
+  /// Weight gradients accumulated into the main gradients by the wgrad GEMM's epilogue
+  /// (TrainingSpec::fused_wgrad_accumulation).
+  bool fused_wgrad_accumulation = true;
+};
+
 /// One rank's GEMM `op` (model::Op as workload::rank_op shards it: Y[m x n] = X[m x k] W),
-/// `dtype` the training dtype:
-///  - fwd Y = X W, dgrad dX = dY W^T, wgrad dW = X^T dY accumulated into the fp32 main
-///    gradient (cost::Epilogue::AccumulateFp32: Megatron's gradient-accumulation fusion);
+/// run as `kernels` says:
+///  - fwd Y = X W, dgrad dX = dY W^T, wgrad dW = X^T dY accumulated into the main gradient
+///    (workload::gradient_dtype: fp32, or fp16 for fp16 training). Fused (Megatron-LM's
+///    gradient-accumulation fusion, apex fused_weight_gradient_mlp_cuda since early 2022;
+///    Transformer Engine's fuse_wgrad_accumulation): the GEMM's epilogue reads and writes the
+///    main gradient (cost::Epilogue::AccumulateFp32 / Accumulate16). Separate (2021
+///    Megatron-LM, `--no-gradient-accumulation-fusion`, frameworks without the fusion): the
+///    GEMM stores a 16-bit gradient and a memory-bound add, `main_grad.add_(grad)` in
+///    Megatron's DDP hook or autograd's accumulation into `.grad`, reads it and the main
+///    gradient and writes the main gradient: k·n·(2 + 2·g) bytes per microbatch, g the main
+///    gradient's bytes;
 ///  - FP8, Transformer Engine's recipe (Micikevicius et al. 2022, arXiv:2209.05433; TE's
 ///    cast_transpose kernels): Hopper FP8 GEMMs take both operands K-major, so dY [m x n]
 ///    (16-bit) is cast to FP8 twice, plain and transposed, by one memory-bound kernel before
@@ -29,7 +53,7 @@ struct GemmTimes {
 ///    a row-parallel op (tp under sequence parallelism, where the bias follows the
 ///    reduce-scatter; else 1), and op.bias_add_kernel adds a forward kernel reading and
 ///    writing Y.
-GemmTimes gemm_times(const cost::CostModel& cost, const model::Op& op, hw::Dtype dtype,
-                     bool bias_in_epilogue = true, int row_output_split = 1);
+GemmTimes gemm_times(const cost::CostModel& cost, const model::Op& op, const GemmKernels& kernels,
+                     int row_output_split = 1);
 
 }  // namespace trainsim::workload

@@ -9,14 +9,14 @@ namespace {
 /// An expert or router GEMM [m x k]·[k x n] (no bias), priced as the dense layer's GEMMs
 /// (workload::gemm_times); nothing for an expert that receives no rows.
 GemmTimes expert_gemm(const cost::CostModel& cost, std::int64_t m, std::int64_t n, std::int64_t k,
-                      hw::Dtype dt) {
+                      const GemmKernels& kernels) {
   if (m <= 0) return {};
   model::Op op;
   op.kind = model::OpKind::Gemm;
   op.m = m;
   op.n = n;
   op.k = k;
-  return gemm_times(cost, op, dt);
+  return gemm_times(cost, op, kernels);
 }
 
 void add(GemmTimes& a, const GemmTimes& b) {
@@ -28,7 +28,8 @@ void add(GemmTimes& a, const GemmTimes& b) {
 }  // namespace
 
 MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L,
-                            hw::Dtype dt, std::int64_t micro_batch, const cost::CostModel& cost,
+                            const GemmKernels& kernels, std::int64_t micro_batch,
+                            const cost::CostModel& cost,
                             const net::CollectiveModel& comm, std::uint64_t seed, int layer,
                             int stage) {
   const auto& moe = m.moe;
@@ -38,15 +39,16 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const std::int64_t h = m.hidden;
   const bool swiglu = m.activation == model::Activation::SwiGLU;
   const int tp = L.tp;
+  const hw::Dtype dt = kernels.dtype;
   const double elem = 2.0;  // 16-bit activations
   c.router = moe.experts > 1;
-  if (c.router) c.router_gemm = expert_gemm(cost, T, moe.experts, h, dt);
+  if (c.router) c.router_gemm = expert_gemm(cost, T, moe.experts, h, kernels);
   const std::int64_t fs = moe.shared_ffn();
   c.shared = fs > 0;
   if (c.shared) {
     const std::int64_t f = std::max<std::int64_t>(1, fs / tp);
-    c.shared_in = expert_gemm(cost, T, swiglu ? 2 * f : f, h, dt);
-    c.shared_out = expert_gemm(cost, T, h, f, dt);
+    c.shared_in = expert_gemm(cost, T, swiglu ? 2 * f : f, h, kernels);
+    c.shared_out = expert_gemm(cost, T, h, f, kernels);
     const double a = static_cast<double>(T) * static_cast<double>(f) * elem;
     c.shared_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * a);
     c.shared_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * a);
@@ -60,8 +62,8 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const int le = r.local_experts();
   for (int e = busy * le; e < (busy + 1) * le; ++e) {
     const std::int64_t rows = r.expert_rows(e);
-    add(c.expert_in, expert_gemm(cost, rows, swiglu ? 2 * f : f, h, dt));
-    add(c.expert_out, expert_gemm(cost, rows, h, f, dt));
+    add(c.expert_in, expert_gemm(cost, rows, swiglu ? 2 * f : f, h, kernels));
+    add(c.expert_out, expert_gemm(cost, rows, h, f, kernels));
   }
   const double act = static_cast<double>(c.rows_busiest) * static_cast<double>(f) * elem;
   c.expert_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * act);

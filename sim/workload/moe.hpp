@@ -65,12 +65,13 @@ struct MoeLayerCost {
 /// expert_tensor_parallel_size = tp). All-to-all: NCCL pairwise all-to-all on the EP group
 /// (AlphaBetaModel), sized by the busiest rank: max over ranks of the rows it sends or
 /// receives (self included, nccl-tests convention) x hidden x bytes / tp. Dispatch moves
-/// dtype_bytes(dtype) per element (FP8 dispatch as in DeepSeek-V3 §3.3.2), combine 16-bit.
+/// dtype_bytes(kernels.dtype) per element (FP8 dispatch as in DeepSeek-V3 §3.3.2), combine
+/// 16-bit. The GEMMs run as `kernels` says (workload::gemm_times).
 /// Backward: combine_bwd moves the output gradients to the experts (the dispatch pattern,
 /// 16-bit), dispatch_bwd the input gradients back (the combine pattern).
 /// Throws std::invalid_argument when ep does not divide the expert count.
 MoeLayerCost moe_layer_cost(const model::ModelSpec& model, const parallel::Layout& layout,
-                            hw::Dtype dtype, std::int64_t micro_batch,
+                            const GemmKernels& kernels, std::int64_t micro_batch,
                             const cost::CostModel& cost, const net::CollectiveModel& comm,
                             std::uint64_t seed, int layer, int stage);
 

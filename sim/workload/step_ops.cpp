@@ -123,7 +123,7 @@ Time serial_time(const std::vector<StepKernel>& kernels, const cost::CostModel& 
   for (const auto& k : kernels) {
     if (k.op.kind == model::OpKind::Gemm) {
       // The pass of the op as the step builder prices it (one GPU: no TP split).
-      const GemmTimes g = gemm_times(cost, k.op, training.dtype, training.bias_in_epilogue);
+      const GemmTimes g = gemm_times(cost, k.op, training.gemm_kernels());
       t += k.pass == StepPass::BackwardInput    ? g.dgrad
            : k.pass == StepPass::BackwardWeight ? g.wgrad
                                                 : g.fwd;
