@@ -300,3 +300,42 @@ TEST(Cli, CompareSchedulesSkipsRatherThanRejectsTheBaseSchedule) {
   EXPECT_NE(r.out.find("dualpipe"), std::string::npos);
   EXPECT_NE(r.out.find("skipped"), std::string::npos);
 }
+
+// The op table: on every stage, the compute and optimizer ops add up to the stage's compute,
+// optimizer and SM-contention time (the parts of "where the time went" that are kernels on
+// the compute stream); the table is sorted by time; a stage that does not exist is bad input.
+TEST(Cli, OpsTableAddsUpToTheStageKernelTime) {
+  const auto r = run("simulate --json --ops 0 --ops-stage 3 " + scenario("gpt3-175b-a100.toml"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j.contains("ops"));
+  EXPECT_EQ(j["ops"]["stage"], 3);
+  const auto& b = j["stages"][3]["breakdown_s"];
+  double kernels = 0, prev = 1e30;
+  int wgrad = 0;
+  for (const auto& o : j["ops"]["ops"]) {
+    const double t = o["time_s"].get<double>();
+    EXPECT_LE(t, prev) << o["op"];
+    prev = t;
+    if (o["category"] == "compute" || o["category"] == "optimizer") kernels += t;
+    if (o["op"] == "mlp_fc1 wgrad") wgrad = o["count"].get<int>();
+  }
+  EXPECT_NEAR(kernels,
+              b["compute"].get<double>() + b["optimizer"].get<double>() +
+                  b["sm_contention"].get<double>(),
+              1e-9);
+  // 12 layers on the stage (96 / 8), 64 microbatches: one fc1 weight gradient per pair.
+  EXPECT_EQ(wgrad, 12 * 64);
+
+  const auto table = run("simulate --ops 5 " + scenario("gpt3-175b-a100.toml"));
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("ops of stage 0"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("more ops)"), std::string::npos) << table.out;
+
+  const auto bad = run("simulate --ops 5 --ops-stage 8 " + scenario("gpt3-175b-a100.toml"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("--ops-stage: stage 8 is not a pipeline stage (0..7)"),
+            std::string::npos)
+      << bad.err;
+  EXPECT_TRUE(bad.out.empty()) << bad.out;
+}

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "cli/cmd_collective.hpp"
@@ -58,11 +59,12 @@ void check_writable(const std::string& path, const char* option) {
 }
 
 int run_simulate(const std::string& file, bool json, const std::string& trace,
-                 const std::string& svg) {
+                 const std::string& svg, std::optional<trainsim::report::OpsRequest> ops) {
   check_writable(trace, "--trace");
   check_writable(svg, "--svg");
   const auto scenario = trainsim::config::load_scenario(file);
   const auto result = trainsim::workload::simulate_step(scenario);
+  if (ops) (void)trainsim::report::op_times(result, ops->stage);  // a bad stage fails first
   // Render everything before writing anything.
   const std::string trace_text =
       trace.empty() ? std::string() : trainsim::report::to_chrome_trace(scenario, result);
@@ -76,9 +78,10 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
   if (!trace.empty()) write_file(trace, trace_text);
   if (!svg.empty()) write_file(svg, svg_text);
   if (json) {
-    std::cout << trainsim::report::to_json(scenario, result);
+    std::cout << trainsim::report::to_json(scenario, result, ops);
   } else {
     trainsim::report::print_table(std::cout, scenario, result);
+    if (ops) trainsim::report::print_ops(std::cout, result, ops->stage, ops->top);
     if (!trace.empty()) {
       std::cout << "  trace written to " << trace << " (open in https://ui.perfetto.dev)\n";
     }
@@ -150,6 +153,13 @@ int main(int argc, char** argv) {
   sim->add_option("--trace", trace, "Write a Chrome trace-event JSON (opens in Perfetto)");
   std::string svg;
   sim->add_option("--svg", svg, "Draw the pipeline timeline as SVG");
+  int ops_top = -1, ops_stage = 0;
+  sim->add_option("--ops", ops_top,
+                  "Also list the N busiest ops (kernels, collectives) of one stage's rank in the "
+                  "step, with count, time and share of the step (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  sim->add_option("--ops-stage", ops_stage, "Pipeline stage of the --ops table (default 0)")
+      ->check(CLI::NonNegativeNumber);
 
   auto* cmp = app.add_subcommand("compare-schedules",
                                  "Run a scenario under every pipeline schedule it allows");
@@ -181,7 +191,11 @@ int main(int argc, char** argv) {
   try {
     if (*gpus) return list_gpus();
     if (*collective->app) return collective->run(std::cout);
-    if (*sim) return run_simulate(file, json, trace, svg);
+    if (*sim) {
+      std::optional<trainsim::report::OpsRequest> ops;
+      if (ops_top >= 0) ops = trainsim::report::OpsRequest{ops_stage, static_cast<std::size_t>(ops_top)};
+      return run_simulate(file, json, trace, svg, ops);
+    }
     if (*cmp) return run_compare(cmp_file, cmp_svg);
     if (*val) return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo);
     if (planner.selected()) return planner.run({write_file, check_writable});

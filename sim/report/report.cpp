@@ -1,10 +1,13 @@
 #include "report/report.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 
+#include "core/error.hpp"
 #include "core/hash.hpp"
 
 namespace trainsim::report {
@@ -70,9 +73,32 @@ ordered_json inputs_json(const workload::Scenario& sc) {
   return in;
 }
 
+ordered_json ops_object(const workload::StepResult& r, int stage, std::size_t top) {
+  const auto ops = op_times(r, stage);
+  const double step = r.step_time.seconds();
+  const std::size_t n = top == 0 ? ops.size() : std::min(top, ops.size());
+  ordered_json rows = ordered_json::array();
+  for (std::size_t i = 0; i < n; ++i) {
+    ordered_json o;
+    o["op"] = ops[i].op;
+    o["category"] = std::string(category_name(ops[i].category));
+    o["count"] = ops[i].count;
+    o["time_s"] = ops[i].busy.seconds();
+    o["share_of_step"] = step > 0 ? ops[i].busy.seconds() / step : 0.0;
+    rows.push_back(std::move(o));
+  }
+  ordered_json j;
+  j["stage"] = stage;
+  j["step_time_s"] = step;
+  j["ops"] = std::move(rows);
+  return j;
+}
+
+
 }  // namespace
 
-std::string to_json(const workload::Scenario& sc, const workload::StepResult& r) {
+std::string to_json(const workload::Scenario& sc, const workload::StepResult& r,
+                    std::optional<OpsRequest> ops) {
   ordered_json j;
   j["trainsim_version"] = TRAINSIM_VERSION;
   if (sc.inputs.scenario_fnv1a64 != 0) j["inputs"] = inputs_json(sc);
@@ -168,6 +194,7 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r)
     pr["collective"] = count(r.pricing->collective);
     j["pricing"] = pr;
   }
+  if (ops) j["ops"] = ops_object(r, ops->stage, ops->top);
   return j.dump(2, ' ', false, ordered_json::error_handler_t::replace) + "\n";
 }
 
@@ -332,6 +359,61 @@ void print_comparison(std::ostream& os, const workload::Scenario& sc,
   }
   os << "\n  vs 1F1B = throughput relative to 1F1B. Steady-state rows report the 4th of several "
         "simulated steps.\n";
+}
+
+std::vector<OpTime> op_times(const workload::StepResult& r, int stage) {
+  if (r.graph == nullptr || stage < 0 || stage >= static_cast<int>(r.stages.size())) {
+    throw InputError("--ops-stage", "--ops-stage: stage " + std::to_string(stage) +
+                                        " is not a pipeline stage (0.." +
+                                        std::to_string(static_cast<int>(r.stages.size()) - 1) +
+                                        ")");
+  }
+  const TaskGraph& g = *r.graph;
+  std::map<std::pair<LabelId, Category>, OpTime> by_op;
+  for (TaskId t = 0; t < g.num_tasks(); ++t) {
+    const Task& task = g.task(t);
+    if (g.stream(task.stream).rank != static_cast<std::uint32_t>(stage)) continue;
+    const Time start = std::max(r.task_start[t], r.window_begin);
+    const Time end = std::min(r.task_end[t], r.window_end);
+    if (end < start || (end == start && r.task_end[t] > r.task_start[t])) continue;
+    OpTime& o = by_op[{task.label, task.category}];
+    if (o.count == 0) {
+      o.op = std::string(g.label(task.label));
+      o.category = task.category;
+    }
+    ++o.count;
+    o.busy += end - start;
+  }
+  std::vector<OpTime> ops;
+  ops.reserve(by_op.size());
+  for (auto& [key, o] : by_op) ops.push_back(std::move(o));
+  std::sort(ops.begin(), ops.end(), [](const OpTime& a, const OpTime& b) {
+    return a.busy != b.busy ? a.busy > b.busy : a.op < b.op;
+  });
+  return ops;
+}
+
+void print_ops(std::ostream& os, const workload::StepResult& r, int stage, std::size_t top) {
+  const auto ops = op_times(r, stage);
+  const double step = r.step_time.seconds();
+  const std::size_t n = top == 0 ? ops.size() : std::min(top, ops.size());
+  os << "\n  ops of stage " << stage << " (busy time in the step; communication overlaps compute)\n";
+  os << "    op                                 kind        count    time (ms)  % of step\n";
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& o = ops[i];
+    char line[160];
+    std::snprintf(line, sizeof line, "    %-34s %-10s %6d %12.3f %9.1f%%\n", o.op.c_str(),
+                  std::string(category_name(o.category)).c_str(), o.count,
+                  o.busy.seconds() * 1e3, step > 0 ? 100 * o.busy.seconds() / step : 0.0);
+    os << line;
+  }
+  if (n < ops.size()) os << "    (" << ops.size() - n << " more ops)\n";
+}
+
+
+std::string ops_json(const workload::StepResult& r, int stage, std::size_t top) {
+  return ops_object(r, stage, top).dump(2, ' ', false, ordered_json::error_handler_t::replace) +
+         "\n";
 }
 
 std::string to_chrome_trace(const workload::Scenario& sc, const workload::StepResult& r) {
