@@ -282,13 +282,16 @@ Report run_validation(const std::filesystem::path& runs_file,
       notes.emplace_back("vocab 51200");
     }
     if (auto experts = row.num("moe_num_experts")) {
-      // Dropless MoE with the top-k router; tokens balanced over the experts (the runs train
-      // with a load-balancing auxiliary loss; no per-run routing statistics are published).
+      // Dropless MoE with the top-k router. No per-run routing statistics are published; the
+      // runs train with a load-balancing auxiliary loss, so each token's experts are drawn
+      // uniformly at random (seeded, model::Routing::Uniform): the per-microbatch imbalance
+      // of independent choices, which no router beats on average (exactly even counts,
+      // Routing::Balanced, would be an optimistic bound).
       md.moe.experts = static_cast<int>(*experts);
       md.moe.top_k = static_cast<int>(row.num("moe_top_k").value_or(2));
       md.moe.expert_ffn_hidden = static_cast<int>(row.num("moe_ffn_hidden_size").value_or(md.ffn_hidden));
-      md.moe.routing = model::Routing::Balanced;
-      notes.emplace_back("balanced routing");
+      md.moe.routing = model::Routing::Uniform;
+      notes.emplace_back("uniform random routing (seeded)");
     }
     auto& tr = sc.training;
     if (auto mb = row.num("micro_batch_size")) {
