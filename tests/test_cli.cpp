@@ -339,3 +339,26 @@ TEST(Cli, OpsTableAddsUpToTheStageKernelTime) {
       << bad.err;
   EXPECT_TRUE(bad.out.empty()) << bad.out;
 }
+
+// validate --scenarios DIR writes one scenario file per simulated row, which simulate runs;
+// a directory that does not exist is bad input before anything is simulated or written.
+TEST(Cli, ValidateWritesRowScenarios) {
+  const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
+  if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no ../shared/validation";
+  const auto dir = test::temp_dir("cli-validate-scenarios");
+  const auto r = run("validate " + runs.string() + " --group korthikanti2022_table4 --scenarios " +
+                     dir.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("5 row scenarios written to"), std::string::npos) << r.out;
+  const auto row = dir / "korthikanti2022_t4_selective_sequence.toml";
+  ASSERT_TRUE(std::filesystem::exists(row));
+  const auto sim = run("simulate " + row.string());
+  EXPECT_EQ(sim.code, 0) << sim.err;
+
+  const auto csv = dir / "rows.csv";
+  const auto bad = run("validate " + runs.string() + " --csv " + csv.string() +
+                       " --scenarios " + (dir / "missing").string());
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("--scenarios: directory"), std::string::npos) << bad.err;
+  EXPECT_FALSE(std::filesystem::exists(csv));
+}

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "config/scenario.hpp"
+#include "config/scenario_writer.hpp"
 #include "config/units.hpp"
 #include "test_util.hpp"
 
@@ -195,4 +196,60 @@ TEST(Config, TopologyErrors) {
               std::string::npos)
         << what;
   }
+}
+
+// Writing a scenario back: every shipped scenario whose model is given by its shape (or by a
+// Hugging Face config without MLA) is written, read back and written again; the two texts are
+// identical, and the smaller ones simulate to the same picosecond. MLA models are refused.
+TEST(ScenarioWriter, ShippedScenariosRoundTripToTheSamePicosecond) {
+  const auto dir = test::temp_dir("scenario-writer");
+  int written = 0, simulated = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(test::source_dir() / "scenarios")) {
+    if (entry.path().extension() != ".toml") continue;
+    const auto sc = config::load_scenario(entry.path());
+    const auto topo = test::source_dir() / "topologies" / sc.inputs.topology_file;
+    if (sc.model.mla.enabled()) {
+      EXPECT_THROW((void)config::scenario_toml(sc, topo), std::invalid_argument) << entry.path();
+      continue;
+    }
+    const std::string text = config::scenario_toml(sc, topo);
+    const auto path = test::write(dir / entry.path().filename(), text);
+    const auto back = config::load_scenario(path);
+    EXPECT_EQ(config::scenario_toml(back, topo), text) << entry.path();
+    ++written;
+    // The 1T and 2,048-GPU full-fidelity scenarios take seconds each; the rest are quick.
+    if (sc.gpus > 1024 || sc.layout.pp > 16) continue;
+    EXPECT_EQ(workload::simulate_step(back).step_time.count_ps(),
+              workload::simulate_step(sc).step_time.count_ps())
+        << entry.path();
+    ++simulated;
+  }
+  EXPECT_GE(written, 12);
+  EXPECT_GE(simulated, 8);
+}
+
+TEST(ScenarioWriter, WritesEveryNonDefaultSetting) {
+  std::string text = test::small_scenario();
+  text = test::replace(text, "micro_batch = 2\n",
+                       "micro_batch = 2\ndtype = \"fp16\"\nrecompute = \"full\"\n"
+                       "attention = \"unfused\"\nbias_kernels = \"separate\"\n"
+                       "wgrad_accumulation = \"separate\"\ntokens = 1e9\n");
+  text = test::replace(text, "seq_len = 1024\n", "seq_len = 1024\nbias = true\nhead_dim = 128\n");
+  text += "[cost]\ngpu_hour_usd = 2.5\n";
+  const auto dir = test::temp_dir("scenario-writer-keys");
+  const auto sc = config::load_scenario(test::write(dir / "s.toml", text));
+  const auto back = config::load_scenario(test::write(
+      dir / "back.toml",
+      config::scenario_toml(sc, test::source_dir() / "topologies/dgx-a100.toml")));
+  EXPECT_EQ(back.training.dtype, hw::Dtype::FP16);
+  EXPECT_EQ(back.training.recompute, model::Recompute::Full);
+  EXPECT_FALSE(back.training.flash_attention);
+  EXPECT_FALSE(back.training.bias_in_epilogue);
+  EXPECT_FALSE(back.training.fused_wgrad_accumulation);
+  EXPECT_DOUBLE_EQ(*back.training.tokens, 1e9);
+  EXPECT_TRUE(back.model.bias);
+  EXPECT_EQ(back.model.head_size, 128);
+  EXPECT_DOUBLE_EQ(*back.gpu_hour_usd, 2.5);
+  EXPECT_EQ(back.layout.sequence_parallel, sc.layout.sequence_parallel);
+  EXPECT_EQ(back.layout.dp, sc.layout.dp);
 }

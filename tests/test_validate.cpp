@@ -305,3 +305,26 @@ iteration_time_s = 1.0
   EXPECT_NE(why.find("fields that are not numbers: hidden_size (line 6)"), std::string::npos)
       << why;
 }
+
+// Every simulated row is also a scenario file: loading it and simulating gives the row's
+// prediction exactly (iteration-time rows: the step time itself).
+TEST(Validate, RowScenariosReproduceThePredictions) {
+  const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
+  if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no ../shared/validation";
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies",
+                                               "korthikanti2022_table5");
+  const auto dir = test::temp_dir("validate-scenarios");
+  int checked = 0;
+  for (const auto& r : report.rows) {
+    if (!r.ok) {
+      EXPECT_TRUE(r.scenario_toml.empty()) << r.id;
+      continue;
+    }
+    ASSERT_FALSE(r.scenario_toml.empty()) << r.id;
+    const auto sc = config::load_scenario(test::write(dir / (r.id + ".toml"), r.scenario_toml));
+    EXPECT_EQ(sc.name, r.id);
+    EXPECT_EQ(workload::simulate_step(sc).step_time.seconds(), r.predicted) << r.id;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 8);
+}

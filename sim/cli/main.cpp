@@ -107,9 +107,17 @@ int run_compare(const std::string& file, const std::string& svg) {
 }
 
 int run_validate(const std::string& file, const std::string& group, bool json,
-                 const std::string& csv, const std::string& markdown, const std::string& topo) {
+                 const std::string& csv, const std::string& markdown, const std::string& topo,
+                 const std::string& scenarios) {
   check_writable(csv, "--csv");
   check_writable(markdown, "--markdown");
+  if (!scenarios.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(scenarios, ec)) {
+      throw trainsim::InputError("--scenarios", "--scenarios: directory \"" + scenarios +
+                                                    "\" does not exist");
+    }
+  }
   const auto report = trainsim::validate::run_validation(file, topo, group);
   if (report.rows.empty()) {
     throw trainsim::InputError("--group", "no rows" + (group.empty() ? std::string() :
@@ -121,10 +129,22 @@ int run_validate(const std::string& file, const std::string& group, bool json,
                        : trainsim::validate::report_markdown(report, file);
   if (!csv.empty()) write_file(csv, csv_text);
   if (!markdown.empty()) write_file(markdown, md_text);
+  int written = 0;
+  if (!scenarios.empty()) {
+    for (const auto& row : report.rows) {
+      if (row.scenario_toml.empty()) continue;
+      write_file(std::filesystem::path(scenarios) / (row.id + ".toml"), row.scenario_toml);
+      ++written;
+    }
+  }
   if (json) {
     std::cout << trainsim::validate::report_json(report);
   } else {
     trainsim::validate::print_report(std::cout, report);
+    if (!scenarios.empty()) {
+      std::cout << "\n  " << written << " row scenarios written to " << scenarios
+                << " (trainsim simulate DIR/ROW.toml --ops 20)\n";
+    }
   }
   return kOk;
 }
@@ -176,6 +196,9 @@ int main(int argc, char** argv) {
   val->add_option("--csv", val_csv, "Write the rows as CSV");
   val->add_option("--markdown", val_md, "Write the tables as Markdown (docs/validation.md)");
   val->add_option("--topologies", val_topo, "Folder with dgx-a100.toml, dgx-h100.toml, ...");
+  std::string val_scenarios;
+  val->add_option("--scenarios", val_scenarios,
+                  "Write each simulated row as a scenario file DIR/<row id>.toml");
 
   auto* gpus = app.add_subcommand("list-gpus", "List the built-in GPU hardware profiles");
   const auto collective = trainsim::cli::add_collective_command(app);
@@ -197,7 +220,10 @@ int main(int argc, char** argv) {
       return run_simulate(file, json, trace, svg, ops);
     }
     if (*cmp) return run_compare(cmp_file, cmp_svg);
-    if (*val) return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo);
+    if (*val) {
+      return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo,
+                          val_scenarios);
+    }
     if (planner.selected()) return planner.run({write_file, check_writable});
   } catch (const trainsim::config::ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";

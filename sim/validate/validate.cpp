@@ -13,6 +13,7 @@
 #include <toml++/toml.h>
 
 #include "config/scenario.hpp"
+#include "config/scenario_writer.hpp"
 #include "core/error.hpp"
 #include "hw/gpu.hpp"
 
@@ -385,6 +386,8 @@ Report run_validation(const std::filesystem::path& runs_file,
       skip("gpus (" + std::to_string(sc.gpus) + ") not a multiple of the node size");
       continue;
     }
+    res.scenario_toml =
+        config::scenario_toml(sc, std::filesystem::absolute(topologies / topo_file));
     try {
       if (per_layer) {
         const auto [fwd, bwd] = layer_pass_ms(sc);

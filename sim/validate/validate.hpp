@@ -30,6 +30,10 @@ struct RowResult {
   /// Per-layer rows (metric "layer_ms" = forward + backward of one layer, ms): the parts.
   std::string detail;           ///< per-layer rows: forward and backward compared
   double published_fwd_ms = 0, published_bwd_ms = 0, predicted_fwd_ms = 0, predicted_bwd_ms = 0;
+  /// The scenario the row was turned into, as a scenario file (config::scenario_toml; the
+  /// topology by absolute path), for rows that got that far; empty otherwise. A per-layer
+  /// row's scenario is the whole model (layer_pass_ms cuts it to one and two layers).
+  std::string scenario_toml;
 };
 
 struct GroupResult {

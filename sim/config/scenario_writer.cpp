@@ -1,0 +1,116 @@
+#include "config/scenario_writer.hpp"
+
+#include <sstream>
+#include <stdexcept>
+#include <toml++/toml.h>
+
+#include "model/transformer.hpp"
+#include "parallel/layout.hpp"
+
+namespace trainsim::config {
+
+namespace {
+
+std::string str(std::string_view s) { return std::string(s); }
+
+}  // namespace
+
+std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology,
+                          const std::filesystem::path& profile) {
+  const auto& md = sc.model;
+  if (md.mla.enabled()) {
+    throw std::invalid_argument("scenario \"" + sc.name +
+                                "\": a model with multi-head latent attention can only be "
+                                "written with its model.hf_config");
+  }
+  toml::table model{{"name", md.name},
+                    {"layers", md.layers},
+                    {"hidden", md.hidden},
+                    {"heads", md.heads},
+                    {"kv_heads", md.kv_heads},
+                    {"ffn_hidden", md.ffn_hidden},
+                    {"vocab", md.vocab},
+                    {"seq_len", md.seq_len},
+                    {"activation", model::activation_name(md.activation)},
+                    {"norm", model::norm_name(md.norm)},
+                    {"tied_embeddings", md.tied_embeddings},
+                    {"causal", md.causal},
+                    {"bias", md.bias}};
+  if (md.head_size > 0) model.insert("head_dim", md.head_size);
+  if (md.moe.enabled()) {
+    const auto& moe = md.moe;
+    toml::table t{{"experts", moe.experts},
+                  {"top_k", moe.top_k},
+                  {"expert_ffn_hidden", moe.expert_ffn_hidden},
+                  {"shared_experts", moe.shared_experts},
+                  {"shared_ffn_hidden", moe.shared_ffn_hidden},
+                  {"capacity_factor", moe.capacity_factor},
+                  {"moe_layer_freq", moe.layer_freq},
+                  {"first_dense_layers", moe.first_dense_layers},
+                  {"routing", model::routing_name(moe.routing)},
+                  {"permute_fusion", moe.permute_fusion}};
+    if (moe.routing == model::Routing::Zipf) t.insert("zipf_exponent", moe.zipf_exponent);
+    if (moe.routing == model::Routing::Imbalance) t.insert("imbalance", moe.imbalance);
+    model.insert("moe", std::move(t));
+  }
+
+  const auto& tr = sc.training;
+  toml::table training{{"global_batch", tr.global_batch},
+                       {"micro_batch", tr.micro_batch},
+                       {"dtype", str(hw::dtype_name(tr.dtype))},
+                       {"recompute", model::recompute_name(tr.recompute)},
+                       {"attention", tr.flash_attention ? "flash" : "unfused"},
+                       {"bias_kernels", tr.bias_in_epilogue ? "epilogue" : "separate"},
+                       {"wgrad_accumulation", tr.fused_wgrad_accumulation ? "fused" : "separate"}};
+  if (tr.tokens) training.insert("tokens", *tr.tokens);
+
+  const auto& L = sc.layout;
+  toml::table parallel{
+      {"tp", L.tp},
+      {"pp", L.pp},
+      {"dp", L.dp},
+      {"ep", L.ep},
+      {"cp", L.cp},
+      {"sequence_parallel", L.sequence_parallel},
+      {"virtual_stages", L.virtual_stages},
+      {"schedule", str(parallel::schedule_name(L.schedule))},
+      {"zero", L.zero},
+      {"overlap_grad_reduce", L.overlap_grad_reduce},
+      {"overlap_param_gather", L.overlap_param_gather},
+      {"tp_comm_overlap", L.tp_comm_overlap},
+      {"optimizer_post_validation", L.optimizer_post_validation},
+      {"cp_comm", L.cp_comm == parallel::Layout::CpComm::P2P ? "p2p" : "all_gather"}};
+  if (L.dp_bucket_params > 0) parallel.insert("dp_bucket_params", L.dp_bucket_params);
+
+  toml::table cluster{{"topology", topology.generic_string()},
+                      {"gpus", sc.gpus},
+                      {"profile", profile.empty() ? sc.gpu.key : profile.generic_string()}};
+
+  toml::array stragglers;
+  for (const auto& s : sc.stragglers) {
+    stragglers.push_back(toml::table{{"gpu", s.gpu},
+                                     {"speed", s.speed},
+                                     {"nic_bandwidth", s.nic_bandwidth},
+                                     {"nvlink_bandwidth", s.nvlink_bandwidth}});
+  }
+  toml::table simulation{{"fidelity", workload::fidelity_name(sc.fidelity)},
+                         {"seed", static_cast<std::int64_t>(sc.seed)},
+                         {"steps", sc.steps},
+                         {"sm_contention", sc.sm_contention}};
+  if (!stragglers.empty()) simulation.insert("stragglers", std::move(stragglers));
+
+  toml::table root{{"version", 1},
+                   {"name", sc.name},
+                   {"model", std::move(model)},
+                   {"training", std::move(training)},
+                   {"parallel", std::move(parallel)},
+                   {"cluster", std::move(cluster)},
+                   {"simulation", std::move(simulation)}};
+  if (sc.gpu_hour_usd) root.insert("cost", toml::table{{"gpu_hour_usd", *sc.gpu_hour_usd}});
+  std::ostringstream os;
+  os << "# Written by trainsim " << TRAINSIM_VERSION << " (config::scenario_toml).\n" << root
+     << "\n";
+  return os.str();
+}
+
+}  // namespace trainsim::config

@@ -1,0 +1,24 @@
+// Writing a scenario back as a scenario file (schema version 1): the inverse of load_scenario
+// for every scenario whose model is given by its shape, so that a scenario built in code (a
+// validate row, a search result) can be simulated, inspected and edited like a shipped one.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "workload/builder.hpp"
+
+namespace trainsim::config {
+
+/// The scenario as TOML text that load_scenario reads back into the same simulation (same
+/// step time to the picosecond): every key of [model] (and [model.moe]), [training],
+/// [parallel], [cluster], [simulation] and [cost] written explicitly, defaults included.
+/// `topology` and `profile` are written as given ([cluster] topology, and profile when
+/// non-empty: a measured profile file; otherwise the built-in GPU key sc.gpu.key); relative
+/// paths resolve against the written file's directory when it is loaded.
+/// Throws std::invalid_argument for a model with multi-head latent attention (MLA comes only
+/// from a Hugging Face config: model.hf_config).
+std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology,
+                          const std::filesystem::path& profile = {});
+
+}  // namespace trainsim::config
