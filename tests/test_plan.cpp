@@ -454,6 +454,30 @@ TEST(PlanCli, SearchJsonKeysAndCsv) {
   EXPECT_NE(t.out.find("why the runners-up lose"), std::string::npos);
 }
 
+// search --write-best writes the winner as a scenario file; simulating it gives the step time
+// the search ranked it by, with the winning layout.
+TEST(PlanCli, SearchWritesTheBestLayoutAsAScenario) {
+  const auto dir = test::temp_dir("plan-cli-best");
+  const auto best = dir / "best.toml";
+  const auto r = cli("search " + scenario("gpt3-175b-a100.toml") + " --json --top 1 --des 16 " +
+                     "--threads 1 --write-best " + best.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto top = nlohmann::json::parse(r.out)["top"][0];
+  const auto sim = cli("simulate --json " + best.string());
+  ASSERT_EQ(sim.code, 0) << sim.err;
+  const auto j = nlohmann::json::parse(sim.out);
+  EXPECT_EQ(j["step_time_s"].get<double>(), top["step_time_s"].get<double>());
+  for (const char* k : {"tp", "pp", "dp", "virtual_stages", "schedule", "micro_batch", "zero",
+                        "recompute"}) {
+    EXPECT_EQ(j["layout"][k], top["layout"][k]) << k;
+  }
+  EXPECT_EQ(j["scenario"], "gpt3-175b-a100-best");
+  const auto bad = cli("search " + scenario("gpt3-175b-a100.toml") +
+                       " --write-best /nonexistent-dir/best.toml");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("--write-best"), std::string::npos) << bad.err;
+}
+
 TEST(PlanCli, SearchBadInput) {
   const auto r = cli("search " + scenario("gpt3-175b-a100.toml") + " --gpus 12");
   EXPECT_EQ(r.code, 1);

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "config/scenario.hpp"
+#include "config/scenario_writer.hpp"
 #include "core/error.hpp"
 #include "hw/gpu.hpp"
 #include "plan/distributed.hpp"
@@ -98,6 +99,8 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
       ->check(CLI::Range(1, 1 << 30));
   search_->add_option("--csv", s_csv_, "Write every enumerated layout, with why it was rejected");
   search_->add_flag("--json", s_json_, "Print JSON (candidates_evaluated, rejected, top)");
+  search_->add_option("--write-best", s_best_,
+                      "Write the best layout as a scenario file (simulate it, edit it)");
   search_->add_option("--threads", s_threads_, "Threads per process (default 0: all cores)")
       ->check(CLI::Range(0, 4096));
   search_->add_option("--des", s_des_, "Most discrete-event simulations (default 2048)")
@@ -136,7 +139,10 @@ int PlanCommands::run(const FileIo& io) {
 int PlanCommands::run_search(const FileIo& io) {
   const auto& comm = plan::Communicator::world();
   const bool root = comm.rank() == 0;
-  if (root) io.check(s_csv_, "--csv");
+  if (root) {
+    io.check(s_csv_, "--csv");
+    io.check(s_best_, "--write-best");
+  }
   auto sc = config::load_scenario(s_file_);
   if (s_gpus_ > 0) {
     if (s_gpus_ % sc.topology.gpus_per_node != 0) {
@@ -168,9 +174,17 @@ int PlanCommands::run_search(const FileIo& io) {
   const auto r = plan::search(sc, opt, comm);
   if (!root) return 0;
   const std::string out = s_json_ ? plan::search_json(sc, r, s_top_) : plan::search_text(sc, r, s_top_);
+  std::string best_text;
+  if (!s_best_.empty()) {
+    auto best = plan::apply(sc, r.all[r.ranking.front()].c);
+    best.name = sc.name + "-best";
+    best_text = config::scenario_toml(best);
+  }
   if (!s_csv_.empty()) io.write(s_csv_, plan::search_csv(sc, r));
+  if (!s_best_.empty()) io.write(s_best_, best_text);
   std::cout << out;
   if (!s_json_ && !s_csv_.empty()) std::cout << "  every layout written to " << s_csv_ << "\n";
+  if (!s_json_ && !s_best_.empty()) std::cout << "  best layout written to " << s_best_ << "\n";
   std::cout.flush();
   return 0;
 }

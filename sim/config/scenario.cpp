@@ -572,6 +572,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   sc.inputs.scenario_fnv1a64 = fnv1a64_file(path);
   sc.inputs.topology_fnv1a64 = fnv1a64_file(topo_path);
   sc.inputs.topology_file = topo_path.filename().string();
+  sc.inputs.topology_path = std::filesystem::absolute(topo_path).lexically_normal().string();
   sc.gpus = static_cast<int>(c.bounded_req("gpus", 1, 1 << 20));
   std::string profile = c.string("profile").value_or(sc.topology.gpu);
   if (profile.size() > 5 && profile.ends_with(".toml")) {
@@ -592,6 +593,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
     profile = sc.profile->base_gpu;
     sc.inputs.profile_fnv1a64 = fnv1a64_file(prof_path);
     sc.inputs.profile_file = prof_path.filename().string();
+    sc.inputs.profile_path = std::filesystem::absolute(prof_path).lexically_normal().string();
   }
   const hw::GpuSpec* gpu = hw::find_builtin_gpu(profile);
   if (gpu == nullptr) {

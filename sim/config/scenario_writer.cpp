@@ -82,9 +82,16 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
       {"cp_comm", L.cp_comm == parallel::Layout::CpComm::P2P ? "p2p" : "all_gather"}};
   if (L.dp_bucket_params > 0) parallel.insert("dp_bucket_params", L.dp_bucket_params);
 
-  toml::table cluster{{"topology", topology.generic_string()},
+  const std::filesystem::path topo =
+      topology.empty() ? std::filesystem::path(sc.inputs.topology_path) : topology;
+  if (topo.empty()) {
+    throw std::invalid_argument("scenario \"" + sc.name + "\": no topology file to write");
+  }
+  const std::filesystem::path prof =
+      profile.empty() ? std::filesystem::path(sc.inputs.profile_path) : profile;
+  toml::table cluster{{"topology", topo.generic_string()},
                       {"gpus", sc.gpus},
-                      {"profile", profile.empty() ? sc.gpu.key : profile.generic_string()}};
+                      {"profile", prof.empty() ? sc.gpu.key : prof.generic_string()}};
 
   toml::array stragglers;
   for (const auto& s : sc.stragglers) {

@@ -13,12 +13,14 @@ namespace trainsim::config {
 /// The scenario as TOML text that load_scenario reads back into the same simulation (same
 /// step time to the picosecond): every key of [model] (and [model.moe]), [training],
 /// [parallel], [cluster], [simulation] and [cost] written explicitly, defaults included.
-/// `topology` and `profile` are written as given ([cluster] topology, and profile when
-/// non-empty: a measured profile file; otherwise the built-in GPU key sc.gpu.key); relative
-/// paths resolve against the written file's directory when it is loaded.
+/// `topology` and `profile` are written as given ([cluster] topology; profile when non-empty:
+/// a measured profile file); empty, they default to the files the scenario was loaded from
+/// (Scenario::Inputs, absolute paths), and profile then to the built-in GPU key sc.gpu.key
+/// when no measured profile was loaded. Relative paths resolve against the written file's
+/// directory when it is loaded.
 /// Throws std::invalid_argument for a model with multi-head latent attention (MLA comes only
-/// from a Hugging Face config: model.hf_config).
-std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology,
+/// from a Hugging Face config: model.hf_config), and when no topology path is known.
+std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology = {},
                           const std::filesystem::path& profile = {});
 
 }  // namespace trainsim::config

@@ -99,6 +99,9 @@ struct Scenario {
   struct Inputs {
     std::uint64_t scenario_fnv1a64 = 0, topology_fnv1a64 = 0, profile_fnv1a64 = 0;
     std::string topology_file, profile_file;
+    /// The files as loaded (resolved against the scenario's directory), for writing the
+    /// scenario back (config::scenario_toml); empty when built in code.
+    std::string topology_path, profile_path;
   };
   Inputs inputs;
 };
