@@ -99,6 +99,7 @@ std::vector<GpuSpec> make_builtins() {
   a100.gemm_efficiency_16bit = 0.869;  // MAMF 271.2 TFLOP/s (ml-engineering mamf-finder)
   a100.gemm_efficiency_fp8 = 0;
   a100.kernel_launch_floor_s = 2e-6;   // pytorch/ao roofline_utils
+  a100.comm_sms = 24;                 // 24 NCCL ring channels (nccl-tests issue #100)
   a100.nvlink_bw = 300 * kG;
   a100.nccl_nvlink_bw = 240 * kG;      // NCCL topo.h SM80 20 GB/s x 12 links
   // 8 x A100 all_reduce sweep (hardware.md §3.2: 171.5 / 194 / 229 / 234.9 GB/s busbw at

@@ -53,9 +53,12 @@ struct GpuSpec {
   /// 0.6 at 1 MB).
   double memory_kernel_latency_s = 1.3e-6;
   /// SMs that communication kernels hold while a collective or transfer runs: NCCL runs one
-  /// thread block per channel, and its ring/tree kernels on NVSwitch nodes use 16 or more
-  /// channels (NCCL's NCCL_MIN/MAX_NCHANNELS; DeepSeek-V3 reserves 20 of 132 SMs for
-  /// communication, arXiv:2412.19437 §3.2.2). 16 is the assumption for every built-in GPU.
+  /// thread block per channel. Measured channel counts: 24 ring channels on an 8-GPU
+  /// NVSwitch A100 node (NCCL debug log in NVIDIA/nccl-tests issue #100, "Channel 23/24");
+  /// 16 collective channels on H800 (NVIDIA/nccl issue #892) and at most 16 for NVLS on
+  /// Hopper (NCCL source comment quoted in NVIDIA/nccl issue #1041). DeepSeek-V3 reserves 20
+  /// of 132 SMs for communication (arXiv:2412.19437 §3.2.2). Default 16; the A100 profiles
+  /// set 24.
   int comm_sms = 16;
   double nvlink_bw = 0;              ///< datasheet NVLink bandwidth per GPU per direction, B/s
   double nccl_nvlink_bw = 0;         ///< NCCL model's effective NVLink bus bandwidth, B/s
