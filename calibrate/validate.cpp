@@ -155,6 +155,14 @@ ValidationResult validate_step(Context& ctx, const workload::Scenario& sc,
         }
         break;
       case model::OpKind::Embedding:
+        if (kk.pass == workload::StepPass::BackwardWeight) {
+          // The dense table gradient (workload::embedding_grad_bytes): the real step streams
+          // the fp32 table gradient once (a zero-fill), 4 of the model's 12 bytes per entry.
+          step.push_back({Kind::Memory, [&](cudaStream_t s) {
+                            check(cudaMemsetAsync(dtable.get(), 0, dtable.bytes(), s), "memset");
+                          }});
+          break;
+        }
         step.push_back({Kind::Memory, [&, bwd](cudaStream_t s) {
                           check(bwd ? kernels::embedding_bwd(dy.get(), ids.as<std::int32_t>(), dtable.as<float>(), T, hc, s)
                                     : kernels::embedding_fwd(table.get(), ids.as<std::int32_t>(), y.get(), T, hc, s),

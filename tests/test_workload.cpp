@@ -88,13 +88,13 @@ TEST(Workload, SmContentionOnlySlowsAndCanBeSwitchedOff) {
   EXPECT_GT(with.step_time, without.step_time);
   EXPECT_GT(with.breakdown.contention, 0.0);
   EXPECT_EQ(without.breakdown.contention, 0.0);
-  EXPECT_EQ(without.step_time.count_ps(), 11408420421);  // the golden without SM contention
+  EXPECT_EQ(without.step_time.count_ps(), 11516857907);  // the golden without SM contention
 }
 
 TEST(Workload, GoldenSmallScenarioExactPicoseconds) {
   const auto r = simulate_step(small());
   // Golden value: changes only when the cost model or the graph changes on purpose.
-  EXPECT_EQ(r.step_time.count_ps(), 11583830831);
+  EXPECT_EQ(r.step_time.count_ps(), 11692268317);
 }
 
 TEST(Workload, OneFOneBHoldsAtMostPMicrobatchesGPipeHoldsAll) {
@@ -425,4 +425,30 @@ TEST(Workload, WgradAccumulationKeySelectsTheKernels) {
   EXPECT_TRUE(fused.training.fused_wgrad_accumulation);
   EXPECT_FALSE(separate.training.fused_wgrad_accumulation);
   EXPECT_GT(simulate_step(separate).step_time, simulate_step(fused).step_time);
+}
+
+// The embedding backward as PyTorch runs it: the scatter-add of the looked-up rows
+// (model::embedding_op's bytes) plus the dense [V/t, h] table gradient, zero-filled in 16 bits
+// and added into the fp32 main gradient (2 + 2 + 4 + 4 bytes per table entry), per microbatch.
+TEST(Workload, EmbeddingBackwardWritesTheDenseTableGradient) {
+  const auto dir = test::temp_dir("workload-embedding");
+  std::string text = test::small_scenario();
+  text = test::replace(text, "gpus = 16\n", "gpus = 16\n[simulation]\nsm_contention = false\n");
+  const auto sc = config::load_scenario(test::write(dir / "s.toml", text));
+  const auto r = simulate_step(sc);
+  const cost::CostModel cost(sc.gpu);
+  const double tp = sc.layout.tp, act = 2.0 * 1024 * 1024 * 2;  // micro 2 x seq 1024 x h x bf16
+  // The rows' bytes are sequence-sharded under SP (model::embedding_op, rank_op).
+  const Time expected = cost.memory_bound(3 * act / tp) +
+                        cost.memory_bound(32000.0 * 1024 / tp * (2 + 2 + 2 * 4));
+  const int microbatches = static_cast<int>(sc.training.global_batch /
+                                            (sc.training.micro_batch * sc.layout.dp));
+  bool found = false;
+  for (const auto& o : report::op_times(r, 0)) {
+    if (o.op != "embedding bwd") continue;
+    found = true;
+    EXPECT_EQ(o.count, microbatches);
+    EXPECT_EQ(o.busy.count_ps(), (expected * microbatches).count_ps());
+  }
+  EXPECT_TRUE(found);
 }

@@ -621,6 +621,10 @@ class StepBuilder final : public PassEmitter {
     c_.mlp_out = op_cost(find(swiglu ? "mlp_down" : "mlp_fc2"), swiglu ? "mlp_down" : "mlp_fc2");
     c_.mlp_residual = op_cost(find("mlp_residual"), "mlp_residual");
     c_.embedding = op_cost(model::embedding_op(mdl, b), "embedding");
+    // The table's dense weight gradient, every microbatch (~1% of a small model's step with
+    // a 128k vocabulary).
+    c_.embedding.bwd_input +=
+        cost_.memory_bound(embedding_grad_bytes(sc_.model, tp_, sc_.training.dtype));
     const auto head = model::head_ops(mdl, b);
     c_.final_norm = op_cost(head[0], "final_norm");
     c_.lm_head = op_cost(head[1], "lm_head");
@@ -1251,6 +1255,10 @@ std::int64_t qkv_width(const model::ModelSpec& mdl, int tp) {
   const std::int64_t d = mdl.head_dim();
   const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp);
   return static_cast<std::int64_t>(mdl.heads / tp) * d + 2 * kv_local * d;
+}
+
+double embedding_grad_bytes(const model::ModelSpec& model, int tp, hw::Dtype dtype) {
+  return model.embedding_params() / tp * (2.0 + 2.0 + 2.0 * hw::dtype_bytes(gradient_dtype(dtype)));
 }
 
 double optimizer_step_bytes(double shard_params, double buffer_params, hw::Dtype dtype) {

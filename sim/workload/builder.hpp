@@ -181,6 +181,14 @@ struct StepResult {
 /// (one replicated K/V head per rank when tp exceeds kv_heads).
 std::int64_t qkv_width(const model::ModelSpec& model, int tp);
 
+/// HBM bytes of the embedding table's weight gradient on one of `tp` ranks, per microbatch,
+/// as PyTorch computes it (aten embedding_dense_backward): a dense [V/t, h] gradient
+/// zero-filled in the 16-bit parameter dtype (2 B) before the looked-up rows are summed into
+/// it, then added into the main gradient by the data-parallel hook (main_grad.add_(grad):
+/// read 2, read and write workload::gradient_dtype). The scatter-add of the rows themselves
+/// is model::embedding_op's backward.
+double embedding_grad_bytes(const model::ModelSpec& model, int tp, hw::Dtype dtype);
+
 /// HBM bytes of one rank's optimizer step in Megatron-LM's mixed-precision optimizer
 /// (megatron/core/optimizer/optimizer.py MixedPrecisionOptimizer.step; apex FusedAdam;
 /// megatron/core/distributed/param_and_grad_buffer.py), all memory-bound:

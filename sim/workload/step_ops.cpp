@@ -82,6 +82,9 @@ std::vector<StepKernel> microbatch_kernels(const Scenario& sc) {
     }
   }
   backward(out, emb, -1);
+  // The dense table gradient (workload::embedding_grad_bytes), priced as its own kernel.
+  out.push_back({"embedding_grad", -1, StepPass::BackwardWeight, emb, 0, 0, 0,
+                 embedding_grad_bytes(mdl, sc.layout.tp, sc.training.dtype)});
   return out;
 }
 
