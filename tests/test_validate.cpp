@@ -228,12 +228,12 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
-  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.05},
-                                         {"korthikanti2022_table4", 0.05},
-                                         {"narayanan2021_table1", 0.17},
+  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.045},
+                                         {"korthikanti2022_table4", 0.045},
+                                         {"narayanan2021_table1", 0.16},
                                          {"megatron_core_h100", 0.11},
                                          {"nemo_2407_h100", 0.13},
-                                         {"megatron_llama_example", 0.07},
+                                         {"megatron_llama_example", 0.065},
                                          {"megatron_moe_mixtral", 0.23}};
   for (const auto& g : report.groups) {
     auto it = bound.find(g.group);
@@ -250,7 +250,7 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
 
 // The NeMo subset: the nemo_2407_h100 pre-training rows that need neither MoE nor
 // context parallelism (at least 8 rows), picked from the file by their fields. The issue's
-// bound is 10%; this guard holds the measured 12.3% (docs/accuracy.md: not met since the
+// bound is 10%; this guard holds the measured 12.2% (docs/accuracy.md: not met since the
 // rows are compared with NeMo's own FLOP count).
 TEST(Validate, NemoPretrainingRowsWithoutMoeOrCpStayWithinTheirMeasuredError) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
