@@ -278,6 +278,23 @@ TEST(ContextParallel, CpOneIsThePlainStepAndRingStepsRunPerLayer) {
   const std::size_t passes = 4 * (16 / (2 * 4));  // layers x microbatches per pipeline
   EXPECT_EQ(attn_fwd, 2 * passes);
   EXPECT_EQ(kv, passes * (1 + 2));  // forward: 1 transfer; backward: 1 KV+dKV, 1 dKV return
+  // Transformer Engine's ring merges, as the builder prices them: per attention forward the
+  // KV concatenation and zeroed output, one half-KV copy per later step and one merge of
+  // each step's output; per backward the KV copy, the half-KV copies and the dQ/dKV
+  // accumulation of each step. Rank shapes: out = 2 x 512 x 1024/2 x 2 B, K+V twice that.
+  const cost::CostModel cost(load("cp2", cp2).gpu);
+  const double out = 2.0 * 512 * 512 * 2, kvb = 2.0 * out;
+  Time merge_fwd, merge_bwd;
+  for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+    const auto& task = r.graph->task(t);
+    if (r.graph->label(task.label) == "cp attention merge") merge_fwd += task.duration;
+    if (r.graph->label(task.label) == "cp attention merge bwd") merge_bwd += task.duration;
+  }
+  const auto n = static_cast<std::int64_t>(passes);
+  EXPECT_EQ(merge_fwd, (cost.memory_bound(2 * kvb + out) + cost.memory_bound(kvb) +
+                        cost.memory_bound(3 * out) * 2) * n);
+  EXPECT_EQ(merge_bwd, (cost.memory_bound(2 * kvb) + cost.memory_bound(kvb) +
+                        cost.memory_bound(3 * out + 3 * kvb) * 2) * n);
   // Per-token work halves: the step is faster than without CP on half the GPUs.
   EXPECT_LT(r.step_time, plain.step_time);
   EXPECT_LT(r.memory.activations, plain.memory.activations);

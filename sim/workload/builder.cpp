@@ -66,6 +66,13 @@ struct LayerCosts {
   // Context parallelism: one ring step's KV transfer (forward; backward also moves dKV),
   // or the all-gather of K and V and the reduce-scatter of their gradients.
   CommCost cp_kv, cp_kv_bwd, cp_ag, cp_rs;
+  // Ring CP's memory-bound kernels around the per-step attention (Transformer Engine's
+  // AttnFuncWithCPAndKVP2P), on the busiest rank (the last of the ring): forward, the KV
+  // concatenation into the send buffer and the zeroed output, then after each step the merge
+  // of its partial output (flash_attn_fwd_out_correction) and, from the second step on, the
+  // copy of the first KV half; backward, the KV copy into the send buffer, then after each
+  // step the dQ and dKV accumulation and, but for the last step, the KV half copy.
+  Time cp_fwd_prep, cp_fwd_merge, cp_fwd_half_kv, cp_bwd_prep, cp_bwd_merge, cp_bwd_half_kv;
 };
 
 class StepBuilder final : public PassEmitter {
@@ -652,6 +659,8 @@ class StepBuilder final : public PassEmitter {
     l_expert_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "expert-dp reduce_scatter grads"
                                                            : "expert-dp all_reduce grads");
     l_router_ = g_.intern("router");
+    l_cp_merge_ = g_.intern("cp attention merge");
+    l_cp_merge_bwd_ = g_.intern("cp attention merge bwd");
     l_permute_ = g_.intern("moe token permute");
     l_permute_bwd_ = g_.intern("moe token permute bwd");
     l_router_bwd_ = g_.intern("router bwd");
@@ -712,6 +721,18 @@ class StepBuilder final : public PassEmitter {
     c_.cp_kv_bwd.time = worst_b;
     c_.cp_ag.time = comm_.cost(CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), group).time;
     c_.cp_rs.time = comm_.cost(CollectiveOp::ReduceScatter, static_cast<std::uint64_t>(kv * L.cp), group).time;
+    // Ring CP's merges (Transformer Engine, AttnFuncWithCPAndKVP2P): `out` is the rank's
+    // 16-bit attention output [b, s/cp, heads/t, d_v]; the merge of one step reads the step's
+    // output and `out` and writes `out` (one fused elementwise kernel); dQ and dKV
+    // accumulate with add_ (read both, write one); `.contiguous()` copies read and write.
+    const double out = static_cast<double>(sc_.training.micro_batch) * local_.seq_len *
+                       static_cast<double>(mdl.attn_out_width()) / tp_ * 2.0;
+    c_.cp_fwd_prep = cost_.memory_bound(2 * kv + out);
+    c_.cp_fwd_merge = cost_.memory_bound(3 * out);
+    c_.cp_fwd_half_kv = cost_.memory_bound(kv);
+    c_.cp_bwd_prep = cost_.memory_bound(2 * kv);
+    c_.cp_bwd_merge = cost_.memory_bound(3 * out + 3 * kv);
+    c_.cp_bwd_half_kv = cost_.memory_bound(kv);
   }
 
   /// MoE layers of this stage: routing and per-rank costs, once per step.
@@ -917,14 +938,19 @@ class StepBuilder final : public PassEmitter {
       compute(c_.attention.fwd * L.cp, label);
       return;
     }
+    compute(c_.cp_fwd_prep, l_cp_merge_);
     const TaskId kv_ready = last_;
     std::vector<TaskId> recv;
     for (int i = 1; i < L.cp; ++i) {
       recv.push_back(comm(st_->cp, c_.cp_kv.time, Category::CpComm, c_.cp_kv.label, kv_ready));
     }
     for (int i = 0; i < L.cp; ++i) {
-      if (i > 0) wait_.push_back(recv[static_cast<std::size_t>(i - 1)]);
+      if (i > 0) {
+        wait_.push_back(recv[static_cast<std::size_t>(i - 1)]);
+        compute(c_.cp_fwd_half_kv, l_cp_merge_);
+      }
       compute(c_.attention.fwd, label);
+      compute(c_.cp_fwd_merge, l_cp_merge_);
     }
   }
   /// Attention core backward. Ring: step i's transfer carries the next KV block and the
@@ -944,10 +970,13 @@ class StepBuilder final : public PassEmitter {
       return;
     }
     std::vector<TaskId> recv(static_cast<std::size_t>(L.cp), kNoId);
+    compute(c_.cp_bwd_prep, l_cp_merge_bwd_);
     recv[1] = comm(st_->cp, c_.cp_kv_bwd.time, Category::CpComm, c_.cp_kv_bwd.label);
     for (int i = 0; i < L.cp; ++i) {
       if (i > 0) wait_.push_back(recv[static_cast<std::size_t>(i)]);
-      const TaskId blk = compute(c_.attention.bwd_input, c_.attention.bwd_label);
+      if (i + 1 < L.cp) compute(c_.cp_bwd_half_kv, l_cp_merge_bwd_);
+      compute(c_.attention.bwd_input, c_.attention.bwd_label);
+      const TaskId blk = compute(c_.cp_bwd_merge, l_cp_merge_bwd_);
       if (i + 2 < L.cp) {
         recv[static_cast<std::size_t>(i) + 2] =
             comm(st_->cp, c_.cp_kv_bwd.time, Category::CpComm, c_.cp_kv_bwd.label, blk);
@@ -1191,6 +1220,7 @@ class StepBuilder final : public PassEmitter {
   TaskId moe_ag_input_ = kNoId;            // SP: expert_in's re-gathered input (per pass)
   std::optional<Paired> paired_;           // the emitted backward half of a DualPipe pair
   std::vector<parallel::StageProgram> programs_;
+  LabelId l_cp_merge_ = kNoId, l_cp_merge_bwd_ = kNoId;
   LabelId l_expert_grad_reduce_ = kNoId, l_router_ = kNoId, l_router_bwd_ = kNoId,
           l_shared_in_ = kNoId, l_shared_act_ = kNoId, l_shared_out_ = kNoId,
           l_shared_bwd_ = kNoId, l_expert_in_ = kNoId, l_expert_act_ = kNoId,
