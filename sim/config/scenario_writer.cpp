@@ -107,8 +107,15 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                    {"cluster", std::move(cluster)},
                    {"simulation", std::move(simulation)}};
   if (sc.gpu_hour_usd) root.insert("cost", toml::table{{"gpu_hour_usd", *sc.gpu_hour_usd}});
+  // Strings in escaped double quotes only: TOML drops a newline right after a multi-line
+  // string's opening quotes (a name starting with a newline would not read back), and
+  // TOML++ 3.3 writes a string holding a newline as a single-line literal when multi-line
+  // strings are off, which no parser reads.
   std::ostringstream os;
-  os << "# Written by trainsim " << TRAINSIM_VERSION << " (config::scenario_toml).\n" << root
+  os << "# Written by trainsim " << TRAINSIM_VERSION << " (config::scenario_toml).\n"
+     << toml::toml_formatter(root, toml::toml_formatter::default_flags &
+                                       ~(toml::format_flags::allow_multi_line_strings |
+                                         toml::format_flags::allow_literal_strings))
      << "\n";
   return os.str();
 }
