@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <toml++/toml.h>
 
+#include "hw/profile.hpp"
 #include "model/transformer.hpp"
 #include "parallel/layout.hpp"
 
@@ -17,6 +18,21 @@ std::string str(std::string_view s) { return std::string(s); }
 
 std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology,
                           const std::filesystem::path& profile) {
+  // The profile decides the kernel times: a file naming another one (or none) would not
+  // read back into the same simulation.
+  if (sc.profile != nullptr && profile.empty()) {
+    throw std::invalid_argument("scenario \"" + sc.name +
+                                "\" runs on the measured hardware profile \"" +
+                                sc.profile->path + "\": pass its path to scenario_toml");
+  }
+  if (sc.profile == nullptr && !profile.empty()) {
+    throw std::invalid_argument("scenario \"" + sc.name + "\" has no measured hardware profile, "
+                                "but the profile \"" + profile.string() + "\" was given");
+  }
+  if (!profile.empty() && profile.extension() != ".toml") {
+    throw std::invalid_argument("measured hardware profile \"" + profile.string() +
+                                "\": load_scenario reads a profile file only by its .toml name");
+  }
   const auto& md = sc.model;
   if (md.mla.enabled()) {
     throw std::invalid_argument("scenario \"" + sc.name +

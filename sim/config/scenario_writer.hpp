@@ -17,7 +17,9 @@ namespace trainsim::config {
 /// non-empty: a measured profile file; otherwise the built-in GPU key sc.gpu.key); relative
 /// paths resolve against the written file's directory when it is loaded.
 /// Throws std::invalid_argument for a model with multi-head latent attention (MLA comes only
-/// from a Hugging Face config: model.hf_config).
+/// from a Hugging Face config: model.hf_config), and when `profile` does not match the
+/// scenario: empty although sc.profile is set (a measured profile), given although it is
+/// not, or not a ".toml" file name.
 std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology,
                           const std::filesystem::path& profile = {});
 
