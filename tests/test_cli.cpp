@@ -362,3 +362,65 @@ TEST(Cli, ValidateWritesRowScenarios) {
   EXPECT_NE(bad.err.find("--scenarios: directory"), std::string::npos) << bad.err;
   EXPECT_FALSE(std::filesystem::exists(csv));
 }
+
+namespace {
+
+/// A [[run]] row of a small GPT on 8 A100 that validate simulates, with `id` (TOML-escaped)
+/// and `global_batch` sequences per step.
+std::string run_row(const std::string& id, int global_batch = 16) {
+  return "[[run]]\nid = \"" + id + "\"\ngroup = \"g\"\nmodel = \"GPT small\"\n"
+         "num_layers = 2\nhidden_size = 512\nnum_heads = 8\nseq_len = 512\nvocab_size = 32000\n"
+         "global_batch_size = " + std::to_string(global_batch) + "\nmicro_batch_size = 2\n"
+         "tp = 1\npp = 1\ndp = 8\ngpu = \"NVIDIA A100-SXM4-80GB\"\niteration_time_s = 1.0\n";
+}
+
+}  // namespace
+
+// validate --scenarios writes DIR/<row id>.toml: a row id that is not a plain file name (a
+// '/' or "..": the file would land outside DIR), two rows with one id (one file overwrote the
+// other), a row file name taken by a directory, or a directory it cannot write are bad input
+// found before any file is written (the CSV and the rows before the bad one were written).
+TEST(Cli, ValidateScenariosRefusesBadRowFileNamesBeforeWritingAnything) {
+  const auto dir = test::temp_dir("cli-validate-scenario-names");
+  const auto out = dir / "out";
+  std::filesystem::create_directories(out);
+  const auto csv = dir / "rows.csv";
+  const auto check = [&](const std::string& runs_text, const std::string& dest,
+                         const std::string& message) {
+    SCOPED_TRACE(message);
+    for (const auto& f : {csv, out / "a.toml", dir / "escaped.toml"}) std::filesystem::remove(f);
+    const auto runs = test::write(dir / "runs.toml", runs_text);
+    const auto r = run("validate " + runs.string() + " --csv " + csv.string() + " --scenarios " +
+                       dest);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(csv));
+    EXPECT_FALSE(std::filesystem::exists(out / "a.toml"));
+    EXPECT_FALSE(std::filesystem::exists(dir / "escaped.toml"));
+  };
+  check(run_row("a") + run_row("../escaped"), out.string(),
+        "row id \"../escaped\" (line 18) is not a file name");
+  check(run_row("a") + run_row("sub/x"), out.string(), "row id \"sub/x\" (line 18)");
+  check(run_row("a") + run_row(".."), out.string(), "row id \"..\" (line 18)");
+  check(run_row("a") + run_row(""), out.string(), "row id \"\" (line 18)");
+  check(run_row("a") + run_row("a", 32), out.string(),
+        "rows at lines 2 and 18 have the same id \"a\"");
+  std::filesystem::create_directories(out / "b.toml");
+  check(run_row("a") + run_row("b"), out.string(), "b.toml\" is a directory");
+  std::filesystem::remove(out / "b.toml");
+  if (::access("/proc/self", W_OK) != 0) {
+    check(run_row("a"), "/proc/self", "--scenarios: cannot write to directory \"/proc/self\"");
+  }
+}
+
+// A row whose layout cannot be simulated gets no scenario file; the rest do.
+TEST(Cli, ValidateScenariosSkipsRowsThatDidNotSimulate) {
+  const auto dir = test::temp_dir("cli-validate-scenario-skips");
+  // 18 sequences do not split into microbatches of 2 on 8 data-parallel ranks.
+  const auto runs = test::write(dir / "runs.toml", run_row("good") + run_row("bad", 18));
+  const auto r = run("validate " + runs.string() + " --scenarios " + dir.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 row scenarios written"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "good.toml"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "bad.toml"));
+}
