@@ -424,3 +424,40 @@ TEST(Cli, ValidateScenariosSkipsRowsThatDidNotSimulate) {
   EXPECT_TRUE(std::filesystem::exists(dir / "good.toml"));
   EXPECT_FALSE(std::filesystem::exists(dir / "bad.toml"));
 }
+
+// The op table of a stage covers that stage's measured step, the window its "where the time
+// went" breakdown analyses, also when stages end their steps at different times: a schedule
+// without a flush simulated one step (pipedream, `steps = 1`: the stages finish it at
+// different times) and full fidelity with a straggler over two steps. It used to clip every
+// stage to the step of the whole pipeline and count other steps' kernels.
+TEST(Cli, OpsTableCoversEachStagesOwnStep) {
+  const auto dir = test::temp_dir("cli-ops-windows");
+  std::string base = test::read(scenario("schedules-teaching-4stage.toml"));
+  base = test::replace(base, "../topologies", (test::source_dir() / "topologies").string());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"pipedream", test::replace(base, "schedule = \"1f1b\"", "schedule = \"pipedream\"") +
+                        "[simulation]\nsteps = 1\n"},
+      {"straggler", base + "[simulation]\nfidelity = \"full\"\nsteps = 2\n"
+                           "stragglers = [{ gpu = 5, speed = 0.5 }]\n"}};
+  for (const auto& [name, text] : cases) {
+    const auto file = test::write(dir / (name + ".toml"), text);
+    for (int stage = 0; stage < 4; ++stage) {
+      SCOPED_TRACE(name + " stage " + std::to_string(stage));
+      const auto r = run("simulate --json --ops 0 --ops-stage " + std::to_string(stage) + " " +
+                         file.string());
+      ASSERT_EQ(r.code, 0) << r.err;
+      const auto j = nlohmann::json::parse(r.out);
+      const auto& b = j["stages"][stage]["breakdown_s"];
+      double kernels = 0;
+      for (const auto& o : j["ops"]["ops"]) {
+        if (o["category"] == "compute" || o["category"] == "optimizer") {
+          kernels += o["time_s"].get<double>();
+        }
+      }
+      EXPECT_NEAR(kernels,
+                  b["compute"].get<double>() + b["optimizer"].get<double>() +
+                      b["sm_contention"].get<double>(),
+                  1e-9);
+    }
+  }
+}

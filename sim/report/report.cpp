@@ -369,12 +369,15 @@ std::vector<OpTime> op_times(const workload::StepResult& r, int stage) {
                                         ")");
   }
   const TaskGraph& g = *r.graph;
+  // The stage's own step (its breakdown's window), not the whole pipeline's: stages end a
+  // step at different times.
+  const auto& sr = r.stages[static_cast<std::size_t>(stage)];
   std::map<std::pair<LabelId, Category>, OpTime> by_op;
   for (TaskId t = 0; t < g.num_tasks(); ++t) {
     const Task& task = g.task(t);
     if (g.stream(task.stream).rank != static_cast<std::uint32_t>(stage)) continue;
-    const Time start = std::max(r.task_start[t], r.window_begin);
-    const Time end = std::min(r.task_end[t], r.window_end);
+    const Time start = std::max(r.task_start[t], sr.window_begin);
+    const Time end = std::min(r.task_end[t], sr.window_end);
     if (end < start || (end == start && r.task_end[t] > r.task_start[t])) continue;
     OpTime& o = by_op[{task.label, task.category}];
     if (o.count == 0) {
