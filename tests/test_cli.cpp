@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <set>
+#include <sstream>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
@@ -460,4 +462,33 @@ TEST(Cli, OpsTableCoversEachStagesOwnStep) {
                   1e-9);
     }
   }
+}
+
+// The op table's columns stay aligned when an op's name is longer than the name column
+// (DualPipe's "grad all_reduce with mirror rank (DualPipe)", 43 characters).
+TEST(Cli, OpsTableColumnsStayAlignedWithLongOpNames) {
+  const auto dir = test::temp_dir("cli-ops-long-names");
+  std::string text = test::read(scenario("schedules-teaching-4stage.toml"));
+  text = test::replace(text, "../topologies", (test::source_dir() / "topologies").string());
+  text = test::replace(text, "schedule = \"1f1b\"", "schedule = \"dualpipe\"");
+  text = test::replace(text, "global_batch = 8", "global_batch = 16");
+  const auto r = run("simulate --ops 0 " + test::write(dir / "s.toml", text).string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto table = r.out.find("    op ");
+  ASSERT_NE(table, std::string::npos) << r.out;
+  std::istringstream lines(r.out.substr(table));
+  std::string header, line;
+  std::getline(lines, header);
+  const auto kind_col = header.find("kind");
+  const auto count_end = header.find("count") + 5;
+  bool long_name = false;
+  while (std::getline(lines, line) && line.rfind("    ", 0) == 0 && line.find('(') != 4) {
+    long_name = long_name || line.find("mirror rank (DualPipe)") != std::string::npos;
+    // The kind column starts where the header says, after at least one space.
+    ASSERT_GT(line.size(), count_end) << line;
+    EXPECT_EQ(line[kind_col - 1], ' ') << line;
+    EXPECT_NE(line[kind_col], ' ') << line;
+    EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(line[count_end - 1]))) << line;
+  }
+  EXPECT_TRUE(long_name) << r.out;
 }
