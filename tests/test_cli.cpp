@@ -492,3 +492,18 @@ TEST(Cli, OpsTableColumnsStayAlignedWithLongOpNames) {
   }
   EXPECT_TRUE(long_name) << r.out;
 }
+
+// --ops-stage without --ops is bad input (it printed no table and said nothing), and a
+// negative --ops / --ops-stage is refused with a readable range.
+TEST(Cli, OpsStageNeedsOps) {
+  const auto file = scenario("schedules-teaching-4stage.toml");
+  const auto alone = run("simulate --ops-stage 2 " + file);
+  EXPECT_EQ(alone.code, 1);
+  EXPECT_NE(alone.err.find("--ops-stage requires --ops"), std::string::npos) << alone.err;
+  EXPECT_TRUE(alone.out.empty()) << alone.out;
+  for (const char* bad : {"--ops -1", "--ops 1 --ops-stage -1"}) {
+    const auto r = run(std::string("simulate ") + bad + " " + file);
+    EXPECT_EQ(r.code, 1) << bad;
+    EXPECT_NE(r.err.find("not in range 0 to 2147483647"), std::string::npos) << r.err;
+  }
+}

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
 #include <unistd.h>
@@ -186,12 +187,15 @@ int main(int argc, char** argv) {
   std::string svg;
   sim->add_option("--svg", svg, "Draw the pipeline timeline as SVG");
   int ops_top = -1, ops_stage = 0;
-  sim->add_option("--ops", ops_top,
-                  "Also list the N busiest ops (kernels, collectives) of one stage's rank in the "
-                  "step, with count, time and share of the step (0: all)")
-      ->check(CLI::NonNegativeNumber);
+  const CLI::Range non_negative(0, std::numeric_limits<int>::max());
+  auto* ops_option =
+      sim->add_option("--ops", ops_top,
+                      "Also list the N busiest ops (kernels, collectives) of one stage's rank in "
+                      "the step, with count, time and share of the step (0: all)")
+          ->check(non_negative);
   sim->add_option("--ops-stage", ops_stage, "Pipeline stage of the --ops table (default 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative)
+      ->needs(ops_option);
 
   auto* cmp = app.add_subcommand("compare-schedules",
                                  "Run a scenario under every pipeline schedule it allows");
