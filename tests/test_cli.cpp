@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <set>
+#include <sstream>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
@@ -361,4 +363,147 @@ TEST(Cli, ValidateWritesRowScenarios) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("--scenarios: directory"), std::string::npos) << bad.err;
   EXPECT_FALSE(std::filesystem::exists(csv));
+}
+
+namespace {
+
+/// A [[run]] row of a small GPT on 8 A100 that validate simulates, with `id` (TOML-escaped)
+/// and `global_batch` sequences per step.
+std::string run_row(const std::string& id, int global_batch = 16) {
+  return "[[run]]\nid = \"" + id + "\"\ngroup = \"g\"\nmodel = \"GPT small\"\n"
+         "num_layers = 2\nhidden_size = 512\nnum_heads = 8\nseq_len = 512\nvocab_size = 32000\n"
+         "global_batch_size = " + std::to_string(global_batch) + "\nmicro_batch_size = 2\n"
+         "tp = 1\npp = 1\ndp = 8\ngpu = \"NVIDIA A100-SXM4-80GB\"\niteration_time_s = 1.0\n";
+}
+
+}  // namespace
+
+// validate --scenarios writes DIR/<row id>.toml: a row id that is not a plain file name (a
+// '/' or "..": the file would land outside DIR), two rows with one id (one file overwrote the
+// other), a row file name taken by a directory, or a directory it cannot write are bad input
+// found before any file is written (the CSV and the rows before the bad one were written).
+TEST(Cli, ValidateScenariosRefusesBadRowFileNamesBeforeWritingAnything) {
+  const auto dir = test::temp_dir("cli-validate-scenario-names");
+  const auto out = dir / "out";
+  std::filesystem::create_directories(out);
+  const auto csv = dir / "rows.csv";
+  const auto check = [&](const std::string& runs_text, const std::string& dest,
+                         const std::string& message) {
+    SCOPED_TRACE(message);
+    for (const auto& f : {csv, out / "a.toml", dir / "escaped.toml"}) std::filesystem::remove(f);
+    const auto runs = test::write(dir / "runs.toml", runs_text);
+    const auto r = run("validate " + runs.string() + " --csv " + csv.string() + " --scenarios " +
+                       dest);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(csv));
+    EXPECT_FALSE(std::filesystem::exists(out / "a.toml"));
+    EXPECT_FALSE(std::filesystem::exists(dir / "escaped.toml"));
+  };
+  check(run_row("a") + run_row("../escaped"), out.string(),
+        "row id \"../escaped\" (line 18) is not a file name");
+  check(run_row("a") + run_row("sub/x"), out.string(), "row id \"sub/x\" (line 18)");
+  check(run_row("a") + run_row(".."), out.string(), "row id \"..\" (line 18)");
+  check(run_row("a") + run_row(""), out.string(), "row id \"\" (line 18)");
+  check(run_row("a") + run_row("a", 32), out.string(),
+        "rows at lines 2 and 18 have the same id \"a\"");
+  std::filesystem::create_directories(out / "b.toml");
+  check(run_row("a") + run_row("b"), out.string(), "b.toml\" is a directory");
+  std::filesystem::remove(out / "b.toml");
+  if (::access("/proc/self", W_OK) != 0) {
+    check(run_row("a"), "/proc/self", "--scenarios: cannot write to directory \"/proc/self\"");
+  }
+}
+
+// A row whose layout cannot be simulated gets no scenario file; the rest do.
+TEST(Cli, ValidateScenariosSkipsRowsThatDidNotSimulate) {
+  const auto dir = test::temp_dir("cli-validate-scenario-skips");
+  // 18 sequences do not split into microbatches of 2 on 8 data-parallel ranks.
+  const auto runs = test::write(dir / "runs.toml", run_row("good") + run_row("bad", 18));
+  const auto r = run("validate " + runs.string() + " --scenarios " + dir.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 row scenarios written"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "good.toml"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "bad.toml"));
+}
+
+// The op table of a stage covers that stage's measured step, the window its "where the time
+// went" breakdown analyses, also when stages end their steps at different times: a schedule
+// without a flush simulated one step (pipedream, `steps = 1`: the stages finish it at
+// different times) and full fidelity with a straggler over two steps. It used to clip every
+// stage to the step of the whole pipeline and count other steps' kernels.
+TEST(Cli, OpsTableCoversEachStagesOwnStep) {
+  const auto dir = test::temp_dir("cli-ops-windows");
+  std::string base = test::read(scenario("schedules-teaching-4stage.toml"));
+  base = test::replace(base, "../topologies", (test::source_dir() / "topologies").string());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"pipedream", test::replace(base, "schedule = \"1f1b\"", "schedule = \"pipedream\"") +
+                        "[simulation]\nsteps = 1\n"},
+      {"straggler", base + "[simulation]\nfidelity = \"full\"\nsteps = 2\n"
+                           "stragglers = [{ gpu = 5, speed = 0.5 }]\n"}};
+  for (const auto& [name, text] : cases) {
+    const auto file = test::write(dir / (name + ".toml"), text);
+    for (int stage = 0; stage < 4; ++stage) {
+      SCOPED_TRACE(name + " stage " + std::to_string(stage));
+      const auto r = run("simulate --json --ops 0 --ops-stage " + std::to_string(stage) + " " +
+                         file.string());
+      ASSERT_EQ(r.code, 0) << r.err;
+      const auto j = nlohmann::json::parse(r.out);
+      const auto& b = j["stages"][stage]["breakdown_s"];
+      double kernels = 0;
+      for (const auto& o : j["ops"]["ops"]) {
+        if (o["category"] == "compute" || o["category"] == "optimizer") {
+          kernels += o["time_s"].get<double>();
+        }
+      }
+      EXPECT_NEAR(kernels,
+                  b["compute"].get<double>() + b["optimizer"].get<double>() +
+                      b["sm_contention"].get<double>(),
+                  1e-9);
+    }
+  }
+}
+
+// The op table's columns stay aligned when an op's name is longer than the name column
+// (DualPipe's "grad all_reduce with mirror rank (DualPipe)", 43 characters).
+TEST(Cli, OpsTableColumnsStayAlignedWithLongOpNames) {
+  const auto dir = test::temp_dir("cli-ops-long-names");
+  std::string text = test::read(scenario("schedules-teaching-4stage.toml"));
+  text = test::replace(text, "../topologies", (test::source_dir() / "topologies").string());
+  text = test::replace(text, "schedule = \"1f1b\"", "schedule = \"dualpipe\"");
+  text = test::replace(text, "global_batch = 8", "global_batch = 16");
+  const auto r = run("simulate --ops 0 " + test::write(dir / "s.toml", text).string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto table = r.out.find("    op ");
+  ASSERT_NE(table, std::string::npos) << r.out;
+  std::istringstream lines(r.out.substr(table));
+  std::string header, line;
+  std::getline(lines, header);
+  const auto kind_col = header.find("kind");
+  const auto count_end = header.find("count") + 5;
+  bool long_name = false;
+  while (std::getline(lines, line) && line.rfind("    ", 0) == 0 && line.find('(') != 4) {
+    long_name = long_name || line.find("mirror rank (DualPipe)") != std::string::npos;
+    // The kind column starts where the header says, after at least one space.
+    ASSERT_GT(line.size(), count_end) << line;
+    EXPECT_EQ(line[kind_col - 1], ' ') << line;
+    EXPECT_NE(line[kind_col], ' ') << line;
+    EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(line[count_end - 1]))) << line;
+  }
+  EXPECT_TRUE(long_name) << r.out;
+}
+
+// --ops-stage without --ops is bad input (it printed no table and said nothing), and a
+// negative --ops / --ops-stage is refused with a readable range.
+TEST(Cli, OpsStageNeedsOps) {
+  const auto file = scenario("schedules-teaching-4stage.toml");
+  const auto alone = run("simulate --ops-stage 2 " + file);
+  EXPECT_EQ(alone.code, 1);
+  EXPECT_NE(alone.err.find("--ops-stage requires --ops"), std::string::npos) << alone.err;
+  EXPECT_TRUE(alone.out.empty()) << alone.out;
+  for (const char* bad : {"--ops -1", "--ops 1 --ops-stage -1"}) {
+    const auto r = run(std::string("simulate ") + bad + " " + file);
+    EXPECT_EQ(r.code, 1) << bad;
+    EXPECT_NE(r.err.find("not in range 0 to 2147483647"), std::string::npos) << r.err;
+  }
 }

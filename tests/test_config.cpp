@@ -253,3 +253,25 @@ TEST(ScenarioWriter, WritesEveryNonDefaultSetting) {
   EXPECT_EQ(back.layout.sequence_parallel, sc.layout.sequence_parallel);
   EXPECT_EQ(back.layout.dp, sc.layout.dp);
 }
+
+// Names survive the round trip whatever they hold: a leading newline (a TOML multi-line
+// string drops the newline right after its opening quotes), quotes, backslashes, tabs,
+// control characters and non-ASCII text.
+TEST(ScenarioWriter, OddNamesRoundTrip) {
+  const auto dir = test::temp_dir("scenario-writer-names");
+  const auto topo = test::source_dir() / "topologies/dgx-a100.toml";
+  // As written in the scenario file (TOML basic-string escapes).
+  const std::vector<std::string> names = {
+      "\\nleading newline", "\\r\\nleading CR LF", "two\\nlines", "'single' \\\"double\\\"",
+      "back\\\\slash\\ttab \\u00e9 \\u0007 bell", "ends in quotes \\\"\\\"\\\"", "'''"};
+  for (const auto& escaped : names) {
+    const std::string text = test::replace(test::small_scenario(), "name = \"small\"\n",
+                                           "name = \"" + escaped + "\"\n");
+    const auto sc = config::load_scenario(test::write(dir / "s.toml", text));
+    const std::string written = config::scenario_toml(sc, topo);
+    const auto back = config::load_scenario(test::write(dir / "back.toml", written));
+    EXPECT_EQ(back.name, sc.name) << escaped << "\n" << written;
+    EXPECT_EQ(back.model.name, sc.model.name) << escaped;
+    EXPECT_EQ(config::scenario_toml(back, topo), written) << escaped;
+  }
+}

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include "config/scenario.hpp"
+#include "config/scenario_writer.hpp"
 #include "core/error.hpp"
 #include "cost/cost_model.hpp"
 #include "hw/profile.hpp"
@@ -470,4 +471,35 @@ TEST(ProfileEndToEnd, CliReportsTheSourceAndRejectsABadProfile) {
   test::write(dir / "uses-none.toml", text + "profile = \"none.toml\"\n");
   EXPECT_EQ(run("simulate " + (dir / "uses-none.toml").string()), 1);
   EXPECT_NE(test::read(dir / "err").find("cluster.profile: no such file"), std::string::npos);
+}
+
+// Writing a scenario that runs on a measured profile back as a scenario file keeps the
+// profile: without the profile's path the writer refuses (it used to name the built-in GPU,
+// a file that simulates another step); with it, the file reads back to the same step.
+TEST(ProfileEndToEnd, ScenarioWriterKeepsTheMeasuredProfile) {
+  const auto dir = test::temp_dir("profile-writer");
+  const workload::Scenario base = config::load_scenario(scenario("schedules-teaching-4stage.toml"));
+  hw::write_profile(dir / "slow.toml", scaled_gemm_profile(base, 1.5));
+  std::string text = test::read(scenario("schedules-teaching-4stage.toml"));
+  const auto topo = test::source_dir() / "topologies" / "dgx-a100.toml";
+  text.replace(text.find("../topologies/dgx-a100.toml"), 27, topo.string());
+  const workload::Scenario slow =
+      config::load_scenario(test::write(dir / "slow-scn.toml", text + "profile = \"slow.toml\"\n"));
+  ASSERT_TRUE(slow.profile);
+  // Loaded from a file, the scenario knows its profile's path; built in code, it must be given.
+  const auto by_inputs = config::load_scenario(
+      test::write(dir / "by-inputs.toml", config::scenario_toml(slow, topo)));
+  ASSERT_TRUE(by_inputs.profile);
+  EXPECT_EQ(workload::simulate_step(by_inputs).step_time.count_ps(),
+            workload::simulate_step(slow).step_time.count_ps());
+  workload::Scenario in_code = slow;
+  in_code.inputs.profile_path.clear();
+  EXPECT_THROW((void)config::scenario_toml(in_code, topo), std::invalid_argument);
+  EXPECT_THROW((void)config::scenario_toml(base, topo, dir / "slow.toml"), std::invalid_argument);
+  EXPECT_THROW((void)config::scenario_toml(slow, topo, dir / "slow.json"), std::invalid_argument);
+  const auto back = config::load_scenario(
+      test::write(dir / "written.toml", config::scenario_toml(slow, topo, dir / "slow.toml")));
+  ASSERT_TRUE(back.profile);
+  EXPECT_EQ(workload::simulate_step(back).step_time.count_ps(),
+            workload::simulate_step(slow).step_time.count_ps());
 }

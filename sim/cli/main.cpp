@@ -7,8 +7,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
+#include <unistd.h>
+#include <utility>
+#include <vector>
 
 #include "cli/cmd_collective.hpp"
 #include "cli/cmd_plan.hpp"
@@ -117,6 +121,10 @@ int run_validate(const std::string& file, const std::string& group, bool json,
       throw trainsim::InputError("--scenarios", "--scenarios: directory \"" + scenarios +
                                                     "\" does not exist");
     }
+    if (::access(scenarios.c_str(), W_OK | X_OK) != 0) {
+      throw trainsim::InputError("--scenarios", "--scenarios: cannot write to directory \"" +
+                                                    scenarios + "\"");
+    }
   }
   const auto report = trainsim::validate::run_validation(file, topo, group);
   if (report.rows.empty()) {
@@ -127,16 +135,21 @@ int run_validate(const std::string& file, const std::string& group, bool json,
   const std::string md_text =
       markdown.empty() ? ""
                        : trainsim::validate::report_markdown(report, file);
-  if (!csv.empty()) write_file(csv, csv_text);
-  if (!markdown.empty()) write_file(markdown, md_text);
-  int written = 0;
-  if (!scenarios.empty()) {
-    for (const auto& row : report.rows) {
-      if (row.scenario_toml.empty()) continue;
-      write_file(std::filesystem::path(scenarios) / (row.id + ".toml"), row.scenario_toml);
-      ++written;
+  // Row file names are checked before anything is written.
+  const auto row_files = scenarios.empty()
+                             ? std::vector<std::pair<std::filesystem::path, std::string>>()
+                             : trainsim::validate::row_scenario_files(report, scenarios);
+  for (const auto& [path, text] : row_files) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+      throw trainsim::InputError("--scenarios", "--scenarios: \"" + path.string() +
+                                                    "\" is a directory, not a file name");
     }
   }
+  if (!csv.empty()) write_file(csv, csv_text);
+  if (!markdown.empty()) write_file(markdown, md_text);
+  for (const auto& [path, text] : row_files) write_file(path, text);
+  const std::size_t written = row_files.size();
   if (json) {
     std::cout << trainsim::validate::report_json(report);
   } else {
@@ -174,12 +187,15 @@ int main(int argc, char** argv) {
   std::string svg;
   sim->add_option("--svg", svg, "Draw the pipeline timeline as SVG");
   int ops_top = -1, ops_stage = 0;
-  sim->add_option("--ops", ops_top,
-                  "Also list the N busiest ops (kernels, collectives) of one stage's rank in the "
-                  "step, with count, time and share of the step (0: all)")
-      ->check(CLI::NonNegativeNumber);
+  const CLI::Range non_negative(0, std::numeric_limits<int>::max());
+  auto* ops_option =
+      sim->add_option("--ops", ops_top,
+                      "Also list the N busiest ops (kernels, collectives) of one stage's rank in "
+                      "the step, with count, time and share of the step (0: all)")
+          ->check(non_negative);
   sim->add_option("--ops-stage", ops_stage, "Pipeline stage of the --ops table (default 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative)
+      ->needs(ops_option);
 
   auto* cmp = app.add_subcommand("compare-schedules",
                                  "Run a scenario under every pipeline schedule it allows");

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <toml++/toml.h>
 
+#include "hw/profile.hpp"
 #include "model/transformer.hpp"
 #include "parallel/layout.hpp"
 
@@ -17,6 +18,23 @@ std::string str(std::string_view s) { return std::string(s); }
 
 std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology,
                           const std::filesystem::path& profile) {
+  // The profile decides the kernel times: a file naming another one (or none) would not
+  // read back into the same simulation. Without an explicit path, the one it was loaded from.
+  const std::filesystem::path prof =
+      profile.empty() ? std::filesystem::path(sc.inputs.profile_path) : profile;
+  if (sc.profile != nullptr && prof.empty()) {
+    throw std::invalid_argument("scenario \"" + sc.name +
+                                "\" runs on the measured hardware profile \"" +
+                                sc.profile->path + "\": pass its path to scenario_toml");
+  }
+  if (sc.profile == nullptr && !prof.empty()) {
+    throw std::invalid_argument("scenario \"" + sc.name + "\" has no measured hardware profile, "
+                                "but the profile \"" + prof.string() + "\" was given");
+  }
+  if (!prof.empty() && prof.extension() != ".toml") {
+    throw std::invalid_argument("measured hardware profile \"" + prof.string() +
+                                "\": load_scenario reads a profile file only by its .toml name");
+  }
   const auto& md = sc.model;
   if (md.mla.enabled()) {
     throw std::invalid_argument("scenario \"" + sc.name +
@@ -87,8 +105,6 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
   if (topo.empty()) {
     throw std::invalid_argument("scenario \"" + sc.name + "\": no topology file to write");
   }
-  const std::filesystem::path prof =
-      profile.empty() ? std::filesystem::path(sc.inputs.profile_path) : profile;
   toml::table cluster{{"topology", topo.generic_string()},
                       {"gpus", sc.gpus},
                       {"profile", prof.empty() ? sc.gpu.key : prof.generic_string()}};
@@ -114,8 +130,15 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                    {"cluster", std::move(cluster)},
                    {"simulation", std::move(simulation)}};
   if (sc.gpu_hour_usd) root.insert("cost", toml::table{{"gpu_hour_usd", *sc.gpu_hour_usd}});
+  // Strings in escaped double quotes only: TOML drops a newline right after a multi-line
+  // string's opening quotes (a name starting with a newline would not read back), and
+  // TOML++ 3.3 writes a string holding a newline as a single-line literal when multi-line
+  // strings are off, which no parser reads.
   std::ostringstream os;
-  os << "# Written by trainsim " << TRAINSIM_VERSION << " (config::scenario_toml).\n" << root
+  os << "# Written by trainsim " << TRAINSIM_VERSION << " (config::scenario_toml).\n"
+     << toml::toml_formatter(root, toml::toml_formatter::default_flags &
+                                       ~(toml::format_flags::allow_multi_line_strings |
+                                         toml::format_flags::allow_literal_strings))
      << "\n";
   return os.str();
 }

@@ -19,7 +19,9 @@ namespace trainsim::config {
 /// when no measured profile was loaded. Relative paths resolve against the written file's
 /// directory when it is loaded.
 /// Throws std::invalid_argument for a model with multi-head latent attention (MLA comes only
-/// from a Hugging Face config: model.hf_config), and when no topology path is known.
+/// from a Hugging Face config: model.hf_config), when no topology path is known, and when
+/// the profile does not match the scenario: none although sc.profile is set (a measured
+/// profile), one although it is not, or not a ".toml" file name.
 std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology = {},
                           const std::filesystem::path& profile = {});
 

@@ -369,12 +369,15 @@ std::vector<OpTime> op_times(const workload::StepResult& r, int stage) {
                                         ")");
   }
   const TaskGraph& g = *r.graph;
+  // The stage's own step (its breakdown's window), not the whole pipeline's: stages end a
+  // step at different times.
+  const auto& sr = r.stages[static_cast<std::size_t>(stage)];
   std::map<std::pair<LabelId, Category>, OpTime> by_op;
   for (TaskId t = 0; t < g.num_tasks(); ++t) {
     const Task& task = g.task(t);
     if (g.stream(task.stream).rank != static_cast<std::uint32_t>(stage)) continue;
-    const Time start = std::max(r.task_start[t], r.window_begin);
-    const Time end = std::min(r.task_end[t], r.window_end);
+    const Time start = std::max(r.task_start[t], sr.window_begin);
+    const Time end = std::min(r.task_end[t], sr.window_end);
     if (end < start || (end == start && r.task_end[t] > r.task_start[t])) continue;
     OpTime& o = by_op[{task.label, task.category}];
     if (o.count == 0) {
@@ -397,15 +400,19 @@ void print_ops(std::ostream& os, const workload::StepResult& r, int stage, std::
   const auto ops = op_times(r, stage);
   const double step = r.step_time.seconds();
   const std::size_t n = top == 0 ? ops.size() : std::min(top, ops.size());
+  // The name column fits the longest name shown (at least 34 characters).
+  std::size_t width = 34;
+  for (std::size_t i = 0; i < n; ++i) width = std::max(width, ops[i].op.size());
   os << "\n  ops of stage " << stage << " (busy time in the step; communication overlaps compute)\n";
-  os << "    op                                 kind        count    time (ms)  % of step\n";
+  os << "    " << std::string("op").append(width - 2, ' ')
+     << " kind        count    time (ms)  % of step\n";
   for (std::size_t i = 0; i < n; ++i) {
     const auto& o = ops[i];
-    char line[160];
-    std::snprintf(line, sizeof line, "    %-34s %-10s %6d %12.3f %9.1f%%\n", o.op.c_str(),
+    char cols[96];
+    std::snprintf(cols, sizeof cols, " %-10s %6d %12.3f %9.1f%%\n",
                   std::string(category_name(o.category)).c_str(), o.count,
                   o.busy.seconds() * 1e3, step > 0 ? 100 * o.busy.seconds() / step : 0.0);
-    os << line;
+    os << "    " << o.op << std::string(width - o.op.size(), ' ') << cols;
   }
   if (n < ops.size()) os << "    (" << ops.size() - n << " more ops)\n";
 }

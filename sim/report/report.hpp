@@ -43,8 +43,9 @@ struct OpTime {
   Time busy;               ///< their time inside the measured step
 };
 
-/// The ops of pipeline stage `stage`'s simulated rank in the measured step
-/// ([StepResult::window_begin, window_end]), most busy time first (ties by name): each task's
+/// The ops of pipeline stage `stage`'s simulated rank in its measured step
+/// ([StageResult::window_begin, window_end], the window of the stage's breakdown), most busy
+/// time first (ties by name): each task's
 /// [start, end] clipped to the window, summed per (label, category). Compute and the
 /// communication streams run concurrently, so communication busy time can overlap compute
 /// and the rows add up to more than the step. Throws InputError when `stage` is not a

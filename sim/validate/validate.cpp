@@ -184,6 +184,8 @@ Report run_validation(const std::filesystem::path& runs_file,
     res.id = row.str("id");
     res.group = row.str("group");
     res.model = row.str("model");
+    const toml::node* id_node = rt->get("id");
+    res.line = static_cast<int>((id_node != nullptr ? id_node->source() : rt->source()).begin.line);
     if (!only_group.empty() && res.group != only_group) continue;
     if (std::find(group_order.begin(), group_order.end(), res.group) == group_order.end()) {
       group_order.push_back(res.group);
@@ -192,6 +194,7 @@ Report run_validation(const std::filesystem::path& runs_file,
     auto skip = [&](const std::string& why) {
       res.ok = false;
       res.reason = why;
+      res.scenario_toml.clear();  // only simulated rows have a scenario file
       report.rows.push_back(res);
     };
     // The metric the row reports, in order of preference.
@@ -579,6 +582,40 @@ std::string report_json(const Report& r) {
   }
   j["groups"] = groups;
   return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+}
+
+std::vector<std::pair<std::filesystem::path, std::string>> row_scenario_files(
+    const Report& r, const std::filesystem::path& dir) {
+  // NAME_MAX of Linux file systems (ext4, xfs, btrfs, tmpfs): bytes of one path component.
+  constexpr std::size_t kNameMax = 255;
+  const std::string suffix = ".toml";
+  std::map<std::string, int> line_of;
+  std::vector<std::pair<std::filesystem::path, std::string>> files;
+  for (const auto& row : r.rows) {
+    if (row.scenario_toml.empty()) continue;
+    const std::string& id = row.id;
+    const std::string where = "row id \"" + id + "\" (line " + std::to_string(row.line) + ")";
+    if (id.empty() || id == "." || id == ".." || id.find_first_of(std::string("/\\\0", 3)) !=
+                                                        std::string::npos) {
+      throw InputError("--scenarios", "--scenarios: " + where +
+                                          " is not a file name: DIR/<row id>.toml would not be "
+                                          "a file in DIR (no '/', '\\', \"..\" or empty ids)");
+    }
+    if (id.size() + suffix.size() > kNameMax) {
+      throw InputError("--scenarios", "--scenarios: " + where + " is longer than a file name (" +
+                                          std::to_string(kNameMax - suffix.size()) +
+                                          " bytes)");
+    }
+    const auto [it, fresh] = line_of.emplace(id, row.line);
+    if (!fresh) {
+      throw InputError("--scenarios", "--scenarios: rows at lines " + std::to_string(it->second) +
+                                          " and " + std::to_string(row.line) +
+                                          " have the same id \"" + id +
+                                          "\"; each row's scenario file is named by its id");
+    }
+    files.emplace_back(dir / (id + suffix), row.scenario_toml);
+  }
+  return files;
 }
 
 std::string report_csv(const Report& r) {

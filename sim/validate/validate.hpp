@@ -12,6 +12,7 @@
 #include <iosfwd>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "workload/builder.hpp"
@@ -31,9 +32,10 @@ struct RowResult {
   std::string detail;           ///< per-layer rows: forward and backward compared
   double published_fwd_ms = 0, published_bwd_ms = 0, predicted_fwd_ms = 0, predicted_bwd_ms = 0;
   /// The scenario the row was turned into, as a scenario file (config::scenario_toml; the
-  /// topology by absolute path), for rows that got that far; empty otherwise. A per-layer
-  /// row's scenario is the whole model (layer_pass_ms cuts it to one and two layers).
+  /// topology by absolute path), for rows that were simulated (ok); empty otherwise. A
+  /// per-layer row's scenario is the whole model (layer_pass_ms cuts it to one and two layers).
   std::string scenario_toml;
+  int line = 0;                 ///< line of the row's id in the runs file (else of its [[run]])
 };
 
 struct GroupResult {
@@ -54,6 +56,15 @@ struct Report {
 /// `topologies` is not a folder.
 Report run_validation(const std::filesystem::path& runs_file,
                       const std::filesystem::path& topologies, const std::string& only_group);
+
+/// The files `validate --scenarios DIR` writes, in row order: DIR/<row id>.toml holding each
+/// simulated row's scenario (RowResult::scenario_toml). Throws InputError (key "--scenarios")
+/// naming the row's id and line when the id is not a plain file name (empty, "." or "..", a
+/// '/', '\\' or NUL character, or longer than a file name may be: the file would land
+/// outside DIR or not be written) or when two rows share an id (one file would overwrite the
+/// other).
+std::vector<std::pair<std::filesystem::path, std::string>> row_scenario_files(
+    const Report& r, const std::filesystem::path& dir);
 
 /// The per-row and per-group tables (text), the JSON object (`rows`, `groups`), a CSV of the
 /// rows, and the Markdown page docs/validation.md.

@@ -1543,9 +1543,10 @@ StepResult simulate_step(const Scenario& sc) {
     sr.stage = s;
     for (int c = 0; c < v; ++c) sr.layers += builder.layers_of(shape.vs_of(s, c));
     sr.params = builder.stage_params(s);
+    sr.window_begin = win_begin[static_cast<std::size_t>(s)];
+    sr.window_end = win_end[static_cast<std::size_t>(s)];
     sr.breakdown = analyze_stage(*graph, ex, prev, pg.streams[static_cast<std::size_t>(s)].compute,
-                                 win_begin[static_cast<std::size_t>(s)],
-                                 win_end[static_cast<std::size_t>(s)]);
+                                 sr.window_begin, sr.window_end);
     // A stage done before the step ends (the first of several steps of a schedule that never
     // flushes, `steps = 1` with pipedream or 2bw: stages finish it at different times) waits
     // for the rest of the step, so the stage's parts add up to the step time.

@@ -131,6 +131,9 @@ struct StageResult {
   int peak_inflight = 0;        ///< (microbatch, chunk) activations alive at the peak
   int weight_versions = 1;      ///< copies of the weights held (PipeDream stashes, 2BW: 2)
   int staleness = 0;            ///< updates between the weights a gradient used and applied
+  /// The stretch of the timeline `breakdown` analyses: one step time ending where this
+  /// stage's measured step ends ([0, makespan] for one step that drains the pipeline).
+  Time window_begin, window_end;
 };
 
 /// One pipeline pass (F, B, W) as it ran: for timelines.
