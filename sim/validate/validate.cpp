@@ -377,6 +377,14 @@ Report run_validation(const std::filesystem::path& runs_file,
       L.overlap_param_gather = true;
     }
     L.tp_comm_overlap = has(overlap, "tp-comm");
+    // Megatron-LM's own DDP of 2021-22 (`--DDP-impl local`) all-reduces the gradient buffer
+    // after the whole forward-backward (megatron/training.py train_step: "All-reduce if
+    // needed": model_module.allreduce_gradients() after forward_backward_func); PyTorch's
+    // DDP ("torch") overlaps its bucket all-reduces with the last microbatch's backward.
+    if (lower(row.str("ddp_impl")) == "local") {
+      L.overlap_grad_reduce = false;
+      notes.emplace_back("gradient all-reduce after the backward (Megatron local DDP)");
+    }
     sc.gpus = static_cast<int>(row.num("num_gpus").value_or(L.tp * L.pp * L.dp * L.cp));
     try {
       sc.topology = config::load_topology(topologies / topo_file);
