@@ -103,7 +103,7 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
                       "Write the best layout as a scenario file (simulate it, edit it)");
   search_->add_option("--threads", s_threads_, "Threads per process (default 0: all cores)")
       ->check(CLI::Range(0, 4096));
-  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 2048)")
+  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 4096)")
       ->check(CLI::Range(1, 1 << 30));
 
   plan_ = app.add_subcommand("plan", "Compute-optimal model, tokens, layout, days and cost for a "

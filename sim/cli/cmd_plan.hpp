@@ -37,7 +37,7 @@ class PlanCommands {
   CLI::App* plan_ = nullptr;
   // search
   std::string s_file_, s_csv_, s_best_;
-  int s_gpus_ = 0, s_top_ = 10, s_threads_ = 0, s_des_ = 2048;
+  int s_gpus_ = 0, s_top_ = 10, s_threads_ = 0, s_des_ = 4096;
   long long s_batch_ = 0;
   bool s_json_ = false;
   // plan

@@ -77,7 +77,7 @@ struct Evaluated {
 
 struct SearchOptions {
   int threads = 0;        ///< worker threads per process; 0: std::thread::hardware_concurrency
-  int des_max = 2048;     ///< most discrete-event simulations
+  int des_max = 4096;     ///< most discrete-event simulations
   int des_round = 32;     ///< simulations per round (the pruning granularity)
   /// The planner's reduced space: 1F1B and interleaved only, overlaps on, ZeRO-1 when dp > 1.
   bool reduced_space = false;
