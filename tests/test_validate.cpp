@@ -204,7 +204,7 @@ iteration_time_s = 1.0
 
 // Korthikanti et al. 2022 Table 4: forward and backward of one 22B layer (A100, TP 8) for
 // five recompute / SP variants. The bound, 10% on each, is what the test holds:
-// forward is within 2%, backward 6-10% short (docs/accuracy.md says why).
+// forward is within 1%, backward 4-8% short (docs/accuracy.md says why).
 TEST(Validate, KorthikantiTable4PerLayerTimes) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
