@@ -167,6 +167,13 @@ int PlanCommands::run_search(const FileIo& io) {
     if (s_batch_ < 1) throw InputError("--global-batch", "--global-batch must be >= 1");
     sc.training.global_batch = s_batch_;
   }
+  if (!s_best_.empty() && sc.model.mla.enabled()) {
+    // config::scenario_toml cannot write MLA (it comes only from model.hf_config): say so
+    // before searching, not after.
+    throw InputError("--write-best", "--write-best: the model uses multi-head latent attention "
+                                     "(from model.hf_config), which a written scenario cannot "
+                                     "express; copy the winning layout into the scenario instead");
+  }
   plan::SearchOptions opt;
   opt.threads = s_threads_;
   opt.des_max = s_des_;
