@@ -246,6 +246,11 @@ INSTANTIATE_TEST_SUITE_P(
                    "4:6", "collective[0].op: unknown value \"broadcast\""},
         BadProfile{"ranks", kHead + "[[collective]]\nop = \"all_reduce\"\nranks = 1\nbytes = 1\nseconds = 1\n",
                    "5:9", "collective[0].ranks: must be >= 2"},
+        // Fuzzer find: a rank count past int wrapped negative, and the "more nodes than
+        // ranks" check then dereferenced the missing nodes key.
+        BadProfile{"huge ranks",
+                   kHead + "[[collective]]\nop = \"all_reduce\"\nranks = 8843073741824\nbytes = 1\nseconds = 1\n",
+                   "5:9", "collective[0].ranks: must be <= 2147483647"},
         BadProfile{"nodes", kHead + "[[collective]]\nop = \"all_reduce\"\nranks = 2\nnodes = 3\n"
                                     "bytes = 1\nseconds = 1\n",
                    "6:9", "collective[0].nodes: more nodes than ranks"},

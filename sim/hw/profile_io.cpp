@@ -58,6 +58,12 @@ class Reader {
     if (!n->is_integer()) fail(n->source(), full(key) + ": must be an integer");
     const std::int64_t v = n->as_integer()->get();
     if (v < lo) fail(n->source(), full(key) + ": must be >= " + std::to_string(lo));
+    // Every integer of a profile is a count (ranks, nodes, sizes in elements) that callers
+    // keep in an int; a larger one is bad input, not a silent wrap-around.
+    if (v > std::numeric_limits<int>::max()) {
+      fail(n->source(), full(key) + ": must be <= " +
+                            std::to_string(std::numeric_limits<int>::max()));
+    }
     return v;
   }
   double number(const std::string& key, bool positive, bool required = true) {
@@ -262,7 +268,11 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     c.ranks = static_cast<int>(e.integer("ranks", 2));
     c.nodes = static_cast<int>(e.integer("nodes", 1, false));
     if (c.nodes == 0) c.nodes = 1;
-    if (c.nodes > c.ranks) e.fail(t.get("nodes")->source(), pre + "nodes: more nodes than ranks");
+    if (c.nodes > c.ranks) {
+      // The key may be missing (defaulted) or given under another spelling: blame the table.
+      const toml::node* n = t.get("nodes");
+      e.fail(n != nullptr ? n->source() : t.source(), pre + "nodes: more nodes than ranks");
+    }
     c.bytes = e.number("bytes", true);
     c.seconds = e.number("seconds", true);
     c.algbw = e.number("algbw_gbps", false, false) * 1e9;
