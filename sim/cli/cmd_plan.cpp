@@ -103,7 +103,7 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
                       "Write the best layout as a scenario file (simulate it, edit it)");
   search_->add_option("--threads", s_threads_, "Threads per process (default 0: all cores)")
       ->check(CLI::Range(0, 4096));
-  search_->add_option("--des", s_des_, "Most discrete-event simulations (default 4096)")
+  search_->add_option("--des", s_des_, "Most discrete-event simulations (default " + std::to_string(s_des_) + ")")
       ->check(CLI::Range(1, 1 << 30));
 
   plan_ = app.add_subcommand("plan", "Compute-optimal model, tokens, layout, days and cost for a "
@@ -167,12 +167,14 @@ int PlanCommands::run_search(const FileIo& io) {
     if (s_batch_ < 1) throw InputError("--global-batch", "--global-batch must be >= 1");
     sc.training.global_batch = s_batch_;
   }
-  if (!s_best_.empty() && sc.model.mla.enabled()) {
-    // config::scenario_toml cannot write MLA (it comes only from model.hf_config): say so
-    // before searching, not after.
-    throw InputError("--write-best", "--write-best: the model uses multi-head latent attention "
-                                     "(from model.hf_config), which a written scenario cannot "
-                                     "express; copy the winning layout into the scenario instead");
+  if (!s_best_.empty()) {
+    // The winner differs from `sc` only in its layout: if `sc` cannot be written (an MLA
+    // model, a profile without a path), neither can the winner. Say so before searching.
+    try {
+      (void)config::scenario_toml(sc);
+    } catch (const std::invalid_argument& e) {
+      throw InputError("--write-best", std::string("--write-best: ") + e.what());
+    }
   }
   plan::SearchOptions opt;
   opt.threads = s_threads_;

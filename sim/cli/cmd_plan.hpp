@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "plan/search.hpp"
+
 namespace trainsim::cli {
 
 struct FileIo {
@@ -37,7 +39,7 @@ class PlanCommands {
   CLI::App* plan_ = nullptr;
   // search
   std::string s_file_, s_csv_, s_best_;
-  int s_gpus_ = 0, s_top_ = 10, s_threads_ = 0, s_des_ = 4096;
+  int s_gpus_ = 0, s_top_ = 10, s_threads_ = 0, s_des_ = plan::SearchOptions{}.des_max;
   long long s_batch_ = 0;
   bool s_json_ = false;
   // plan

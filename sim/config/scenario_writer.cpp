@@ -37,9 +37,8 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
   }
   const auto& md = sc.model;
   if (md.mla.enabled()) {
-    throw std::invalid_argument("scenario \"" + sc.name +
-                                "\": a model with multi-head latent attention can only be "
-                                "written with its model.hf_config");
+    throw std::invalid_argument("the model uses multi-head latent attention (from "
+                                "model.hf_config), which a written scenario cannot express");
   }
   toml::table model{{"name", md.name},
                     {"layers", md.layers},
