@@ -46,7 +46,8 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
         "imbalance", "permute_fusion"}},
       {"training",
        {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
-        "attention", "bias_kernels", "wgrad_accumulation"}},
+        "attention", "bias_kernels", "wgrad_accumulation", "lora"}},
+      {"training.lora", {"rank", "targets"}},
       {"parallel",
        {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
         "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
@@ -410,6 +411,38 @@ void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
 
 namespace {
 
+/// [training.lora] rank = 32, targets = ["qkv", "proj", "fc1", "fc2"] (default ["qkv"]).
+void read_lora(const std::string& file, const toml::node& node, workload::LoraSpec& lora) {
+  const toml::table* tbl = node.as_table();
+  if (tbl == nullptr) {
+    throw ConfigError(file, static_cast<int>(node.source().begin.line),
+                      static_cast<int>(node.source().begin.column),
+                      "[training.lora] must be a table like { rank = 32, targets = [\"qkv\"] }");
+  }
+  Section s(file, tbl, "training.lora", node.source());
+  s.check_unknown(scenario_keys("training.lora"));
+  lora.rank = static_cast<int>(s.bounded_req("rank", 1, 65536));
+  const toml::node* tn = s.node("targets");
+  if (tn == nullptr) return;  // LoraSpec's default: QKV only
+  const toml::array* arr = tn->as_array();
+  const char* expected = "training.lora.targets must be a non-empty array of \"qkv\", \"proj\", "
+                         "\"fc1\", \"fc2\"";
+  if (arr == nullptr || arr->empty()) s.fail_at(tn->source(), expected);
+  lora.qkv = lora.proj = lora.mlp_in = lora.mlp_out = false;
+  for (const toml::node& e : *arr) {
+    const auto* str = e.as_string();
+    const std::string v = str != nullptr ? str->get() : std::string();
+    bool* flag = v == "qkv" ? &lora.qkv : v == "proj" ? &lora.proj : v == "fc1" ? &lora.mlp_in
+                 : v == "fc2" ? &lora.mlp_out : nullptr;
+    if (flag == nullptr) {
+      s.fail_at(e.source(), std::string(expected) + " (got " +
+                                (str != nullptr ? "\"" + v + "\"" : type_name(e)) + ")");
+    }
+    if (*flag) s.fail_at(e.source(), "training.lora.targets names \"" + v + "\" twice");
+    *flag = true;
+  }
+}
+
 /// [simulation] stragglers = [{ gpu = 17, speed = 0.8, nic_bandwidth = 0.5,
 /// nvlink_bandwidth = 1.0 }, ...]: factors in [0.001, 1] (slower than nominal), full fidelity only.
 void load_stragglers(const std::string& file, const toml::node& st, workload::Scenario& sc) {
@@ -553,6 +586,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
       t.choice<bool>("wgrad_accumulation", {{"fused", true}, {"separate", false}})
           .value_or(true);
   if (auto tok = t.real("tokens", 1, 1e18)) tr.tokens = *tok;
+  if (const toml::node* ln = t.node("lora")) read_lora(file, *ln, tr.lora);
 
   // [cluster]
   Section c = sub(file, root, "cluster", "cluster", true);

@@ -80,6 +80,14 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                        {"bias_kernels", tr.bias_in_epilogue ? "epilogue" : "separate"},
                        {"wgrad_accumulation", tr.fused_wgrad_accumulation ? "fused" : "separate"}};
   if (tr.tokens) training.insert("tokens", *tr.tokens);
+  if (tr.lora.enabled()) {
+    toml::array targets;
+    if (tr.lora.qkv) targets.push_back("qkv");
+    if (tr.lora.proj) targets.push_back("proj");
+    if (tr.lora.mlp_in) targets.push_back("fc1");
+    if (tr.lora.mlp_out) targets.push_back("fc2");
+    training.insert("lora", toml::table{{"rank", tr.lora.rank}, {"targets", std::move(targets)}});
+  }
 
   const auto& L = sc.layout;
   toml::table parallel{

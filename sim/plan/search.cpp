@@ -793,6 +793,12 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
 SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
                     const Communicator& comm) {
   base.model.validate();
+  // The analytic lower bounds that prune the search price full training (every weight
+  // gradient and optimizer state); with frozen LoRA weights they would not be lower bounds.
+  if (base.training.lora.enabled()) {
+    throw InputError("training.lora", "search does not support training.lora yet: simulate the "
+                                      "LoRA layouts one by one (trainsim simulate)");
+  }
   const hw::Topology topo(base.topology, base.gpus);
   const int threads = opt.threads > 0 ? opt.threads
                                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));

@@ -145,6 +145,7 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r,
   lay["global_batch"] = sc.training.global_batch;
   lay["microbatches"] = r.microbatches;
   lay["recompute"] = model::recompute_name(sc.training.recompute);
+  if (sc.training.lora.enabled()) lay["lora_rank"] = sc.training.lora.rank;
   j["layout"] = lay;
   ordered_json stages = ordered_json::array();
   for (const auto& s : r.stages) {
@@ -225,7 +226,9 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   os << ", schedule " << parallel::schedule_name(L.schedule);
   if (L.virtual_stages > 1) os << " (v=" << L.virtual_stages << ")";
   os << ", ZeRO " << L.zero << ", recompute " << model::recompute_name(sc.training.recompute)
-     << ", microbatch " << sc.training.micro_batch << " x " << r.microbatches << " per pipeline\n\n";
+     << ", microbatch " << sc.training.micro_batch << " x " << r.microbatches << " per pipeline";
+  if (sc.training.lora.enabled()) os << ", LoRA r=" << sc.training.lora.rank << " (frozen base)";
+  os << "\n\n";
   os << "  step time              " << fmt("%10.3f s", r.step_time.seconds()) << "\n";
   os << "  throughput             " << fmt("%10.0f tokens/s", r.tokens_per_s) << "\n";
   os << "  model TFLOP/s per GPU  " << fmt("%10.1f", r.model_tflops_per_gpu) << "\n";

@@ -61,6 +61,7 @@ struct LayerCosts {
   CommCost tp_ar_bwd;
   CommCost head_ag, head_rs, head_ar;    // around the LM head
   double layer_params = 0;               // per rank, dense layer
+  double layer_trainable = 0;            // per rank, dense layer: LoRA adapters, else all
   double moe_layer_params = 0;           // per rank, MoE layer without its routed experts
   double expert_params = 0;              // per rank, routed experts of one MoE layer
   // Context parallelism: one ring step's KV transfer (forward; backward also moves dKV),
@@ -154,6 +155,23 @@ class StepBuilder final : public PassEmitter {
     const bool tied_copy = sc_.model.tied_embeddings && shape_.chain_length() > 1;
     return (sc_.model.head_params() + (tied_copy ? sc_.model.embedding_params() : 0.0)) / tp_;
   }
+  /// The trainable subset of the parameters above (gradients, their reduction, optimizer
+  /// state, parameter all-gathers): with LoRA (TrainingSpec::lora, dense models only) the
+  /// adapters, without it every parameter.
+  bool lora() const { return sc_.training.lora.enabled(); }
+  double layer_trainable_at(int i) const { return lora() ? c_.layer_trainable : layer_params_at(i); }
+  double embedding_trainable() const { return lora() ? 0.0 : embedding_params(); }
+  double head_trainable() const { return lora() ? 0.0 : head_params(); }
+  double chunk_trainable(int stage, int chunk) const {
+    if (!lora()) return chunk_params(stage, chunk);
+    return layers_of(shape_.vs_of(stage, chunk)) * c_.layer_trainable;
+  }
+  double stage_trainable(int stage) const {
+    if (!lora()) return stage_params(stage);
+    double p = 0;
+    for (int c = 0; c < v_; ++c) p += chunk_trainable(stage, c);
+    return p;
+  }
 
   /// Where, in each stage's program, updates happen and gradient buckets are reduced.
   struct StagePlan {
@@ -199,7 +217,7 @@ class StepBuilder final : public PassEmitter {
     for (int c = 0; c < v_; ++c) {
       auto& gathers = gathers_[static_cast<std::size_t>(c)];
       std::vector<std::pair<double, bool>> buckets;  // (bytes, expert)
-      for (double bytes : bucket_bytes(chunk_params(stage_, c), param_dtype())) {
+      for (double bytes : bucket_bytes(chunk_trainable(stage_, c), param_dtype())) {
         buckets.emplace_back(bytes, false);
       }
       for (double bytes : bucket_bytes(chunk_expert_params(stage_, c), param_dtype())) {
@@ -228,7 +246,7 @@ class StepBuilder final : public PassEmitter {
     const bool dp_comm = L.dp_cp() > 1;
     if (dp_comm && !L.overlap_grad_reduce && L.zero < 3) {
       for (int c = v_ - 1; c >= 0; --c) {
-        for (double bytes : bucket_bytes(chunk_params(stage_, c))) {
+        for (double bytes : bucket_bytes(chunk_trainable(stage_, c))) {
           const TaskId t = g_.add_task(st.dp, dp_cost(grad_op(), bytes), Category::DpComm,
                                        l_grad_reduce_);
           g_.add_dependency(last_compute, t);
@@ -245,7 +263,7 @@ class StepBuilder final : public PassEmitter {
     }
     // Tied embeddings with pp > 1: the first and the last stage all-reduce the embedding
     // gradient between them (Megatron-LM's embedding group) before the optimizer.
-    if (sc_.model.tied_embeddings && shape_.chain_length() > 1 && !shape_.dual &&
+    if (sc_.model.tied_embeddings && shape_.chain_length() > 1 && !shape_.dual && !lora() &&
         (stage_ == 0 || stage_ == sc_.layout.pp - 1)) {
       const int pair[2] = {L.rank(0, 0, 0, 0), L.rank(0, 0, 0, L.pp - 1)};
       const Time t = comm_.cost(CollectiveOp::AllReduce,
@@ -301,7 +319,7 @@ class StepBuilder final : public PassEmitter {
       dp_grad_tasks_.push_back(b);
     }
     const double experts = stage_expert_params(stage_);
-    const double dense = stage_params(stage_) - experts;
+    const double dense = stage_trainable(stage_) - experts;
     const double local =
         L.zero >= 1 ? dense / L.dp_cp() + experts / L.expert_dp() : dense + experts;
     const double buffer = L.zero >= 3 ? local : dense + experts;
@@ -452,7 +470,7 @@ class StepBuilder final : public PassEmitter {
         blocking_gathers_.clear();
         gather_ = &gathers_[static_cast<std::size_t>(chunk)];
         if (first_vs) {
-          wait_for_params(embedding_params());
+          wait_for_params(embedding_trainable());
           zero3_gather(embedding_params());
           embedding_forward();
         }
@@ -461,7 +479,7 @@ class StepBuilder final : public PassEmitter {
         const int idx = first_layer + l;
         const bool moe = sc_.model.is_moe_layer(idx);
         add([this, idx, moe] {
-          wait_for_params(layer_params_at(idx));
+          wait_for_params(layer_trainable_at(idx));
           if (moe) {
             for (TaskId t : gather_->expert_tasks) wait_.push_back(t);
             gather_->expert_tasks.clear();
@@ -476,7 +494,7 @@ class StepBuilder final : public PassEmitter {
       }
       add([this, last_vs] {
         if (last_vs) {
-          wait_for_params(head_params());
+          wait_for_params(head_trainable());
           zero3_gather(head_params());
           head_forward();
         }
@@ -491,18 +509,18 @@ class StepBuilder final : public PassEmitter {
         if (last_vs) {
           const TaskId wgrad = column_weight_grad(c_.lm_head);
           zero3_reduce(head_params(), wgrad);
-          add_grads(head_params());
+          add_grads(head_trainable());
         }
         for (int l = 0; l < nl; ++l) {
           const int idx = first_layer + nl - 1 - l;
           const TaskId wgrad = layer_weight_grads(idx);
           zero3_reduce(layer_params_at(idx), wgrad);
-          add_grads(layer_params_at(idx));
+          add_grads(layer_trainable_at(idx));
           if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
         }
         if (first_vs) {
           zero3_reduce(embedding_params(), last_);  // its gradient came with the B pass
-          add_grads(embedding_params());
+          add_grads(embedding_trainable());
         }
         if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
         if (reduce_now_ && expert_fill_ > 0) flush_expert_bucket();
@@ -518,7 +536,7 @@ class StepBuilder final : public PassEmitter {
           const TaskId wgrad = head_backward();
           if (!input_only_) {
             zero3_reduce(head_params(), wgrad);
-            add_grads(head_params());
+            add_grads(head_trainable());
           }
         }
       });
@@ -541,7 +559,7 @@ class StepBuilder final : public PassEmitter {
           const TaskId wgrad = attention_block_backward();
           if (!input_only_) {
             zero3_reduce(layer_params_at(idx), wgrad);
-            add_grads(layer_params_at(idx));
+            add_grads(layer_trainable_at(idx));
             if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
           }
         });
@@ -552,7 +570,7 @@ class StepBuilder final : public PassEmitter {
           embedding_backward();
           if (!input_only_) {
             zero3_reduce(embedding_params(), last_);
-            add_grads(embedding_params());
+            add_grads(embedding_trainable());
           }
         }
         if (reduce_now_ && bucket_fill_ > 0) flush_bucket();
@@ -571,7 +589,14 @@ class StepBuilder final : public PassEmitter {
     const Op op = rank_op(sc_, model_op);
     switch (op.kind) {
       case OpKind::Gemm: {
-        const GemmTimes g = gemm_times(cost_, op, sc_.training.gemm_kernels(), sp_ ? tp_ : 1);
+        GemmTimes g = gemm_times(cost_, op, sc_.training.gemm_kernels(), sp_ ? tp_ : 1);
+        if (sc_.training.lora.targets(name)) {
+          const GemmTimes a =
+              lora_adapter_times(cost_, op, sc_.training.lora.rank, sc_.training.dtype);
+          g.fwd += a.fwd;
+          g.dgrad += a.dgrad;
+          g.wgrad = a.wgrad;  // the frozen base weight has none
+        }
         c.fwd = g.fwd;
         c.bwd_input = g.dgrad;
         c.bwd_weight = g.wgrad;
@@ -632,6 +657,8 @@ class StepBuilder final : public PassEmitter {
     // a 128k vocabulary).
     c_.embedding.bwd_input +=
         cost_.memory_bound(embedding_grad_bytes(sc_.model, tp_, sc_.training.dtype));
+    // LoRA: the table is frozen, autograd runs no embedding backward.
+    if (lora()) c_.embedding.bwd_input = Time::zero();
     const auto head = model::head_ops(mdl, b);
     c_.final_norm = op_cost(head[0], "final_norm");
     c_.lm_head = op_cost(head[1], "lm_head");
@@ -641,6 +668,8 @@ class StepBuilder final : public PassEmitter {
     const double mats = mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
     const double attn = attention_params_per_rank(mdl, tp_);
     c_.layer_params = attn + dense_mlp_params_per_rank(mdl, tp_, mdl.ffn_hidden);
+    c_.layer_trainable = lora() ? lora_params_per_rank(mdl, tp_, sc_.training.lora)
+                                : c_.layer_params;
     if (mdl.moe.enabled()) {
       // Router replicated; shared experts split by TP; routed experts by EP and TP.
       const double router = mdl.moe.experts > 1 ? h * mdl.moe.experts : 0.0;
@@ -1113,12 +1142,14 @@ class StepBuilder final : public PassEmitter {
   void row_backward(const OpCost& gemm) {
     if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
     compute(gemm.bwd_input, gemm.dgrad_label);
-    if (!input_only_) compute(gemm.bwd_weight, gemm.wgrad_label);
+    if (!input_only_ && trains(gemm)) compute(gemm.bwd_weight, gemm.wgrad_label);
   }
+  /// Whether the GEMM has a weight gradient (not a frozen LoRA base weight without adapter).
+  static bool trains(const OpCost& gemm) { return gemm.bwd_weight > Time::zero(); }
   /// Backward of a column-parallel GEMM: dgrad, then the input-gradient reduce-scatter (SP)
   /// or all-reduce overlapped with wgrad; with SP, wgrad also waits for the re-gathered input.
   TaskId column_backward(const OpCost& gemm) {
-    if (input_only_) {
+    if (input_only_ || !trains(gemm)) {
       compute(gemm.bwd_input, gemm.dgrad_label);
       if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd));
       return kNoId;
@@ -1311,6 +1342,35 @@ double dense_mlp_params_per_rank(const model::ModelSpec& mdl, int tp, double ffn
   return (swiglu ? 3.0 : 2.0) * h * ffn / tp + biases;
 }
 
+double lora_flops_per_step(const model::ModelSpec& mdl, std::int64_t global_batch,
+                           const LoraSpec& lora) {
+  double layer = 0, head = 0;
+  for (const model::Op& op : model::layer_ops(mdl, global_batch)) {
+    layer += op.flops.fwd + op.flops.bwd_input;
+    if (op.kind == OpKind::Gemm && lora.targets(op.name)) {
+      // Adapter: forward, input gradient and the two weight gradients, 2 r (k + n) each.
+      layer += 6.0 * lora.rank * static_cast<double>(op.k + op.n) * static_cast<double>(op.m);
+    }
+  }
+  for (const model::Op& op : model::head_ops(mdl, global_batch)) {
+    head += op.flops.fwd + op.flops.bwd_input;
+  }
+  return layer * mdl.layers + head;
+}
+
+double lora_params_per_rank(const model::ModelSpec& mdl, int tp, const LoraSpec& lora) {
+  if (!lora.enabled()) return 0.0;
+  const double h = mdl.hidden, r = lora.rank;
+  const double ffn = static_cast<double>(mdl.ffn_hidden) / tp;
+  const double in_width = (mdl.activation == model::Activation::SwiGLU ? 2.0 : 1.0) * ffn;
+  double p = 0;
+  if (lora.qkv) p += r * (h + static_cast<double>(qkv_width(mdl, tp)));
+  if (lora.proj) p += r * (static_cast<double>(mdl.attn_out_width()) / tp + h);
+  if (lora.mlp_in) p += r * (h + in_width);
+  if (lora.mlp_out) p += r * (ffn + h);
+  return p;
+}
+
 model::Op rank_op(const Scenario& sc, const model::Op& op) {
   return rank_op(sc.model, sc.layout.tp, sc.layout.sequence_parallel, op);
 }
@@ -1339,10 +1399,34 @@ model::Op rank_op(const model::ModelSpec& mdl, int tp, bool sp, const model::Op&
   return r;
 }
 
+void validate_lora(const Scenario& sc) {
+  const LoraSpec& lora = sc.training.lora;
+  if (!lora.enabled()) return;
+  auto no = [](const std::string& what) {
+    throw InputError("training.lora", "training.lora: LoRA with " + what + " is not modelled");
+  };
+  if (!(lora.qkv || lora.proj || lora.mlp_in || lora.mlp_out)) {
+    throw InputError("training.lora", "training.lora.targets must name at least one GEMM");
+  }
+  if (sc.model.moe.enabled()) no("MoE layers");
+  if (sc.model.mla.enabled()) no("MLA attention");
+  if (sc.layout.zero >= 3) no("ZeRO-3");
+  switch (sc.layout.schedule) {
+    case parallel::ScheduleKind::GPipe:
+    case parallel::ScheduleKind::OneFOneB:
+    case parallel::ScheduleKind::Interleaved:
+      break;
+    default:
+      no("schedule \"" + std::string(parallel::schedule_name(sc.layout.schedule)) +
+         "\" (gpipe, 1f1b and interleaved are)");
+  }
+}
+
 StepResult simulate_step(const Scenario& sc) {
   sc.model.validate();
   const auto& L = sc.layout;
   L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch, sc.steps);
+  validate_lora(sc);
   if (sc.fidelity == Fidelity::Analytic) {
     throw InputError("simulation.fidelity", std::string("simulation.fidelity \"") +
                                                 fidelity_name(sc.fidelity) +
@@ -1502,6 +1586,12 @@ StepResult simulate_step(const Scenario& sc) {
   r.model_flops = model::model_flops_per_step(sc.model, sc.training.global_batch);
   r.hardware_flops =
       model::hardware_flops_per_step(sc.model, sc.training.global_batch, sc.training.recompute);
+  if (sc.training.lora.enabled()) {
+    // What LoRA computes: no weight gradient of a frozen weight (recompute unchanged).
+    const double lora = lora_flops_per_step(sc.model, sc.training.global_batch, sc.training.lora);
+    r.hardware_flops += lora - r.model_flops;
+    r.model_flops = lora;
+  }
   const double peak = sc.gpu.peak_flops(sc.training.dtype);
   r.model_tflops_per_gpu = r.model_flops / step / sc.gpus / 1e12;
   r.hardware_tflops_per_gpu = r.hardware_flops / step / sc.gpus / 1e12;
@@ -1588,6 +1678,14 @@ StepResult simulate_step(const Scenario& sc) {
     const double expert_params = builder.stage_expert_params(s);
     const double grad_bytes = hw::dtype_bytes(gradient_dtype(sc.training.dtype));
     auto state = model::model_state_bytes(sr.params - expert_params, L.dp_cp(), L.zero, grad_bytes);
+    if (sc.training.lora.enabled()) {
+      // Frozen 16-bit base weights; gradients and optimizer state for the adapters only.
+      const double adapters = builder.stage_trainable(s);
+      const auto trained = model::model_state_bytes(adapters, L.dp_cp(), L.zero, grad_bytes);
+      state.weights += trained.weights;
+      state.gradients = trained.gradients;
+      state.optimizer = trained.optimizer;
+    }
     const auto expert_state =
         model::model_state_bytes(expert_params, L.expert_dp(), L.zero, grad_bytes);
     state.weights += expert_state.weights;

@@ -27,6 +27,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/task_graph.hpp"
@@ -45,6 +46,29 @@ namespace trainsim::workload {
 
 enum class Fidelity { Analytic, Stage, Full };
 const char* fidelity_name(Fidelity f);
+
+/// LoRA fine-tuning (Hu et al. 2021, arXiv:2106.09685 §4.1): the base weights are frozen and
+/// each targeted linear layer Y = X W (W [k x n] on this rank) gains a trainable update
+/// X A B, A [k x r], B [r x n], added to its output. Frozen weights need no weight gradient,
+/// no gradient reduction and no optimizer state; the backward still computes every input
+/// gradient down to the first adapter.
+struct LoraSpec {
+  int rank = 0;  ///< r; 0: full training, no LoRA
+  /// Targeted GEMMs. NeMo 1.x's default (examples/nlp/language_modeling/tuning/conf/
+  /// megatron_gpt_finetuning_config.yaml: target_modules ['attention_qkv'], adapter_dim 32).
+  bool qkv = true, proj = false, mlp_in = false, mlp_out = false;
+  [[nodiscard]] bool enabled() const { return rank > 0; }
+  /// Whether the layer GEMM named `gemm` (model::layer_ops: "qkv", "proj", "mlp_fc1" /
+  /// "mlp_gate_up", "mlp_fc2" / "mlp_down") carries an adapter.
+  [[nodiscard]] bool targets(std::string_view gemm) const {
+    if (!enabled()) return false;
+    if (gemm == "qkv") return qkv;
+    if (gemm == "proj") return proj;
+    if (gemm == "mlp_fc1" || gemm == "mlp_gate_up") return mlp_in;
+    if (gemm == "mlp_fc2" || gemm == "mlp_down") return mlp_out;
+    return false;
+  }
+};
 
 struct TrainingSpec {
   std::int64_t global_batch = 0;  ///< sequences per step
@@ -65,10 +89,14 @@ struct TrainingSpec {
   /// false: a separate add kernel per weight and microbatch (2021 Megatron-LM,
   /// `--no-gradient-accumulation-fusion`). workload::gemm_times prices both.
   bool fused_wgrad_accumulation = true;
+  /// LoRA fine-tuning; disabled (rank 0) for full training. simulate_step throws InputError
+  /// for combinations it does not model (MoE, ZeRO-3, schedules with a separate weight pass
+  /// or weight stashing).
+  LoraSpec lora;
 
   /// The GEMM-side kernel choices above, for workload::gemm_times.
   [[nodiscard]] GemmKernels gemm_kernels() const {
-    return {dtype, bias_in_epilogue, fused_wgrad_accumulation};
+    return {dtype, bias_in_epilogue, fused_wgrad_accumulation, lora.enabled()};
   }
 };
 
@@ -212,6 +240,17 @@ double attention_params_per_rank(const model::ModelSpec& model, int tp);
 /// Parameters one of `tp` ranks holds for a dense MLP of `ffn` intermediate size (2 or 3
 /// matrices, split by TP), with its biases under model.bias.
 double dense_mlp_params_per_rank(const model::ModelSpec& model, int tp, double ffn);
+/// Trainable LoRA parameters one of `tp` ranks holds for a layer: r (k + n) per targeted GEMM,
+/// with k x n its rank-local shape (QKV: hidden x qkv_width, projection: attn_out / tp x
+/// hidden, MLP input: hidden x ffn / tp (x2 for SwiGLU's fused gate/up), MLP output:
+/// ffn / tp x hidden). 0 without LoRA.
+double lora_params_per_rank(const model::ModelSpec& model, int tp, const LoraSpec& lora);
+/// FLOPs of one LoRA step of `global_batch` sequences (dense models): every op's forward and
+/// input gradient (model::Op::flops, Megatron-LM's count), no weight gradient of the frozen
+/// weights, plus 6 r (k + n) per token for each targeted GEMM's adapter (forward, input
+/// gradient and the A and B weight gradients).
+double lora_flops_per_step(const model::ModelSpec& model, std::int64_t global_batch,
+                           const LoraSpec& lora);
 
 /// `op` (from model::layer_ops / embedding_op / head_ops) as one TP rank of the scenario runs
 /// it, exactly as simulate_step prices it: column-parallel GEMMs split n, row-parallel split
@@ -226,6 +265,12 @@ model::Op rank_op(const model::ModelSpec& model, int tp, bool sp, const model::O
 /// Builds and runs one step. Throws InputError for an impossible scenario (the layout
 /// checks of Layout::validate, model checks), std::invalid_argument for a bad topology,
 /// DeadlockError / InternalError if the engine's invariants break.
+/// Throws InputError (key "training.lora") when the scenario asks for LoRA with what the
+/// LoRA model does not cover: MoE or MLA models, ZeRO-3, or a schedule other than gpipe,
+/// 1f1b and interleaved (zero-bubble and DualPipe split weight passes, PipeDream stashes
+/// weights); also when it targets no GEMM. Does nothing without LoRA.
+void validate_lora(const Scenario& scenario);
+
 StepResult simulate_step(const Scenario& scenario);
 
 }  // namespace trainsim::workload

@@ -28,6 +28,9 @@ struct GemmKernels {
   /// Weight gradients accumulated into the main gradients by the wgrad GEMM's epilogue
   /// (TrainingSpec::fused_wgrad_accumulation).
   bool fused_wgrad_accumulation = true;
+  /// Frozen base weights (LoRA fine-tuning, TrainingSpec::lora): no weight gradient, no bias
+  /// gradient, and FP8's incoming gradient is cast for dgrad only (no transposed copy).
+  bool frozen_weights = false;
 };
 
 /// One rank's GEMM `op` (model::Op as workload::rank_op shards it: Y[m x n] = X[m x k] W),
@@ -55,5 +58,15 @@ struct GemmKernels {
 ///    writing Y.
 GemmTimes gemm_times(const cost::CostModel& cost, const model::Op& op, const GemmKernels& kernels,
                      int row_output_split = 1);
+
+/// The LoRA adapter of one rank's GEMM `op` (Y[m x n] = X[m x k] W) with rank `r`: forward
+/// X A [m x r] then (X A) B [m x n] and the add into Y (read 2 + write 1 tensors of m x n);
+/// backward dY B^T [m x r], then (dY B^T) A^T [m x k] and its add into dX (3 tensors of
+/// m x k); weight gradients dB = (X A)^T dY and dA = X^T (dY B^T), accumulated into fp32 (or
+/// fp16) main gradients like every weight gradient. Adapters are plain 16-bit layers (NeMo's
+/// ParallelLinearAdapter, also under FP8 training); their TP collectives of m x r elements are
+/// not priced. Throws std::invalid_argument for r < 1.
+GemmTimes lora_adapter_times(const cost::CostModel& cost, const model::Op& op, int r,
+                             hw::Dtype training);
 
 }  // namespace trainsim::workload

@@ -50,6 +50,10 @@ void backward(std::vector<StepKernel>& out, const model::Op& op, int layer) {
 }  // namespace
 
 std::vector<StepKernel> microbatch_kernels(const Scenario& sc) {
+  if (sc.training.lora.enabled()) {
+    throw InputError("training.lora", "the one-GPU step runs full training; remove "
+                                      "[training.lora] to compare it");
+  }
   if (sc.layout.pp != 1 || sc.layout.virtual_stages != 1) {
     throw InputError("parallel.pp", "the one-GPU step needs every layer on one rank (pp = 1, "
                                     "no virtual stages)");
