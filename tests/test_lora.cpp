@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -205,9 +206,10 @@ TEST(Lora, ScenarioWriterRoundTripsTheLoraTable) {
 // NeMo 24.07's three LoRA rows (Llama 2 7B / 13B / 70B on 8 H100, FP8, rank 32 on QKV) in
 // tokens/s per GPU: measured +7.6%, +4.0%, -0.2% when added.
 TEST(Lora, NemoLoraRowsWithinTheirMeasuredError) {
-  const auto report = validate::run_validation(
-      test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml",
-      test::source_dir() / "topologies", "nemo_2407_h100");
+  const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
+  if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
+  const auto report =
+      validate::run_validation(runs, test::source_dir() / "topologies", "nemo_2407_h100");
   int lora_rows = 0;
   for (const auto& row : report.rows) {
     if (row.id.find("lora") == std::string::npos) continue;

@@ -233,7 +233,7 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
                                          {"korthikanti2022_table4", 0.045},
                                          {"narayanan2021_table1", 0.16},
                                          {"megatron_core_h100", 0.11},
-                                         {"nemo_2407_h100", 0.13},
+                                         {"nemo_2407_h100", 0.115},
                                          {"megatron_llama_example", 0.06},
                                          {"megatron_moe_mixtral", 0.23}};
   for (const auto& g : report.groups) {
