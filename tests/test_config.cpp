@@ -100,6 +100,10 @@ TEST(Config, BadEnumListsTheChoices) {
   EXPECT_NE(wgrad.find("training.wgrad_accumulation must be one of \"fused\""),
             std::string::npos)
       << wgrad;
+  const auto scaling =
+      error_of(with("[training]\n", "[training]\ngrad_scaling = \"avg\"\n"));
+  EXPECT_NE(scaling.find("training.grad_scaling must be one of \"bucket\""), std::string::npos)
+      << scaling;
   const auto flag = error_of(with("seq_len = 1024", "seq_len = 1024\nbias = \"yes\""));
   EXPECT_NE(flag.find("model.bias"), std::string::npos) << flag;
 }
@@ -233,7 +237,8 @@ TEST(ScenarioWriter, WritesEveryNonDefaultSetting) {
   text = test::replace(text, "micro_batch = 2\n",
                        "micro_batch = 2\ndtype = \"fp16\"\nrecompute = \"full\"\n"
                        "attention = \"unfused\"\nbias_kernels = \"separate\"\n"
-                       "wgrad_accumulation = \"separate\"\ntokens = 1e9\n");
+                       "wgrad_accumulation = \"separate\"\ngrad_scaling = \"buffer\"\n"
+                       "tokens = 1e9\n");
   text = test::replace(text, "seq_len = 1024\n", "seq_len = 1024\nbias = true\nhead_dim = 128\n");
   text += "[cost]\ngpu_hour_usd = 2.5\n";
   const auto dir = test::temp_dir("scenario-writer-keys");
@@ -246,6 +251,7 @@ TEST(ScenarioWriter, WritesEveryNonDefaultSetting) {
   EXPECT_FALSE(back.training.flash_attention);
   EXPECT_FALSE(back.training.bias_in_epilogue);
   EXPECT_FALSE(back.training.fused_wgrad_accumulation);
+  EXPECT_EQ(back.training.grad_scaling, workload::GradScaling::Buffer);
   EXPECT_DOUBLE_EQ(*back.training.tokens, 1e9);
   EXPECT_TRUE(back.model.bias);
   EXPECT_EQ(back.model.head_size, 128);

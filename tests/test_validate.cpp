@@ -224,12 +224,13 @@ TEST(Validate, KorthikantiTable4PerLayerTimes) {
 }
 
 // Regression guard on the published runs (../shared beside the repository, as in CI): the
-// errors measured now (docs/validation.md). The bounds are tighter (4/6/8/10%).
+// errors measured now (docs/validation.md). Korthikanti's Table 5 is held at the 4%;
+// the other bounds are tighter than the guards (6/8/10%).
 TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
   const auto runs = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(runs)) GTEST_SKIP() << "no " << runs;
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
-  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.045},
+  std::map<std::string, double> bound = {{"korthikanti2022_table5", 0.04},
                                          {"korthikanti2022_table4", 0.045},
                                          {"narayanan2021_table1", 0.16},
                                          {"megatron_core_h100", 0.11},

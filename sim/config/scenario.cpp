@@ -46,7 +46,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
         "imbalance", "permute_fusion"}},
       {"training",
        {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
-        "attention", "bias_kernels", "wgrad_accumulation", "lora"}},
+        "attention", "bias_kernels", "wgrad_accumulation", "grad_scaling", "lora"}},
       {"training.lora", {"rank", "targets"}},
       {"parallel",
        {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
@@ -585,6 +585,12 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   tr.fused_wgrad_accumulation =
       t.choice<bool>("wgrad_accumulation", {{"fused", true}, {"separate", false}})
           .value_or(true);
+  tr.grad_scaling = t.choice<workload::GradScaling>("grad_scaling",
+                                                    {{"bucket", workload::GradScaling::Bucket},
+                                                     {"buffer", workload::GradScaling::Buffer},
+                                                     {"collective",
+                                                      workload::GradScaling::Collective}})
+                        .value_or(workload::GradScaling::Bucket);
   if (auto tok = t.real("tokens", 1, 1e18)) tr.tokens = *tok;
   if (const toml::node* ln = t.node("lora")) read_lora(file, *ln, tr.lora);
 

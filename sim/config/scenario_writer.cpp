@@ -78,7 +78,10 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                        {"recompute", model::recompute_name(tr.recompute)},
                        {"attention", tr.flash_attention ? "flash" : "unfused"},
                        {"bias_kernels", tr.bias_in_epilogue ? "epilogue" : "separate"},
-                       {"wgrad_accumulation", tr.fused_wgrad_accumulation ? "fused" : "separate"}};
+                       {"wgrad_accumulation", tr.fused_wgrad_accumulation ? "fused" : "separate"},
+                       {"grad_scaling", tr.grad_scaling == workload::GradScaling::Bucket   ? "bucket"
+                                        : tr.grad_scaling == workload::GradScaling::Buffer ? "buffer"
+                                                                                            : "collective"}};
   if (tr.tokens) training.insert("tokens", *tr.tokens);
   if (tr.lora.enabled()) {
     toml::array targets;

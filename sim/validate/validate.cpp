@@ -411,9 +411,20 @@ Report run_validation(const std::filesystem::path& runs_file,
     // after the whole forward-backward (megatron/training.py train_step: "All-reduce if
     // needed": model_module.allreduce_gradients() after forward_backward_func); PyTorch's
     // DDP ("torch") overlaps its bucket all-reduces with the last microbatch's backward.
-    if (lower(row.str("ddp_impl")) == "local") {
+    const std::string ddp = lower(row.str("ddp_impl"));
+    if (ddp == "local") {
       L.overlap_grad_reduce = false;
       notes.emplace_back("gradient all-reduce after the backward (Megatron local DDP)");
+    }
+    // The gradient average's kernel (workload::GradScaling): Megatron-Core's DDP scales each
+    // bucket (the default); NeMo's distributed optimizer (apex DistributedFusedAdam,
+    // average_grad_sync) and PyTorch's DDP average without a separate pass; Megatron-LM's
+    // local DDP -- the default `--DDP-impl` of the 2021-22 papers' code -- divides the whole
+    // buffer after the backward, also with DP = 1.
+    if (has(framework, "nemo") || ddp == "torch") {
+      tr.grad_scaling = workload::GradScaling::Collective;
+    } else if (ddp == "local" || (!modern && !tr.flash_attention)) {
+      tr.grad_scaling = workload::GradScaling::Buffer;
     }
     sc.gpus = static_cast<int>(row.num("num_gpus").value_or(L.tp * L.pp * L.dp * L.cp));
     try {

@@ -244,19 +244,31 @@ class StepBuilder final : public PassEmitter {
   void end_update(const StageStreams& st, TaskId last_compute, int group) {
     const auto& L = sc_.layout;
     const bool dp_comm = L.dp_cp() > 1;
+    // Megatron-LM's local DDP divides the whole gradient buffer by DP after the backward,
+    // whatever DP is (GradScaling::Buffer); the reductions below wait for it.
+    if (sc_.training.grad_scaling == GradScaling::Buffer && L.zero < 3) {
+      const double bytes = stage_trainable(stage_) * hw::dtype_bytes(grad_dtype());
+      if (bytes > 0) {
+        const TaskId t = g_.add_task(st.compute, cost_.memory_bound(2.0 * bytes),
+                                     Category::Compute, l_grad_scale_);
+        g_.add_dependency(last_compute, t);
+        last_compute = t;
+        dp_grad_tasks_.push_back(t);
+      }
+    }
     if (dp_comm && !L.overlap_grad_reduce && L.zero < 3) {
       for (int c = v_ - 1; c >= 0; --c) {
         for (double bytes : bucket_bytes(chunk_trainable(stage_, c))) {
           const TaskId t = g_.add_task(st.dp, dp_cost(grad_op(), bytes), Category::DpComm,
                                        l_grad_reduce_);
-          g_.add_dependency(last_compute, t);
+          g_.add_dependency(bucket_scale(st, bytes, last_compute), t);
           dp_grad_tasks_.push_back(t);
         }
         for (double bytes : bucket_bytes(chunk_expert_params(stage_, c))) {
           const Time time = edp_cost(grad_op(), bytes);
           if (time == Time::zero()) continue;
           const TaskId t = g_.add_task(st.dp, time, Category::DpComm, l_expert_grad_reduce_);
-          g_.add_dependency(last_compute, t);
+          g_.add_dependency(bucket_scale(st, bytes, last_compute), t);
           dp_grad_tasks_.push_back(t);
         }
       }
@@ -715,6 +727,7 @@ class StepBuilder final : public PassEmitter {
     norm_sync_time_ = comm_.cost(CollectiveOp::AllReduce, 4, pipe).time;
     l_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "dp reduce_scatter grads"
                                                     : "dp all_reduce grads");
+    l_grad_scale_ = g_.intern("dp grad scale");
     l_param_ag_ = g_.intern("dp all_gather params");
     l_optimizer_ = g_.intern("optimizer step");
   }
@@ -887,18 +900,30 @@ class StepBuilder final : public PassEmitter {
     if (expert_fill_ >= bucket_params_) flush_expert_bucket();
   }
   void flush_expert_bucket() {
-    const TaskId t = g_.add_task(st_->dp, edp_cost(grad_op(), expert_fill_ * hw::dtype_bytes(grad_dtype())),
-                                 Category::DpComm, l_expert_grad_reduce_, mb_, chunk_);
-    g_.add_dependency(last_, t);
+    const double bytes = expert_fill_ * hw::dtype_bytes(grad_dtype());
+    const TaskId t = g_.add_task(st_->dp, edp_cost(grad_op(), bytes), Category::DpComm,
+                                 l_expert_grad_reduce_, mb_, chunk_);
+    g_.add_dependency(bucket_scale(*st_, bytes, last_), t);
     dp_grad_tasks_.push_back(t);
     expert_fill_ = 0;
   }
   void flush_bucket() {
-    const TaskId t = g_.add_task(st_->dp, dp_cost(grad_op(), bucket_fill_ * hw::dtype_bytes(grad_dtype())),
-                                 Category::DpComm, l_grad_reduce_, mb_, chunk_);
-    g_.add_dependency(last_, t);
+    const double bytes = bucket_fill_ * hw::dtype_bytes(grad_dtype());
+    const TaskId t = g_.add_task(st_->dp, dp_cost(grad_op(), bytes), Category::DpComm,
+                                 l_grad_reduce_, mb_, chunk_);
+    g_.add_dependency(bucket_scale(*st_, bytes, last_), t);
     dp_grad_tasks_.push_back(t);
     bucket_fill_ = 0;
+  }
+  /// GradScaling::Bucket: the 1/DP scaling of a `bytes` gradient bucket, a read-modify-write
+  /// kernel on the compute stream after `after`; returns the task the bucket's reduction
+  /// waits for (`after` itself under the other modes).
+  TaskId bucket_scale(const StageStreams& st, double bytes, TaskId after) {
+    if (sc_.training.grad_scaling != GradScaling::Bucket) return after;
+    const TaskId t = g_.add_task(st.compute, cost_.memory_bound(2.0 * bytes), Category::Compute,
+                                 l_grad_scale_, mb_, chunk_);
+    g_.add_dependency(after, t);
+    return t;
   }
 
   bool tp_on() const { return tp_ > 1; }
@@ -1258,7 +1283,7 @@ class StepBuilder final : public PassEmitter {
           l_expert_out_ = kNoId, l_expert_bwd_ = kNoId, l_expert_wgrad_ = kNoId,
           l_dispatch_ = kNoId, l_combine_ = kNoId, l_dispatch_bwd_ = kNoId,
           l_combine_bwd_ = kNoId, l_permute_ = kNoId, l_permute_bwd_ = kNoId;
-  LabelId l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId,
+  LabelId l_grad_scale_ = kNoId, l_grad_reduce_ = kNoId, l_param_ag_ = kNoId, l_optimizer_ = kNoId,
           l_tied_sync_ = kNoId;
   /// ZeRO-1/2 parameter all-gathers of one chunk, consumed by its first forward.
   struct ChunkGathers {

@@ -70,6 +70,23 @@ struct LoraSpec {
   }
 };
 
+/// Where the data-parallel gradient average (the sum's 1/DP) is applied.
+enum class GradScaling {
+  /// Megatron-Core's DDP (core r0.5 on; megatron/core/distributed/param_and_grad_buffer.py,
+  /// start_grad_sync: `grad_data *= gradient_scaling_factor` when the factor is not 1):
+  /// one read-modify-write kernel per bucket on the compute stream, just before the bucket's
+  /// reduction, when DP x CP > 1.
+  Bucket,
+  /// Megatron-LM's local DDP (2021-23, megatron/model/distributed.py allreduce_gradients:
+  /// `buffer_.data /= data_parallel_world_size` before the all-reduce): one kernel over the
+  /// whole gradient buffer after the backward, every step, even with DP = 1.
+  Buffer,
+  /// No separate kernel: the collective averages (NCCL ReduceOp.AVG, as apex's
+  /// DistributedFusedAdam with average_grad_sync) or the framework divides while copying
+  /// the gradient into its bucket (PyTorch DDP's reducer).
+  Collective,
+};
+
 struct TrainingSpec {
   std::int64_t global_batch = 0;  ///< sequences per step
   std::int64_t micro_batch = 1;   ///< sequences per microbatch
@@ -89,6 +106,9 @@ struct TrainingSpec {
   /// false: a separate add kernel per weight and microbatch (2021 Megatron-LM,
   /// `--no-gradient-accumulation-fusion`). workload::gemm_times prices both.
   bool fused_wgrad_accumulation = true;
+  /// The gradient average's kernel (`[training] grad_scaling = "bucket" | "buffer" |
+  /// "collective"`); each kernel reads and writes the gradients once in their dtype.
+  GradScaling grad_scaling = GradScaling::Bucket;
   /// LoRA fine-tuning; disabled (rank 0) for full training. simulate_step throws InputError
   /// for combinations it does not model (MoE, ZeRO-3, schedules with a separate weight pass
   /// or weight stashing).
