@@ -194,6 +194,31 @@ TEST(Moe, ExpertParallelismAddsFourAllToAllsPerLayerAndShardsExpertState) {
   EXPECT_GT(r8.breakdown.exposed_of(Category::EpComm), 0.0);
 }
 
+// Megatron-Core scales expert gradients by 1/(DP x CP) too, even when every expert lives on
+// one rank of its DP group (EP = DP: nothing to reduce): the scaling kernels of a stage cover
+// its dense and its expert gradients (one pass over all of them is never slower than the
+// buckets one by one), and without them the step is shorter.
+TEST(Moe, ExpertGradientsAreScaledEvenWithoutExpertDataParallelism) {
+  auto sc = load("scale", moe_scenario(8));
+  ASSERT_EQ(sc.layout.expert_dp(), 1);
+  const auto r = workload::simulate_step(sc);
+  const cost::CostModel cost(sc.gpu);
+  std::map<std::uint32_t, Time> per_rank;
+  for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+    const auto& task = r.graph->task(t);
+    if (r.graph->label(task.label) != "dp grad scale") continue;
+    per_rank[r.graph->stream(task.stream).rank] += task.duration;
+  }
+  ASSERT_EQ(per_rank.size(), r.stages.size());
+  Time need = Time::zero();
+  for (const auto& st : r.stages) need += cost.memory_bound(2.0 * 4.0 * st.params);
+  Time have = Time::zero();
+  for (const auto& [rank, t] : per_rank) have += t;
+  EXPECT_GE(have, need);
+  sc.training.grad_scaling = workload::GradScaling::Collective;
+  EXPECT_LT(workload::simulate_step(sc).step_time, r.step_time);
+}
+
 TEST(Moe, SkewedRoutingIsSlowerThanBalanced) {
   const auto bal = workload::simulate_step(load("bal", moe_scenario(8)));
   const auto skew = workload::simulate_step(

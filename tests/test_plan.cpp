@@ -527,16 +527,17 @@ TEST(PlanCli, OutOfRangeNumbersAreRefusedAtTheOption) {
 }
 
 // The text's best layout names every parallel degree the JSON layout has: one sequence per
-// step on 8 GPUs is best split TP 4 x CP 2, which the table printed as "TP4 PP1 DP1 mb1" (4 of
-// the 8 GPUs).
+// step on 16 GPUs is best split with CP 2 (TP 4 x PP 2 x CP 2), which the table once printed
+// without its CP, as if it used 8 of the 16 GPUs. (On 8 GPUs TP 8 now wins over TP 4 x CP 2:
+// CP 2 averages the gradients over DP x CP = 2, a scaling kernel TP 8 does not run.)
 TEST(PlanCli, PlanTextLayoutNamesContextParallelism) {
-  const std::string args = "plan --budget 1e21 --cluster dgx-a100 --gpus 8 --global-batch 1 --des 2";
+  const std::string args = "plan --budget 1e21 --cluster dgx-a100 --gpus 16 --global-batch 1 --des 2";
   const auto j = cli(args + " --json");
   ASSERT_EQ(j.code, 0) << j.err;
   const auto lay = nlohmann::json::parse(j.out)["layout"];
   const int cp = lay["cp"];
   ASSERT_GT(cp, 1) << lay.dump();  // the case this test is about
-  EXPECT_EQ(lay["tp"].get<int>() * lay["pp"].get<int>() * lay["dp"].get<int>() * cp, 8);
+  EXPECT_EQ(lay["tp"].get<int>() * lay["pp"].get<int>() * lay["dp"].get<int>() * cp, 16);
   const auto t = cli(args);
   ASSERT_EQ(t.code, 0) << t.err;
   const std::string want = "TP" + std::to_string(lay["tp"].get<int>()) + " PP" +

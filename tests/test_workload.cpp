@@ -130,6 +130,45 @@ TEST(Workload, GradientScalingKernelsFollowTheFramework) {
   const auto avg = simulate_step(dp);
   dp.training.grad_scaling = workload::GradScaling::Bucket;
   EXPECT_GT(simulate_step(dp).step_time, avg.step_time);
+  // Local DDP cannot overlap its all-reduce with the backward: the combination is bad input.
+  dp.training.grad_scaling = workload::GradScaling::Buffer;
+  dp.layout.overlap_grad_reduce = true;
+  try {
+    (void)simulate_step(dp);
+    FAIL() << "buffer scaling with overlapped reduction was accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.key(), "training.grad_scaling");
+  }
+}
+
+// Every schedule runs with every scaling mode, and the scaling kernels only ever add time: with
+// fixed stream orders the step is a longest path, monotone in task durations (SM contention,
+// which re-times kernels while communication runs, is off so that this holds exactly).
+TEST(Workload, GradientScalingOnlyAddsTimeUnderEverySchedule) {
+  using parallel::ScheduleKind;
+  for (ScheduleKind kind : {ScheduleKind::GPipe, ScheduleKind::OneFOneB, ScheduleKind::Interleaved,
+                            ScheduleKind::ZbH1, ScheduleKind::ZbH2, ScheduleKind::DualPipe,
+                            ScheduleKind::PipeDream}) {
+    for (bool overlap : {true, false}) {
+      auto sc = small();
+      sc.sm_contention = false;
+      sc.training.global_batch = 32;  // 4 microbatches: DualPipe needs 2 x pp
+      sc.layout.schedule = kind;
+      sc.layout.virtual_stages = kind == ScheduleKind::Interleaved ? 2 : 1;
+      sc.layout.overlap_grad_reduce = overlap;
+      if (kind == ScheduleKind::PipeDream) sc.steps = 2;
+      const std::string what = std::string(parallel::schedule_name(kind)) +
+                               (overlap ? " overlapped" : " after the backward");
+      sc.training.grad_scaling = workload::GradScaling::Collective;
+      const auto none = simulate_step(sc);
+      sc.training.grad_scaling = workload::GradScaling::Bucket;
+      EXPECT_GT(simulate_step(sc).step_time, none.step_time) << what;
+      if (!overlap) {
+        sc.training.grad_scaling = workload::GradScaling::Buffer;
+        EXPECT_GT(simulate_step(sc).step_time, none.step_time) << what;
+      }
+    }
+  }
 }
 
 TEST(Workload, OneFOneBHoldsAtMostPMicrobatchesGPipeHoldsAll) {

@@ -188,6 +188,7 @@ class Analyzer {
     double max_stage = 0, sum_stage = 0, params0 = 0;
     std::vector<double> stage_compute(static_cast<std::size_t>(L.pp), 0.0);
     std::vector<double> stage_tail(static_cast<std::size_t>(L.pp), 0.0);
+    std::vector<double> stage_busy(static_cast<std::size_t>(L.pp), 0.0);
     for (int s = 0; s < L.pp; ++s) {
       double params = 0, experts = 0, compute = 0,
              min_chunk = std::numeric_limits<double>::infinity();
@@ -242,6 +243,17 @@ class Analyzer {
         tail += dp_cost(L.zero == 0 ? net::CollectiveOp::AllReduce : net::CollectiveOp::ReduceScatter,
                         grad_elem_bytes() * params, L);
       }
+      // The gradient average's kernels (workload::GradScaling) on the compute stream: local
+      // DDP's pass over the whole buffer runs after the last backward; Megatron-Core's
+      // per-bucket passes may run inside it, so they only add to the stream's busy time
+      // (one pass over all buckets is never slower than the buckets one by one).
+      const double scale_bytes = 2.0 * grad_elem_bytes();
+      if (L.zero < 3 && base_.training.grad_scaling == workload::GradScaling::Buffer) {
+        tail += cost_.memory_bound(scale_bytes * (params + experts)).seconds();
+      } else if (L.zero < 3 && dpc > 1 &&
+                 base_.training.grad_scaling == workload::GradScaling::Bucket) {
+        stage_busy[static_cast<std::size_t>(s)] = cost_.memory_bound(scale_bytes * params).seconds();
+      }
       stage_tail[static_cast<std::size_t>(s)] = tail;
       max_stage = std::max(max_stage, compute);
       sum_stage += compute;
@@ -252,6 +264,7 @@ class Analyzer {
     double lb = 0;
     for (int s = 0; s < L.pp; ++s) {
       lb = std::max(lb, mb * stage_compute[static_cast<std::size_t>(s)] +
+                            stage_busy[static_cast<std::size_t>(s)] +
                             stage_tail[static_cast<std::size_t>(s)]);
     }
     if (!dual && L.pp > 1) {
@@ -323,7 +336,7 @@ class Analyzer {
       ep_comm = mb * (static_cast<double>(m.moe_layers()) / L.pp) * 4.0 * a2a * (dual ? 0.2 : 1.0);
     }
     r.estimate = std::max(lb, mb * max_stage + bubble) + tp_exposed + dp_time + opt + pp_comm +
-                 ep_comm;
+                 ep_comm + stage_busy.front();
 
     // Memory estimate: microbatches in flight on stage 0 (1F1B warm-up; Megatron's
     // interleaved warm-up 2(p-1) + (v-1)p + 1 chunks; GPipe all of them).

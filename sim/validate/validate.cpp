@@ -425,6 +425,7 @@ Report run_validation(const std::filesystem::path& runs_file,
       tr.grad_scaling = workload::GradScaling::Collective;
     } else if (ddp == "local" || (!modern && !tr.flash_attention)) {
       tr.grad_scaling = workload::GradScaling::Buffer;
+      L.overlap_grad_reduce = false;  // local DDP never overlapped its all-reduce
     }
     sc.gpus = static_cast<int>(row.num("num_gpus").value_or(L.tp * L.pp * L.dp * L.cp));
     try {

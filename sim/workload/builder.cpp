@@ -257,19 +257,27 @@ class StepBuilder final : public PassEmitter {
       }
     }
     if (dp_comm && !L.overlap_grad_reduce && L.zero < 3) {
+      // Without overlap Megatron-Core reduces bucket by bucket, each collective synchronous
+      // with the compute stream, so each bucket's scaling waits for the previous reduction.
+      TaskId prev = last_compute;
       for (int c = v_ - 1; c >= 0; --c) {
         for (double bytes : bucket_bytes(chunk_trainable(stage_, c))) {
           const TaskId t = g_.add_task(st.dp, dp_cost(grad_op(), bytes), Category::DpComm,
                                        l_grad_reduce_);
-          g_.add_dependency(bucket_scale(st, bytes, last_compute), t);
+          g_.add_dependency(bucket_scale(st, bytes, prev), t);
           dp_grad_tasks_.push_back(t);
+          if (sc_.training.grad_scaling == GradScaling::Bucket) prev = t;
         }
         for (double bytes : bucket_bytes(chunk_expert_params(stage_, c))) {
           const Time time = edp_cost(grad_op(), bytes);
-          if (time == Time::zero()) continue;
+          if (time == Time::zero()) {
+            (void)bucket_scale(st, bytes, prev);  // scaled by 1/(DP x CP), not reduced
+            continue;
+          }
           const TaskId t = g_.add_task(st.dp, time, Category::DpComm, l_expert_grad_reduce_);
-          g_.add_dependency(bucket_scale(st, bytes, last_compute), t);
+          g_.add_dependency(bucket_scale(st, bytes, prev), t);
           dp_grad_tasks_.push_back(t);
+          if (sc_.training.grad_scaling == GradScaling::Bucket) prev = t;
         }
       }
     }
@@ -894,18 +902,24 @@ class StepBuilder final : public PassEmitter {
     bucket_fill_ += params;
     if (bucket_fill_ >= bucket_params_) flush_bucket();
   }
+  /// Expert gradients: reduced over the expert-DP group when it has more than one rank;
+  /// Megatron-Core scales their buckets by 1/(DP x CP) even when it has one (its
+  /// expert_gradient_scaling_factor), so under GradScaling::Bucket they are still bucketed.
   void add_expert_grads(double params) {
-    if (!reduce_now_ || sc_.layout.expert_dp() == 1) return;
+    if (!reduce_now_) return;
+    if (sc_.layout.expert_dp() == 1 && sc_.training.grad_scaling != GradScaling::Bucket) return;
     expert_fill_ += params;
     if (expert_fill_ >= bucket_params_) flush_expert_bucket();
   }
   void flush_expert_bucket() {
     const double bytes = expert_fill_ * hw::dtype_bytes(grad_dtype());
+    const TaskId scaled = bucket_scale(*st_, bytes, last_);
+    expert_fill_ = 0;
+    if (sc_.layout.expert_dp() == 1) return;
     const TaskId t = g_.add_task(st_->dp, edp_cost(grad_op(), bytes), Category::DpComm,
                                  l_expert_grad_reduce_, mb_, chunk_);
-    g_.add_dependency(bucket_scale(*st_, bytes, last_), t);
+    g_.add_dependency(scaled, t);
     dp_grad_tasks_.push_back(t);
-    expert_fill_ = 0;
   }
   void flush_bucket() {
     const double bytes = bucket_fill_ * hw::dtype_bytes(grad_dtype());
@@ -1452,6 +1466,12 @@ StepResult simulate_step(const Scenario& sc) {
   const auto& L = sc.layout;
   L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch, sc.steps);
   validate_lora(sc);
+  if (sc.training.grad_scaling == GradScaling::Buffer && L.overlap_grad_reduce &&
+      L.dp_cp() > 1 && L.zero < 3) {
+    throw InputError("training.grad_scaling",
+                     "training.grad_scaling = \"buffer\" (Megatron-LM's local DDP) reduces the "
+                     "gradients after the backward; set parallel.overlap_grad_reduce = false");
+  }
   if (sc.fidelity == Fidelity::Analytic) {
     throw InputError("simulation.fidelity", std::string("simulation.fidelity \"") +
                                                 fidelity_name(sc.fidelity) +
