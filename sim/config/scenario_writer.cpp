@@ -79,9 +79,7 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                        {"attention", tr.flash_attention ? "flash" : "unfused"},
                        {"bias_kernels", tr.bias_in_epilogue ? "epilogue" : "separate"},
                        {"wgrad_accumulation", tr.fused_wgrad_accumulation ? "fused" : "separate"},
-                       {"grad_scaling", tr.grad_scaling == workload::GradScaling::Bucket   ? "bucket"
-                                        : tr.grad_scaling == workload::GradScaling::Buffer ? "buffer"
-                                                                                            : "collective"}};
+                       {"grad_scaling", workload::grad_scaling_name(tr.grad_scaling)}};
   if (tr.tokens) training.insert("tokens", *tr.tokens);
   if (tr.lora.enabled()) {
     toml::array targets;

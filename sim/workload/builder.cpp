@@ -19,6 +19,15 @@
 
 namespace trainsim::workload {
 
+const char* grad_scaling_name(GradScaling g) {
+  switch (g) {
+    case GradScaling::Bucket: return "bucket";
+    case GradScaling::Buffer: return "buffer";
+    case GradScaling::Collective: return "collective";
+  }
+  return "?";
+}
+
 const char* fidelity_name(Fidelity f) {
   switch (f) {
     case Fidelity::Analytic: return "analytic";
@@ -249,11 +258,8 @@ class StepBuilder final : public PassEmitter {
     if (sc_.training.grad_scaling == GradScaling::Buffer && L.zero < 3) {
       const double bytes = stage_trainable(stage_) * hw::dtype_bytes(grad_dtype());
       if (bytes > 0) {
-        const TaskId t = g_.add_task(st.compute, cost_.memory_bound(2.0 * bytes),
-                                     Category::Compute, l_grad_scale_);
-        g_.add_dependency(last_compute, t);
-        last_compute = t;
-        dp_grad_tasks_.push_back(t);
+        last_compute = grad_scale_kernel(st, bytes, last_compute);
+        dp_grad_tasks_.push_back(last_compute);
       }
     }
     if (dp_comm && !L.overlap_grad_reduce && L.zero < 3) {
@@ -913,7 +919,7 @@ class StepBuilder final : public PassEmitter {
   }
   void flush_expert_bucket() {
     const double bytes = expert_fill_ * hw::dtype_bytes(grad_dtype());
-    const TaskId scaled = bucket_scale(*st_, bytes, last_);
+    const TaskId scaled = bucket_scale(*st_, bytes, last_, mb_, chunk_);
     expert_fill_ = 0;
     if (sc_.layout.expert_dp() == 1) return;
     const TaskId t = g_.add_task(st_->dp, edp_cost(grad_op(), bytes), Category::DpComm,
@@ -925,17 +931,24 @@ class StepBuilder final : public PassEmitter {
     const double bytes = bucket_fill_ * hw::dtype_bytes(grad_dtype());
     const TaskId t = g_.add_task(st_->dp, dp_cost(grad_op(), bytes), Category::DpComm,
                                  l_grad_reduce_, mb_, chunk_);
-    g_.add_dependency(bucket_scale(*st_, bytes, last_), t);
+    g_.add_dependency(bucket_scale(*st_, bytes, last_, mb_, chunk_), t);
     dp_grad_tasks_.push_back(t);
     bucket_fill_ = 0;
   }
-  /// GradScaling::Bucket: the 1/DP scaling of a `bytes` gradient bucket, a read-modify-write
-  /// kernel on the compute stream after `after`; returns the task the bucket's reduction
-  /// waits for (`after` itself under the other modes).
-  TaskId bucket_scale(const StageStreams& st, double bytes, TaskId after) {
+  /// GradScaling::Bucket: the 1/DP scaling of a `bytes` gradient bucket; returns the task
+  /// the bucket's reduction waits for (`after` itself under the other modes). `mb`/`chunk`
+  /// tag a bucket flushed inside a backward pass; end-of-step buckets belong to none.
+  TaskId bucket_scale(const StageStreams& st, double bytes, TaskId after, std::int32_t mb = -1,
+                      std::int32_t chunk = -1) {
     if (sc_.training.grad_scaling != GradScaling::Bucket) return after;
+    return grad_scale_kernel(st, bytes, after, mb, chunk);
+  }
+  /// The gradient average's kernel over `bytes` of gradients (read and write each once) on
+  /// the compute stream, after `after`.
+  TaskId grad_scale_kernel(const StageStreams& st, double bytes, TaskId after,
+                           std::int32_t mb = -1, std::int32_t chunk = -1) {
     const TaskId t = g_.add_task(st.compute, cost_.memory_bound(2.0 * bytes), Category::Compute,
-                                 l_grad_scale_, mb_, chunk_);
+                                 l_grad_scale_, mb, chunk);
     g_.add_dependency(after, t);
     return t;
   }

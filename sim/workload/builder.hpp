@@ -86,6 +86,8 @@ enum class GradScaling {
   /// the gradient into its bucket (PyTorch DDP's reducer).
   Collective,
 };
+/// The scenario-file name of `g`: "bucket", "buffer" or "collective".
+const char* grad_scaling_name(GradScaling g);
 
 struct TrainingSpec {
   std::int64_t global_batch = 0;  ///< sequences per step
