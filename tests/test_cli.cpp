@@ -112,6 +112,27 @@ TEST(Cli, UsageErrorsExitOne) {
   EXPECT_NE(r.err.find("--trace"), std::string::npos) << r.err;
 }
 
+TEST(Cli, AReportThatCannotBeWrittenIsAFailedRun) {
+  // stdout on a full device: the table, the JSON and the collective sweep are lost, so the
+  // run must not exit 0 as if they had been read.
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const auto dir = test::temp_dir("cli-full");
+  for (const std::string& args :
+       {"simulate " + scenario("gpt3-175b-a100.toml"),
+        "simulate --json " + scenario("gpt3-175b-a100.toml"),
+        "collective --op all_reduce --gpus 8 --topology " +
+            (test::source_dir() / "topologies/dgx-h100.toml").string(), std::string("list-gpus")}) {
+    const std::string cmd = std::string(TRAINSIM_EXE) + " " + args + " > /dev/full 2> " +
+                            (dir / "err").string();
+    const int status = std::system(cmd.c_str());
+    ASSERT_TRUE(WIFEXITED(status)) << args;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << args;
+    EXPECT_NE(test::read(dir / "err").find("cannot write the report to standard output"),
+              std::string::npos)
+        << args << ": " << test::read(dir / "err");
+  }
+}
+
 TEST(Cli, VersionAndGpuList) {
   const auto v = run("--version");
   EXPECT_EQ(v.code, 0);

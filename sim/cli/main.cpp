@@ -91,7 +91,6 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
     }
     if (!svg.empty()) std::cout << "  pipeline picture written to " << svg << "\n";
   }
-  std::cout.flush();
   return kOk;
 }
 
@@ -228,19 +227,32 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (*gpus) return list_gpus();
-    if (*collective->app) return collective->run(std::cout);
-    if (*sim) {
-      std::optional<trainsim::report::OpsRequest> ops;
-      if (ops_top >= 0) ops = trainsim::report::OpsRequest{ops_stage, static_cast<std::size_t>(ops_top)};
-      return run_simulate(file, json, trace, svg, ops);
+    const int rc = [&]() -> int {
+      if (*gpus) return list_gpus();
+      if (*collective->app) return collective->run(std::cout);
+      if (*sim) {
+        std::optional<trainsim::report::OpsRequest> ops;
+        if (ops_top >= 0) {
+          ops = trainsim::report::OpsRequest{ops_stage, static_cast<std::size_t>(ops_top)};
+        }
+        return run_simulate(file, json, trace, svg, ops);
+      }
+      if (*cmp) return run_compare(cmp_file, cmp_svg);
+      if (*val) {
+        return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo,
+                            val_scenarios);
+      }
+      if (planner.selected()) return planner.run({write_file, check_writable});
+      return kInternal;
+    }();
+    // A report that did not reach its reader (a full disk, a closed pipe) is a failed run.
+    std::cout.flush();
+    std::fflush(stdout);
+    if (!std::cout || std::ferror(stdout) != 0) {
+      std::cerr << "error: cannot write the report to standard output\n";
+      return kBadInput;
     }
-    if (*cmp) return run_compare(cmp_file, cmp_svg);
-    if (*val) {
-      return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo,
-                          val_scenarios);
-    }
-    if (planner.selected()) return planner.run({write_file, check_writable});
+    return rc;
   } catch (const trainsim::config::ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;
