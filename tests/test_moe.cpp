@@ -1,6 +1,8 @@
 // Mixture-of-experts, expert parallelism, context parallelism and Hugging Face configs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 
@@ -119,6 +121,58 @@ TEST(MoeRouting, AllToAllCostUsesTheRoutingsPerRankBytes) {
                                    static_cast<std::uint64_t>(c.a2a_bytes), L.ep_group(0, 0));
     EXPECT_EQ(c.combine, cost_of.time);
   }
+}
+
+TEST(MoeRouting, ReportedAllToAllBytesAreTheOffRankBytesInTheDispatchDtype) {
+  // Balanced routing, no drops: T·k·h·bytes·(EP-1)/EP per rank, dispatch and combine; FP8
+  // dispatch moves one byte per element, its combine two.
+  H100MoeBench b(4, moe_of(16, 2, model::Routing::Balanced));
+  const double T = 2048, k = 2, h = 1024;
+  for (int ep : {2, 4, 8}) {
+    parallel::Layout L;
+    L.dp = 16;
+    L.ep = ep;
+    const auto c = workload::moe_layer_cost(b.m, L, workload::GemmKernels{}, 1, b.cost, b.comm, 5, 0, 0);
+    EXPECT_DOUBLE_EQ(c.a2a_dispatch_bytes, T * k * h * 2 * (ep - 1) / ep) << ep;
+    EXPECT_DOUBLE_EQ(c.a2a_combine_bytes, T * k * h * 2 * (ep - 1) / ep) << ep;
+    workload::GemmKernels fp8;
+    fp8.dtype = hw::Dtype::FP8;
+    const auto c8 = workload::moe_layer_cost(b.m, L, fp8, 1, b.cost, b.comm, 5, 0, 0);
+    EXPECT_DOUBLE_EQ(c8.a2a_dispatch_bytes, T * k * h * 1 * (ep - 1) / ep) << ep;
+    EXPECT_DOUBLE_EQ(c8.a2a_combine_bytes, T * k * h * 2 * (ep - 1) / ep) << ep;
+  }
+  // Skewed: the busiest rank's off-rank sends or receives.
+  b.m.moe.routing = model::Routing::Zipf;
+  parallel::Layout L;
+  L.dp = 16;
+  L.ep = 8;
+  const auto c = workload::moe_layer_cost(b.m, L, workload::GemmKernels{}, 1, b.cost, b.comm, 5, 2, 0);
+  const auto r = model::route_tokens(b.m.moe, 2048, 8, 5, 2);
+  std::int64_t worst = 0;
+  for (int rank = 0; rank < 8; ++rank) {
+    worst = std::max({worst, r.rows_sent(rank), r.rows_received(rank)});
+  }
+  EXPECT_DOUBLE_EQ(c.a2a_dispatch_bytes, static_cast<double>(worst) * h * 2);
+  // The step's report: the same per MoE layer (7/8 of 2048 x 2 x 1024 x 2 B = 7 MiB).
+  const auto rs = workload::simulate_step(load("a2a-report", moe_scenario(8)));
+  ASSERT_TRUE(rs.moe.has_value());
+  EXPECT_DOUBLE_EQ(rs.moe->a2a_dispatch_bytes_per_layer, 7.0 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(rs.moe->a2a_combine_bytes_per_layer, 7.0 * 1024 * 1024);
+}
+
+TEST(Moe, DroppedRowsAreNotCountedAsHardwareFlops) {
+  // Capacity factor 0.5 of balanced routing drops half the routed rows: they skip the expert
+  // GEMMs, so hardware FLOPs lose that share of 18·R·f·h per MoE layer (fc1 2f x h and fc2
+  // h x f, forward, dgrad and wgrad); model FLOPs keep Megatron's count.
+  const auto full = workload::simulate_step(load("cf-none", moe_scenario(8)));
+  const auto half = workload::simulate_step(load("cf-half", moe_scenario(8, "capacity_factor = 0.5\n")));
+  ASSERT_TRUE(half.moe.has_value());
+  EXPECT_NEAR(half.moe->dropped_fraction, 0.5, 1e-12);
+  const double R = 32.0 * 2048 * 2, f = 1024, h = 1024;
+  const double expert = 18 * R * f * h * 4;  // 4 MoE layers
+  EXPECT_DOUBLE_EQ(half.model_flops, full.model_flops);
+  EXPECT_NEAR(half.hardware_flops, full.hardware_flops - 0.5 * expert, 1e-9 * full.hardware_flops);
+  EXPECT_NEAR(half.hfu / half.mfu, half.hardware_flops / half.model_flops, 1e-12);
 }
 
 TEST(MoeRouting, SeededDrawsAreDeterministicAndConserveTokens) {
@@ -399,9 +453,9 @@ TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
   EXPECT_NE(msg.find("does not belong to model_type \"qwen2\""), std::string::npos) << msg;
 }
 
-TEST(HfConfig, ShapeErrorsPointAtTheHfConfigKey) {
-  // kv_heads = 5 of 32 heads: the check names model.kv_heads, which the scenario does not
-  // have; it used to point at the [model] header.
+TEST(HfConfig, ShapeErrorsPointAtTheHfConfigField) {
+  // kv_heads = 5 of 32 heads: the fault is in the JSON file, so the message names its line
+  // and field, not the scenario's hf_config line and a scenario key it does not have.
   const auto dir = test::temp_dir("hf-shape");
   std::string cfg = test::read(test::source_dir() / "scenarios/hf/llama3-8b.json");
   cfg = test::replace(cfg, "\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5");
@@ -411,15 +465,66 @@ TEST(HfConfig, ShapeErrorsPointAtTheHfConfigKey) {
       "[training]\nglobal_batch = 16\nmicro_batch = 1\n[parallel]\ntp = 8\n"
       "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/dgx-h100.toml").string() +
       "\"\ngpus = 8\n";
+  const std::size_t line =
+      1 + static_cast<std::size_t>(std::count(cfg.begin(), cfg.begin() + static_cast<std::ptrdiff_t>(
+                                                                cfg.find("\"num_key_value_heads\"")),
+                                              '\n'));
   try {
     (void)config::load_scenario(test::write(dir / "s.toml", text));
     ADD_FAILURE() << "kv_heads 5 of 32 accepted";
   } catch (const config::ConfigError& e) {
     const std::string what = e.what();
-    EXPECT_NE(what.find("s.toml:5:13: model.kv_heads (5) must divide model.heads (32)"),
+    EXPECT_NE(what.find("c.json:" + std::to_string(line) +
+                        ":3: num_key_value_heads: model.kv_heads (5) must divide model.heads (32)"),
               std::string::npos)
         << what;
-    EXPECT_NE(what.find("model.hf_config"), std::string::npos) << what;
+  }
+  // An integer beyond int64 is out of range, not a wrapped negative number.
+  cfg = test::read(test::source_dir() / "scenarios/hf/llama3-8b.json");
+  try {
+    (void)config::load_hf_config(test::write(
+        dir / "big.json",
+        test::replace(cfg, "\"num_hidden_layers\": 32", "\"num_hidden_layers\": 9223372036854775808")));
+    ADD_FAILURE() << "2^63 layers accepted";
+  } catch (const config::ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("num_hidden_layers must be in [1, 100000] (got 9223372036854775808)"),
+              std::string::npos)
+        << what;
+  }
+}
+
+TEST(HfConfig, DeepSeekMoeLayerFrequencyCountsFromLayerZero) {
+  // DeepSeek's modeling code: layer i is an MoE layer iff i >= first_k_dense_replace and
+  // i % moe_layer_freq == 0 (the frequency counts from layer 0, not from the first sparse
+  // layer).
+  const auto dir = test::temp_dir("hf-freq");
+  const std::string v3 = test::read(test::source_dir() / "scenarios/hf/deepseek-v3.json");
+  auto with = [&](int layers, int first_k, int freq) {
+    std::string c = test::replace(v3, "\"num_hidden_layers\": 61",
+                                  "\"num_hidden_layers\": " + std::to_string(layers));
+    c = test::replace(c, "\"first_k_dense_replace\": 3",
+                      "\"first_k_dense_replace\": " + std::to_string(first_k));
+    c = test::replace(c, "\"moe_layer_freq\": 1", "\"moe_layer_freq\": " + std::to_string(freq));
+    return test::write(dir / "c.json", c);
+  };
+  for (const auto& [layers, first_k, freq] :
+       std::vector<std::array<int, 3>>{{10, 3, 2}, {10, 1, 3}, {12, 4, 2}, {10, 7, 4}, {7, 0, 1}, {61, 3, 1}}) {
+    const auto m = config::load_hf_config(with(layers, first_k, freq));
+    int n = 0;
+    for (int i = 0; i < layers; ++i) {
+      const bool deepseek = i >= first_k && i % freq == 0;
+      EXPECT_EQ(m.is_moe_layer(i), deepseek) << layers << " " << first_k << " " << freq << " " << i;
+      n += deepseek ? 1 : 0;
+    }
+    EXPECT_EQ(m.moe_layers(), n);
+  }
+  try {
+    (void)config::load_hf_config(with(10, 9, 4));  // the first multiple of 4 from 9 is 12
+    ADD_FAILURE() << "a config without MoE layers accepted";
+  } catch (const config::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("no layer is an MoE layer"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -484,6 +589,17 @@ TEST(Moe, SeededScenarioGivesByteIdenticalResults) {
   auto other = sc;
   other.seed = sc.seed + 1;
   EXPECT_NE(workload::simulate_step(other).moe->imbalance_max, a.moe->imbalance_max);
+}
+
+TEST(Moe, TensorParallelismMustDivideTheSharedExperts) {
+  auto text = test::replace(moe_scenario(4, "shared_experts = 1\nshared_ffn_hidden = 1001\n"),
+                            "tp = 1", "tp = 2");
+  text = test::replace(text, "dp = 8", "dp = 4");
+  const auto msg = load_error("shared-tp", text);
+  EXPECT_NE(msg.find("parallel.tp (2) must divide the shared experts' ffn width (1001"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(load_error("shared-tp-ok", test::replace(text, "1001", "1000")), "");
 }
 
 TEST(Moe, ConfigErrorsNameTheKey) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -68,6 +69,12 @@ class Reader {
   std::int64_t integer(const std::string& k, std::int64_t lo, std::int64_t hi) const {
     const json& v = j_.at(k);
     if (!v.is_number_integer()) fail(k, k + " must be an integer");
+    // An unsigned value above INT64_MAX would wrap to a negative int64_t.
+    if (v.is_number_unsigned() &&
+        v.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      fail(k, k + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] (got " +
+                  std::to_string(v.get<std::uint64_t>()) + ")");
+    }
     const auto x = v.get<std::int64_t>();
     if (x < lo || x > hi) {
       fail(k, k + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] (got " +
@@ -197,8 +204,20 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
     m.moe.experts = static_cast<int>(r.integer_req("n_routed_experts", 1, 1000000));
     m.moe.expert_ffn_hidden = static_cast<int>(r.integer_req("moe_intermediate_size", 1, 100000000));
     m.moe.shared_experts = static_cast<int>(r.integer_or("n_shared_experts", 0, 0, 1000));
-    m.moe.first_dense_layers = static_cast<int>(r.integer_or("first_k_dense_replace", 0, 0, m.layers - 1));
+    // DeepSeek's modeling code makes layer i an MoE layer iff i >= first_k_dense_replace and
+    // i % moe_layer_freq == 0: the frequency counts from layer 0, not from the first sparse
+    // layer as model.moe.moe_layer_freq does. Both name the same layers once the dense prefix
+    // is rounded up to a multiple of the frequency.
+    const auto first_k = r.integer_or("first_k_dense_replace", 0, 0, m.layers - 1);
     m.moe.layer_freq = static_cast<int>(r.integer_or("moe_layer_freq", 1, 1, 100000));
+    const auto first_moe = (first_k + m.moe.layer_freq - 1) / m.moe.layer_freq * m.moe.layer_freq;
+    if (first_moe >= m.layers) {
+      r.fail("moe_layer_freq", "no layer is an MoE layer: the first layer i >= "
+                               "first_k_dense_replace with i % moe_layer_freq == 0 is " +
+                                   std::to_string(first_moe) + ", beyond num_hidden_layers (" +
+                                   std::to_string(m.layers) + ")");
+    }
+    m.moe.first_dense_layers = static_cast<int>(first_moe);
     m.mla.q_lora_rank = static_cast<int>(r.integer_or("q_lora_rank", 0, 0, 1000000));
     m.mla.kv_lora_rank = static_cast<int>(r.integer_req("kv_lora_rank", 1, 1000000));
     m.mla.qk_nope_head_dim = static_cast<int>(r.integer_req("qk_nope_head_dim", 1, 100000));
@@ -238,6 +257,31 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
       msg += "\"";
       r.fail(k, msg);
     }
+  }
+  // The shape's own consistency (heads divide hidden, kv heads divide heads, ...), checked here
+  // so that a failure points at this file's field rather than at the scenario's hf_config line.
+  try {
+    model::ModelSpec shape = m;
+    shape.seq_len = 1;  // set by the scenario, not by the config
+    shape.validate();
+  } catch (const InputError& e) {
+    static const std::map<std::string, std::string> field = {
+        {"model.layers", "num_hidden_layers"},
+        {"model.hidden", "hidden_size"},
+        {"model.heads", "num_attention_heads"},
+        {"model.kv_heads", "num_key_value_heads"},
+        {"model.ffn_hidden", "intermediate_size"},
+        {"model.vocab", "vocab_size"},
+        {"model.moe.top_k", "num_experts_per_tok"},
+        {"model.moe.expert_ffn_hidden", "moe_intermediate_size"},
+        {"model.moe.first_dense_layers", "first_k_dense_replace"},
+        {"model.mla.kv_lora_rank", "kv_lora_rank"},
+        {"model.mla.qk_nope_head_dim", "qk_nope_head_dim"},
+        {"model.mla.qk_rope_head_dim", "qk_rope_head_dim"},
+        {"model.mla.v_head_dim", "v_head_dim"}};
+    const auto f = field.find(e.key());
+    const std::string k = f == field.end() ? std::string() : f->second;
+    r.fail(k, (k.empty() ? std::string() : k + ": ") + e.what());
   }
   return m;
 }

@@ -18,14 +18,18 @@ namespace trainsim::config {
 /// (Mixtral) / num_experts (Qwen3-MoE) / n_routed_experts (DeepSeek) -> experts,
 /// num_experts_per_tok -> top_k, moe_intermediate_size (Mixtral: intermediate_size) ->
 /// expert_ffn_hidden, n_shared_experts x moe_intermediate_size or
-/// shared_expert_intermediate_size -> shared experts, first_k_dense_replace,
-/// moe_layer_freq / decoder_sparse_step -> layer frequency. MLA: q_lora_rank, kv_lora_rank,
-/// qk_nope_head_dim, qk_rope_head_dim, v_head_dim.
+/// shared_expert_intermediate_size -> shared experts; DeepSeek's first_k_dense_replace and
+/// moe_layer_freq (layer i is MoE iff i >= first_k_dense_replace and i % moe_layer_freq == 0,
+/// modeling_deepseek.py) -> first_dense_layers = first_k_dense_replace rounded up to a multiple
+/// of the frequency, layer_freq = moe_layer_freq; Qwen's decoder_sparse_step must be 1. MLA:
+/// q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim.
+/// The shape is checked (ModelSpec::validate) here: a failure names this file's field.
 /// Fields that do not change the cost of a training step (rope settings, token ids,
 /// initialisation, router loss coefficients, inference-only settings) are accepted. Fields
 /// it cannot honour are errors: any unknown field, a model_type outside the families above,
 /// hidden_act other than "silu", attention or MLP biases, sliding-window attention,
-/// mlp_only_layers, multi-token prediction (num_nextn_predict_layers > 0), quantization.
+/// mlp_only_layers, multi-token prediction (num_nextn_predict_layers > 0), quantization, a
+/// DeepSeek config in which no layer is an MoE layer.
 /// Throws ConfigError("file:line:col: message", the line of the offending field).
 model::ModelSpec load_hf_config(const std::filesystem::path& file);
 

@@ -106,6 +106,12 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                                         ") must divide model.moe.expert_ffn_hidden (" +
                                         str(m.moe.expert_ffn_hidden) + ")");
   }
+  if (m.moe.enabled() && m.moe.shared_experts > 0 && m.moe.shared_ffn() % tp != 0) {
+    throw InputError("parallel.tp", "parallel.tp (" + str(tp) +
+                         ") must divide the shared experts' ffn width (" +
+                         str(m.moe.shared_ffn()) +
+                         ": model.moe.shared_ffn_hidden, or shared_experts x expert_ffn_hidden)");
+  }
   if (m.moe.enabled() && m.moe.routing == model::Routing::Imbalance && m.moe.imbalance > ep) {
     throw InputError("model.moe.imbalance",
                      "model.moe.imbalance (max / mean tokens per EP rank) cannot exceed "

@@ -125,7 +125,8 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r,
     moe["routing"] = model::routing_name(sc.model.moe.routing);
     moe["imbalance_max_over_mean_mean"] = r.moe->imbalance_mean;
     moe["imbalance_max_over_mean_worst"] = r.moe->imbalance_max;
-    moe["a2a_bytes_per_rank_per_layer"] = r.moe->a2a_bytes_per_layer;
+    moe["a2a_dispatch_bytes_per_rank_per_layer"] = r.moe->a2a_dispatch_bytes_per_layer;
+    moe["a2a_combine_bytes_per_rank_per_layer"] = r.moe->a2a_combine_bytes_per_layer;
     moe["dropped_fraction"] = r.moe->dropped_fraction;
     j["moe"] = moe;
   }
@@ -241,9 +242,11 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
        << " max/mean (mean over " << r.moe->moe_layers << " MoE layers, worst "
        << fmt("%.3f", r.moe->imbalance_max) << ", " << model::routing_name(sc.model.moe.routing)
        << " routing)\n";
-    os << "  EP all-to-all          " << fmt("%10.1f MiB", r.moe->a2a_bytes_per_layer / (1024.0 * 1024.0))
-       << " per rank per layer and direction, " << fmt("%.2f%%", 100 * r.moe->dropped_fraction)
-       << " dropped\n";
+    const double mib = 1024.0 * 1024.0;
+    os << "  EP all-to-all          " << fmt("%10.1f MiB", r.moe->a2a_dispatch_bytes_per_layer / mib)
+       << " dispatch + " << fmt("%.1f MiB", r.moe->a2a_combine_bytes_per_layer / mib)
+       << " combine to other EP ranks per rank per MoE layer (forward pass), "
+       << fmt("%.2f%%", 100 * r.moe->dropped_fraction) << " dropped\n";
   }
   if (r.steps_simulated > 1) {
     os << "  steady state           step " << r.measured_step << " of " << r.steps_simulated

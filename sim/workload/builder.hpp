@@ -167,7 +167,10 @@ struct MoeStats {
   int moe_layers = 0;
   double imbalance_max = 1;        ///< max over layers of max / mean rows per EP rank
   double imbalance_mean = 1;       ///< mean over layers
-  double a2a_bytes_per_layer = 0;  ///< all-to-all size per rank (busiest), forward dispatch, 16-bit
+  /// Off-rank bytes of the busiest EP rank per MoE layer, forward dispatch (dispatch dtype) and
+  /// combine (16-bit), mean over MoE layers (MoeLayerCost::a2a_dispatch_bytes).
+  double a2a_dispatch_bytes_per_layer = 0;
+  double a2a_combine_bytes_per_layer = 0;
   double rows_sent_per_layer = 0;  ///< rows the busiest sender sends to other EP ranks
   double dropped_fraction = 0;     ///< rows dropped by the capacity factor / rows routed
 };

@@ -90,16 +90,20 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
     }
   }
   // All-to-all size: the busiest rank's send or receive volume, self chunk included.
-  std::int64_t worst_rows = 0;
+  std::int64_t worst_rows = 0, off_rank_rows = 0;
   for (int k = 0; k < L.ep; ++k) {
     c.rows_sent = std::max(c.rows_sent, r.rows_sent(k));
     worst_rows = std::max({worst_rows, r.rows_sent(k) + r.rows_between(k, k),
                            r.rows_processed(k)});
+    off_rank_rows = std::max({off_rank_rows, r.rows_sent(k), r.rows_received(k)});
   }
   if (L.ep > 1) {
     const auto group = L.ep_group(0, stage, 0);
     const double row_bytes = static_cast<double>(h) / tp;
+    const double dispatch_elem = hw::dtype_bytes(dt) < 2 ? hw::dtype_bytes(dt) : elem;
     c.a2a_bytes = static_cast<double>(worst_rows) * row_bytes * elem;
+    c.a2a_dispatch_bytes = static_cast<double>(off_rank_rows) * row_bytes * dispatch_elem;
+    c.a2a_combine_bytes = static_cast<double>(off_rank_rows) * row_bytes * elem;
     auto a2a = [&](double bytes_per_elem) {
       return comm.cost(net::CollectiveOp::AllToAll,
                        static_cast<std::uint64_t>(static_cast<double>(worst_rows) * row_bytes *
@@ -107,7 +111,7 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
                        group)
           .time;
     };
-    c.dispatch = a2a(hw::dtype_bytes(dt) < 2 ? hw::dtype_bytes(dt) : elem);
+    c.dispatch = a2a(dispatch_elem);
     c.combine = a2a(elem);
     c.combine_bwd = a2a(elem);
     c.dispatch_bwd = a2a(elem);

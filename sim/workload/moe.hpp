@@ -51,6 +51,11 @@ struct MoeLayerCost {
   std::int64_t rows_sent = 0;       ///< rows the busiest sender sends to other EP ranks
   std::int64_t dropped = 0;         ///< rows dropped (capacity factor), whole EP group
   double a2a_bytes = 0;             ///< bytes passed to the all-to-all model (nccl-tests size)
+  /// Bytes the busiest rank moves to or from other EP ranks in one forward dispatch, in the
+  /// dispatch dtype: max over ranks of max(rows sent off-rank, rows received off-rank) x h/tp
+  /// x bytes. Uniform routing without drops: T·k·h/tp·bytes·(EP−1)/EP.
+  double a2a_dispatch_bytes = 0;
+  double a2a_combine_bytes = 0;     ///< the same for the forward combine (16-bit)
 };
 
 /// Costs one MoE layer `layer` (global index) for pipeline stage `stage`.
