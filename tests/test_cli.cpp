@@ -399,6 +399,38 @@ std::string run_row(const std::string& id, int global_batch = 16) {
 
 }  // namespace
 
+// A command with several outputs writes all of them or none: when one cannot be written (here
+// its temporary file's name is taken by a directory, which fails even for root), the others
+// are not left behind.
+TEST(Cli, OneUnwritableOutputLeavesNoOtherOutputBehind) {
+  const auto dir = test::temp_dir("cli-all-or-none");
+  std::filesystem::create_directories(dir / "bad.md.tmp-trainsim");
+  const auto runs = test::write(dir / "runs.toml", run_row("a"));
+  auto r = run("validate " + runs.string() + " --csv " + (dir / "rows.csv").string() +
+               " --scenarios " + dir.string() + " --markdown " + (dir / "bad.md").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.err.find("cannot write " + (dir / "bad.md").string()), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "rows.csv"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "a.toml"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "a.toml.tmp-trainsim"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "rows.csv.tmp-trainsim"));
+  std::filesystem::create_directories(dir / "bad.svg.tmp-trainsim");
+  r = run("simulate " + scenario("schedules-teaching-4stage.toml") + " --trace " +
+          (dir / "t.json").string() + " --svg " + (dir / "bad.svg").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "t.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "t.json.tmp-trainsim"));
+  // With the way clear, all are written.
+  std::filesystem::remove(dir / "bad.md.tmp-trainsim");
+  r = run("validate " + runs.string() + " --csv " + (dir / "rows.csv").string() +
+          " --scenarios " + dir.string() + " --markdown " + (dir / "bad.md").string());
+  EXPECT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"rows.csv", "a.toml", "bad.md"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir / f)) << f;
+  }
+}
+
 // validate --scenarios writes DIR/<row id>.toml: a row id that is not a plain file name (a
 // '/' or "..": the file would land outside DIR), two rows with one id (one file overwrote the
 // other), a row file name taken by a directory, or a directory it cannot write are bad input
@@ -425,9 +457,11 @@ TEST(Cli, ValidateScenariosRefusesBadRowFileNamesBeforeWritingAnything) {
         "row id \"../escaped\" (line 18) is not a file name");
   check(run_row("a") + run_row("sub/x"), out.string(), "row id \"sub/x\" (line 18)");
   check(run_row("a") + run_row(".."), out.string(), "row id \"..\" (line 18)");
-  check(run_row("a") + run_row(""), out.string(), "row id \"\" (line 18)");
+  // Empty and duplicate ids are errors of the runs file itself, with or without --scenarios.
+  check(run_row("a") + run_row(""), out.string(),
+        "runs.toml:18:6: run.id: each [[run]] row needs a non-empty string id");
   check(run_row("a") + run_row("a", 32), out.string(),
-        "rows at lines 2 and 18 have the same id \"a\"");
+        "runs.toml:18:6: run.id: \"a\" is already the id of the row at line 2");
   std::filesystem::create_directories(out / "b.toml");
   check(run_row("a") + run_row("b"), out.string(), "b.toml\" is a directory");
   std::filesystem::remove(out / "b.toml");

@@ -5,6 +5,8 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <sstream>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
@@ -16,10 +18,13 @@
 using namespace trainsim;
 
 TEST(Validate, KendallTau) {
-  EXPECT_DOUBLE_EQ(validate::kendall_tau({1, 2, 3, 4}, {10, 20, 30, 40}), 1.0);
-  EXPECT_DOUBLE_EQ(validate::kendall_tau({1, 2, 3, 4}, {4, 3, 2, 1}), -1.0);
+  EXPECT_DOUBLE_EQ(*validate::kendall_tau({1, 2, 3, 4}, {10, 20, 30, 40}), 1.0);
+  EXPECT_DOUBLE_EQ(*validate::kendall_tau({1, 2, 3, 4}, {4, 3, 2, 1}), -1.0);
   // One discordant pair of six: (5 - 1) / 6.
-  EXPECT_NEAR(validate::kendall_tau({1, 2, 3, 4}, {1, 2, 4, 3}), 4.0 / 6.0, 1e-12);
+  EXPECT_NEAR(*validate::kendall_tau({1, 2, 3, 4}, {1, 2, 4, 3}), 4.0 / 6.0, 1e-12);
+  // tau-b is 0/0 when a series has no two distinct values: undefined, not 0.
+  EXPECT_FALSE(validate::kendall_tau({1, 2, 3}, {5, 5, 5}).has_value());
+  EXPECT_FALSE(validate::kendall_tau({7, 7}, {1, 2}).has_value());
 }
 
 namespace {
@@ -201,6 +206,112 @@ iteration_time_s = 1.0
   }
   const auto md = validate::report_markdown(report, "runs.toml");
   EXPECT_NE(md.find("| g | 2 | 2 |"), std::string::npos);
+}
+
+namespace {
+/// A small valid GPT row on 8 A100 with the given id, group and extra lines.
+std::string small_row(const std::string& id, const std::string& group, const std::string& extra) {
+  return "[[run]]\nid = \"" + id + "\"\ngroup = \"" + group + "\"\nmodel = \"GPT small\"\n" +
+         "num_layers = 2\nhidden_size = 512\nnum_heads = 8\nseq_len = 512\nvocab_size = 1000\n"
+         "global_batch_size = 8\ntp = 1\npp = 1\ndp = 8\ngpu = \"NVIDIA A100-SXM4-80GB\"\n" +
+         extra + "\n";
+}
+
+std::string validation_error(const std::filesystem::path& runs) {
+  try {
+    (void)validate::run_validation(runs, test::source_dir() / "topologies", "");
+  } catch (const config::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Validate, ImpossibleRowValuesAreSkippedWithTheReason) {
+  // A published value of 0, below 0, NaN or infinite, and counts that are fractions or beyond
+  // int, were scored (error +inf%, nan%) or truncated and wrapped into another run.
+  const auto dir = test::temp_dir("validate-impossible");
+  const auto runs = test::write(
+      dir / "runs.toml",
+      small_row("zero", "g", "iteration_time_s = 0.0") +
+          small_row("negative", "g", "iteration_time_s = -1.0") +
+          small_row("nan", "g", "tflops_per_gpu = nan") +
+          small_row("inf", "g", "tflops_per_gpu = inf") +
+          small_row("layer_bwd", "g", "fwd_ms = 1.0\nbwd_ms = 0.0") +
+          test::replace(small_row("frac", "g", "iteration_time_s = 1.0"), "num_layers = 2",
+                        "num_layers = 2.5") +
+          test::replace(small_row("huge", "g", "iteration_time_s = 1.0"), "tp = 1",
+                        "tp = 4294967304") +
+          small_row("lpvs", "g", "iteration_time_s = 1.0\nlayers_per_virtual_stage = 0") +
+          small_row("ok", "g", "iteration_time_s = 1.0"));
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  ASSERT_EQ(report.rows.size(), 9U);
+  const std::map<std::string, std::string> expected = {
+      {"zero", "the published iteration_time_s must be a finite number > 0 (got 0)"},
+      {"negative", "the published iteration_time_s must be a finite number > 0 (got -1)"},
+      {"nan", "the published tflops_per_gpu must be a finite number > 0 (got nan)"},
+      {"inf", "the published tflops_per_gpu must be a finite number > 0 (got inf)"},
+      {"layer_bwd", "the published layer_ms must be a finite number > 0 (got 0)"},
+      {"frac", "whole numbers in [1, 2147483647]: num_layers = 2.5 (line "},
+      {"huge", "whole numbers in [1, 2147483647]: tp = 4.29497e+09 (line "},
+      {"lpvs", "whole numbers in [1, 2147483647]: layers_per_virtual_stage = 0 (line "}};
+  for (const auto& row : report.rows) {
+    if (row.id == "ok") {
+      EXPECT_TRUE(row.ok) << row.reason;
+      continue;
+    }
+    EXPECT_FALSE(row.ok) << row.id;
+    EXPECT_NE(row.reason.find(expected.at(row.id)), std::string::npos) << row.id << ": " << row.reason;
+  }
+  ASSERT_EQ(report.groups.size(), 1U);
+  EXPECT_EQ(report.groups[0].rows_ok, 1);
+  EXPECT_EQ(report.groups[0].rows_skipped, 8);
+  EXPECT_TRUE(std::isfinite(report.groups[0].mape));
+}
+
+TEST(Validate, EveryRunEntryIsARowWithItsOwnId) {
+  const auto dir = test::temp_dir("validate-ids");
+  const std::string a = small_row("a", "g", "iteration_time_s = 1.0");
+  auto msg = validation_error(test::write(dir / "dup.toml", a + small_row("b", "g", "iteration_time_s = 1.0") + a));
+  EXPECT_NE(msg.find("dup.toml:" + std::to_string(2 + 2 * 15) + ":6: run.id: \"a\" is already the id "
+                     "of the row at line 2"),
+            std::string::npos)
+      << msg;
+  msg = validation_error(test::write(dir / "noid.toml", test::replace(a, "id = \"a\"\n", "")));
+  EXPECT_NE(msg.find("noid.toml:1:1: run.id: each [[run]] row needs a non-empty string id"),
+            std::string::npos)
+      << msg;
+  msg = validation_error(test::write(dir / "mixed.toml", "run = [ { id = \"x\" }, 5, \"junk\" ]\n"));
+  EXPECT_NE(msg.find("mixed.toml:1:"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("run: each entry must be a table"), std::string::npos) << msg;
+}
+
+TEST(Validate, CsvAndMarkdownKeepOddIdsInTheirCells) {
+  // An id with a comma or a quote, a group with a '|', a long group name: each stays one
+  // field (RFC 4180 quoting) or one cell ('|' escaped), and a tied group has no tau.
+  const auto dir = test::temp_dir("validate-odd");
+  const std::string long_group(300, 'g');
+  const auto runs = test::write(
+      dir / "runs.toml",
+      small_row("a,b \\\"q\\\"", "c|d", "iteration_time_s = 1.0") +
+          small_row("e", "c|d", "iteration_time_s = 2.0") +
+          small_row("f", long_group, "iteration_time_s = 1.0"));
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  ASSERT_EQ(report.rows.size(), 3U);
+  EXPECT_EQ(report.rows[0].id, "a,b \"q\"");
+  const std::string csv = validate::report_csv(report);
+  EXPECT_NE(csv.find("\n\"a,b \"\"q\"\"\",c|d,iteration_time_s,"), std::string::npos) << csv;
+  const std::string md = validate::report_markdown(report, "runs.toml");
+  EXPECT_NE(md.find("| a,b \"q\" | iteration_time_s |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| c\\|d | 2 | 0 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| " + long_group + " | 1 | 0 | "), std::string::npos);
+  std::ostringstream text;
+  validate::print_report(text, report);
+  EXPECT_NE(text.str().find(long_group + "    1        0 "), std::string::npos) << text.str();
+  // The two c|d rows predict the same step (same shape): tau is undefined, printed as such.
+  ASSERT_EQ(report.groups.size(), 2U);
+  EXPECT_FALSE(report.groups[0].kendall_tau.has_value());
+  EXPECT_TRUE(nlohmann::json::parse(validate::report_json(report))["groups"][0]["kendall_tau"].is_null());
 }
 
 // Korthikanti et al. 2022 Table 4: forward and backward of one 22B layer (A100, TP 8) for

@@ -46,6 +46,13 @@ void write_file(const std::filesystem::path& path, const std::string& text) {
   }
 }
 
+/// Writes every output of a command or none of them (core/file_write.hpp). Throws OutputError
+/// naming the file that could not be written.
+void write_files(const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
+  const auto failed = trainsim::write_files_atomically(files);
+  if (!failed.empty()) throw OutputError("cannot write " + failed.string());
+}
+
 /// Fails early (before simulating) when an output path's directory does not exist.
 void check_writable(const std::string& path, const char* option) {
   if (path.empty()) return;
@@ -79,8 +86,10 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
                                                              scenario.layout.schedule)),
                                                      &result}});
   // Files first: if one cannot be written, nothing is printed as if the run succeeded.
-  if (!trace.empty()) write_file(trace, trace_text);
-  if (!svg.empty()) write_file(svg, svg_text);
+  std::vector<std::pair<std::filesystem::path, std::string>> outputs;
+  if (!trace.empty()) outputs.emplace_back(trace, trace_text);
+  if (!svg.empty()) outputs.emplace_back(svg, svg_text);
+  write_files(outputs);
   if (json) {
     std::cout << trainsim::report::to_json(scenario, result, ops);
   } else {
@@ -145,9 +154,10 @@ int run_validate(const std::string& file, const std::string& group, bool json,
                                                     "\" is a directory, not a file name");
     }
   }
-  if (!csv.empty()) write_file(csv, csv_text);
-  if (!markdown.empty()) write_file(markdown, md_text);
-  for (const auto& [path, text] : row_files) write_file(path, text);
+  auto outputs = row_files;
+  if (!csv.empty()) outputs.emplace_back(csv, csv_text);
+  if (!markdown.empty()) outputs.emplace_back(markdown, md_text);
+  write_files(outputs);
   const std::size_t written = row_files.size();
   if (json) {
     std::cout << trainsim::validate::report_json(report);

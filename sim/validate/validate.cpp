@@ -30,6 +30,16 @@ bool has(const std::string& text, const std::string& what) {
   return lower(text).find(lower(what)) != std::string::npos;
 }
 
+/// printf into a std::string of any length.
+template <class... A>
+std::string strf(const char* format, A... args) {
+  const int n = std::snprintf(nullptr, 0, format, args...);
+  std::string out(static_cast<std::size_t>(std::max(n, 0)) + 1, '\0');
+  std::snprintf(out.data(), out.size(), format, args...);
+  out.resize(static_cast<std::size_t>(std::max(n, 0)));
+  return out;
+}
+
 /// Reads one [[run]] row's fields.
 struct Row {
   const toml::table& t;
@@ -93,7 +103,7 @@ double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_
   return per_token * tokens;
 }
 
-double kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
+std::optional<double> kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
   double concordant = 0, discordant = 0, ties_a = 0, ties_b = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
     for (std::size_t j = i + 1; j < a.size(); ++j) {
@@ -111,7 +121,7 @@ double kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
     }
   }
   const double n1 = concordant + discordant + ties_a, n2 = concordant + discordant + ties_b;
-  if (n1 == 0 || n2 == 0) return 0;
+  if (n1 == 0 || n2 == 0) return std::nullopt;  // a series without two distinct values
   return (concordant - discordant) / std::sqrt(n1 * n2);
 }
 
@@ -176,9 +186,35 @@ Report run_validation(const std::filesystem::path& runs_file,
   if (runs == nullptr) {
     throw config::ConfigError(runs_file.string(), 1, 1, "no [[run]] rows in the file");
   }
+  // Every entry is a row with its own id: a duplicate would be scored twice and a non-table
+  // entry would vanish from the counts.
+  std::map<std::string, int> id_lines;
+  for (const toml::node& node : *runs) {
+    const auto& src = node.source().begin;
+    const toml::table* rt = node.as_table();
+    if (rt == nullptr) {
+      throw config::ConfigError(runs_file.string(), static_cast<int>(src.line),
+                                static_cast<int>(src.column),
+                                "run: each entry must be a table ([[run]] with id, group, ...)");
+    }
+    const toml::node* id = rt->get("id");
+    if (id == nullptr || !id->is_string() || id->as_string()->get().empty()) {
+      const auto& at = (id != nullptr ? id->source() : rt->source()).begin;
+      throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
+                                static_cast<int>(at.column),
+                                "run.id: each [[run]] row needs a non-empty string id");
+    }
+    const auto [it, fresh] =
+        id_lines.emplace(id->as_string()->get(), static_cast<int>(id->source().begin.line));
+    if (!fresh) {
+      throw config::ConfigError(runs_file.string(), static_cast<int>(id->source().begin.line),
+                                static_cast<int>(id->source().begin.column),
+                                "run.id: \"" + it->first + "\" is already the id of the row at line " +
+                                    std::to_string(it->second) + "; row ids must be unique");
+    }
+  }
   for (const toml::node& node : *runs) {
     const toml::table* rt = node.as_table();
-    if (rt == nullptr) continue;
     const Row row{*rt};
     RowResult res;
     res.id = row.str("id");
@@ -228,6 +264,20 @@ Report run_validation(const std::filesystem::path& runs_file,
            "results are not compared yet");
       continue;
     }
+    {
+      // A published value of 0, a negative one, NaN or infinity cannot be compared with.
+      const bool per_layer_row = res.metric == "layer_ms";
+      std::optional<double> bad;
+      for (double v : {res.published, per_layer_row ? res.published_fwd_ms : 1.0,
+                       per_layer_row ? res.published_bwd_ms : 1.0}) {
+        if (!bad && !(std::isfinite(v) && v > 0)) bad = v;
+      }
+      if (bad) {
+        skip("the published " + res.metric + " must be a finite number > 0 (got " +
+             strf("%g", *bad) + ")");
+        continue;
+      }
+    }
     if (lora && res.metric != "tokens_per_s_per_gpu" && res.metric != "iteration_time_s") {
       skip("LoRA row without tokens_per_s_per_gpu or iteration_time_s: how its source counts "
            "a LoRA step's FLOPs is not documented");
@@ -257,6 +307,23 @@ Report run_validation(const std::filesystem::path& runs_file,
         why += (list == &missing ? "missing fields: " : "fields that are not numbers: ") + names;
       }
       skip(why);
+      continue;
+    }
+    // Shape, batch and layout fields are counts: a fraction or a value beyond int would be
+    // truncated or wrapped into a different run.
+    std::string bad_counts;
+    for (const char* k : {"num_layers", "hidden_size", "num_heads", "num_kv_heads", "seq_len",
+                          "tp", "pp", "dp", "cp", "ep", "vp", "layers_per_virtual_stage",
+                          "global_batch_size", "micro_batch_size", "num_gpus", "ffn_hidden_size",
+                          "vocab_size", "moe_num_experts", "moe_top_k", "moe_ffn_hidden_size",
+                          "lora_rank"}) {
+      const auto v = row.num(k);
+      if (!v || (*v >= 1 && *v <= 2147483647.0 && std::floor(*v) == *v)) continue;
+      bad_counts += (bad_counts.empty() ? "" : ", ") + std::string(k) + " = " + strf("%g", *v) +
+                    " (line " + std::to_string(row.t.get(k)->source().begin.line) + ")";
+    }
+    if (!bad_counts.empty()) {
+      skip("fields that must be whole numbers in [1, 2147483647]: " + bad_counts);
       continue;
     }
     const auto [gpu_key, topo_file] = hardware_of(row.str("gpu"));
@@ -539,7 +606,7 @@ Report run_validation(const std::filesystem::path& runs_file,
       const std::size_t n = apes.size();
       gr.median_ape = n % 2 == 1 ? apes[n / 2] : (apes[n / 2 - 1] + apes[n / 2]) / 2;
     }
-    if (pred.size() >= 2) gr.kendall_tau = kendall_tau(pred, pub);
+    if (pred.size() >= 2) gr.kendall_tau = kendall_tau(pred, pub);  // none when all tied
     report.groups.push_back(gr);
   }
   return report;
@@ -572,34 +639,27 @@ std::array<std::string, 4> stats_text(const GroupResult& g, const char* none) {
 void print_report(std::ostream& os, const Report& r) {
   for (const auto& g : r.groups) {
     os << "\n== " << g.group << (g.title.empty() ? "" : " — " + g.title) << "\n";
-    char line[512];
-    std::snprintf(line, sizeof line, "  %-40s %-16s %11s %11s %8s\n", "row", "metric",
-                  "published", "predicted", "error");
-    os << line;
+    os << strf("  %-40s %-16s %11s %11s %8s\n", "row", "metric", "published", "predicted",
+               "error");
     for (const auto& row : r.rows) {
       if (row.group != g.group) continue;
       if (!row.ok) {
-        std::snprintf(line, sizeof line, "  %-40s skipped: %s\n", row.id.c_str(),
-                      row.reason.c_str());
+        os << strf("  %-40s skipped: %s\n", row.id.c_str(), row.reason.c_str());
       } else {
         std::string tail;
         if (!row.detail.empty()) tail += "  " + row.detail;
         if (!row.assumptions.empty()) tail += "  (assumed " + row.assumptions + ")";
-        std::snprintf(line, sizeof line, "  %-40s %-16s %11s %11s %8s%s\n", row.id.c_str(),
-                      row.metric.c_str(), val(row.published).c_str(), val(row.predicted).c_str(),
-                      pct(row.error).c_str(), tail.c_str());
+        os << strf("  %-40s %-16s %11s %11s %8s%s\n", row.id.c_str(), row.metric.c_str(),
+                   val(row.published).c_str(), val(row.predicted).c_str(),
+                   pct(row.error).c_str(), tail.c_str());
       }
-      os << line;
     }
   }
   os << "\n  group                          ok  skipped    MAPE  median   max APE  Kendall tau\n";
   for (const auto& g : r.groups) {
-    char line[256];
     const auto st = stats_text(g, "-");
-    std::snprintf(line, sizeof line, "  %-28s %4d %8d %7s %7s %9s  %s\n", g.group.c_str(),
-                  g.rows_ok, g.rows_skipped, st[0].c_str(), st[1].c_str(), st[2].c_str(),
-                  st[3].c_str());
-    os << line;
+    os << strf("  %-28s %4d %8d %7s %7s %9s  %s\n", g.group.c_str(), g.rows_ok, g.rows_skipped,
+               st[0].c_str(), st[1].c_str(), st[2].c_str(), st[3].c_str());
   }
 }
 
@@ -686,17 +746,43 @@ std::vector<std::pair<std::filesystem::path, std::string>> row_scenario_files(
   return files;
 }
 
+namespace {
+/// A CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or a
+/// line break.
+std::string csv_field(const std::string& f) {
+  if (f.find_first_of(",\"\r\n") == std::string::npos) return f;
+  std::string q = "\"";
+  for (char c : f) {
+    q += c;
+    if (c == '"') q += '"';
+  }
+  return q + '"';
+}
+/// Text for a Markdown table cell: '|' escaped, line breaks as spaces.
+std::string md_cell(const std::string& f) {
+  std::string out;
+  for (char c : f) {
+    if (c == '|') {
+      out += "\\|";
+    } else if (c == '\n' || c == '\r') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+}  // namespace
+
 std::string report_csv(const Report& r) {
   std::ostringstream os;
   os << "id,group,metric,published,predicted,error,status,reason\n";
   for (const auto& row : r.rows) {
-    std::string reason = row.reason;
-    std::replace(reason.begin(), reason.end(), '"', '\'');
-    os << row.id << ',' << row.group << ',' << row.metric << ',';
+    os << csv_field(row.id) << ',' << csv_field(row.group) << ',' << csv_field(row.metric) << ',';
     if (row.ok) {
       os << val(row.published) << ',' << val(row.predicted) << ',' << val(row.error) << ",ok,";
     } else {
-      os << ",,,skipped,\"" << reason << '"';
+      os << ",,,skipped," << csv_field(row.reason);
     }
     os << '\n';
   }
@@ -713,29 +799,26 @@ std::string report_markdown(const Report& r, const std::string& source) {
   os << "| group | ok | skipped | MAPE | median APE | max APE | Kendall tau |\n"
      << "|---|---|---|---|---|---|---|\n";
   for (const auto& g : r.groups) {
-    char line[256];
     const auto st = stats_text(g, "–");
-    std::snprintf(line, sizeof line, "| %s | %d | %d | %s | %s | %s | %s |\n", g.group.c_str(),
-                  g.rows_ok, g.rows_skipped, st[0].c_str(), st[1].c_str(), st[2].c_str(),
-                  st[3].c_str());
-    os << line;
+    os << "| " << md_cell(g.group) << " | " << g.rows_ok << " | " << g.rows_skipped << " | "
+       << st[0] << " | " << st[1] << " | " << st[2] << " | " << st[3] << " |\n";
   }
   for (const auto& g : r.groups) {
-    os << "\n## " << g.group << "\n\n";
-    if (!g.title.empty()) os << g.title << "\n\n";
+    os << "\n## " << md_cell(g.group) << "\n\n";
+    if (!g.title.empty()) os << md_cell(g.title) << "\n\n";
     os << "| row | metric | published | predicted | error | notes |\n|---|---|---|---|---|---|\n";
     for (const auto& row : r.rows) {
       if (row.group != g.group) continue;
       if (row.ok) {
-        os << "| " << row.id << " | " << row.metric << " | " << val(row.published) << " | "
-           << val(row.predicted) << " | " << pct(row.error) << " | " << row.formula
-           << (row.detail.empty() ? "" : "; " + row.detail)
-           << (row.assumptions.empty() ? "" : "; assumed " + row.assumptions) << " |\n";
-      } else {
-        std::string reason = row.reason;
-        std::replace(reason.begin(), reason.end(), '|', '/');
-        os << "| " << row.id << " | " << row.metric << " | – | – | – | skipped: " << reason
+        os << "| " << md_cell(row.id) << " | " << md_cell(row.metric) << " | "
+           << val(row.published) << " | " << val(row.predicted) << " | " << pct(row.error)
+           << " | "
+           << md_cell(row.formula + (row.detail.empty() ? "" : "; " + row.detail) +
+                      (row.assumptions.empty() ? "" : "; assumed " + row.assumptions))
            << " |\n";
+      } else {
+        os << "| " << md_cell(row.id) << " | " << md_cell(row.metric)
+           << " | – | – | – | skipped: " << md_cell(row.reason) << " |\n";
       }
     }
   }

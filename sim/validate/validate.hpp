@@ -52,8 +52,11 @@ struct Report {
 
 /// Reads, simulates and scores a runs file. `topologies` is the folder with dgx-a100.toml and
 /// dgx-h100.toml. `only_group` limits the rows to one group (empty: all). Throws
-/// config::ConfigError for a missing or malformed file, InputError (key "--topologies") when
-/// `topologies` is not a folder.
+/// config::ConfigError for a missing or malformed file (also: a `run` entry that is not a
+/// table, a row without a string id, two rows with one id), InputError (key "--topologies")
+/// when `topologies` is not a folder. Rows with impossible values (a published metric that is
+/// not finite and > 0, a count that is not a whole number in [1, 2^31)) are skipped with the
+/// reason.
 Report run_validation(const std::filesystem::path& runs_file,
                       const std::filesystem::path& topologies, const std::string& only_group);
 
@@ -80,8 +83,9 @@ std::string report_markdown(const Report& r, const std::string& source);
 /// Returns {fwd_ms, bwd_ms}. Throws as workload::simulate_step does.
 std::pair<double, double> layer_pass_ms(workload::Scenario scenario);
 
-/// Kendall's tau-b between two equally long series (ties counted as neither).
-double kendall_tau(const std::vector<double>& a, const std::vector<double>& b);
+/// Kendall's tau-b between two equally long series (ties counted as neither); none (tau-b is
+/// 0/0) when either series has no two distinct values.
+std::optional<double> kendall_tau(const std::vector<double>& a, const std::vector<double>& b);
 
 /// How a source counted the attention core (QK^T and PV) in its model FLOPs.
 enum class AttentionFlops {
