@@ -136,23 +136,36 @@ double deepep_bw(const AlphaBetaModel& m, int n, int gpn, std::uint64_t bytes) {
 }
 
 TEST(CollectiveNcclTest, AllToAllMatchesDeepEpDispatchCombine) {
-  // hardware.md §3.2 DeepEP V1: H800 (NVLink ~160 GB/s), CX-7 400G (~50 GB/s); 4096 tokens,
-  // hidden 7168, top-8, FP8 dispatch: 4096 x 8 x 7168 bytes sent per rank.
-  hw::TopologySpec spec = config::load_topology(test::source_dir() / "topologies" / "dgx-h100.toml");
-  spec.nvlink_bw = 160e9;
-  const auto& h100 = *hw::find_builtin_gpu("h100_sxm");
+  // hardware.md §3.2 DeepEP V1 on H800 (NVLink 200 GB/s per direction, 8 of the H100's 18
+  // links), CX-7 400G: the shipped h800-ib topology as it is. 4096 tokens, hidden 7168,
+  // top-8, FP8 dispatch: 4096 x 8 x 7168 bytes sent per rank.
   const std::uint64_t bytes = 4096ULL * 8 * 7168;
-  const hw::Topology one(spec, 8);
-  expect_within(deepep_bw(AlphaBetaModel(one, h100), 8, 8, bytes), 155.5e9, 0.15,
-                "EP 8 NVLink (153 / 158)");
-  const hw::Topology two(spec, 16);
-  expect_within(deepep_bw(AlphaBetaModel(two, h100), 16, 8, bytes), 43e9, 0.15, "EP 16 RDMA");
-  const hw::Topology four(spec, 32);
-  expect_within(deepep_bw(AlphaBetaModel(four, h100), 32, 8, bytes), 45.5e9, 0.15,
+  const Fixture one("h800-ib.toml", 8);
+  expect_within(deepep_bw(one.model, 8, 8, bytes), 155.5e9, 0.15, "EP 8 NVLink (153 / 158)");
+  const Fixture two("h800-ib.toml", 16);
+  expect_within(deepep_bw(two.model, 16, 8, bytes), 43e9, 0.15, "EP 16 RDMA");
+  const Fixture four("h800-ib.toml", 32);
+  expect_within(deepep_bw(four.model, 32, 8, bytes), 45.5e9, 0.15,
                 "EP 32 RDMA (44 / 47 snapshot)");
-  const hw::Topology eight(spec, 64);
-  expect_within(deepep_bw(AlphaBetaModel(eight, h100), 64, 8, bytes), 50.5e9, 0.15,
-                "EP 64 RDMA (51 / 50)");
+  const Fixture eight("h800-ib.toml", 64);
+  expect_within(deepep_bw(eight.model, 64, 8, bytes), 50.5e9, 0.15, "EP 64 RDMA (51 / 50)");
+}
+
+TEST(CollectiveNcclTest, H800NvlinkKeepsNcclsPerLinkRate) {
+  // NCCL's NVLink rate is per link (topo.h SM90: 20.6 GB/s x 18 links on H100); the H800 has
+  // 8 links (200 of 450 GB/s per direction), so 8 x 20.6 = 164.8 GB/s, not the raw 200.
+  const Fixture h800("h800-ib.toml", 8);
+  const Fixture h100("dgx-h100.toml", 8);
+  const auto ring = [](const Fixture& f, int n) {
+    return f.model.cost(CollectiveOp::AllGather, 16 * kGiB, first(n)).busbw;
+  };
+  // (Within 1.5%: the latency and the NVLink ramp of a 16 GiB ring weigh a little.)
+  EXPECT_NEAR(ring(h800, 4) / ring(h100, 4), 200.0 / 450.0, 0.01 * 200.0 / 450.0);
+  EXPECT_NEAR(ring(h800, 4), 164.8e9, 0.015 * 164.8e9);
+  // NVLS all-reduce: measured 215 GB/s busbw on 8 x H800 (hardware.md §3.2, nccl#1374).
+  const auto nvls = h800.model.cost(CollectiveOp::AllReduce, 16 * kGiB, first(8));
+  EXPECT_EQ(nvls.algorithm, Algorithm::NVLS);
+  expect_within(nvls.busbw, 215e9, 0.10, "8 x H800 NVLS all_reduce");
 }
 
 /// Checks a plan: without contention, every flow at its max_rate ends when the phase does.

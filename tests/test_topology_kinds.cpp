@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/scenario.hpp"
+#include "hw/gpu.hpp"
 #include "hw/topology.hpp"
 #include "test_util.hpp"
 
@@ -161,6 +162,12 @@ TEST(TopologyKindsTest, Nvl72DomainKeepsTraffic72WideOnNvlink) {
   const TopologySpec s =
       config::load_topology(test::source_dir() / "topologies" / "gb200-nvl72.toml");
   EXPECT_EQ(s.gpus_per_node, 72);
+  // The NVL72 part, not HGX B200: 2500 dense BF16 TFLOP/s, 186 GB (hardware.toml [gpu.gb200]).
+  ASSERT_EQ(s.gpu, "gb200");
+  const auto* gpu = hw::find_builtin_gpu(s.gpu);
+  ASSERT_NE(gpu, nullptr);
+  EXPECT_DOUBLE_EQ(gpu->peak_bf16, 2500e12);
+  EXPECT_DOUBLE_EQ(gpu->hbm_bytes, 186e9);
   const Topology t(s, 2 * 72);
   const Route inside = t.route(0, 71);
   EXPECT_FALSE(inside.crosses_network);

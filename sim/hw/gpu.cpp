@@ -185,6 +185,23 @@ std::vector<GpuSpec> make_builtins() {
   b200.sources = {ref + " [gpu.b200]: NVIDIA B200 datasheet; SM count from a device query",
                   "GEMM efficiency: ml-engineering MAMF"};
   v.push_back(b200);
+
+  // GB200: the Blackwell GPU of an NVL72 rack, clocked higher than HGX B200 (hardware.toml
+  // [gpu.gb200]); its SM count is not sourced and assumed equal to B200's.
+  GpuSpec gb200 = b200;
+  gb200.key = "gb200";
+  gb200.display_name = "NVIDIA GB200 (NVL72 Blackwell GPU, 186GB)";
+  gb200.hbm_bytes = 186e9;             // 186 GB HBM3e (no device query sourced)
+  gb200.peak_bf16 = gb200.peak_fp16 = 2500 * kT;
+  gb200.peak_fp8 = 5000 * kT;
+  gb200.peak_fp32 = 80 * kT;
+  gb200.gemm_efficiency_16bit = 0.729;  // MAMF 1822
+  gb200.gemm_efficiency_fp8 = 0.723;    // MAMF 3615.6
+  gb200.attention = hopper_attention(2500.0 / 989.4);
+  gb200.sources = {ref + " [gpu.gb200]: per-GPU GB200 figures (secondary sources); SM count "
+                         "assumed = B200",
+                   "GEMM efficiency: ml-engineering MAMF"};
+  v.push_back(gb200);
   return v;
 }
 

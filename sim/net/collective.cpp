@@ -6,7 +6,8 @@
 // src/enqueue.cc); ../shared/reference/hardware.toml [nccl_model*].
 //
 // What is modelled, per group (n ranks, nNodes nodes, ppn = most ranks on one node):
-//   intra  = min(GpuSpec::nccl_nvlink_bw, topology nvlink_bw)            bus B/s over NVLink
+//   intra  = GpuSpec::nccl_nvlink_bw x min(1, topology nvlink_bw / GpuSpec::nvlink_bw)
+//            (NCCL's per-link rate on the links the topology gives each GPU)  bus B/s over NVLink
 //   nic    = bottleneck of the topology route between group members on different nodes
 //            (min over the ring's node-to-node hops; includes nic_efficiency)
 //   inter  = (distinct NICs the group uses on a node, min over nodes) x nic
@@ -439,7 +440,14 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
 
   const auto size = static_cast<double>(bytes);
   const int arch = gpu_.arch;
-  const double intra = std::min(gpu_.nccl_nvlink_bw, topo_.spec().nvlink_bw);
+  // NCCL's NVLink bandwidth is a per-link rate times the GPU's links (topo.h: SM90 20.6 GB/s
+  // x 18); a topology with fewer links per GPU than the datasheet (H800: 8 of the H100's 18,
+  // 200 of 450 GB/s per direction) keeps the per-link rate for the links it has.
+  const double link_share =
+      gpu_.nvlink_bw > 0.0 ? std::min(1.0, topo_.spec().nvlink_bw / gpu_.nvlink_bw) : 1.0;
+  const double intra = gpu_.nvlink_bw > 0.0
+                           ? gpu_.nccl_nvlink_bw * link_share
+                           : std::min(gpu_.nccl_nvlink_bw, topo_.spec().nvlink_bw);
   Candidate best;
   Shape s;
 

@@ -67,6 +67,7 @@ std::pair<std::string, std::string> hardware_of(const std::string& gpu) {
   if (has(gpu, "A100")) return {"a100_sxm4_80gb", "dgx-a100.toml"};
   if (has(gpu, "H100")) return {"h100_sxm", "dgx-h100.toml"};
   if (has(gpu, "H200")) return {"h200_sxm", "dgx-h200.toml"};
+  if (has(gpu, "GB200")) return {"gb200", "gb200-nvl72.toml"};
   if (has(gpu, "B200")) return {"b200", "dgx-b200.toml"};
   return {};
 }
