@@ -3,7 +3,9 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -12,6 +14,7 @@
 
 #include "config/scenario.hpp"
 #include "core/error.hpp"
+#include "hw/gpu.hpp"
 #include "plan/planner.hpp"
 #include "plan/scaling.hpp"
 #include "plan/search.hpp"
@@ -430,6 +433,173 @@ TEST(PlanSearch, MoeAndCpSearchSameForOneAndTwoThreads) {
   expect_same_for_thread_counts(small("mixtral-8x7b-h100.toml", 2, 8, 16, 2048), 2, 24);
 }
 
+// Divisors by trial division to sqrt(n): the loop to n took a minute at 2·10^9 and "days" at the
+// 10^13 of `plan --global-batch 9999999999999`, and stored each divisor as an int (wrapping
+// above 2^31). Oracles: 2^40 has the 41 divisors 2^0..2^40; 10^12 = 2^12·5^12 has 13 x 13 =
+// 169, paired d·(n/d) = n in order; 3·2^31 has 4·8 = 32... (2^k and 3·2^k, k = 0..31), the
+// largest beyond int range; small n against the definition.
+TEST(PlanSearch, DivisorsOfLargeNumbersAreExactAndSorted) {
+  const std::int64_t p40 = std::int64_t{1} << 40;
+  const auto d40 = plan::divisors(p40);
+  ASSERT_EQ(d40.size(), 41U);
+  for (std::size_t k = 0; k < d40.size(); ++k) EXPECT_EQ(d40[k], std::int64_t{1} << k);
+
+  const std::int64_t t12 = 1000000000000;
+  const auto d12 = plan::divisors(t12);
+  ASSERT_EQ(d12.size(), 169U);
+  EXPECT_EQ(d12.front(), 1);
+  EXPECT_EQ(d12.back(), t12);
+  for (std::size_t i = 0; i < d12.size(); ++i) {
+    if (i > 0) {
+      EXPECT_LT(d12[i - 1], d12[i]);
+    }
+    EXPECT_EQ(t12 % d12[i], 0);
+    EXPECT_EQ(d12[i] * d12[d12.size() - 1 - i], t12);
+  }
+
+  const std::int64_t big = 3 * (std::int64_t{1} << 31);
+  const auto db = plan::divisors(big);
+  std::vector<std::int64_t> want;
+  for (int k = 0; k <= 31; ++k) {
+    want.push_back(std::int64_t{1} << k);
+    want.push_back(3 * (std::int64_t{1} << k));
+  }
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(db, want);
+  EXPECT_EQ(db.back(), big);  // 6442450944, beyond int range, unwrapped
+
+  for (std::int64_t n = 1; n <= 400; ++n) {
+    std::vector<std::int64_t> naive;
+    for (std::int64_t i = 1; i <= n; ++i) {
+      if (n % i == 0) naive.push_back(i);
+    }
+    EXPECT_EQ(plan::divisors(n), naive) << n;
+  }
+  EXPECT_TRUE(plan::divisors(0).empty());
+}
+
+// The micro-batch sizes of the space are the divisors of global_batch / dp, 64-bit: with a
+// global batch of 2^40 on 16 GPUs, dp = 2^j gets exactly 2^0 .. 2^(40-j) (dp = 1: up to 2^40,
+// which an int would have wrapped to 0).
+TEST(PlanSearch, EnumeratesMicroBatchesOfAHugeGlobalBatch) {
+  auto sc = config::load_scenario(
+      test::write(test::temp_dir("plan-huge-batch") / "s.toml", test::small_scenario()));
+  sc.training.global_batch = std::int64_t{1} << 40;
+  std::map<int, std::set<std::int64_t>> mbs;  // dp -> micro-batch sizes
+  for (const auto& c : plan::enumerate(sc, true)) mbs[c.layout.dp].insert(c.micro_batch);
+  ASSERT_EQ(mbs.size(), 5U);  // dp 1, 2, 4, 8, 16
+  for (const auto& [dp, sizes] : mbs) {
+    const int j = std::countr_zero(static_cast<unsigned>(dp));
+    std::set<std::int64_t> want;
+    for (int k = 0; k <= 40 - j; ++k) want.insert(std::int64_t{1} << k);
+    EXPECT_EQ(sizes, want) << "dp " << dp;
+  }
+  EXPECT_EQ(*mbs[1].rbegin(), std::int64_t{1} << 40);
+}
+
+namespace {
+plan::ClusterChoice cluster(const std::string& name, int gpus) {
+  plan::ClusterChoice c;
+  c.name = name;
+  c.topology = config::load_topology(test::source_dir() / "topologies" / (name + ".toml"));
+  c.gpu = *hw::find_builtin_gpu(c.topology.gpu);
+  c.gpus = gpus;
+  return c;
+}
+}  // namespace
+
+// When nothing is ranked, the error gives the actual reasons. 2^26 sequences of the 1e21-FLOP
+// Chinchilla shape (13 x 3072) on 8 H100s: small micro-batches need more than the simulator's
+// 60 million tasks, large ones exceed HBM; it used to say only "no layout of this model fits
+// in 79.6 GiB per GPU on 8 GPUs". The count of task-limited layouts is that of the enumerated
+// layouts Layout::validate refuses with its task-count message.
+TEST(PlanSearch, NothingRankedSaysWhyFromTheRejections) {
+  const auto model =
+      plan::model_for_params(plan::compute_optimal(plan::Law::Chinchilla, 1e21).params, "x");
+  const std::int64_t gb = std::int64_t{1} << 26;
+  const auto sc = plan::scenario_for(model, gb, cluster("dgx-h100", 8));
+  std::size_t task_limited = 0;
+  for (const auto& c : plan::enumerate(sc, true)) {
+    try {
+      c.layout.validate(sc.model, sc.gpus, gb, c.micro_batch, sc.steps);
+    } catch (const InputError& e) {
+      if (std::string(e.what()).find("tasks to simulate (limit 60000000)") != std::string::npos) {
+        ++task_limited;
+      }
+    }
+  }
+  ASSERT_GT(task_limited, 0U);
+  plan::SearchOptions opt;
+  opt.reduced_space = true;
+  opt.des_max = 4;
+  opt.threads = 1;
+  try {
+    (void)plan::search(sc, opt);
+    FAIL() << "expected no layout to be ranked";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find("no layout of this model fits in"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("with a global batch of 67108864 sequences"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(task_limited) +
+                       " layouts would need more than the simulator's limit of 60 million tasks"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("layouts do not fit in 79.6 GiB per GPU"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("use a smaller global batch (--global-batch"), std::string::npos) << msg;
+  }
+  // A batch beyond 2^40 is refused by name before anything is enumerated.
+  auto huge = sc;
+  huge.training.global_batch = (std::int64_t{1} << 40) + 1;
+  try {
+    (void)plan::search(huge, opt);
+    FAIL() << "expected the batch to be refused";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.key(), "training.global_batch");
+  }
+}
+
+// The plan notes a shape that misses the law's N by more than 10% (tiny budgets: the smallest
+// shape is 2 layers of hidden 128 beside the embeddings), in text and JSON, and prints days
+// under one day with three significant digits and hours (a run of hours printed "0.0").
+TEST(PlanSearch, PlanNotesAShapeFarFromNAndPrintsShortRunsInHours) {
+  plan::PlanResult p;
+  p.inputs.budget_flops = 1e21;
+  p.model = plan::model_for_params(1e9, "x");
+  const double shape = p.model.total_params();
+  plan::ClusterPlan c;
+  c.cluster = "c";
+  c.gpus = 8;
+  c.gpu = "g";
+  c.days = 0.5;
+  c.gpu_hours = 96;
+  p.clusters = {c};
+  for (const double off : {0.0, 0.099, -0.099}) {  // within 10%: no note
+    p.allocation.params = shape / (1 + off);
+    p.allocation.tokens = 1e21 / (6 * p.allocation.params);
+    EXPECT_FALSE(plan::shape_note(p).has_value()) << off;
+    EXPECT_EQ(plan::plan_text(p).find("note:"), std::string::npos);
+    EXPECT_FALSE(nlohmann::json::parse(plan::plan_json(p)).contains("shape_note"));
+  }
+  p.allocation.params = shape / 1.25;  // the shape has 25% more parameters than N
+  p.allocation.tokens = 1e21 / (6 * p.allocation.params);
+  const auto note = plan::shape_note(p);
+  ASSERT_TRUE(note.has_value());
+  EXPECT_NE(note->find("+25% vs the law's N"), std::string::npos) << *note;
+  EXPECT_NE(note->find("about 1.25 x the budget's FLOPs"), std::string::npos) << *note;
+  const std::string text = plan::plan_text(p);
+  EXPECT_NE(text.find("  note: " + *note + "\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("0.5 (12 hours)"), std::string::npos) << text;
+  const auto j = nlohmann::json::parse(plan::plan_json(p));
+  EXPECT_EQ(j["shape_note"], *note);
+  EXPECT_NEAR(j["shape_params_vs_n"].get<double>(), 0.25, 1e-12);
+  EXPECT_EQ(j["model"]["params"].get<double>(), shape);
+  p.allocation.params = shape / 0.8;  // 20% fewer
+  EXPECT_NE(plan::shape_note(p)->find("-20% vs the law's N"), std::string::npos);
+  // From a day up, one decimal as before.
+  p.clusters[0].days = 12.34;
+  EXPECT_NE(plan::plan_text(p).find(" 12.3 "), std::string::npos) << plan::plan_text(p);
+}
+
 // ----- command line --------------------------------------------------------------------------
 
 TEST(PlanCli, SearchJsonKeysAndCsv) {
@@ -716,4 +886,92 @@ TEST(PlanCli, SeedTableJson) {
   EXPECT_NEAR(j["rows"][1]["chinchilla"]["params"].get<double>() /
                   plan::compute_optimal(plan::Law::Chinchilla, 6 * 175e9 * 300e9).params,
               1.0, 1e-12);
+}
+
+// `plan --table` plans published models on one cluster: options it does not use are refused
+// by name, exit 1, nothing written (it exited 0, wrote no --svg file, planned the first of two
+// clusters and dropped the price and --max-days); the ones it uses are honoured.
+TEST(PlanCli, SeedTableRefusesOptionsItDoesNotUse) {
+  const auto dir = test::temp_dir("plan-table-options");
+  const auto svg = (dir / "tbl.svg").string();
+  const std::string table = "plan --table --gpus 8 --des 1 --cluster dgx-h100 ";
+  const std::pair<std::string, std::string> cases[] = {
+      {table + "--svg " + svg, "--svg does not apply to plan --table"},
+      {table + "--gpu-hour-usd 2", "--gpu-hour-usd does not apply to plan --table"},
+      {table + "--max-days 1", "--max-days does not apply to plan --table"},
+      {table + "--budget 1e20", "--budget does not apply to plan --table"},
+      {table + "--cluster dgx-b200", "plan --table takes one --cluster (got 2)"},
+  };
+  for (const auto& [args, want] : cases) {
+    const auto r = cli(args);
+    EXPECT_EQ(r.code, 1) << args;
+    EXPECT_NE(r.err.find(want), std::string::npos) << args << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << args << "\n" << r.out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(svg));
+  // --cluster, --gpus and --law are used.
+  const auto r = cli(table + "--law epoch --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["cluster"], "dgx-h100");
+  EXPECT_EQ(j["gpus"], 8);
+  for (const auto& row : j["rows"]) EXPECT_EQ(row["optimal"]["law"], "epoch");
+}
+
+// --global-batch is 1 .. 2^40 sequences for plan and search (9999999999999 enumerated the
+// divisors one by one for days); up to 2^40 the search answers at once with the reasons
+// nothing can be simulated.
+TEST(PlanCli, GlobalBatchRangeAndHugeBatchesSayWhy) {
+  const std::string plan = "plan --budget 1e21 --cluster dgx-h100 --gpus 8 --des 1 --threads 1 ";
+  for (const char* b : {"9999999999999", "0", "-5", "1099511627777"}) {
+    const auto r = cli(plan + "--global-batch " + b);
+    EXPECT_EQ(r.code, 1) << b;
+    EXPECT_NE(r.err.find("--global-batch must be between 1 and 1099511627776"),
+              std::string::npos) << b << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  const auto s = cli("search " + scenario("gpt3-175b-a100.toml") + " --global-batch 0");
+  EXPECT_EQ(s.code, 1);
+  EXPECT_NE(s.err.find("--global-batch must be between"), std::string::npos) << s.err;
+  for (const char* b : {"67108864", "1099511627776"}) {
+    const auto r = cli(plan + "--global-batch " + b);
+    EXPECT_EQ(r.code, 1) << b;
+    EXPECT_NE(r.err.find("would need more than the simulator's limit of 60 million tasks"),
+              std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("--global-batch; " + std::string(b) + " sequences now"),
+              std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("no layout of this model fits"), std::string::npos) << r.err;
+  }
+}
+
+// 1e15 FLOPs: N = 3.56M, but the smallest shape has 13.5M parameters (2 x 128 with 51200 x 128
+// embeddings twice): the plan says so (+279%: shape / N - 1 from the JSON's own numbers) and
+// prints the short run in hours.
+TEST(PlanCli, TinyBudgetNotesTheShape) {
+  const std::string args = "plan --budget 1e15 --cluster dgx-h100 --gpus 8 --des 2 --threads 1";
+  const auto r = cli(args + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const double shape = j["model"]["params"], n = j["params"];
+  EXPECT_EQ(shape, plan::model_for_params(n, "x").total_params());
+  EXPECT_EQ(j["model"]["layers"], 2);
+  EXPECT_EQ(j["model"]["hidden"], 128);
+  EXPECT_NEAR(shape, 2 * 51200.0 * 128 + 2 * 12.0 * 128 * 128, 0.001 * shape);  // 6ND terms
+  EXPECT_NEAR(j["shape_params_vs_n"].get<double>(), shape / n - 1, 1e-12);
+  char pct[32];
+  std::snprintf(pct, sizeof pct, "%+.0f%%", 100 * (shape / n - 1));
+  EXPECT_NE(j["shape_note"].get<std::string>().find(pct), std::string::npos) << pct;
+  const auto t = cli(args);
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("note: the model shape has 13.5 M parameters, " + std::string(pct)),
+            std::string::npos) << t.out;
+  const double days = j["days"];
+  ASSERT_LT(days, 1);
+  char d[64];
+  std::snprintf(d, sizeof d, "%.3g (%.3g hours)", days, days * 24);
+  EXPECT_NE(t.out.find(d), std::string::npos) << d << "\n" << t.out;
+  // At a budget whose shape is within 10% of N there is no note.
+  const auto big = cli("plan --budget 1e22 --cluster dgx-h100 --gpus 8 --des 1 --json");
+  ASSERT_EQ(big.code, 0) << big.err;
+  EXPECT_FALSE(nlohmann::json::parse(big.out).contains("shape_note"));
 }

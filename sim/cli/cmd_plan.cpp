@@ -85,6 +85,16 @@ CLI::Validator finite_number(double lo, bool strict) {
       "NUMBER " + want);
 }
 
+/// --global-batch: 1 .. plan::kMaxGlobalBatch sequences (the search enumerates the divisors
+/// of the batch; far beyond any published run, every layout exceeds the simulator's limits).
+void check_global_batch(long long b) {
+  if (b < 1 || b > plan::kMaxGlobalBatch) {
+    throw InputError("--global-batch", "--global-batch must be between 1 and " +
+                                           std::to_string(plan::kMaxGlobalBatch) +
+                                           " (2^40) sequences (got " + std::to_string(b) + ")");
+  }
+}
+
 }  // namespace
 
 PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
@@ -163,8 +173,8 @@ int PlanCommands::run_search(const FileIo& io) {
     }
     sc.gpus = s_gpus_;
   }
-  if (s_batch_ != 0) {
-    if (s_batch_ < 1) throw InputError("--global-batch", "--global-batch must be >= 1");
+  if (search_->count("--global-batch") > 0) {  // 0 or less is refused, not "not given"
+    check_global_batch(s_batch_);
     sc.training.global_batch = s_batch_;
   }
   if (!s_best_.empty()) {
@@ -201,12 +211,29 @@ int PlanCommands::run_search(const FileIo& io) {
 int PlanCommands::run_plan(const FileIo& io) {
   const auto& comm = plan::Communicator::world();
   const bool root = comm.rank() == 0;
+  if (p_table_) {
+    // The seed table plans published models on one cluster: options it would not use are
+    // refused rather than dropped (it used to exit 0 without the --svg file, with the first
+    // of several clusters, and without the price or --max-days).
+    for (const char* name : {"--budget", "--svg", "--gpu-hour-usd", "--max-days"}) {
+      if (plan_->count(name) > 0) {
+        throw InputError(name, std::string(name) + " does not apply to plan --table (it takes "
+                                                   "--cluster, --gpus, --law, --global-batch, "
+                                                   "--des, --threads and --json)");
+      }
+    }
+    if (p_clusters_.size() > 1) {
+      throw InputError("--cluster", "plan --table takes one --cluster (got " +
+                                        std::to_string(p_clusters_.size()) +
+                                        "); run it once per cluster");
+    }
+  }
   if (root) io.check(p_svg_, "--svg");
   plan::PlanInputs in;
   in.law = plan::parse_law(p_law_);
   if (p_usd_ >= 0) in.gpu_hour_usd = p_usd_;
   if (p_max_days_ >= 0) in.max_days = p_max_days_;
-  if (p_batch_ < 1) throw InputError("--global-batch", "--global-batch must be >= 1");
+  check_global_batch(p_batch_);
   in.global_batch = p_batch_;
   in.search.reduced_space = true;
   in.search.des_max = p_des_;

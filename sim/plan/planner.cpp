@@ -32,7 +32,41 @@ std::string short_layout(const Candidate& c) {
   return s;
 }
 
+/// Days as text: one decimal from a day up (as before); below a day three significant digits
+/// and the hours, so a run of hours does not print as "0.0".
+std::string fmt_days(double days) {
+  if (days >= 1) return fmt("%.1f", days);
+  return fmt("%.3g", days) + " (" + fmt("%.3g", days * 24) + " hours)";
+}
+
+/// "13.5 M", "1.2 B": a parameter count.
+std::string fmt_params(double n) {
+  return n >= 1e9 ? fmt("%.3g", n / 1e9) + " B" : fmt("%.3g", n / 1e6) + " M";
+}
+
+/// A cluster with no ranked layout: "does not fit in HBM" when memory was the reason, else
+/// "no layout (see below)" with the search's reason printed under the table.
+bool memory_was_why(const ClusterPlan& c) {
+  return c.why.rfind("no layout of this model fits in", 0) == 0;
+}
+
 }  // namespace
+
+std::optional<std::string> shape_note(const PlanResult& p) {
+  const double shape = p.model.total_params();
+  const double n = p.allocation.params;
+  const double off = shape / n - 1;
+  if (std::abs(off) <= kShapeTolerance) return std::nullopt;
+  const double flops = 6.0 * shape * p.allocation.tokens;
+  return "the model shape has " + fmt_params(shape) + " parameters, " +
+         fmt("%+.0f", 100 * off) + "% vs the law's N (" + fmt_params(n) + ")" +
+         (off > 0 ? std::string(": no smaller shape of the rule exists (at least 2 layers of "
+                                "hidden 128 beside the 51200-token embeddings)")
+                  : std::string()) +
+         "; days, GPU-hours and cost are for this shape on D tokens, about " +
+         fmt("%.3g", flops / p.inputs.budget_flops) + " x the budget's FLOPs (6 x " +
+         fmt_params(shape) + " x " + fmt("%.3g", p.allocation.tokens / 1e9) + " B tokens)";
+}
 
 workload::Scenario scenario_for(const model::ModelSpec& model, std::int64_t global_batch,
                                 const ClusterChoice& cluster) {
@@ -154,7 +188,9 @@ std::string plan_text(const PlanResult& p) {
   };
   row("GPUs", [](const ClusterPlan& c) { return std::to_string(c.gpus) + " x " + c.gpu; });
   row("best layout", [](const ClusterPlan& c) {
-    return c.fits ? short_layout(c.layout) : std::string("does not fit in HBM");
+    return c.fits              ? short_layout(c.layout)
+           : memory_was_why(c) ? std::string("does not fit in HBM")
+                               : std::string("none (see below)");
   });
   fit_row("schedule", [](const ClusterPlan& c) {
     return std::string(parallel::schedule_name(c.layout.layout.schedule));
@@ -162,7 +198,7 @@ std::string plan_text(const PlanResult& p) {
   fit_row("step time", [](const ClusterPlan& c) { return fmt("%.3f s", c.step_time_s); });
   fit_row("MFU", [](const ClusterPlan& c) { return fmt("%.1f %%", 100 * c.mfu); });
   fit_row("days", [&](const ClusterPlan& c) {
-    return fmt("%.1f", c.days) + (c.within_max_days ? "" : " (over --max-days)");
+    return fmt_days(c.days) + (c.within_max_days ? "" : " (over --max-days)");
   });
   fit_row("GPU-hours", [](const ClusterPlan& c) { return fmt("%.4g", c.gpu_hours); });
   if (p.inputs.gpu_hour_usd) {
@@ -172,6 +208,10 @@ std::string plan_text(const PlanResult& p) {
     return std::to_string(c.layouts_searched) + " / " + std::to_string(c.simulations) +
            (c.proven ? " (exact)" : " (budget)");
   });
+  for (const auto& c : p.clusters) {
+    if (!c.fits && !memory_was_why(c)) o << "  " << c.cluster << ": " << c.why << "\n";
+  }
+  if (const auto note = shape_note(p)) o << "  note: " << *note << "\n";
   return o.str();
 }
 
@@ -180,7 +220,7 @@ std::string plan_json(const PlanResult& p) {
     j["cluster"] = c.cluster;
     j["gpus"] = c.gpus;
     j["gpu"] = c.gpu;
-    if (!c.fits) {  // no layout fits in HBM: no numbers, the reason
+    if (!c.fits) {  // no layout ranked (HBM, task limit, ...): no numbers, the reason
       j["fits"] = false;
       j["why"] = c.why;
       return;
@@ -202,6 +242,12 @@ std::string plan_json(const PlanResult& p) {
   j["model"]["layers"] = p.model.layers;
   j["model"]["hidden"] = p.model.hidden;
   j["model"]["heads"] = p.model.heads;
+  j["model"]["params"] = p.model.total_params();
+  // The shape misses N by more than kShapeTolerance: by how much, and what that means.
+  if (const auto note = shape_note(p)) {
+    j["shape_params_vs_n"] = p.model.total_params() / p.allocation.params - 1;
+    j["shape_note"] = *note;
+  }
   j["global_batch"] = p.inputs.global_batch;
   if (p.clusters.size() == 1) {
     fill(j, p.clusters.front());
@@ -251,28 +297,37 @@ std::string table_text(const std::vector<TableRow>& rows, const ClusterChoice& c
                 "MFU", "opt d", "MFU");
   o << line;
   bool any_unfit = false;
+  std::vector<std::string> other_reasons;  // "model: why": no layout ranked, not for HBM
   for (const auto& r : rows) {
     auto nd = [](const Allocation& a) {
       return fmt("%.0f", a.params / 1e9) + " / " + fmt("%.0f", a.tokens / 1e9);
     };
     // "days MFU" of one plan, or a dash for a model no layout fits.
-    auto days_mfu = [&](const ClusterPlan& c) {
+    auto days_mfu = [&](const ClusterPlan& c, const std::string& label) {
       if (c.fits) return fmt("%6.1f", c.days) + " " + fmt("%4.1f%%", 100 * c.mfu);
-      any_unfit = true;
+      if (memory_was_why(c)) {
+        any_unfit = true;
+      } else {
+        other_reasons.push_back(label + ": " + c.why);
+      }
       return std::string("     -     -");
     };
+    // In this order (the notes under the table follow it).
+    const std::string actual = days_mfu(r.actual, r.published.name);
+    const std::string optimal = days_mfu(r.optimal, r.published.name + " (optimal)");
     std::snprintf(line, sizeof line,
                   "  %-12s %6.0f %6.0f %6.0f %9.3g | %-13s | %-13s | %-13s | %s | %s\n",
                   r.published.name.c_str(), r.published.params / 1e9,
                   r.published.shape.total_params() / 1e9, r.published.tokens / 1e9, r.flops,
                   nd(r.chinchilla).c_str(), nd(r.epoch).c_str(), nd(r.kaplan).c_str(),
-                  days_mfu(r.actual).c_str(), days_mfu(r.optimal).c_str());
+                  actual.c_str(), optimal.c_str());
     o << line;
   }
   o << "\n  N (published), shape (parameters of the simulated shape), D and each law's N / D "
        "in billions.\n  days, MFU: the actual model and tokens; opt d, MFU: the "
     << law_name(law) << "-optimal model for the same FLOPs; each with its best simulated layout.\n";
   if (any_unfit) o << "  -: no layout of that model fits in HBM on this cluster.\n";
+  for (const auto& why : other_reasons) o << "  -: " << why << "\n";
   return o.str();
 }
 
@@ -418,10 +473,12 @@ std::string isoflop_svg(const PlanResult& p, const std::vector<std::pair<double,
     o << "<circle cx=\"" << fmt("%.1f", px(std::log10(p.allocation.params), x1)) << "\" cy=\""
       << fmt("%.1f", qy(c.days)) << "\" r=\"4\" fill=\"black\"/>\n";
     o << "<text x=\"" << fmt("%.1f", px(std::log10(p.allocation.params), x1) + 6) << "\" y=\""
-      << fmt("%.1f", qy(c.days) - 6) << "\">optimum: " << fmt("%.1f", c.days) << " days</text>\n";
+      << fmt("%.1f", qy(c.days) - 6) << "\">optimum: "
+      << (c.days >= 1 ? fmt("%.1f", c.days) : fmt("%.3g", c.days)) << " days</text>\n";
     for (int i = 0; i <= 4; ++i) {
       o << "<text x=\"" << x1 - 5 << "\" y=\"" << fmt("%.1f", qy(ymax * i / 4) + 4)
-        << "\" text-anchor=\"end\">" << fmt("%.0f", ymax * i / 4) << "</text>\n";
+        << "\" text-anchor=\"end\">" << fmt(ymax >= 4 ? "%.0f" : "%.2g", ymax * i / 4)
+        << "</text>\n";
     }
     for (int e = static_cast<int>(std::ceil(n_lo)); e <= static_cast<int>(n_hi); ++e) {
       o << "<text x=\"" << fmt("%.1f", px(e, x1)) << "\" y=\"" << y0 + ph + 15

@@ -71,6 +71,15 @@ ClusterPlan plan_on_cluster(const model::ModelSpec& model, double tokens,
 PlanResult make_plan(const PlanInputs& in, const std::vector<ClusterChoice>& clusters,
                      const Communicator& comm = Communicator::world());
 
+/// How far the shape's parameter count may stray from the law's N before the plan says so.
+inline constexpr double kShapeTolerance = 0.10;
+/// When the shape (model_for_params) has more than kShapeTolerance more or fewer parameters
+/// than the law's N (tiny budgets: the smallest shape is 2 layers of hidden 128 beside the
+/// embeddings), a sentence saying by how much and that days and cost are for that shape;
+/// nullopt otherwise. plan_text prints it as "note:", plan_json as shape_note (with
+/// shape_params_vs_n = shape / N - 1).
+std::optional<std::string> shape_note(const PlanResult& p);
+
 /// Text (side by side when several clusters) and JSON (keys of issue 8: budget_flops, law,
 /// params, tokens, model {layers, hidden, heads}, layout, mfu, step_time_s, days, gpu_hours,
 /// cost_usd; one object per cluster under "clusters" when several are given).

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 #include <unordered_map>
 
@@ -32,14 +33,6 @@ using parallel::ScheduleKind;
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-
-std::vector<int> divisors(std::int64_t n) {
-  std::vector<int> d;
-  for (std::int64_t i = 1; i <= n; ++i) {
-    if (n % i == 0) d.push_back(static_cast<int>(i));
-  }
-  return d;
-}
 
 const char* rc_name(Recompute r) { return model::recompute_name(r); }
 
@@ -711,6 +704,19 @@ workload::Scenario apply(const workload::Scenario& base, const Candidate& c) {
   return s;
 }
 
+std::vector<std::int64_t> divisors(std::int64_t n) {
+  // Trial division up to sqrt(n): each i <= n / i that divides n gives the pair (i, n / i).
+  // O(sqrt n) (10^6 steps for n = 10^12; the loop to n took a minute at 2·10^9).
+  std::vector<std::int64_t> low, high;
+  for (std::int64_t i = 1; i <= n / i; ++i) {
+    if (n % i != 0) continue;
+    low.push_back(i);
+    if (i != n / i) high.push_back(n / i);
+  }
+  low.insert(low.end(), high.rbegin(), high.rend());
+  return low;
+}
+
 std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
   const auto& m = base.model;
   const std::int64_t gb = base.training.global_batch;
@@ -722,20 +728,36 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
   // be rejected). ep: MoE models only, the divisors of dp x cp that divide the expert count
   // (expert layers take their EP ranks from the DP x CP ranks; Layout::validate checks the
   // rest, e.g. imbalance <= ep).
-  for (int tp : divisors(base.gpus)) {
-    for (int cp : divisors(base.gpus / tp)) {
+  // Degrees divide the GPU count (an int), so they fit in an int; micro-batch sizes divide
+  // the global batch and stay 64-bit.
+  auto int_divisors = [](int n) {
+    std::vector<int> d;
+    for (const std::int64_t x : divisors(n)) d.push_back(static_cast<int>(x));
+    return d;
+  };
+  const std::vector<std::int64_t> gb_divisors = divisors(gb);
+  for (int tp : int_divisors(base.gpus)) {
+    for (int cp : int_divisors(base.gpus / tp)) {
       if (cp > 1 && m.seq_len % (2 * cp) != 0) continue;
-      for (int pp : divisors(base.gpus / (tp * cp))) {
+      for (int pp : int_divisors(base.gpus / (tp * cp))) {
           const int dp = base.gpus / (tp * cp * pp);
           std::vector<int> eps{1};
           if (m.moe.enabled()) {
             eps.clear();
-            for (int e : divisors(static_cast<std::int64_t>(dp) * cp)) {
+            for (int e : int_divisors(dp * cp)) {
               if (m.moe.experts % e == 0) eps.push_back(e);
             }
           }
           // A dp that does not divide the batch stays one candidate: validate names the batch.
-          const std::vector<int> mbs = gb % dp == 0 ? divisors(gb / dp) : std::vector<int>{1};
+          // The divisors of gb / dp are the divisors d of gb with (gb / dp) % d == 0: one
+          // O(sqrt gb) factoring per enumeration, filtered here in increasing order.
+          std::vector<std::int64_t> mbs{1};
+          if (gb % dp == 0) {
+            mbs.clear();
+            for (const std::int64_t d : gb_divisors) {
+              if ((gb / dp) % d == 0) mbs.push_back(d);
+            }
+          }
           // Schedules: one for pp = 1 (they coincide); flushing synchronous ones otherwise
           // (PipeDream and 2BW change the optimisation semantics: weight staleness).
           std::vector<std::pair<ScheduleKind, int>> scheds;
@@ -759,7 +781,7 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
             }
           }
           for (int ep : eps) {
-          for (int mb : mbs) {
+          for (const std::int64_t mb : mbs) {
             for (const auto& [sched, v] : scheds) {
               for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp) {
                 if (reduced && tp > 1 && sp == 0) continue;
@@ -803,9 +825,117 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
   return out;
 }
 
+namespace {
+
+/// Why a search ranked nothing, from the statuses of its layouts. Only memory: the
+/// familiar "no layout of this model fits in X GiB per GPU on N GPUs". Otherwise each reason
+/// with its count, most common first, then every remedy (the most common reason's first); the
+/// key is that of the most common reason (training.global_batch for the task limit).
+InputError no_layout_error(const workload::Scenario& base, const SearchResult& r,
+                           std::size_t budget) {
+  const double cap = base.gpu.hbm_bytes;
+  const std::string gib = fmt(cap / kGiB, "%.1f");
+  const std::string gpus = std::to_string(base.gpus);
+  std::int64_t memory = 0, refused = 0, unsimulated = 0;
+  std::map<std::string, std::int64_t> refused_by;
+  for (const Evaluated& e : r.all) {
+    switch (e.status) {
+      case Status::MemoryBound:
+      case Status::MemorySimulated: ++memory; break;
+      case Status::SimFailed: ++refused; ++refused_by[e.reason]; break;
+      case Status::NotSimulated: ++unsimulated; break;
+      default: break;
+    }
+  }
+  if (memory > 0 && r.task_limited == 0 && r.time_range == 0 && refused == 0 &&
+      unsimulated == 0) {
+    return InputError("cluster.gpus", "no layout of this model fits in " + gib +
+                                          " GiB per GPU on " + gpus + " GPUs");
+  }
+  struct Part {
+    std::int64_t n;
+    std::string what, key, remedy;
+  };
+  std::vector<Part> parts;
+  const std::string gb = std::to_string(base.training.global_batch);
+  if (r.task_limited > 0) {
+    parts.push_back({r.task_limited,
+                     "would need more than the simulator's limit of 60 million tasks (too many "
+                     "microbatches per step: global batch / (micro_batch x dp))",
+                     "training.global_batch",
+                     "use a smaller global batch (--global-batch; " + gb + " sequences now)"});
+  }
+  if (r.time_range > 0) {
+    parts.push_back({r.time_range,
+                     "have micro-batches so large that one kernel would outlast the "
+                     "simulator's time range (about 106 days)",
+                     "training.global_batch",
+                     "use a smaller global batch (--global-batch; " + gb + " sequences now)"});
+  }
+  if (memory > 0) {
+    parts.push_back({memory, "do not fit in " + gib + " GiB per GPU", "cluster.gpus",
+                     "use more GPUs or GPUs with more memory"});
+  }
+  if (refused > 0) {
+    // The most common refusal (reason "simulation refused the layout (KEY)"), by its key.
+    std::string most;
+    std::int64_t most_n = 0;
+    for (const auto& [why, k] : refused_by) {
+      if (k > most_n) {
+        most = why;
+        most_n = k;
+      }
+    }
+    const std::size_t open = most.find('(');
+    if (open != std::string::npos && most.back() == ')') {
+      most = most.substr(open + 1, most.size() - open - 2);
+    }
+    parts.push_back({refused, "were refused by the simulation (most often at " + most + ")", "",
+                     "simulate one with trainsim simulate to see the full message"});
+  }
+  if (unsimulated > 0) {
+    parts.push_back({unsimulated,
+                     "were left unsimulated: the budget of " + std::to_string(budget) +
+                         " simulations was spent on layouts that failed",
+                     "", "raise --des"});
+  }
+  if (parts.empty()) {  // every layout invalid for this model, GPU count and batch
+    return InputError("cluster.gpus", "no valid layout of this model on " + gpus +
+                                          " GPUs with a global batch of " + gb +
+                                          " sequences (see --csv for each layout's reason)");
+  }
+  std::stable_sort(parts.begin(), parts.end(),
+                   [](const Part& x, const Part& y) { return x.n > y.n; });
+  std::string msg = "no layout of this model could be simulated on " + gpus +
+                    " GPUs with a global batch of " + gb + " sequences: ";
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    msg += (i == 0 ? "" : "; ") + std::to_string(parts[i].n) + " layouts " + parts[i].what;
+  }
+  // Every remedy, the most common reason's first, each once.
+  std::vector<std::string> remedies;
+  for (const Part& part : parts) {
+    if (std::find(remedies.begin(), remedies.end(), part.remedy) == remedies.end()) {
+      remedies.push_back(part.remedy);
+    }
+  }
+  for (std::size_t i = 0; i < remedies.size(); ++i) {
+    msg += (i == 0 ? "; " : ", or ") + remedies[i];
+  }
+  return InputError(parts.front().key.empty() ? std::string("cluster.gpus") : parts.front().key,
+                    msg);
+}
+
+}  // namespace
+
 SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
                     const Communicator& comm) {
   base.model.validate();
+  if (base.training.global_batch > kMaxGlobalBatch) {
+    throw InputError("training.global_batch",
+                     "training.global_batch (" + std::to_string(base.training.global_batch) +
+                         ") is larger than the search takes (" +
+                         std::to_string(kMaxGlobalBatch) + " = 2^40 sequences)");
+  }
   // The analytic lower bounds that prune the search price full training (every weight
   // gradient and optimizer state); with frozen LoRA weights they would not be lower bounds.
   if (base.training.lora.enabled()) {
@@ -829,6 +959,11 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
       "parallel.virtual_stages", "parallel.sequence_parallel", "parallel.zero",
       "parallel.schedule", "cluster.gpus", "training.global_batch", "training.micro_batch",
       "other"};
+  // A size-guard rejection (Layout::validate's task limit, key training.global_batch), and a
+  // layout whose times leave the simulator's range (core::Time, about 106 days: kernels of
+  // an enormous micro-batch), key training.micro_batch.
+  const double kTaskLimitCode = static_cast<double>(kKeys.size());
+  const double kTimeRangeCode = kTaskLimitCode + 1;
   auto key_code = [&](const std::string& k) {
     for (std::size_t i = 0; i + 1 < kKeys.size(); ++i) {
       if (kKeys[i] == k) return static_cast<double>(i);
@@ -872,9 +1007,24 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
             } catch (const InputError& e) {
               row[0] = 1 + static_cast<double>(Status::InvalidLayout);
               row[1] = key_code(e.key());
+              // training.global_batch with a batch that divides into micro_batch x dp: the
+              // size guard (too many tasks to simulate), counted apart for the "nothing
+              // ranked" message; its reason stays "invalid: training.global_batch".
+              const std::int64_t gb = base.training.global_batch;
+              if (e.key() == "training.global_batch" && c.micro_batch <= gb &&
+                  gb % (c.micro_batch * c.layout.dp) == 0) {
+                row[1] = kTaskLimitCode;
+              }
               continue;
             }
-            const auto r = an.analyze(c);
+            Analyzer::Result r;
+            try {
+              r = an.analyze(c);
+            } catch (const std::overflow_error&) {
+              row[0] = 1 + static_cast<double>(Status::InvalidLayout);
+              row[1] = kTimeRangeCode;
+              continue;
+            }
             row[2] = r.lower_bound;
             row[3] = r.estimate;
             row[4] = r.mem_lb;
@@ -915,7 +1065,13 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
     e.memory_lb_bytes = row[4];
     e.memory_est_bytes = row[5];
     if (e.status == Status::InvalidLayout) {
-      e.reason = "invalid: " + kKeys[static_cast<std::size_t>(row[1])];
+      const bool task_limit = row[1] == kTaskLimitCode;
+      const bool time_range = row[1] == kTimeRangeCode;
+      e.reason = "invalid: " + (task_limit   ? std::string("training.global_batch")
+                                : time_range ? std::string("training.micro_batch")
+                                             : kKeys[static_cast<std::size_t>(row[1])]);
+      if (task_limit) ++res.task_limited;
+      if (time_range) ++res.time_range;
     } else if (e.status == Status::MemoryBound) {
       e.reason = "memory: lower bound " + fmt(e.memory_lb_bytes / kGiB, "%.1f") + " GiB > " +
                  fmt(base.gpu.hbm_bytes / kGiB, "%.1f") + " GiB";
@@ -975,8 +1131,12 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
         row[7] = r.breakdown.exposed_of(Category::PpComm);
         row[8] = r.breakdown.compute;
         row[9] = r.breakdown.optimizer;
-      } catch (const InputError&) {
+      } catch (const InputError& e) {
         row[0] = 3;
+        row[10] = key_code(e.key());
+      } catch (const std::overflow_error&) {
+        row[0] = 3;
+        row[10] = kTimeRangeCode;
       }
     });
     comm.sum(s);
@@ -986,7 +1146,10 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
       e.simulated = row[0] != 3;
       if (row[0] == 3) {
         e.status = Status::SimFailed;
-        e.reason = "simulation refused the layout";
+        e.reason = "simulation refused the layout (" +
+                   (row[10] == kTimeRangeCode ? std::string("time out of range")
+                                              : kKeys[static_cast<std::size_t>(row[10])]) +
+                   ")";
         continue;
       }
       e.step_time_s = row[1];
@@ -1039,11 +1202,7 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
   std::sort(res.ranking.begin(), res.ranking.end(), [&](std::size_t x, std::size_t y) {
     return better(res.all[x], res.all[y], keys[x], keys[y]);
   });
-  if (res.ranking.empty()) {
-    throw InputError("cluster.gpus", "no layout of this model fits in " +
-                                         fmt(cap / kGiB, "%.1f") + " GiB per GPU on " +
-                                         std::to_string(base.gpus) + " GPUs");
-  }
+  if (res.ranking.empty()) throw no_layout_error(base, res, budget);
   return res;
 }
 
@@ -1082,6 +1241,9 @@ std::string search_csv(const workload::Scenario& base, const SearchResult& r) {
       // The full message of the check (recomputed here: ranks exchange only the key).
       try {
         L.validate(base.model, base.gpus, base.training.global_batch, e.c.micro_batch, base.steps);
+        // Valid, yet refused: its analysis left the simulator's time range.
+        reason = e.reason + ": kernel times of micro_batch " + std::to_string(e.c.micro_batch) +
+                 " exceed the simulator's time range (about 106 days)";
       } catch (const InputError& err) {
         reason = e.reason + ": " + err.what();
       }

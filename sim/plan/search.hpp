@@ -89,10 +89,25 @@ struct SearchResult {
   std::vector<Evaluated> all;        ///< every enumerated layout, in enumeration order
   std::vector<std::size_t> ranking;  ///< indices into `all`: Ranked, best first
   std::map<std::string, std::int64_t> rejected;  ///< count by reason category
+  /// Of the "invalid: training.global_batch" layouts, those refused by the simulator's size
+  /// guard (more than its task limit: too many microbatches per step), not by divisibility.
+  std::int64_t task_limited = 0;
+  /// Layouts whose analysis left the simulator's time range (core::Time, about 106 days: a
+  /// kernel of an enormous micro-batch), "invalid: training.micro_batch".
+  std::int64_t time_range = 0;
   std::size_t simulations = 0;
   bool proven = false;               ///< no layout left unsimulated whose bound could win
   double capacity_bytes = 0;
 };
+
+/// The largest global batch (sequences per step) a search takes: 2^40, some 10^5 times the
+/// largest published batches. Beyond it every layout needs more than the simulator's task
+/// limit or time range, and 64-bit token counts come close to wrapping.
+inline constexpr std::int64_t kMaxGlobalBatch = std::int64_t{1} << 40;
+
+/// The divisors of n in increasing order (empty for n < 1), by trial division up to sqrt(n):
+/// global batches up to int64 are enumerated in milliseconds, without narrowing.
+std::vector<std::int64_t> divisors(std::int64_t n);
 
 /// Enumerates the space for `base` (its model, cluster, GPU count and global batch; its own
 /// layout and micro_batch are ignored). Enumeration order is the canonical one.
@@ -101,7 +116,9 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced_sp
 /// Runs the search. Work is split over `comm`'s ranks (analytic phase by index, each
 /// simulation round by position) and over threads; results are summed over ranks, so every
 /// rank returns the same SearchResult. Throws InputError when the scenario itself is bad
-/// (model), or when nothing fits.
+/// (model), or when no layout is ranked: the message gives the actual reasons by count
+/// (HBM, the simulator's task limit, simulation refusals, the simulation budget) with their
+/// remedies; "no layout of this model fits in X GiB per GPU" only when memory is the reason.
 SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
                     const Communicator& comm = Communicator::world());
 
