@@ -199,8 +199,10 @@ int PlanCommands::run_search(const FileIo& io) {
     best.name = sc.name + "-best";
     best_text = config::scenario_toml(best);
   }
-  if (!s_csv_.empty()) io.write(s_csv_, plan::search_csv(sc, r));
-  if (!s_best_.empty()) io.write(s_best_, best_text);
+  std::vector<std::pair<std::filesystem::path, std::string>> files;
+  if (!s_csv_.empty()) files.emplace_back(s_csv_, plan::search_csv(sc, r));
+  if (!s_best_.empty()) files.emplace_back(s_best_, best_text);
+  io.write(files);
   std::cout << out;
   if (!s_json_ && !s_csv_.empty()) std::cout << "  every layout written to " << s_csv_ << "\n";
   if (!s_json_ && !s_best_.empty()) std::cout << "  best layout written to " << s_best_ << "\n";
@@ -261,7 +263,7 @@ int PlanCommands::run_plan(const FileIo& io) {
     svg = plan::isoflop_svg(p, plan::days_vs_params(p, clusters.front(), in, comm));
   }
   if (!root) return 0;
-  if (!p_svg_.empty()) io.write(p_svg_, svg);
+  if (!p_svg_.empty()) io.write({{p_svg_, svg}});
   std::cout << (p_json_ ? plan::plan_json(p) : plan::plan_text(p));
   if (!p_json_ && !p_svg_.empty()) std::cout << "  IsoFLOP picture written to " << p_svg_ << "\n";
   return 0;

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "plan/search.hpp"
@@ -13,8 +15,10 @@
 namespace trainsim::cli {
 
 struct FileIo {
-  /// Writes a whole file atomically; throws on failure.
-  std::function<void(const std::string& path, const std::string& text)> write;
+  /// Writes a command's output files, all of them or none (each atomically); throws on
+  /// failure.
+  std::function<void(const std::vector<std::pair<std::filesystem::path, std::string>>& files)>
+      write;
   /// Throws when the path's directory does not exist (before any work is done).
   std::function<void(const std::string& path, const char* option)> check;
 };

@@ -39,13 +39,6 @@ class OutputError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Writes `text` to `path` atomically (core/file_write.hpp). Throws OutputError.
-void write_file(const std::filesystem::path& path, const std::string& text) {
-  if (!trainsim::write_file_atomically(path, text)) {
-    throw OutputError("cannot write " + path.string());
-  }
-}
-
 /// Writes every output of a command or none of them (core/file_write.hpp). Throws OutputError
 /// naming the file that could not be written.
 void write_files(const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
@@ -112,7 +105,7 @@ int run_compare(const std::string& file, const std::string& svg) {
     if (run.result) pictures.push_back({run.name, &*run.result});
   }
   const std::string svg_text = svg.empty() ? std::string() : trainsim::report::pipeline_svg(pictures);
-  if (!svg.empty()) write_file(svg, svg_text);
+  if (!svg.empty()) write_files({{svg, svg_text}});
   trainsim::report::print_comparison(std::cout, scenario, runs);
   if (!svg.empty()) std::cout << "\n  timelines written to " << svg << "\n";
   return kOk;
@@ -252,7 +245,7 @@ int main(int argc, char** argv) {
         return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo,
                             val_scenarios);
       }
-      if (planner.selected()) return planner.run({write_file, check_writable});
+      if (planner.selected()) return planner.run({write_files, check_writable});
       return kInternal;
     }();
     // A report that did not reach its reader (a full disk, a closed pipe) is a failed run.
