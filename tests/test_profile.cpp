@@ -275,7 +275,17 @@ INSTANTIATE_TEST_SUITE_P(
         BadProfile{"attention backward above peak",
                    kHead + "[[attention]]\ncausal = true\nhead_dim = 128\nbatch = 1\nheads = 32\n"
                            "kv_heads = 8\nseq = 4096\nfwd_seconds = 1\nbwd_seconds = 2e-6\n",
-                   "11:15", "attention[0].bwd_seconds: 1.718e+05 TFLOP/s is above"}),
+                   "11:15", "attention[0].bwd_seconds: 1.718e+05 TFLOP/s is above"},
+        // A copy of 1 GiB in 1 us is 1,074 TB/s on an H200 of 4.8 TB/s HBM (it priced the
+        // optimizer step at 0 ms).
+        BadProfile{"memory above bandwidth",
+                   kHead + "[[memory]]\nop = \"copy\"\nbytes = 1073741824\nseconds = 1e-6\n",
+                   "6:11", "memory[0].seconds: 1.074e+06 GB/s is above the h200_sxm memory"},
+        // Two times for one GEMM shape: whichever came first priced it.
+        BadProfile{"duplicate gemm shape",
+                   kHead + "[[gemm]]\ndtype = \"bf16\"\nm = 2048\nn = 4096\nk = 4096\nseconds = 2e-4\n"
+                           "[[gemm]]\ndtype = \"bf16\"\nm = 2048\nn = 4096\nk = 4096\nseconds = 1e-3\n",
+                   "9:1", "gemm[1].m, n, k: the same bf16 GEMM shape as the point at line 3"}),
     [](const auto& param_info) {
       std::string n = param_info.param.name;
       for (char& ch : n) {
@@ -298,11 +308,14 @@ TEST(ProfileCost, MeasuredInsideTheTablesRooflineOutside) {
             builtin.gemm(128, 4096, 4096, Dtype::BF16));
   EXPECT_EQ(measured.gemm(4096, 4096, 4096, Dtype::BF16, 2),
             builtin.gemm(4096, 4096, 4096, Dtype::BF16, 2));  // batched: not measured
-  // Attention: the measured rate replaces the built-in one inside the measured range, with
-  // the same wave quantization: 4 x 32 x (1024/128) = 1024 blocks on 132 SMs fill 8 waves
-  // to 1024/1056.
-  EXPECT_NEAR(measured.attention_fwd(4, 32, 1024, 128, true).seconds(), 1e-4 * 1056 / 1024,
-              1e-12);
+  // Attention: the measured rate replaces the built-in one inside the measured range. The
+  // measured shape is priced at its measured time (its own wave quantization, 4 x 32 x
+  // (1024/128) = 1024 blocks in 8 waves of 132 SMs, is in the measurement: it used to be
+  // applied a second time, 1056/1024 slow); another shape is scaled by its waves relative to
+  // the measured one: 1 x 4 heads = 32 blocks fill one wave to 32/132, against 1024/1056,
+  // for 1/32 of the FLOPs: 1e-4 / 32 x (1024/1056) / (32/132) = 1.25e-5 s.
+  EXPECT_NEAR(measured.attention_fwd(4, 32, 1024, 128, true).seconds(), 1e-4, 1e-12);
+  EXPECT_NEAR(measured.attention_fwd(1, 4, 1024, 128, true).seconds(), 1.25e-5, 1e-12);
   EXPECT_EQ(measured.attention_fwd(4, 32, 8192, 128, true),
             builtin.attention_fwd(4, 32, 8192, 128, true));
   EXPECT_NEAR(measured.memory_bound(1e8).seconds(), 3e-6 + 1e8 / 4e12, 1e-12);
@@ -310,7 +323,7 @@ TEST(ProfileCost, MeasuredInsideTheTablesRooflineOutside) {
   const auto& pr = measured.pricing();
   EXPECT_EQ(pr.gemm.profile, 1);
   EXPECT_EQ(pr.gemm.builtin, 2);
-  EXPECT_EQ(pr.attention.profile, 1);
+  EXPECT_EQ(pr.attention.profile, 2);  // two shapes, one measured sequence length
   EXPECT_EQ(pr.attention.builtin, 1);
   EXPECT_EQ(pr.memory_bound.profile, 1);
   EXPECT_EQ(pr.memory_bound.builtin, 1);
@@ -461,7 +474,11 @@ TEST(ProfileEndToEnd, CliReportsTheSourceAndRejectsABadProfile) {
   };
   ASSERT_EQ(run("simulate " + (dir / "ok.toml").string()), 0) << test::read(dir / "err");
   const std::string out = test::read(dir / "out");
-  EXPECT_NE(out.find("priced by measured profile"), std::string::npos) << out;
+  // The profile by file name only (same bytes in any checkout), and a profile without
+  // provenance prints no empty "on , , driver , CUDA" fields.
+  EXPECT_NE(out.find("priced by measured profile p.toml (distinct"), std::string::npos) << out;
+  EXPECT_EQ(out.find(dir.string()), std::string::npos) << out;
+  EXPECT_EQ(out.find(", driver , CUDA"), std::string::npos) << out;
   EXPECT_NE(out.find("GEMMs"), std::string::npos);
   ASSERT_EQ(run("simulate --json " + (dir / "ok.toml").string()), 0);
   EXPECT_NE(test::read(dir / "out").find("\"pricing\""), std::string::npos);

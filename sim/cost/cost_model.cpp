@@ -129,14 +129,14 @@ Time CostModel::attention(std::int64_t batch, int heads, int seq, int head_dim, 
   if (backward) flops *= 2.5;
   std::optional<double> measured;
   if (profile_ != nullptr) {
-    measured = profile_->attention_tflops(causal, head_dim, seq, backward);
+    // The full-wave rate of the measured points (their own wave quantization divided out),
+    // so that the shape of a measured point is priced at its measured time.
+    measured = profile_->attention_tflops(causal, head_dim, seq, backward, gpu_.sm_count);
     ++(measured ? pricing_.attention.profile : pricing_.attention.builtin);
   }
   const double rate = measured.value_or(attention_tflops(seq, head_dim, causal, backward)) * 1e12;
   // Wave quantization: one thread block per (sequence, head, 128-query block).
-  const double blocks = static_cast<double>(batch) * heads * std::ceil(seq / 128.0);
-  const double waves = std::ceil(blocks / gpu_.sm_count);
-  const double wave_eff = blocks / (waves * gpu_.sm_count);
+  const double wave_eff = hw::attention_wave_efficiency(batch, heads, seq, gpu_.sm_count);
   return Time::from_seconds(std::max(flops / (rate * wave_eff), gpu_.kernel_launch_floor_s));
 }
 

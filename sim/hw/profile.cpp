@@ -59,12 +59,20 @@ std::optional<double> HardwareProfile::gemm_seconds(Dtype dtype, std::int64_t m,
   return lookup(std::move(pts), double(m));
 }
 
+double attention_wave_efficiency(std::int64_t batch, int heads, int seq, int sm_count) {
+  const double blocks = static_cast<double>(batch) * heads * std::ceil(seq / 128.0);
+  const double waves = std::ceil(blocks / sm_count);
+  return blocks / (waves * sm_count);
+}
+
 std::optional<double> HardwareProfile::attention_tflops(bool causal, int head_dim, int seq,
-                                                        bool backward) const {
+                                                        bool backward, int sm_count) const {
   std::vector<std::pair<double, double>> pts;
   for (const auto& p : attention) {
     if (p.causal == causal && p.head_dim == head_dim) {
-      pts.emplace_back(double(p.seq), backward ? p.bwd_tflops() : p.fwd_tflops());
+      const double waves =
+          sm_count > 0 ? attention_wave_efficiency(p.batch, p.heads, p.seq, sm_count) : 1.0;
+      pts.emplace_back(double(p.seq), (backward ? p.bwd_tflops() : p.fwd_tflops()) / waves);
     }
   }
   return lookup(std::move(pts), double(seq));

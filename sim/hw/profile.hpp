@@ -54,6 +54,10 @@ struct GemmPoint {
 /// One attention case: `batch` sequences of `seq` tokens, `heads` query heads and `kv_heads`
 /// key/value heads of `head_dim`. FLOPs follow the FlashAttention convention:
 /// fwd = 4*b*s^2*heads*d (halved when causal), bwd = 2.5 x fwd.
+/// Wave quantization of an attention kernel with one thread block per (sequence, head,
+/// 128-query block) on `sm_count` SMs: blocks / (waves x sm_count), in (0, 1].
+double attention_wave_efficiency(std::int64_t batch, int heads, int seq, int sm_count);
+
 struct AttentionPoint {
   bool causal = true;
   int head_dim = 128;
@@ -127,9 +131,13 @@ struct HardwareProfile {
   [[nodiscard]] std::optional<double> gemm_seconds(Dtype dtype, std::int64_t m, std::int64_t n,
                                                    std::int64_t k) const;
   /// Measured attention TFLOP/s for (causal, head_dim) at `seq`, interpolated in log-log
-  /// space; nullopt outside the measured sequence range or for an unmeasured case.
+  /// space; nullopt outside the measured sequence range or for an unmeasured case. With
+  /// `sm_count` > 0 each point's rate is first divided by its own wave efficiency
+  /// (attention_wave_efficiency of its batch, heads and seq), giving the full-wave rate the
+  /// cost model then scales by the priced shape's waves, so a measured shape is priced at its
+  /// measured time exactly.
   [[nodiscard]] std::optional<double> attention_tflops(bool causal, int head_dim, int seq,
-                                                       bool backward) const;
+                                                       bool backward, int sm_count = 0) const;
   /// Measured time of memory-bound `op` moving `bytes`; nullopt outside the measured range.
   [[nodiscard]] std::optional<double> memory_seconds(const std::string& op, double bytes) const;
   /// Measured time of collective `op` on `ranks` GPUs over `nodes` nodes; nullopt outside

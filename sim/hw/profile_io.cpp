@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -215,6 +217,9 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     pr.check_unknown();
   }
 
+  // One measured time per GEMM shape: two points of one shape with different times would be
+  // priced by whichever came first in the file.
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t>, int> gemm_lines;
   each_table(r, root, "gemm", [&](const toml::table& t, const std::string& pre) {
     Reader e(name, t, pre);
     GemmPoint g;
@@ -227,6 +232,14 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
                base.key + " " + std::string(dtype_name(g.dtype)));
     e.ignore({"tflops"});
     e.check_unknown();
+    const auto [at, fresh] = gemm_lines.emplace(
+        std::make_tuple(static_cast<int>(g.dtype), g.m, g.n, g.k),
+        static_cast<int>(t.source().begin.line));
+    if (!fresh) {
+      e.fail(t.source(), pre + "m, n, k: the same " + std::string(dtype_name(g.dtype)) +
+                             " GEMM shape as the point at line " + std::to_string(at->second) +
+                             " (one measured time per shape)");
+    }
     p.gemm.push_back(g);
   });
   each_table(r, root, "attention", [&](const toml::table& t, const std::string& pre) {
@@ -257,6 +270,17 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     m.op = e.choice("op", memory_ops());
     m.bytes = e.number("bytes", true);
     m.seconds = e.number("seconds", true);
+    // Memory-bound kernels move their bytes through HBM, or through L2 when they fit there:
+    // a rate above the faster of the two (with kPeakSlack) is not a possible measurement.
+    const double ceiling = std::max(base.hbm_bw, base.l2_bw);
+    if (m.bytes / m.seconds > kPeakSlack * ceiling) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf,
+                    ": %.4g GB/s is above the %s memory bandwidth (%.4g GB/s HBM, %.4g GB/s L2)",
+                    m.bytes / m.seconds / 1e9, base.key.c_str(), base.hbm_bw / 1e9,
+                    base.l2_bw / 1e9);
+      e.fail(t.get("seconds")->source(), e.full("seconds") + buf + "; not a possible measurement");
+    }
     e.ignore({"gbps"});
     e.check_unknown();
     p.memory.push_back(m);

@@ -214,9 +214,18 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   }
   if (sc.profile) {
     const auto& pv = sc.profile->provenance;
+    // Provenance is optional in a profile: print the parts it has.
+    std::string from;
+    auto part = [&](const std::string& label, const std::string& v) {
+      if (!v.empty()) from += (from.empty() ? "" : ", ") + label + v;
+    };
+    from = pv.gpu_name;
+    if (!pv.host.empty()) from += (from.empty() ? "on " : " on ") + pv.host;
+    part("", pv.date);
+    part("driver ", pv.driver);
+    part("CUDA ", pv.cuda_runtime);
     os << "  profile    " << sc.inputs.profile_file << " fnv1a64 "
-       << hex64(sc.inputs.profile_fnv1a64) << ": " << pv.gpu_name << " on " << pv.host << ", "
-       << pv.date << ", driver " << pv.driver << ", CUDA " << pv.cuda_runtime << "\n";
+       << hex64(sc.inputs.profile_fnv1a64) << (from.empty() ? "" : ": " + from) << "\n";
   }
   os << "  layout     TP " << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp
      << ", DP " << L.dp;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <numeric>
@@ -1635,7 +1636,8 @@ StepResult simulate_step(const Scenario& sc) {
   r.tasks = graph->num_tasks();
   if (sc.profile) {
     r.pricing = cost.pricing();
-    r.pricing->profile_path = sc.profile->path;
+    // The file name only: the same inputs give the same report in any checkout (docs/trust.md).
+    r.pricing->profile_path = std::filesystem::path(sc.profile->path).filename().string();
     r.pricing->collective = profiled_comm.count();
   }
   const double step = r.step_time.seconds();
