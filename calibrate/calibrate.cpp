@@ -177,13 +177,7 @@ void measure_nccl(Context& ctx, hw::HardwareProfile& out) {
 }  // namespace
 
 std::vector<workload::GemmShape> gemm_shapes_to_measure(const workload::Scenario& sc) {
-  std::set<workload::GemmShape> out;
-  for (const auto& s : workload::scenario_gemm_shapes(sc)) {
-    out.insert(s);
-    if (s.m >= 2) out.insert({s.m / 2, s.n, s.k});
-    out.insert({s.m * 2, s.n, s.k});
-  }
-  return {out.begin(), out.end()};
+  return workload::scenario_gemm_shapes_around(sc);
 }
 
 hw::AttentionPoint time_attention(const Context& ctx, int batch, int heads, int kv_heads,

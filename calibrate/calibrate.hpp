@@ -44,8 +44,9 @@ struct OpEntry {
 /// The table, in the order the sweeps run.
 const std::vector<OpEntry>& op_table();
 
-/// GEMM shapes of a scenario to measure: every shape the simulator prices, and the same
-/// (n, k) at m/2 and 2m so that nearby microbatch sizes interpolate.
+/// GEMM shapes of a scenario to measure: every shape the simulator prices at the scenario's
+/// tokens per microbatch and at half and twice of them (workload::scenario_gemm_shapes_around),
+/// so that nearby micro batches interpolate: forward and dgrad over m, wgrad over k.
 std::vector<workload::GemmShape> gemm_shapes_to_measure(const workload::Scenario& sc);
 
 /// Times one attention case (forward and backward) with random inputs; fills the point.

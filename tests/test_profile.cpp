@@ -458,6 +458,46 @@ TEST(ProfileEndToEnd, SlowerMeasuredGemmsMakeALongerStepAndTheReportSaysSo) {
   EXPECT_LT(r_slow.step_time.seconds(), 1.5 * r_base.step_time.seconds());
 }
 
+// Calibration measures the scenario's GEMMs at its tokens per microbatch and at half and
+// twice them; a profile of those shapes prices every GEMM of the scenario with a doubled or
+// halved micro batch, weight gradients included (their tokens are k: they used to fall back
+// to the roofline, so a wgrad of twice the FLOPs could cost less than the measured one).
+TEST(ProfileEndToEnd, NearbyMicroBatchesArePricedFromTheProfileWgradsIncluded) {
+  workload::Scenario sc = config::load_scenario(scenario("validate-gpt2-small-h200.toml"));
+  sc.training.micro_batch = 2;
+  sc.training.global_batch = 8;
+  hw::HardwareProfile p;
+  p.base_gpu = sc.gpu.key;
+  const cost::CostModel builtin(sc.gpu);
+  for (const auto& s : workload::scenario_gemm_shapes_around(sc)) {
+    // 400 TFLOP/s for every shape: each priced GEMM then takes exactly 2mnk / 4e14 s.
+    p.gemm.push_back({sc.training.dtype, s.m, s.n, s.k, 2.0 * s.m * s.n * s.k / 4e14});
+  }
+  p.refit();
+  const auto shared = std::make_shared<const hw::HardwareProfile>(p);
+  for (std::int64_t mb : {1, 2, 4}) {
+    workload::Scenario v = sc;
+    v.training.micro_batch = mb;
+    v.training.global_batch = 4 * mb;
+    const cost::CostModel priced(v.gpu, shared);
+    for (const auto& s : workload::scenario_gemm_shapes(v)) {
+      EXPECT_NEAR(priced.gemm(s.m, s.n, s.k, v.training.dtype).seconds(),
+                  2.0 * s.m * s.n * s.k / 4e14, 1e-12)
+          << "mb " << mb << ": " << s.m << " x " << s.n << " x " << s.k;
+    }
+    EXPECT_EQ(priced.pricing().gemm.builtin, 0) << mb;
+  }
+  // Between measured token counts (micro batch 3: 1.5x the scenario's), the weight gradient
+  // interpolates over k, linear in the FLOPs here.
+  workload::Scenario three = sc;
+  three.training.micro_batch = 3;
+  const cost::CostModel priced(three.gpu, shared);
+  for (const auto& s : workload::scenario_gemm_shapes(three)) {
+    EXPECT_NEAR(priced.gemm(s.m, s.n, s.k, three.training.dtype).seconds(),
+                2.0 * s.m * s.n * s.k / 4e14, 1e-12);  // times are whole picoseconds
+  }
+}
+
 TEST(ProfileEndToEnd, CliReportsTheSourceAndRejectsABadProfile) {
   const auto dir = test::temp_dir("profile-cli");
   const workload::Scenario base = config::load_scenario(scenario("validate-gpt2-small-h200.toml"));

@@ -56,7 +56,13 @@ std::optional<double> HardwareProfile::gemm_seconds(Dtype dtype, std::int64_t m,
   for (const auto& p : gemm) {
     if (p.dtype == dtype && p.n == n && p.k == k) pts.emplace_back(double(p.m), p.seconds);
   }
-  return lookup(std::move(pts), double(m));
+  if (auto t = lookup(std::move(pts), double(m))) return t;
+  // A weight-gradient GEMM carries the tokens in k: (dtype, m, n) over k.
+  pts.clear();
+  for (const auto& p : gemm) {
+    if (p.dtype == dtype && p.m == m && p.n == n) pts.emplace_back(double(p.k), p.seconds);
+  }
+  return lookup(std::move(pts), double(k));
 }
 
 double attention_wave_efficiency(std::int64_t batch, int heads, int seq, int sm_count) {

@@ -126,8 +126,9 @@ struct HardwareProfile {
   std::vector<FamilyFit> collective_fits;  ///< per op/ranks[/nodes], x = bytes
   std::string path;                        ///< file it was read from (not written)
 
-  /// Measured GEMM time, interpolated over m within the (dtype, n, k) family; nullopt when
-  /// the family is unmeasured or m lies outside its measured range.
+  /// Measured GEMM time, interpolated over m within the (dtype, n, k) family, else over k
+  /// within the (dtype, m, n) family (a weight gradient's tokens are its k); nullopt when
+  /// neither family holds the shape in its measured range.
   [[nodiscard]] std::optional<double> gemm_seconds(Dtype dtype, std::int64_t m, std::int64_t n,
                                                    std::int64_t k) const;
   /// Measured attention TFLOP/s for (causal, head_dim) at `seq`, interpolated in log-log

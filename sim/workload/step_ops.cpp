@@ -122,6 +122,26 @@ std::vector<GemmShape> scenario_gemm_shapes(const Scenario& sc) {
   return {shapes.begin(), shapes.end()};
 }
 
+std::vector<GemmShape> scenario_gemm_shapes_around(const Scenario& sc) {
+  std::set<GemmShape> out;
+  auto add = [&](const Scenario& s) {
+    for (const auto& g : scenario_gemm_shapes(s)) out.insert(g);
+  };
+  add(sc);
+  Scenario twice = sc;
+  twice.training.micro_batch *= 2;
+  add(twice);
+  Scenario half = sc;
+  if (sc.training.micro_batch % 2 == 0) {
+    half.training.micro_batch /= 2;
+    add(half);
+  } else if (sc.model.seq_len % 2 == 0) {
+    half.model.seq_len /= 2;
+    add(half);
+  }
+  return {out.begin(), out.end()};
+}
+
 Time serial_time(const std::vector<StepKernel>& kernels, const cost::CostModel& cost,
                  const TrainingSpec& training) {
   Time t;

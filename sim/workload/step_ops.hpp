@@ -48,6 +48,11 @@ struct GemmShape {
   auto operator<=>(const GemmShape&) const = default;
 };
 std::vector<GemmShape> scenario_gemm_shapes(const Scenario& sc);
+/// The shapes of scenario_gemm_shapes at the scenario's tokens per microbatch and at twice
+/// and half of them (half the micro batch, or half the sequence when the micro batch is odd),
+/// sorted: what calibration measures so that nearby micro batches and sequence lengths
+/// interpolate (forward and dgrad GEMMs over m, weight gradients over k).
+std::vector<GemmShape> scenario_gemm_shapes_around(const Scenario& sc);
 
 /// Sum of the cost model's times of `kernels` run back to back on one stream (no overlap),
 /// each priced as the step builder prices it under `training` (dtype, attention kernels,
