@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
     for (const auto& p : scenario_paths) opt.scenarios.push_back(config::load_scenario(p));
     if (!validate_path.empty()) {
       validate_sc = config::load_scenario(validate_path);
+      calib::check_one_gpu_scenario(validate_sc);
       opt.scenarios.push_back(validate_sc);
       if (scenario_paths.empty()) no_grid = true;  // --validate alone: its shapes only
     }
@@ -109,6 +110,13 @@ int main(int argc, char** argv) {
       if (!std::filesystem::is_directory(dir)) {
         throw std::invalid_argument("--out: no such directory " + dir.string());
       }
+      if (std::filesystem::is_directory(out_path)) {
+        throw std::invalid_argument("--out: \"" + out_path + "\" is a directory, not a file name");
+      }
+    }
+    if (!base_gpu.empty() && hw::find_builtin_gpu(base_gpu) == nullptr) {
+      throw std::invalid_argument("--base-gpu: unknown built-in GPU \"" + base_gpu +
+                                  "\" (see trainsim list-gpus)");
     }
   } catch (const config::ConfigError& e) {
     std::cerr << "trainsim-calibrate: " << e.what() << "\n";

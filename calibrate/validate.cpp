@@ -30,13 +30,17 @@ std::string fmt(const char* f, double v) {
 
 }  // namespace
 
-ValidationResult validate_step(Context& ctx, const workload::Scenario& sc,
-                               std::shared_ptr<const hw::HardwareProfile> profile) {
+void check_one_gpu_scenario(const workload::Scenario& sc) {
   const auto& L = sc.layout;
   if (L.tp != 1 || L.dp != 1 || L.pp != 1 || sc.gpus != 1) {
     throw InputError("parallel.tp", "--validate runs one GPU: the scenario needs tp = pp = dp = 1 "
                                     "and cluster.gpus = 1");
   }
+}
+
+ValidationResult validate_step(Context& ctx, const workload::Scenario& sc,
+                               std::shared_ptr<const hw::HardwareProfile> profile) {
+  check_one_gpu_scenario(sc);
   const auto& mdl = sc.model;
   const std::vector<workload::StepKernel> mb = workload::microbatch_kernels(sc);
   const workload::StepKernel opt = workload::optimizer_kernel(sc);

@@ -22,6 +22,10 @@ struct ValidationResult {
   [[nodiscard]] double error() const { return predicted_s / measured_s - 1; }
 };
 
+/// Throws InputError (key parallel.tp) unless the scenario runs on one GPU (tp = pp = dp = 1,
+/// cluster.gpus = 1). Host-only: main checks it before looking for a device.
+void check_one_gpu_scenario(const workload::Scenario& sc);
+
 /// Runs the check. Throws InputError when the scenario is not a one-GPU layout
 /// (tp = pp = dp = 1, cluster.gpus = 1), DeviceError on a CUDA failure.
 ValidationResult validate_step(Context& ctx, const workload::Scenario& sc,

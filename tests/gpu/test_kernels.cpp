@@ -279,6 +279,18 @@ TEST(CalibrateCli, BadInputIsReportedBeforeTheDeviceIsTouched) {
   EXPECT_NE(err_text().find("unknown sweep \"tensor\""), std::string::npos) << err_text();
   EXPECT_EQ(run("--out /nonexistent-dir/p.toml", dir / "err"), 1);
   EXPECT_NE(err_text().find("no such directory"), std::string::npos) << err_text();
+  // These were checked only after a device was found (a different message with and without
+  // a GPU, and on a GPU after the device had started).
+  EXPECT_EQ(run("--out " + (dir / "p.toml").string() + " --base-gpu nonsense", dir / "err"), 1);
+  EXPECT_NE(err_text().find("--base-gpu: unknown built-in GPU \"nonsense\""), std::string::npos)
+      << err_text();
+  EXPECT_EQ(run("--validate " + (std::filesystem::path(TRAINSIM_SOURCE_DIR) / "scenarios" /
+                                 "gpt3-175b-a100.toml").string(),
+                dir / "err"),
+            1);
+  EXPECT_NE(err_text().find("--validate runs one GPU"), std::string::npos) << err_text();
+  EXPECT_EQ(run("--out " + dir.string(), dir / "err"), 1);
+  EXPECT_NE(err_text().find("is a directory, not a file name"), std::string::npos) << err_text();
   EXPECT_FALSE(std::filesystem::exists(dir / "p.toml"));
   std::filesystem::remove_all(dir);
 }
