@@ -281,6 +281,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadProfile{"memory above bandwidth",
                    kHead + "[[memory]]\nop = \"copy\"\nbytes = 1073741824\nseconds = 1e-6\n",
                    "6:11", "memory[0].seconds: 1.074e+06 GB/s is above the h200_sxm memory"},
+        // A kernel of 1e8 s left the simulator's time range and was blamed on the scenario.
+        BadProfile{"hours long kernel",
+                   kHead + "[[gemm]]\ndtype = \"bf16\"\nm = 1\nn = 1\nk = 1\nseconds = 1e8\n",
+                   "8:11", "gemm[0].seconds: 1e+08 s for one measurement (over an hour)"},
         // Two times for one GEMM shape: whichever came first priced it.
         BadProfile{"duplicate gemm shape",
                    kHead + "[[gemm]]\ndtype = \"bf16\"\nm = 2048\nn = 4096\nk = 4096\nseconds = 2e-4\n"

@@ -162,6 +162,17 @@ void check_rate(Reader& e, const toml::table& t, const char* seconds_key, double
          e.full(seconds_key) + buf + "; not a possible measurement");
 }
 
+/// One kernel or collective of a training step measured at over an hour is a timing or unit
+/// error; priced, it would leave the simulator's time range and be blamed on the scenario.
+constexpr double kMaxMeasuredSeconds = 3600;
+
+void check_duration(Reader& e, const toml::table& t, const char* key, double seconds) {
+  if (seconds <= kMaxMeasuredSeconds) return;
+  char buf[120];
+  std::snprintf(buf, sizeof buf, ": %.4g s for one measurement (over an hour)", seconds);
+  e.fail(t.get(key)->source(), e.full(key) + buf + "; not a possible measurement");
+}
+
 Dtype parse_dtype(const std::string& s) {
   if (s == "bf16") return Dtype::BF16;
   if (s == "fp16") return Dtype::FP16;
@@ -228,6 +239,7 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     g.n = e.integer("n", 1);
     g.k = e.integer("k", 1);
     g.seconds = e.number("seconds", true);
+    check_duration(e, t, "seconds", g.seconds);
     check_rate(e, t, "seconds", g.flops(), g.seconds, flop_ceiling(base, g.dtype),
                base.key + " " + std::string(dtype_name(g.dtype)));
     e.ignore({"tflops"});
@@ -253,6 +265,8 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     a.seq = static_cast<int>(e.integer("seq", 1));
     a.fwd_seconds = e.number("fwd_seconds", true);
     a.bwd_seconds = e.number("bwd_seconds", true);
+    check_duration(e, t, "fwd_seconds", a.fwd_seconds);
+    check_duration(e, t, "bwd_seconds", a.bwd_seconds);
     if (a.heads % a.kv_heads != 0) {
       e.fail(t.get("kv_heads")->source(), pre + "kv_heads: must divide heads");
     }
@@ -270,6 +284,7 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     m.op = e.choice("op", memory_ops());
     m.bytes = e.number("bytes", true);
     m.seconds = e.number("seconds", true);
+    check_duration(e, t, "seconds", m.seconds);
     // Memory-bound kernels move their bytes through HBM, or through L2 when they fit there:
     // a rate above the faster of the two (with kPeakSlack) is not a possible measurement.
     const double ceiling = std::max(base.hbm_bw, base.l2_bw);
@@ -299,6 +314,7 @@ HardwareProfile parse_profile(std::string_view text, const std::string& name) {
     }
     c.bytes = e.number("bytes", true);
     c.seconds = e.number("seconds", true);
+    check_duration(e, t, "seconds", c.seconds);
     c.algbw = e.number("algbw_gbps", false, false) * 1e9;
     c.busbw = e.number("busbw_gbps", false, false) * 1e9;
     e.check_unknown();
