@@ -275,6 +275,14 @@ TEST(Cli, OutputThroughASymlinkOrIntoAFifoKeepsTheLinkAndThePipe) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(std::filesystem::is_symlink(link));
   EXPECT_NE(test::read(target).find("</svg>"), std::string::npos);
+  // A dangling link (relative, target not created yet) gets its target written; the link
+  // used to be replaced by a regular file.
+  const auto dangling = dir / "link2.svg";
+  std::filesystem::create_symlink("target2.svg", dangling);
+  const auto r2 = run("simulate " + file.string() + " --svg " + dangling.string());
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(dangling));
+  EXPECT_NE(test::read(dir / "target2.svg").find("</svg>"), std::string::npos);
 
   const auto fifo = dir / "pipe.svg";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);

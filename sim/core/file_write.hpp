@@ -13,14 +13,22 @@ namespace trainsim {
 
 namespace detail {
 
-/// The file a write to `given` lands in: a symlink's target, else `given`.
+/// The file a write to `given` lands in: a symlink's target (also when the target does not
+/// exist yet: a dangling link gets its target created, not replaced by a file), else `given`.
 inline std::filesystem::path write_target(const std::filesystem::path& given) {
   std::error_code ec;
-  if (std::filesystem::is_symlink(given, ec)) {
-    auto target = std::filesystem::canonical(given, ec);
-    if (!ec) return target;
+  if (!std::filesystem::is_symlink(given, ec)) return given;
+  auto target = std::filesystem::canonical(given, ec);
+  if (!ec) return target;
+  // Dangling: follow the chain of links by hand (relative targets are relative to the
+  // link's folder), at most 40 hops as the kernel does.
+  std::filesystem::path link = given;
+  for (int hop = 0; hop < 40 && std::filesystem::is_symlink(link, ec); ++hop) {
+    const auto to = std::filesystem::read_symlink(link, ec);
+    if (ec) return given;
+    link = to.is_absolute() ? to : link.parent_path() / to;
   }
-  return given;
+  return std::filesystem::weakly_canonical(link, ec);
 }
 
 /// True for an existing node that is not a regular file (device, FIFO, socket).
