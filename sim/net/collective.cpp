@@ -443,11 +443,11 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
   // NCCL's NVLink bandwidth is a per-link rate times the GPU's links (topo.h: SM90 20.6 GB/s
   // x 18); a topology with fewer links per GPU than the datasheet (H800: 8 of the H100's 18,
   // 200 of 450 GB/s per direction) keeps the per-link rate for the links it has.
-  const double link_share =
-      gpu_.nvlink_bw > 0.0 ? std::min(1.0, topo_.spec().nvlink_bw / gpu_.nvlink_bw) : 1.0;
-  const double intra = gpu_.nvlink_bw > 0.0
-                           ? gpu_.nccl_nvlink_bw * link_share
-                           : std::min(gpu_.nccl_nvlink_bw, topo_.spec().nvlink_bw);
+  // (A GPU without a datasheet NVLink rate keeps NCCL's rate, capped by the topology.)
+  const double intra =
+      gpu_.nvlink_bw > 0.0
+          ? gpu_.nccl_nvlink_bw * std::min(1.0, topo_.spec().nvlink_bw / gpu_.nvlink_bw)
+          : std::min(gpu_.nccl_nvlink_bw, topo_.spec().nvlink_bw);
   Candidate best;
   Shape s;
 

@@ -153,13 +153,12 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
   // per task).
   const double tasks = 50.0 * static_cast<double>(m_count) * static_cast<double>(m.layers) *
                        (steps + 1);
-  constexpr double kMaxTasks = 60e6;
-  if (tasks > kMaxTasks) {
+  if (tasks > kMaxSimulatedTasks) {
     throw InputError("training.global_batch",
                      "this run has " + str(m_count) + " microbatches per pipeline x " +
                          str(m.layers) + " layers x " + str(steps) + " steps, about " +
                          str(static_cast<std::int64_t>(tasks)) + " tasks to simulate (limit " +
-                         str(static_cast<std::int64_t>(kMaxTasks)) +
+                         str(static_cast<std::int64_t>(kMaxSimulatedTasks)) +
                          "); use a larger micro_batch or dp, a smaller global_batch or "
                          "fewer simulation.steps");
   }

@@ -11,6 +11,9 @@
 
 namespace trainsim::parallel {
 
+/// The most tasks Layout::validate lets a step's graph have (about 100 bytes each in memory).
+inline constexpr double kMaxSimulatedTasks = 60e6;
+
 enum class ScheduleKind { GPipe, PipeDream, TwoBW, OneFOneB, Interleaved, ZbH1, ZbH2, DualPipe };
 
 std::string_view schedule_name(ScheduleKind s);  ///< "gpipe", "1f1b", "interleaved", ...

@@ -858,24 +858,22 @@ InputError no_layout_error(const workload::Scenario& base, const SearchResult& r
   };
   std::vector<Part> parts;
   const std::string gb = std::to_string(base.training.global_batch);
-  if (r.task_limited > 0) {
-    parts.push_back({r.task_limited,
-                     "would need more than the simulator's limit of 60 million tasks (too many "
-                     "microbatches per step: global batch / (micro_batch x dp))",
-                     "training.global_batch",
-                     "use a smaller global batch (--global-batch; " + gb + " sequences now)"});
-  }
-  if (r.time_range > 0) {
-    parts.push_back({r.time_range,
-                     "have micro-batches so large that one kernel would outlast the "
-                     "simulator's time range (about 106 days)",
-                     "training.global_batch",
-                     "use a smaller global batch (--global-batch; " + gb + " sequences now)"});
-  }
-  if (memory > 0) {
-    parts.push_back({memory, "do not fit in " + gib + " GiB per GPU", "cluster.gpus",
-                     "use more GPUs or GPUs with more memory"});
-  }
+  const std::string smaller_batch =
+      "use a smaller global batch (--global-batch; " + gb + " sequences now)";
+  auto add = [&](std::int64_t n, std::string what, std::string key, std::string remedy) {
+    if (n > 0) parts.push_back({n, std::move(what), std::move(key), std::move(remedy)});
+  };
+  add(r.task_limited,
+      "would need more than the simulator's limit of " +
+          fmt(parallel::kMaxSimulatedTasks / 1e6, "%.0f") +
+          " million tasks (too many microbatches per step: global batch / (micro_batch x dp))",
+      "training.global_batch", smaller_batch);
+  add(r.time_range,
+      "have micro-batches so large that one kernel would outlast the simulator's time range "
+      "(about 106 days)",
+      "training.global_batch", smaller_batch);
+  add(memory, "do not fit in " + gib + " GiB per GPU", "cluster.gpus",
+      "use more GPUs or GPUs with more memory");
   if (refused > 0) {
     // The most common refusal (reason "simulation refused the layout (KEY)"), by its key.
     std::string most;
@@ -890,15 +888,13 @@ InputError no_layout_error(const workload::Scenario& base, const SearchResult& r
     if (open != std::string::npos && most.back() == ')') {
       most = most.substr(open + 1, most.size() - open - 2);
     }
-    parts.push_back({refused, "were refused by the simulation (most often at " + most + ")", "",
-                     "simulate one with trainsim simulate to see the full message"});
+    add(refused, "were refused by the simulation (most often at " + most + ")", "",
+        "simulate one with trainsim simulate to see the full message");
   }
-  if (unsimulated > 0) {
-    parts.push_back({unsimulated,
-                     "were left unsimulated: the budget of " + std::to_string(budget) +
-                         " simulations was spent on layouts that failed",
-                     "", "raise --des"});
-  }
+  add(unsimulated,
+      "were left unsimulated: the budget of " + std::to_string(budget) +
+          " simulations was spent on layouts that failed",
+      "", "raise --des");
   if (parts.empty()) {  // every layout invalid for this model, GPU count and batch
     return InputError("cluster.gpus", "no valid layout of this model on " + gpus +
                                           " GPUs with a global batch of " + gb +

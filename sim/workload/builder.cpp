@@ -1640,6 +1640,29 @@ StepResult simulate_step(const Scenario& sc) {
     r.pricing->profile_path = std::filesystem::path(sc.profile->path).filename().string();
     r.pricing->collective = profiled_comm.count();
   }
+  if (!builder.moe_costs().empty()) {
+    MoeStats ms;
+    double imb = 0, dispatch = 0, combine = 0, rows = 0;
+    std::int64_t dropped = 0;
+    for (const auto& mc : builder.moe_costs()) {
+      ms.imbalance_max = std::max(ms.imbalance_max, mc.imbalance);
+      imb += mc.imbalance;
+      dispatch += mc.a2a_dispatch_bytes;
+      combine += mc.a2a_combine_bytes;
+      rows += static_cast<double>(mc.rows_sent);
+      dropped += mc.dropped;
+    }
+    const auto n_layers = static_cast<double>(builder.moe_costs().size());
+    ms.imbalance_mean = imb / n_layers;
+    ms.a2a_dispatch_bytes_per_layer = dispatch / n_layers;
+    ms.a2a_combine_bytes_per_layer = combine / n_layers;
+    ms.rows_sent_per_layer = rows / n_layers;
+    const double routed = n_layers * L.ep * static_cast<double>(sc.training.micro_batch) *
+                          (sc.model.seq_len / L.cp) * sc.model.moe.top_k;
+    ms.dropped_fraction = static_cast<double>(dropped) / routed;
+    ms.moe_layers = sc.model.moe_layers();
+    r.moe = ms;
+  }
   const double step = r.step_time.seconds();
   const double tokens = static_cast<double>(sc.training.global_batch) * sc.model.seq_len;
   r.tokens_per_s = tokens / step;
@@ -1651,6 +1674,19 @@ StepResult simulate_step(const Scenario& sc) {
     const double lora = lora_flops_per_step(sc.model, sc.training.global_batch, sc.training.lora);
     r.hardware_flops += lora - r.model_flops;
     r.model_flops = lora;
+  }
+  if (r.moe && r.moe->dropped_fraction > 0) {
+    // Rows dropped by the capacity factor skip the routed experts' GEMMs (forward,
+    // backward and a full recompute's forward): hardware FLOPs count what runs, while
+    // model FLOPs keep the Megatron convention of top-k routed rows per token.
+    double expert = 0;
+    for (const auto& op : model::layer_ops_at(sc.model, sc.model.moe.first_dense_layers,
+                                              sc.training.global_batch)) {
+      if (op.name != "expert_in" && op.name != "expert_out") continue;
+      expert += op.flops.total();
+      if (sc.training.recompute == model::Recompute::Full) expert += op.flops.fwd;
+    }
+    r.hardware_flops -= r.moe->dropped_fraction * expert * r.moe->moe_layers;
   }
   const double peak = sc.gpu.peak_flops(sc.training.dtype);
   r.model_tflops_per_gpu = r.model_flops / step / sc.gpus / 1e12;
@@ -1795,44 +1831,6 @@ StepResult simulate_step(const Scenario& sc) {
       const PassRecord& rec = recs[static_cast<std::size_t>(s)][idx];
       r.passes.push_back(PassSpan{s, op.kind, op.microbatch, op.chunk, ex.start(rec.first),
                                   ex.end(rec.last)});
-    }
-  }
-  if (!builder.moe_costs().empty()) {
-    MoeStats ms;
-    double imb = 0, dispatch = 0, combine = 0, rows = 0;
-    std::int64_t dropped = 0;
-    for (const auto& mc : builder.moe_costs()) {
-      ms.imbalance_max = std::max(ms.imbalance_max, mc.imbalance);
-      imb += mc.imbalance;
-      dispatch += mc.a2a_dispatch_bytes;
-      combine += mc.a2a_combine_bytes;
-      rows += static_cast<double>(mc.rows_sent);
-      dropped += mc.dropped;
-    }
-    const auto n_layers = static_cast<double>(builder.moe_costs().size());
-    ms.imbalance_mean = imb / n_layers;
-    ms.a2a_dispatch_bytes_per_layer = dispatch / n_layers;
-    ms.a2a_combine_bytes_per_layer = combine / n_layers;
-    ms.rows_sent_per_layer = rows / n_layers;
-    const double routed = n_layers * L.ep * static_cast<double>(sc.training.micro_batch) *
-                          local.seq_len * sc.model.moe.top_k;
-    ms.dropped_fraction = static_cast<double>(dropped) / routed;
-    ms.moe_layers = sc.model.moe_layers();
-    r.moe = ms;
-    if (ms.dropped_fraction > 0) {
-      // Rows dropped by the capacity factor skip the routed experts' GEMMs (forward,
-      // backward and a full recompute's forward): hardware FLOPs count what runs, while
-      // model FLOPs keep the Megatron convention of top-k routed rows per token.
-      double expert = 0;
-      for (const auto& op : model::layer_ops_at(sc.model, sc.model.moe.first_dense_layers,
-                                                sc.training.global_batch)) {
-        if (op.name != "expert_in" && op.name != "expert_out") continue;
-        expert += op.flops.total();
-        if (sc.training.recompute == model::Recompute::Full) expert += op.flops.fwd;
-      }
-      r.hardware_flops -= ms.dropped_fraction * expert * ms.moe_layers;
-      r.hardware_tflops_per_gpu = r.hardware_flops / step / sc.gpus / 1e12;
-      r.hfu = r.hardware_flops / (step * sc.gpus * sc.gpu.peak_flops(sc.training.dtype));
     }
   }
   r.graph = graph;
