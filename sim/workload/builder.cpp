@@ -1657,8 +1657,9 @@ StepResult simulate_step(const Scenario& sc) {
     ms.a2a_dispatch_bytes_per_layer = dispatch / n_layers;
     ms.a2a_combine_bytes_per_layer = combine / n_layers;
     ms.rows_sent_per_layer = rows / n_layers;
-    const double routed = n_layers * L.ep * static_cast<double>(sc.training.micro_batch) *
-                          (sc.model.seq_len / L.cp) * sc.model.moe.top_k;
+    const std::int64_t tokens_per_rank = sc.training.micro_batch * (sc.model.seq_len / L.cp);
+    const double routed =
+        n_layers * L.ep * static_cast<double>(tokens_per_rank) * sc.model.moe.top_k;
     ms.dropped_fraction = static_cast<double>(dropped) / routed;
     ms.moe_layers = sc.model.moe_layers();
     r.moe = ms;
