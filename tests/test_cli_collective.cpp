@@ -89,6 +89,8 @@ TEST(CliCollective, BadInputExitsOneNamingTheOption) {
       {"collective --op all_reduce --gpus 8 --sizes 2KiB:1KiB" + t, "--sizes"},
       {"collective --op all_reduce --gpus 8 --sizes 1.5B" + t, "--sizes: cannot read"},
       {"collective --op sendrecv --gpus 1" + t, "sendrecv needs at least 2 GPUs"},
+      {"collective --op all_reduce --gpus 1" + t, "all_reduce needs at least 2 GPUs"},
+      {"collective --op all_to_all --gpus 1" + t, "all_to_all needs at least 2 GPUs"},
       {"collective --op all_reduce --gpus 8 --topology /nonexistent.toml", "nonexistent"},
       {"collective --op all_reduce --gpus 1024 --topology " + topo("torus-3d-h100.toml"),
        "--gpus 1024 is more than the torus"},

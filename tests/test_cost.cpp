@@ -38,6 +38,40 @@ TEST(GemmCost, LargeSquareGemmRunsAtTheMeasuredBestShapeRate) {
   EXPECT_NEAR(rate / 271.2e12, 1.0, 0.02);
 }
 
+// An independent measurement of H100 (sm_90) BF16 GEMMs: OpenXLA's default matmul
+// performance table (openxla/xla, xla/service/gpu/model/matmul_interpolator_data.h, 2025;
+// batch b, m, n, k, measured TFLOP/s). These are the shapes of at least 30 GFLOP with k >= 1024,
+// the sizes of training GEMMs. The built-in model (MAMF rate, tile waves, epilogue after each
+// tile) is 0.89-0.99 of them: slow, not fast, at these sizes. A model with Hopper's epilogue
+// overlapped would match them at 0.97 but put the published H100 runs further off (docs/
+// accuracy.md, "GEMM speed is not why"), and the table's GPU (its rates pass the H100 SXM MAMF)
+// and clocks are not stated, so it is a cross-check here, not the profile.
+TEST(GemmCost, H100BuiltinModelAgainstOpenXlaMeasuredSm90Gemms) {
+  struct Row {
+    std::int64_t b, m, n, k;
+    double tflops;
+  };
+  const Row rows[] = {
+      {1, 4096, 4096, 4096, 783.3}, {2, 4096, 4096, 4096, 807.7}, {4, 4096, 4096, 4096, 793.1},
+      {1, 4096, 4096, 2048, 738.7}, {2, 4096, 4096, 2048, 763.0}, {4, 4096, 4096, 2048, 764.6},
+      {1, 4096, 2048, 4096, 758.4}, {4, 4096, 2048, 4096, 808.7}, {1, 1024, 4096, 4096, 738.5},
+      {1, 4096, 1024, 4096, 738.5}, {2, 2048, 2048, 2048, 717.7}, {4, 2048, 2048, 2048, 725.7},
+      {2, 4096, 4096, 1024, 693.0}, {4, 4096, 1024, 1024, 673.8}, {2, 4096, 512, 4096, 729.7},
+      {4, 1024, 2048, 2048, 712.7}};
+  const CostModel c(h100());
+  double log_sum = 0;
+  for (const Row& r : rows) {
+    const double flops = 2.0 * static_cast<double>(r.b * r.m) * static_cast<double>(r.n * r.k);
+    const double ratio = flops / c.gemm(r.m, r.n, r.k, Dtype::BF16, r.b).seconds() / 1e12 / r.tflops;
+    EXPECT_GT(ratio, 0.87) << r.b << "x" << r.m << "x" << r.n << "x" << r.k;
+    EXPECT_LT(ratio, 1.02) << r.b << "x" << r.m << "x" << r.n << "x" << r.k;
+    log_sum += std::log(ratio);
+  }
+  const double geomean = std::exp(log_sum / static_cast<double>(std::size(rows)));
+  EXPECT_GT(geomean, 0.90);
+  EXPECT_LT(geomean, 0.96);
+}
+
 TEST(GemmCost, WaveQuantizationMakesOneExtraWaveCostAFullWave) {
   const CostModel c(a100());
   // 108 output tiles of 256x128 fill one wave on 108 SMs; 109 need two.

@@ -116,8 +116,12 @@ int CollectiveCommand::run(std::ostream& out) const {
   if (gpus < 1 || gpus > (1 << 24)) {
     throw InputError("--gpus", "--gpus must be in [1, 16777216] (got " + std::to_string(gpus) + ")");
   }
-  if (op_kind == net::CollectiveOp::SendRecv && gpus < 2) {
-    throw InputError("--gpus", "--gpus: sendrecv needs at least 2 GPUs");
+  if (gpus < 2) {
+    // One rank communicates with nobody: NCCL's one-rank collective is a local copy (or
+    // nothing, in place), and busbw's factor is 0, so there is no communication to report.
+    throw InputError("--gpus", "--gpus: " + std::string(op) +
+                                   " needs at least 2 GPUs (one rank has no peer to "
+                                   "communicate with)");
   }
   if (gpus > spec.gpus_per_node && gpus % spec.gpus_per_node != 0) {
     throw InputError("--gpus", "--gpus " + std::to_string(gpus) + " is not a multiple of the " +
