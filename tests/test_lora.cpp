@@ -10,6 +10,7 @@
 #include "config/scenario_writer.hpp"
 #include "core/error.hpp"
 #include "model/memory.hpp"
+#include "model/transformer.hpp"
 #include "plan/search.hpp"
 #include "report/report.hpp"
 #include "test_util.hpp"
@@ -189,7 +190,9 @@ TEST(Lora, ModelFlopsDropTheFrozenWeightGradients) {
   EXPECT_NEAR(workload::lora_flops_per_step(m, b, sc.training.lora) / expected, 1.0, 1e-12);
   const auto r = simulate_step(sc);
   EXPECT_DOUBLE_EQ(r.model_flops, workload::lora_flops_per_step(m, b, sc.training.lora));
-  EXPECT_DOUBLE_EQ(r.hardware_flops, r.model_flops);  // no recompute
+  // No recompute: what runs is the model FLOPs less the masked half of causal attention.
+  EXPECT_DOUBLE_EQ(r.hardware_flops,
+                   r.model_flops - model::causal_masked_flops_per_step(m, b, model::Recompute::None));
 }
 
 TEST(Lora, ScenarioWriterRoundTripsTheLoraTable) {

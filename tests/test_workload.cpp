@@ -215,12 +215,47 @@ TEST(Workload, RecomputeTradesTimeForMemory) {
   const auto full = simulate_step(sc);
   EXPECT_GT(full.step_time, none.step_time);
   EXPECT_LT(full.memory.activations, none.memory.activations);
-  // Narayanan et al. 2021 Eq. 3: 96 B s l h^2 (1 + s/6h + V/16lh) with full recompute.
+  // Narayanan et al. 2021 Eq. 3: 96 B s l h^2 (1 + s/6h + V/16lh) with full recompute, whose
+  // attention term 16 B s^2 l h counts the causal core in full; a causal FlashAttention kernel
+  // runs half of it, so the hardware FLOPs have s/12h where Eq. 3 has s/6h.
   const auto& m = sc.model;
   const double B = sc.training.global_batch, s = m.seq_len, l = m.layers, h = m.hidden;
   EXPECT_NEAR(full.hardware_flops /
+                  (96 * B * s * l * h * h * (1 + s / (12 * h) + m.vocab / (16 * l * h))),
+              1.0, 1e-3);
+  EXPECT_NEAR(model::hardware_flops_per_step(m, sc.training.global_batch, model::Recompute::Full) /
                   (96 * B * s * l * h * h * (1 + s / (6 * h) + m.vocab / (16 * l * h))),
               1.0, 1e-3);
+}
+
+TEST(Workload, HfuCountsTheHalfOfCausalAttentionThatRunsAndStaysAtMostOne) {
+  // A short model at 256k tokens: the attention core is most of the work. The model-FLOP
+  // convention counts it in full, so MFU may pass HFU (here, by half the core), never HFU 1.
+  auto text = test::replace(test::small_scenario(), "seq_len = 1024", "seq_len = 262144");
+  text = test::replace(text, "global_batch = 16", "global_batch = 8");
+  text = test::replace(text, "micro_batch = 2", "micro_batch = 1");
+  text = test::replace(text, "dp = 4", "dp = 2");
+  text = test::replace(text, "gpus = 16", "gpus = 8");
+  const auto dir = test::temp_dir("workload-hfu");
+  auto sc = config::load_scenario(test::write(dir / "long.toml", text));
+  const auto causal = simulate_step(sc);
+  EXPECT_LE(causal.hfu, 1.0);
+  EXPECT_GT(causal.mfu, causal.hfu);
+  const double masked =
+      model::causal_masked_flops_per_step(sc.model, sc.training.global_batch, sc.training.recompute);
+  const double s = sc.model.seq_len, B = sc.training.global_batch;
+  // Half of Q·K^T and P·V (4 B s^2 h per layer forward) over forward and backward (x3).
+  EXPECT_NEAR(masked / (0.5 * 3 * 4 * B * s * s * sc.model.hidden * sc.model.layers), 1.0, 1e-12);
+  EXPECT_NEAR(causal.hardware_flops, causal.model_flops - masked, 1e-9 * causal.model_flops);
+  sc.model.causal = false;
+  const auto full = simulate_step(sc);
+  EXPECT_DOUBLE_EQ(full.hardware_flops, full.model_flops);
+  EXPECT_DOUBLE_EQ(full.model_flops, causal.model_flops);
+  EXPECT_LE(full.hfu, 1.0);
+  // The unfused path computes the masked scores too.
+  sc.model.causal = true;
+  sc.training.flash_attention = false;
+  EXPECT_DOUBLE_EQ(simulate_step(sc).hardware_flops, causal.model_flops);
 }
 
 TEST(Workload, LargestScenarioSimulates) {

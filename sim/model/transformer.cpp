@@ -338,4 +338,21 @@ double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Re
   return f + extra;
 }
 
+double causal_masked_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r) {
+  if (!m.causal) return 0;
+  auto attention = [&](int layer) {
+    double x = 0;
+    for (const Op& op : layer_ops_at(m, layer, global_batch)) {
+      if (op.kind != OpKind::Attention) continue;
+      x += op.flops.total();
+      if (r != Recompute::None) x += op.flops.fwd;
+    }
+    return x;
+  };
+  const int n_moe = m.moe_layers();
+  double f = attention(m.moe.enabled() ? -1 : 0) * (m.layers - n_moe);
+  if (n_moe > 0) f += attention(m.moe.first_dense_layers) * n_moe;
+  return f / 2;
+}
+
 }  // namespace trainsim::model

@@ -204,5 +204,10 @@ double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch);
 /// layer (not of the head): Narayanan et al. 2021 Eq. 3, 96·B·s·l·h²(1 + s/6h + V/16lh).
 /// Selective: one more attention core forward (Korthikanti et al. 2022 §5).
 double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r);
+/// The attention-core FLOPs that a causal mask skips in one step: half of Q·K^T and P·V in
+/// forward, backward and a recomputed forward (selective or full recompute), which the
+/// model-FLOP convention above counts in full (Megatron-LM, PaLM Appendix B) while causal
+/// kernels (FlashAttention) skip the masked blocks. 0 when the model is not causal.
+double causal_masked_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r);
 
 }  // namespace trainsim::model

@@ -1670,6 +1670,13 @@ StepResult simulate_step(const Scenario& sc) {
   r.model_flops = model::model_flops_per_step(sc.model, sc.training.global_batch);
   r.hardware_flops =
       model::hardware_flops_per_step(sc.model, sc.training.global_batch, sc.training.recompute);
+  // A causal FlashAttention kernel skips the masked half of the attention core (the unfused
+  // path computes all of Q·K^T and P·V and masks the scores): hardware FLOPs count what runs,
+  // model FLOPs keep the convention of counting it in full.
+  if (sc.training.flash_attention) {
+    r.hardware_flops -= model::causal_masked_flops_per_step(sc.model, sc.training.global_batch,
+                                                            sc.training.recompute);
+  }
   if (sc.training.lora.enabled()) {
     // What LoRA computes: no weight gradient of a frozen weight (recompute unchanged).
     const double lora = lora_flops_per_step(sc.model, sc.training.global_batch, sc.training.lora);

@@ -207,7 +207,11 @@ struct StepResult {
   Time window_begin, window_end;
   double tokens_per_s = 0;
   double model_flops = 0;       ///< per step, whole cluster (Megatron convention)
-  double hardware_flops = 0;    ///< including recompute
+  /// What the kernels compute, per step, whole cluster: model FLOPs plus recompute, less the
+  /// masked half of causal FlashAttention and expert rows dropped by the capacity factor. So
+  /// HFU <= 1, while MFU, by its convention, may exceed HFU (and, at extreme sequence lengths
+  /// with little else to compute, 1).
+  double hardware_flops = 0;
   double model_tflops_per_gpu = 0, hardware_tflops_per_gpu = 0;
   double mfu = 0, hfu = 0;
   double bubble_fraction = 0;   ///< mean over stages of bubble / step time
