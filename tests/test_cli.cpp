@@ -133,6 +133,54 @@ TEST(Cli, AReportThatCannotBeWrittenIsAFailedRun) {
   }
 }
 
+TEST(Cli, OutputsAreWrittenWithTheReportOrNotAtAll) {
+  // A run that fails on one output (a full device, standard output) leaves none of the
+  // others behind; one output naming another's file, or a file the run read, is refused.
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const auto dir = test::temp_dir("cli-all-or-none");
+  // The scenario reads a copy of the topology, which one case tries to overwrite.
+  const auto topo = dir / "topo.toml";
+  std::filesystem::copy_file(test::source_dir() / "topologies/dgx-a100.toml", topo,
+                             std::filesystem::copy_options::overwrite_existing);
+  const auto sc = test::write(
+      dir / "s.toml", test::replace(test::small_scenario(),
+                                    (test::source_dir() / "topologies/dgx-a100.toml").string(),
+                                    topo.string()));
+  const auto t = (dir / "t.json").string(), v = (dir / "p.svg").string();
+  const std::string sim = std::string(TRAINSIM_EXE) + " simulate " + sc.string();
+  for (const std::string& cmd :
+       {sim + " --trace /dev/full --svg " + v, sim + " --trace " + t + " --svg /dev/full",
+        sim + " --trace " + t + " --svg " + v + " > /dev/full"}) {
+    const int status = std::system((cmd + " 2> " + (dir / "err").string()).c_str());
+    ASSERT_TRUE(WIFEXITED(status)) << cmd;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << cmd;
+    EXPECT_FALSE(std::filesystem::exists(t)) << cmd;
+    EXPECT_FALSE(std::filesystem::exists(v)) << cmd;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      EXPECT_EQ(e.path().string().find(".tmp-trainsim"), std::string::npos) << e.path();
+    }
+  }
+  const std::string text = test::read(sc);
+  struct Case {
+    std::string args, needle;
+  };
+  for (const Case& c :
+       {Case{"simulate " + sc.string() + " --trace " + t + " --svg " + t, "is named by two outputs"},
+        Case{"simulate " + sc.string() + " --trace " + sc.string(), "is an input of this run"},
+        Case{"simulate " + sc.string() + " --svg " + topo.string(), "is an input of this run"},
+        Case{"simulate " + sc.string() + " --trace \"\"", "empty file name"}}) {
+    const auto r = run(c.args);
+    EXPECT_EQ(r.code, 1) << c.args;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << ": " << r.err;
+    EXPECT_TRUE(r.out.empty()) << c.args;
+  }
+  EXPECT_EQ(test::read(sc), text);  // the inputs are untouched
+  EXPECT_EQ(test::read(topo), test::read(test::source_dir() / "topologies/dgx-a100.toml"));
+  EXPECT_FALSE(std::filesystem::exists(t));
+  // Devices may be named by several outputs.
+  EXPECT_EQ(run("simulate " + sc.string() + " --trace /dev/null --svg /dev/null").code, 0);
+}
+
 TEST(Cli, VersionAndGpuList) {
   const auto v = run("--version");
   EXPECT_EQ(v.code, 0);

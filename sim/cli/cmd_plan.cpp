@@ -107,10 +107,12 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
   search_->add_option("--global-batch", s_batch_, "Sequences per step (default: the scenario's)");
   search_->add_option("--top", s_top_, "Layouts to print (default 10)")
       ->check(CLI::Range(1, 1 << 30));
-  search_->add_option("--csv", s_csv_, "Write every enumerated layout, with why it was rejected");
+  search_->add_option("--csv", s_csv_, "Write every enumerated layout, with why it was rejected")
+      ->check(output_file());
   search_->add_flag("--json", s_json_, "Print JSON (candidates_evaluated, rejected, top)");
   search_->add_option("--write-best", s_best_,
-                      "Write the best layout as a scenario file (simulate it, edit it)");
+                      "Write the best layout as a scenario file (simulate it, edit it)")
+      ->check(output_file());
   search_->add_option("--threads", s_threads_, "Threads per process (default 0: all cores)")
       ->check(CLI::Range(0, 4096));
   search_->add_option("--des", s_des_, "Most discrete-event simulations (default " + std::to_string(s_des_) + ")")
@@ -129,7 +131,7 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
   plan_->add_option("--max-days", p_max_days_, "Flag clusters slower than this")
       ->check(finite_number(0, false));
   plan_->add_option("--global-batch", p_batch_, "Sequences of 2048 tokens per step (default 1024)");
-  plan_->add_option("--svg", p_svg_, "Draw IsoFLOP curves and days vs N");
+  plan_->add_option("--svg", p_svg_, "Draw IsoFLOP curves and days vs N")->check(output_file());
   plan_->add_flag("--json", p_json_, "Print JSON");
   plan_->add_flag("--table", p_table_,
                   "Seed table: published models vs compute-optimal allocations");
@@ -154,6 +156,9 @@ int PlanCommands::run_search(const FileIo& io) {
     io.check(s_best_, "--write-best");
   }
   auto sc = config::load_scenario(s_file_);
+  io.input(s_file_);
+  io.input(sc.inputs.topology_path);
+  io.input(sc.inputs.profile_path);
   if (s_gpus_ > 0) {
     if (s_gpus_ % sc.topology.gpus_per_node != 0) {
       throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
@@ -202,7 +207,7 @@ int PlanCommands::run_search(const FileIo& io) {
   std::vector<std::pair<std::filesystem::path, std::string>> files;
   if (!s_csv_.empty()) files.emplace_back(s_csv_, plan::search_csv(sc, r));
   if (!s_best_.empty()) files.emplace_back(s_best_, best_text);
-  io.write(files);
+  io.write(files);  // queued: written with the report, all or nothing
   std::cout << out;
   if (!s_json_ && !s_csv_.empty()) std::cout << "  every layout written to " << s_csv_ << "\n";
   if (!s_json_ && !s_best_.empty()) std::cout << "  best layout written to " << s_best_ << "\n";

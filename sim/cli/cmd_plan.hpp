@@ -14,6 +14,12 @@
 
 namespace trainsim::cli {
 
+/// CLI11 check of an output-file option: an empty name would write nothing, silently.
+inline CLI::Validator output_file() {
+  return {[](const std::string& s) { return s.empty() ? std::string("empty file name") : std::string(); },
+          "FILE", "output file"};
+}
+
 struct FileIo {
   /// Writes a command's output files, all of them or none (each atomically); throws on
   /// failure.
@@ -21,6 +27,8 @@ struct FileIo {
       write;
   /// Throws when the path's directory does not exist (before any work is done).
   std::function<void(const std::string& path, const char* option)> check;
+  /// Registers a file the command read, which no output may overwrite.
+  std::function<void(const std::filesystem::path& path)> input;
 };
 
 class PlanCommands {

@@ -9,6 +9,8 @@
 #include <iostream>
 #include <limits>
 #include <optional>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <unistd.h>
 #include <utility>
@@ -39,12 +41,92 @@ class OutputError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Writes every output of a command or none of them (core/file_write.hpp). Throws OutputError
-/// naming the file that could not be written.
-void write_files(const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
-  const auto failed = trainsim::write_files_atomically(files);
-  if (!failed.empty()) throw OutputError("cannot write " + failed.string());
+/// Standard output that could not be written (a full disk, a closed pipe): exit 1.
+class StdoutError : public std::runtime_error {
+ public:
+  StdoutError() : std::runtime_error("cannot write the report to standard output") {}
+};
+
+/// Where a write to `p` lands, for comparing paths: the symlink's target, made absolute.
+std::filesystem::path landing(const std::filesystem::path& p) {
+  std::error_code ec;
+  auto target = std::filesystem::weakly_canonical(trainsim::detail::write_target(p), ec);
+  return ec ? std::filesystem::absolute(p, ec) : target;
 }
+
+/// What the command writes: its output files, checked against each other and against the
+/// files it read, and written only at the end, together with its standard output (emit).
+struct Outputs {
+  std::vector<std::pair<std::filesystem::path, std::string>> files;
+  std::vector<std::filesystem::path> inputs;  ///< landing() of every file the run read
+};
+Outputs g_outputs;
+
+void add_input(const std::filesystem::path& p) {
+  if (!p.empty()) g_outputs.inputs.push_back(landing(p));
+}
+
+/// Queues output files (FileIo::write). Throws InputError when one would replace a file the
+/// run read (the scenario, its topology or profile) or is named by two outputs: devices such
+/// as /dev/null may be named any number of times.
+void write_files(const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
+  for (const auto& [path, text] : files) {
+    const auto target = landing(path);
+    if (!trainsim::detail::is_special(target)) {
+      for (const auto& in : g_outputs.inputs) {
+        if (in == target) {
+          throw trainsim::InputError(path.string(), "output \"" + path.string() +
+                                                        "\" is an input of this run; it would "
+                                                        "be overwritten");
+        }
+      }
+      for (const auto& queued : g_outputs.files) {
+        if (landing(queued.first) == target) {
+          throw trainsim::InputError(path.string(), "\"" + path.string() +
+                                                        "\" is named by two outputs; give each "
+                                                        "output its own file");
+        }
+      }
+    }
+    g_outputs.files.emplace_back(path, text);
+  }
+}
+
+/// Writes the queued files and the command's standard output all together or not at all:
+/// files staged next to their targets, devices written, the report printed, and only then the
+/// files renamed into place (core/file_write.hpp).
+void emit(const std::string& report) {
+  trainsim::StagedFiles files(std::move(g_outputs.files));
+  g_outputs.files.clear();
+  if (auto failed = files.stage(); !failed.empty()) {
+    throw OutputError("cannot write " + failed.string());
+  }
+  if (auto failed = files.write_special(); !failed.empty()) {
+    throw OutputError("cannot write " + failed.string());
+  }
+  std::cout << report;
+  std::cout.flush();
+  std::fflush(stdout);
+  if (!std::cout || std::ferror(stdout) != 0) throw StdoutError();
+  if (auto failed = files.commit(); !failed.empty()) {
+    throw OutputError("cannot write " + failed.string());
+  }
+}
+
+/// Sends std::cout to a buffer while a command runs, so that its report is printed by emit()
+/// with its files; restores std::cout on the way out.
+class CaptureStdout {
+ public:
+  CaptureStdout() : old_(std::cout.rdbuf(buffer_.rdbuf())) {}
+  CaptureStdout(const CaptureStdout&) = delete;
+  CaptureStdout& operator=(const CaptureStdout&) = delete;
+  ~CaptureStdout() { std::cout.rdbuf(old_); }
+  [[nodiscard]] std::string text() const { return buffer_.str(); }
+
+ private:
+  std::ostringstream buffer_;
+  std::streambuf* old_;
+};
 
 /// Fails early (before simulating) when an output path's directory does not exist.
 void check_writable(const std::string& path, const char* option) {
@@ -67,6 +149,9 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
   check_writable(trace, "--trace");
   check_writable(svg, "--svg");
   const auto scenario = trainsim::config::load_scenario(file);
+  add_input(file);
+  add_input(scenario.inputs.topology_path);
+  add_input(scenario.inputs.profile_path);
   const auto result = trainsim::workload::simulate_step(scenario);
   if (ops) (void)trainsim::report::op_times(result, ops->stage);  // a bad stage fails first
   // Render everything before writing anything.
@@ -78,7 +163,7 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
                                                          std::string(trainsim::parallel::schedule_name(
                                                              scenario.layout.schedule)),
                                                      &result}});
-  // Files first: if one cannot be written, nothing is printed as if the run succeeded.
+  // Queued, then written with the report (emit): all of it or nothing.
   std::vector<std::pair<std::filesystem::path, std::string>> outputs;
   if (!trace.empty()) outputs.emplace_back(trace, trace_text);
   if (!svg.empty()) outputs.emplace_back(svg, svg_text);
@@ -99,6 +184,9 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
 int run_compare(const std::string& file, const std::string& svg) {
   check_writable(svg, "--svg");
   const auto scenario = trainsim::config::load_scenario(file, /*check_schedule=*/false);
+  add_input(file);
+  add_input(scenario.inputs.topology_path);
+  add_input(scenario.inputs.profile_path);
   const auto runs = trainsim::workload::compare_schedules(scenario);
   std::vector<trainsim::report::SvgRun> pictures;
   for (const auto& run : runs) {
@@ -127,6 +215,7 @@ int run_validate(const std::string& file, const std::string& group, bool json,
                                                     scenarios + "\"");
     }
   }
+  add_input(file);
   const auto report = trainsim::validate::run_validation(file, topo, group);
   if (report.rows.empty()) {
     throw trainsim::InputError("--group", "no rows" + (group.empty() ? std::string() :
@@ -185,9 +274,11 @@ int main(int argc, char** argv) {
   bool json = false;
   sim->add_option("FILE", file, "Scenario file (TOML, schema version 1)")->required();
   sim->add_flag("--json", json, "Print the JSON report instead of the table");
-  sim->add_option("--trace", trace, "Write a Chrome trace-event JSON (opens in Perfetto)");
+  sim->add_option("--trace", trace, "Write a Chrome trace-event JSON (opens in Perfetto)")
+      ->check(trainsim::cli::output_file());
   std::string svg;
-  sim->add_option("--svg", svg, "Draw the pipeline timeline as SVG");
+  sim->add_option("--svg", svg, "Draw the pipeline timeline as SVG")
+      ->check(trainsim::cli::output_file());
   int ops_top = -1, ops_stage = 0;
   const CLI::Range non_negative(0, std::numeric_limits<int>::max());
   auto* ops_option =
@@ -203,7 +294,8 @@ int main(int argc, char** argv) {
                                  "Run a scenario under every pipeline schedule it allows");
   std::string cmp_file, cmp_svg;
   cmp->add_option("FILE", cmp_file, "Scenario file")->required();
-  cmp->add_option("--svg", cmp_svg, "Stack the schedules' timelines in one SVG");
+  cmp->add_option("--svg", cmp_svg, "Stack the schedules' timelines in one SVG")
+      ->check(trainsim::cli::output_file());
 
   auto* val = app.add_subcommand("validate", "Predict published runs and report the error");
   std::string val_file, val_group, val_csv, val_md, val_topo = TRAINSIM_TOPOLOGY_DIR;
@@ -211,8 +303,9 @@ int main(int argc, char** argv) {
   val->add_option("RUNS", val_file, "Runs file (format of published_runs.toml)")->required();
   val->add_option("--group", val_group, "Only this group");
   val->add_flag("--json", val_json, "Print JSON (rows, groups)");
-  val->add_option("--csv", val_csv, "Write the rows as CSV");
-  val->add_option("--markdown", val_md, "Write the tables as Markdown (docs/validation.md)");
+  val->add_option("--csv", val_csv, "Write the rows as CSV")->check(trainsim::cli::output_file());
+  val->add_option("--markdown", val_md, "Write the tables as Markdown (docs/validation.md)")
+      ->check(trainsim::cli::output_file());
   val->add_option("--topologies", val_topo, "Folder with dgx-a100.toml, dgx-h100.toml, ...");
   std::string val_scenarios;
   val->add_option("--scenarios", val_scenarios,
@@ -230,32 +323,37 @@ int main(int argc, char** argv) {
   }
 
   try {
-    const int rc = [&]() -> int {
-      if (*gpus) return list_gpus();
-      if (*collective->app) return collective->run(std::cout);
-      if (*sim) {
-        std::optional<trainsim::report::OpsRequest> ops;
-        if (ops_top >= 0) {
-          ops = trainsim::report::OpsRequest{ops_stage, static_cast<std::size_t>(ops_top)};
+    std::string report;
+    int rc = kInternal;
+    {
+      CaptureStdout capture;
+      rc = [&]() -> int {
+        if (*gpus) return list_gpus();
+        if (*collective->app) return collective->run(std::cout);
+        if (*sim) {
+          std::optional<trainsim::report::OpsRequest> ops;
+          if (ops_top >= 0) {
+            ops = trainsim::report::OpsRequest{ops_stage, static_cast<std::size_t>(ops_top)};
+          }
+          return run_simulate(file, json, trace, svg, ops);
         }
-        return run_simulate(file, json, trace, svg, ops);
-      }
-      if (*cmp) return run_compare(cmp_file, cmp_svg);
-      if (*val) {
-        return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo,
-                            val_scenarios);
-      }
-      if (planner.selected()) return planner.run({write_files, check_writable});
-      return kInternal;
-    }();
-    // A report that did not reach its reader (a full disk, a closed pipe) is a failed run.
-    std::cout.flush();
-    std::fflush(stdout);
-    if (!std::cout || std::ferror(stdout) != 0) {
-      std::cerr << "error: cannot write the report to standard output\n";
-      return kBadInput;
+        if (*cmp) return run_compare(cmp_file, cmp_svg);
+        if (*val) {
+          return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo,
+                              val_scenarios);
+        }
+        if (planner.selected()) return planner.run({write_files, check_writable, add_input});
+        return kInternal;
+      }();
+      report = capture.text();
     }
+    // The files and the report together: a report that did not reach its reader (a full
+    // disk, a closed pipe) is a failed run and leaves no output file behind.
+    emit(report);
     return rc;
+  } catch (const StdoutError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kBadInput;
   } catch (const trainsim::config::ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;

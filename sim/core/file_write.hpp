@@ -48,49 +48,90 @@ inline bool write_stream(const std::filesystem::path& path, const std::string& t
 
 }  // namespace detail
 
-/// Writes a set of output files so that a failure leaves none of them changed: every regular
-/// file is first written to a temporary file next to it, and only when all of them were
-/// written are they renamed into place. Devices, FIFOs and sockets (see write_file_atomically)
-/// are written in place last. Returns the path that could not be written, or an empty path.
+/// A set of output files written all together or not at all, in three steps: stage() writes
+/// every regular file to a temporary file next to it; write_special() writes devices, FIFOs and
+/// sockets in place (renaming onto /dev/null would replace it); commit() renames the temporary
+/// files into place. A caller with more to emit (a report on standard output) does it between
+/// write_special() and commit(), and drops the set on failure: the destructor removes whatever
+/// was staged and not committed. Each step returns the path that could not be written, or an
+/// empty path. The same regular file named twice keeps the later text.
+class StagedFiles {
+ public:
+  explicit StagedFiles(std::vector<std::pair<std::filesystem::path, std::string>> files)
+      : files_(std::move(files)) {}
+  StagedFiles(const StagedFiles&) = delete;
+  StagedFiles& operator=(const StagedFiles&) = delete;
+  ~StagedFiles() { discard(); }
+
+  std::filesystem::path stage() {
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      const auto path = detail::write_target(files_[i].first);
+      if (detail::is_special(path)) {
+        special_.push_back(i);
+        continue;
+      }
+      std::filesystem::path tmp = path;
+      tmp += ".tmp-trainsim";
+      const bool again = std::any_of(staged_.begin(), staged_.end(),
+                                     [&](const auto& st) { return st.second == path; });
+      if (!again) staged_.emplace_back(tmp, path);
+      if (!detail::write_stream(tmp, files_[i].second, std::ios::binary | std::ios::trunc)) {
+        discard();
+        return files_[i].first;
+      }
+    }
+    return {};
+  }
+
+  std::filesystem::path write_special() {
+    for (std::size_t i : special_) {
+      if (!detail::write_stream(detail::write_target(files_[i].first), files_[i].second,
+                                std::ios::binary)) {
+        discard();
+        return files_[i].first;
+      }
+    }
+    return {};
+  }
+
+  std::filesystem::path commit() {
+    std::error_code ec;
+    for (; committed_ < staged_.size(); ++committed_) {
+      std::filesystem::rename(staged_[committed_].first, staged_[committed_].second, ec);
+      if (ec) {
+        auto failed = staged_[committed_].second;
+        discard();
+        return failed;
+      }
+    }
+    return {};
+  }
+
+  /// Removes the staged files not committed yet.
+  void discard() {
+    std::error_code ec;
+    for (std::size_t i = committed_; i < staged_.size(); ++i) {
+      std::filesystem::remove(staged_[i].first, ec);
+    }
+    committed_ = staged_.size();
+  }
+
+ private:
+  std::vector<std::pair<std::filesystem::path, std::string>> files_;
+  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> staged_;  // tmp, target
+  std::vector<std::size_t> special_;
+  std::size_t committed_ = 0;
+};
+
+/// Writes a set of output files so that a failure leaves none of the regular files changed
+/// (StagedFiles: staged, then devices written, then renamed into place). Returns the path
+/// that could not be written, or an empty path.
 inline std::filesystem::path write_files_atomically(
-    const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
-  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> staged;  // tmp, target
-  std::vector<std::size_t> special;
-  std::error_code ec;
-  auto discard = [&](std::size_t from) {
-    for (std::size_t i = from; i < staged.size(); ++i) std::filesystem::remove(staged[i].first, ec);
-  };
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    const auto path = detail::write_target(files[i].first);
-    if (detail::is_special(path)) {
-      special.push_back(i);
-      continue;
-    }
-    std::filesystem::path tmp = path;
-    tmp += ".tmp-trainsim";
-    // The same file named twice: the later text wins, as with writes one after another.
-    const bool again = std::any_of(staged.begin(), staged.end(),
-                                   [&](const auto& st) { return st.second == path; });
-    if (!again) staged.emplace_back(tmp, path);
-    if (!detail::write_stream(tmp, files[i].second, std::ios::binary | std::ios::trunc)) {
-      discard(0);
-      return files[i].first;
-    }
-  }
-  for (std::size_t i = 0; i < staged.size(); ++i) {
-    std::filesystem::rename(staged[i].first, staged[i].second, ec);
-    if (ec) {
-      discard(i);
-      return staged[i].second;
-    }
-  }
-  for (std::size_t i : special) {
-    if (!detail::write_stream(detail::write_target(files[i].first), files[i].second,
-                              std::ios::binary)) {
-      return files[i].first;
-    }
-  }
-  return {};
+    std::vector<std::pair<std::filesystem::path, std::string>> files) {
+  StagedFiles out(std::move(files));
+  if (auto failed = out.stage(); !failed.empty()) return failed;
+  if (auto failed = out.write_special(); !failed.empty()) return failed;
+  return out.commit();
 }
 
 /// Writes `text` to `given` through a temporary file renamed into place, so the file is either
