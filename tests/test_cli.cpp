@@ -232,7 +232,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"fp8_on_a100", "[training]\n", "[training]\ndtype = \"fp8\"\n", "needs FP8 tensor cores"},
         BadInput{"virtual_stages_without_interleaving", "[parallel]\n", "[parallel]\nvirtual_stages = 2\nschedule = \"1f1b\"\n", "parallel.virtual_stages > 1 needs schedule = \"interleaved\""},
         BadInput{"ep_without_moe", "[parallel]\n", "[parallel]\nep = 2\n", "parallel.ep > 1 needs a mixture-of-experts model"},
-        BadInput{"seq_len_not_divisible_by_tp_with_sp", "seq_len = 1024", "seq_len = 1023", ":16:21: parallel.sequence_parallel: model.seq_len / parallel.cp (1023) must be divisible by parallel.tp (2)"}),
+        BadInput{"seq_len_not_divisible_by_tp_with_sp", "seq_len = 1024", "seq_len = 1023", ":16:21: parallel.sequence_parallel: model.seq_len / parallel.cp (1023) must be divisible by parallel.tp (2)"},
+        // Options that would do nothing, and options that depend on each other.
+        BadInput{"tp_comm_overlap_at_tp_1", "tp = 2\npp = 2\ndp = 4\nsequence_parallel = true\n", "tp = 1\npp = 2\ndp = 8\ntp_comm_overlap = true\n", ":16:19: parallel.tp_comm_overlap needs tp > 1"},
+        BadInput{"cp_all_gather_at_cp_1", "dp = 4\n", "dp = 4\ncp_comm = \"all_gather\"\n", ":16:11: parallel.cp_comm = \"all_gather\" needs cp > 1"},
+        BadInput{"param_gather_overlap_under_zero_3", "tp = 2\npp = 2\ndp = 4\n", "tp = 2\npp = 1\ndp = 8\nzero = 3\noverlap_param_gather = true\n", ":17:24: parallel.overlap_param_gather applies to ZeRO-1 and ZeRO-2"},
+        BadInput{"straggler_twice", "[cluster]\n", "[simulation]\nfidelity = \"full\"\nstragglers = [{gpu = 1, speed = 0.5}, {gpu = 1, speed = 0.9}]\n[cluster]\n", "simulation.stragglers names gpu 1 twice"},
+        BadInput{"shared_ffn_without_shared_experts", "seq_len = 1024\n", "seq_len = 1024\n[model.moe]\nexperts = 4\nshared_ffn_hidden = 512\n", ": model.moe.shared_ffn_hidden (512) sizes shared experts, but model.moe.shared_experts is 0"},
+        BadInput{"lora_with_zero_bubble", "sequence_parallel = true\n", "sequence_parallel = true\nschedule = \"zb-h1\"\n[training.lora]\nrank = 8\n", ": training.lora: LoRA with schedule \"zb-h1\""},
+        BadInput{"lora_rank_beyond_full_rank", "[cluster]\n", "[training.lora]\nrank = 4096\n[cluster]\n", ": training.lora.rank (4096) exceeds the full rank of the targeted weights (1024)"},
+        BadInput{"buffer_grad_scaling_with_overlap", "micro_batch = 2\n", "micro_batch = 2\ngrad_scaling = \"buffer\"\n", ": training.grad_scaling = \"buffer\""}),
     [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.what); });
 
 TEST(Cli, UnwritableTraceIsBadInputAndPrintsNoReport) {

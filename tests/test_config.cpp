@@ -240,6 +240,8 @@ TEST(ScenarioWriter, WritesEveryNonDefaultSetting) {
                        "wgrad_accumulation = \"separate\"\ngrad_scaling = \"buffer\"\n"
                        "tokens = 1e9\n");
   text = test::replace(text, "seq_len = 1024\n", "seq_len = 1024\nbias = true\nhead_dim = 128\n");
+  text = test::replace(text, "sequence_parallel = true\n",
+                       "sequence_parallel = true\noverlap_grad_reduce = false\n");
   text += "[cost]\ngpu_hour_usd = 2.5\n";
   const auto dir = test::temp_dir("scenario-writer-keys");
   const auto sc = config::load_scenario(test::write(dir / "s.toml", text));

@@ -342,7 +342,7 @@ TEST(ContextParallel, CpOneIsThePlainStepAndRingStepsRunPerLayer) {
   const std::string base = test::small_scenario();
   const auto plain = workload::simulate_step(load("cp-plain", base));
   const auto cp1 = workload::simulate_step(
-      load("cp1", test::replace(base, "[parallel]\n", "[parallel]\ncp = 1\ncp_comm = \"all_gather\"\n")));
+      load("cp1", test::replace(base, "[parallel]\n", "[parallel]\ncp = 1\ncp_comm = \"p2p\"\n")));
   EXPECT_EQ(plain.step_time, cp1.step_time);
   // CP 2 on twice the GPUs: two ring steps per attention, KV transfers on the CP stream.
   std::string cp2 = test::replace(base, "[parallel]\n", "[parallel]\ncp = 2\n");

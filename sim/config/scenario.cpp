@@ -14,6 +14,7 @@
 #include "core/hash.hpp"
 #include "hw/gpu.hpp"
 #include "hw/profile_io.hpp"
+#include "workload/builder.hpp"
 
 namespace trainsim::config {
 
@@ -465,6 +466,12 @@ void load_stragglers(const std::string& file, const toml::node& st, workload::Sc
     s.speed = sec.real("speed", 1e-3, 1.0).value_or(1.0);
     s.nic_bandwidth = sec.real("nic_bandwidth", 1e-3, 1.0).value_or(1.0);
     s.nvlink_bandwidth = sec.real("nvlink_bandwidth", 1e-3, 1.0).value_or(1.0);
+    for (const auto& earlier : sc.stragglers) {
+      if (earlier.gpu == s.gpu) {
+        fail(e, "simulation.stragglers names gpu " + std::to_string(s.gpu) +
+                    " twice; give one entry per GPU");
+      }
+    }
     sc.stragglers.push_back(s);
   }
 }
@@ -724,6 +731,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   try {
     sc.model.validate();
     L.validate(sc.model, sc.gpus, tr.global_batch, tr.micro_batch, sc.steps, check_schedule);
+    // LoRA's limits include the schedule, which compare-schedules varies.
+    if (check_schedule) workload::validate_training(sc);
     if (sc.gpus % sc.topology.gpus_per_node != 0) {
       throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
                                            ") must be a multiple of the topology's node.gpus (" +

@@ -68,6 +68,11 @@ void ModelSpec::validate() const {
     if (moe.shared_experts < 0) {
       throw InputError("model.moe.shared_experts", "model.moe.shared_experts must be >= 0");
     }
+    if (moe.shared_experts == 0 && moe.shared_ffn_hidden > 0) {
+      throw InputError("model.moe.shared_ffn_hidden",
+                       "model.moe.shared_ffn_hidden (" + std::to_string(moe.shared_ffn_hidden) +
+                           ") sizes shared experts, but model.moe.shared_experts is 0");
+    }
   }
   if (mla.enabled()) {
     positive("mla.kv_lora_rank", mla.kv_lora_rank);

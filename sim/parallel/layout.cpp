@@ -77,6 +77,19 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
   if (sequence_parallel && tp == 1) {
     throw InputError("parallel.sequence_parallel", "parallel.sequence_parallel needs tp > 1");
   }
+  if (tp_comm_overlap && tp == 1) {
+    throw InputError("parallel.tp_comm_overlap", "parallel.tp_comm_overlap needs tp > 1");
+  }
+  if (cp_comm == CpComm::AllGather && cp == 1) {
+    throw InputError("parallel.cp_comm", "parallel.cp_comm = \"all_gather\" needs cp > 1");
+  }
+  if (overlap_param_gather && zero == 3) {
+    // ZeRO-3 gathers each layer's parameters just before the layer, in the step itself; the
+    // option overlaps ZeRO-1/2's once-per-step gather of the updated parameters.
+    throw InputError("parallel.overlap_param_gather",
+                     "parallel.overlap_param_gather applies to ZeRO-1 and ZeRO-2 (ZeRO-3 gathers "
+                     "each layer's parameters before its use)");
+  }
   if (zero < 0 || zero > 3) {
     throw InputError("parallel.zero", "parallel.zero must be 0..3 (got " + str(zero) + ")");
   }

@@ -792,7 +792,7 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
                   const int zmax = dpc == 1 ? 0 : reduced ? 1 : (pp == 1 ? 3 : 1);
                   for (int z = reduced ? zmax : 0; z <= zmax; ++z) {
                     for (int ogr = (reduced || dpc == 1) ? 1 : 0; ogr <= 1; ++ogr) {
-                      for (int opg = reduced ? (z >= 1 ? 1 : 0) : 0; opg <= (z >= 1 ? 1 : 0); ++opg) {
+                      for (int opg = reduced ? (z == 1 || z == 2 ? 1 : 0) : 0; opg <= (z == 1 || z == 2 ? 1 : 0); ++opg) {
                         for (int tco = reduced ? (tp > 1 ? 1 : 0) : 0; tco <= (tp > 1 ? 1 : 0); ++tco) {
                           Candidate c;
                           c.layout.tp = tp;

@@ -474,7 +474,7 @@ Report run_validation(const std::filesystem::path& runs_file,
       L.zero = 1;
       L.overlap_param_gather = true;
     }
-    L.tp_comm_overlap = has(overlap, "tp-comm");
+    L.tp_comm_overlap = has(overlap, "tp-comm") && L.tp > 1;  // nothing to overlap at TP 1
     // Megatron-LM's own DDP of 2021-22 (`--DDP-impl local`) all-reduces the gradient buffer
     // after the whole forward-backward (megatron/training.py train_step: "All-reduce if
     // needed": model_module.allreduce_gradients() after forward_backward_func); PyTorch's

@@ -1461,6 +1461,16 @@ void validate_lora(const Scenario& sc) {
   if (!(lora.qkv || lora.proj || lora.mlp_in || lora.mlp_out)) {
     throw InputError("training.lora", "training.lora.targets must name at least one GEMM");
   }
+  // A rank beyond the smaller side of a targeted weight adds parameters, not expressiveness.
+  std::int64_t full_rank = sc.model.hidden;
+  if (lora.proj) full_rank = std::min<std::int64_t>(full_rank, sc.model.attn_out_width());
+  if (lora.mlp_in || lora.mlp_out) full_rank = std::min<std::int64_t>(full_rank, sc.model.ffn_hidden);
+  if (lora.rank > full_rank) {
+    throw InputError("training.lora.rank",
+                     "training.lora.rank (" + std::to_string(lora.rank) +
+                         ") exceeds the full rank of the targeted weights (" +
+                         std::to_string(full_rank) + ")");
+  }
   if (sc.model.moe.enabled()) no("MoE layers");
   if (sc.model.mla.enabled()) no("MLA attention");
   if (sc.layout.zero >= 3) no("ZeRO-3");
@@ -1475,17 +1485,22 @@ void validate_lora(const Scenario& sc) {
   }
 }
 
-StepResult simulate_step(const Scenario& sc) {
-  sc.model.validate();
-  const auto& L = sc.layout;
-  L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch, sc.steps);
+void validate_training(const Scenario& sc) {
   validate_lora(sc);
+  const auto& L = sc.layout;
   if (sc.training.grad_scaling == GradScaling::Buffer && L.overlap_grad_reduce &&
       L.dp_cp() > 1 && L.zero < 3) {
     throw InputError("training.grad_scaling",
                      "training.grad_scaling = \"buffer\" (Megatron-LM's local DDP) reduces the "
                      "gradients after the backward; set parallel.overlap_grad_reduce = false");
   }
+}
+
+StepResult simulate_step(const Scenario& sc) {
+  sc.model.validate();
+  const auto& L = sc.layout;
+  L.validate(sc.model, sc.gpus, sc.training.global_batch, sc.training.micro_batch, sc.steps);
+  validate_training(sc);
   if (sc.fidelity == Fidelity::Analytic) {
     throw InputError("simulation.fidelity", std::string("simulation.fidelity \"") +
                                                 fidelity_name(sc.fidelity) +

@@ -299,6 +299,11 @@ model::Op rank_op(const model::ModelSpec& model, int tp, bool sp, const model::O
 /// 1f1b and interleaved (zero-bubble and DualPipe split weight passes, PipeDream stashes
 /// weights); also when it targets no GEMM. Does nothing without LoRA.
 void validate_lora(const Scenario& scenario);
+/// The training options that depend on each other: validate_lora, and a grad_scaling of
+/// "buffer" (Megatron-LM's local DDP, which reduces after the backward) with an overlapped
+/// gradient reduction. Throws InputError naming the key; config::load_scenario runs it so
+/// that the error points at the file's line.
+void validate_training(const Scenario& scenario);
 
 StepResult simulate_step(const Scenario& scenario);
 
