@@ -181,6 +181,21 @@ TEST(Cli, OutputsAreWrittenWithTheReportOrNotAtAll) {
   EXPECT_EQ(run("simulate " + sc.string() + " --trace /dev/null --svg /dev/null").code, 0);
 }
 
+TEST(Cli, InputsThatAreNotRegularFilesAreNamedForWhatTheyAre) {
+  if (!std::filesystem::exists("/dev/null")) GTEST_SKIP() << "no /dev/null";
+  auto r = run("simulate /dev/null");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("/dev/null:1:1: cannot open file (is not a regular file"), std::string::npos)
+      << r.err;
+  const auto dir = test::temp_dir("cli-hf-dir");
+  const auto sc = test::write(dir / "s.toml",
+                              test::replace(test::small_scenario(), "layers = 4\nhidden = 1024\n"
+                                            "heads = 16\nvocab = 32000\n", "hf_config = \".\"\n"));
+  r = run("simulate " + sc.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("is a directory"), std::string::npos) << r.err;
+}
+
 TEST(Cli, VersionAndGpuList) {
   const auto v = run("--version");
   EXPECT_EQ(v.code, 0);

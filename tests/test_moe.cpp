@@ -451,6 +451,14 @@ TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
   msg = err(test::replace(test::replace(good, "\"llama\"", "\"qwen2\""), "\"vocab_size\"",
                           "\"shared_expert_intermediate_size\": 5632,\n  \"vocab_size\""));
   EXPECT_NE(msg.find("does not belong to model_type \"qwen2\""), std::string::npos) << msg;
+  // A field given twice: JSON parsers keep one of them; trainsim names the second.
+  msg = err(test::replace(good, "\"vocab_size\"", "\"hidden_size\": 2048,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("c.json:9:3: field \"hidden_size\" is given twice"), std::string::npos) << msg;
+  // The same name in two different objects is not a duplicate.
+  EXPECT_EQ(err(test::replace(good, "\"vocab_size\"",
+                              "\"rope_scaling\": {\"factor\": 8.0, \"hidden_size\": 1},\n  "
+                              "\"vocab_size\"")),
+            "");
 }
 
 TEST(HfConfig, ShapeErrorsPointAtTheHfConfigField) {

@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "config/scenario.hpp"
+#include "core/file_check.hpp"
 
 namespace trainsim::config {
 
@@ -112,22 +114,44 @@ class Reader {
 
 model::ModelSpec load_hf_config(const std::filesystem::path& path) {
   const std::string file = path.string();
-  std::ifstream in(path, std::ios::binary);
-  std::error_code ec;
-  if (!in || std::filesystem::is_directory(path, ec)) {
-    throw ConfigError(file, 1, 1, "cannot open Hugging Face config (no such file)");
+  if (const std::string why = unreadable_file_reason(path); !why.empty()) {
+    throw ConfigError(file, 1, 1, "cannot open Hugging Face config (" + why + ")");
   }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(file, 1, 1, "cannot open Hugging Face config (not readable)");
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string text = ss.str();
   json j;
+  // A field given twice would silently keep its last value (JSON leaves duplicates to the
+  // parser; nlohmann-json keeps the last): refused, like TOML's "cannot redefine".
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate;
+  const json::parser_callback_t track_keys = [&](int /*depth*/, json::parse_event_t event,
+                                                 json& parsed) {
+    if (event == json::parse_event_t::object_start) open_objects.emplace_back();
+    if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+    if (event == json::parse_event_t::key && !open_objects.empty() && duplicate.empty() &&
+        !open_objects.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
   try {
-    j = json::parse(text);
+    j = json::parse(text, track_keys);
   } catch (const json::parse_error& e) {
     Reader r(file, text, json::object());
     int line = 1, col = 1;
     r.locate(e.byte > 0 ? e.byte - 1 : 0, line, col);
     throw ConfigError(file, line, col, std::string("JSON syntax error: ") + e.what());
+  }
+  if (!duplicate.empty()) {
+    const std::string quoted = "\"" + duplicate + "\"";
+    const auto first = text.find(quoted);
+    const auto second = first == std::string::npos ? first : text.find(quoted, first + 1);
+    int line = 1, col = 1;
+    Reader(file, text, json::object()).locate(second == std::string::npos ? 0 : second, line, col);
+    throw ConfigError(file, line, col, "field \"" + duplicate + "\" is given twice");
   }
   if (!j.is_object()) throw ConfigError(file, 1, 1, "a Hugging Face config must be a JSON object");
   const Reader r(file, text, j);

@@ -11,6 +11,7 @@
 #include "config/hf_config.hpp"
 #include "config/units.hpp"
 #include "core/error.hpp"
+#include "core/file_check.hpp"
 #include "core/hash.hpp"
 #include "hw/gpu.hpp"
 #include "hw/profile_io.hpp"
@@ -253,12 +254,10 @@ class Section {
 };
 
 toml::table parse(const std::filesystem::path& file) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(file, ec)) {
-    throw ConfigError(file.string(), 1, 1, "is a directory, not a scenario file");
-  }
-  if (!std::filesystem::is_regular_file(file, ec)) {
-    throw ConfigError(file.string(), 1, 1, "cannot open file (no such file)");
+  if (const std::string why = unreadable_file_reason(file); !why.empty()) {
+    throw ConfigError(file.string(), 1, 1,
+                      why == "is a directory" ? "is a directory, not a scenario file"
+                                              : "cannot open file (" + why + ")");
   }
   try {
     return toml::parse_file(file.string());
@@ -310,10 +309,9 @@ void load_hf_model(const std::string& file, const std::filesystem::path& scenari
   }
   std::filesystem::path hf(m.string_req("hf_config"));
   if (hf.is_relative()) hf = scenario.parent_path() / hf;
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(hf, ec)) {
-    m.fail_at(m.node("hf_config")->source(), "model.hf_config: no such file \"" + hf.string() +
-                                                 "\" (paths resolve relative to the scenario "
+  if (const std::string why = unreadable_file_reason(hf); !why.empty()) {
+    m.fail_at(m.node("hf_config")->source(), unreadable_file_message("model.hf_config", hf, why) +
+                                                 " (paths resolve relative to the scenario "
                                                  "file)");
   }
   (void)file;
@@ -608,11 +606,10 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   std::filesystem::path topo_path(topo_rel);
   if (topo_path.is_relative()) topo_path = path.parent_path() / topo_path;
   {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(topo_path, ec)) {
+    if (const std::string why = unreadable_file_reason(topo_path); !why.empty()) {
       c.fail_at(c.node("topology")->source(),
-                "cluster.topology: no such file \"" + topo_path.string() +
-                    "\" (paths resolve relative to the scenario file)");
+                unreadable_file_message("cluster.topology", topo_path, why) +
+                    " (paths resolve relative to the scenario file)");
     }
   }
   sc.topology = load_topology(topo_path);
@@ -626,11 +623,10 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
     // A measured hardware profile (trainsim-calibrate), relative to the scenario file.
     std::filesystem::path prof_path(profile);
     if (prof_path.is_relative()) prof_path = path.parent_path() / prof_path;
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(prof_path, ec)) {
+    if (const std::string why = unreadable_file_reason(prof_path); !why.empty()) {
       c.fail_at(c.node("profile")->source(),
-                "cluster.profile: no such file \"" + prof_path.string() +
-                    "\" (paths resolve relative to the scenario file)");
+                unreadable_file_message("cluster.profile", prof_path, why) +
+                    " (paths resolve relative to the scenario file)");
     }
     try {
       sc.profile = std::make_shared<const hw::HardwareProfile>(hw::read_profile(prof_path));

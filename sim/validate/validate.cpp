@@ -15,6 +15,7 @@
 #include "config/scenario.hpp"
 #include "config/scenario_writer.hpp"
 #include "core/error.hpp"
+#include "core/file_check.hpp"
 #include "hw/gpu.hpp"
 
 namespace trainsim::validate {
@@ -153,11 +154,10 @@ Report run_validation(const std::filesystem::path& runs_file,
   // The same checks as a scenario file; toml++ reported a missing file as a syntax error at
   // 0:0, and a folder of topologies that does not exist skipped every row with exit 0.
   std::error_code ec;
-  if (std::filesystem::is_directory(runs_file, ec)) {
-    throw config::ConfigError(runs_file.string(), 1, 1, "is a directory, not a runs file");
-  }
-  if (!std::filesystem::is_regular_file(runs_file, ec)) {
-    throw config::ConfigError(runs_file.string(), 1, 1, "cannot open file (no such file)");
+  if (const std::string why = unreadable_file_reason(runs_file); !why.empty()) {
+    throw config::ConfigError(runs_file.string(), 1, 1,
+                              why == "is a directory" ? "is a directory, not a runs file"
+                                                      : "cannot open file (" + why + ")");
   }
   if (!std::filesystem::is_directory(topologies, ec)) {
     throw InputError("--topologies", "--topologies: no such folder \"" + topologies.string() +
