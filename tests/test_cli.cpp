@@ -174,6 +174,21 @@ TEST(Cli, OutputsAreWrittenWithTheReportOrNotAtAll) {
     EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << ": " << r.err;
     EXPECT_TRUE(r.out.empty()) << c.args;
   }
+  // A Hugging Face config is an input too.
+  {
+    const auto hf = dir / "hf.json";
+    std::filesystem::copy_file(test::source_dir() / "scenarios/hf/llama3-8b.json", hf,
+                               std::filesystem::copy_options::overwrite_existing);
+    const auto hs = test::write(
+        dir / "hf.toml",
+        test::replace(test::read(sc), "layers = 4\nhidden = 1024\nheads = 16\nvocab = 32000\n",
+                      "hf_config = \"hf.json\"\n"));
+    const std::string json = test::read(hf);
+    const auto r = run("simulate " + hs.string() + " --trace " + hf.string());
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("is an input of this run"), std::string::npos) << r.err;
+    EXPECT_EQ(test::read(hf), json);
+  }
   EXPECT_EQ(test::read(sc), text);  // the inputs are untouched
   EXPECT_EQ(test::read(topo), test::read(test::source_dir() / "topologies/dgx-a100.toml"));
   EXPECT_FALSE(std::filesystem::exists(t));

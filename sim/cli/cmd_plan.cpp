@@ -159,6 +159,7 @@ int PlanCommands::run_search(const FileIo& io) {
   io.input(s_file_);
   io.input(sc.inputs.topology_path);
   io.input(sc.inputs.profile_path);
+  io.input(sc.inputs.hf_config_path);
   if (s_gpus_ > 0) {
     if (s_gpus_ % sc.topology.gpus_per_node != 0) {
       throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +

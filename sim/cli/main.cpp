@@ -152,6 +152,7 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
   add_input(file);
   add_input(scenario.inputs.topology_path);
   add_input(scenario.inputs.profile_path);
+  add_input(scenario.inputs.hf_config_path);
   const auto result = trainsim::workload::simulate_step(scenario);
   if (ops) (void)trainsim::report::op_times(result, ops->stage);  // a bad stage fails first
   // Render everything before writing anything.
@@ -187,6 +188,7 @@ int run_compare(const std::string& file, const std::string& svg) {
   add_input(file);
   add_input(scenario.inputs.topology_path);
   add_input(scenario.inputs.profile_path);
+  add_input(scenario.inputs.hf_config_path);
   const auto runs = trainsim::workload::compare_schedules(scenario);
   std::vector<trainsim::report::SvgRun> pictures;
   for (const auto& run : runs) {

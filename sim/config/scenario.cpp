@@ -298,7 +298,7 @@ void check_version(Section& top) {
 /// [model] with hf_config: the shape comes from the Hugging Face config; only name, seq_len,
 /// causal and [model.moe]'s routing keys may be given alongside.
 void load_hf_model(const std::string& file, const std::filesystem::path& scenario, Section& m,
-                   model::ModelSpec& md) {
+                   model::ModelSpec& md, std::string& hf_path) {
   for (const char* k : {"layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab",
                         "activation", "norm", "tied_embeddings", "head_dim", "bias"}) {
     if (m.has(k)) {
@@ -316,6 +316,7 @@ void load_hf_model(const std::string& file, const std::filesystem::path& scenari
   }
   (void)file;
   md = load_hf_config(hf);
+  hf_path = std::filesystem::absolute(hf).lexically_normal().string();
   md.seq_len = static_cast<int>(m.bounded_req("seq_len", 1, 100000000));
 }
 
@@ -543,7 +544,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   m.check_unknown(scenario_keys("model"));
   auto& md = sc.model;
   if (m.has("hf_config")) {
-    load_hf_model(file, path, m, md);
+    load_hf_model(file, path, m, md, sc.inputs.hf_config_path);
     md.name = m.string("name").value_or(md.name);
   } else {
   md.name = m.string("name").value_or(sc.name);

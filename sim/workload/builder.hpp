@@ -152,6 +152,7 @@ struct Scenario {
     /// The files as loaded (resolved against the scenario's directory), for writing the
     /// scenario back (config::scenario_toml); empty when built in code.
     std::string topology_path, profile_path;
+    std::string hf_config_path;  ///< model.hf_config as loaded; empty without one
   };
   Inputs inputs;
 };
