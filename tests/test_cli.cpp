@@ -196,6 +196,40 @@ TEST(Cli, OutputsAreWrittenWithTheReportOrNotAtAll) {
   EXPECT_EQ(run("simulate " + sc.string() + " --trace /dev/null --svg /dev/null").code, 0);
 }
 
+TEST(Cli, OutputPathsAreComparedAndWrittenWhereTheyLand) {
+  const auto dir = test::temp_dir("cli-landing");
+  const auto sc = test::write(dir / "s.tmp-trainsim", test::small_scenario());
+  const std::string text = test::read(sc);
+  const std::string in_dir = "cd " + dir.string() + " && " + std::string(TRAINSIM_EXE) + " ";
+  // A symlink loop cannot be written: exit 1, and the other output is not written either.
+  std::filesystem::create_symlink("loop", dir / "loop");
+  auto r = test::run_command(in_dir + "simulate s.tmp-trainsim --trace loop --svg ok.svg");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("cannot write loop"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "ok.svg"));
+  // One new file under two spellings is one file named by two outputs.
+  r = test::run_command(in_dir + "simulate s.tmp-trainsim --trace a.json --svg ./a.json");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("named by two outputs"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "a.json"));
+  EXPECT_TRUE(r.out.empty());
+  // The temporary files have names of their own: an input whose name ends like one survives.
+  r = test::run_command(in_dir + "simulate s.tmp-trainsim --svg s");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(test::read(sc), text);
+  EXPECT_NE(test::read(dir / "s").find("<svg"), std::string::npos);
+  // An output to the report's own stream goes into it, before the report (here standard
+  // output is a file, which a rename would have replaced).
+  r = test::run_command(in_dir + "simulate s.tmp-trainsim --trace /dev/stdout");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("{\"traceEvents\"", 0), 0U) << r.out.substr(0, 80);
+  EXPECT_NE(r.out.find("step time"), std::string::npos);
+  r = test::run_command(in_dir + "simulate s.tmp-trainsim --svg /dev/stderr");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("<svg"), std::string::npos);
+  EXPECT_NE(r.out.find("step time"), std::string::npos);
+}
+
 TEST(Cli, InputsThatAreNotRegularFilesAreNamedForWhatTheyAre) {
   if (!std::filesystem::exists("/dev/null")) GTEST_SKIP() << "no /dev/null";
   auto r = run("simulate /dev/null");
@@ -495,29 +529,27 @@ std::string run_row(const std::string& id, int global_batch = 16) {
 }  // namespace
 
 // A command with several outputs writes all of them or none: when one cannot be written (here
-// its temporary file's name is taken by a directory, which fails even for root), the others
-// are not left behind.
+// a full device), the others are not left behind, nor their temporary files.
 TEST(Cli, OneUnwritableOutputLeavesNoOtherOutputBehind) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
   const auto dir = test::temp_dir("cli-all-or-none");
-  std::filesystem::create_directories(dir / "bad.md.tmp-trainsim");
   const auto runs = test::write(dir / "runs.toml", run_row("a"));
+  auto only_inputs = [&] {
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      EXPECT_EQ(e.path().filename(), "runs.toml") << e.path();
+    }
+  };
   auto r = run("validate " + runs.string() + " --csv " + (dir / "rows.csv").string() +
-               " --scenarios " + dir.string() + " --markdown " + (dir / "bad.md").string());
+               " --scenarios " + dir.string() + " --markdown /dev/full");
   EXPECT_EQ(r.code, 1) << r.out;
-  EXPECT_NE(r.err.find("cannot write " + (dir / "bad.md").string()), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cannot write /dev/full"), std::string::npos) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
-  EXPECT_FALSE(std::filesystem::exists(dir / "rows.csv"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "a.toml"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "a.toml.tmp-trainsim"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "rows.csv.tmp-trainsim"));
-  std::filesystem::create_directories(dir / "bad.svg.tmp-trainsim");
+  only_inputs();
   r = run("simulate " + scenario("schedules-teaching-4stage.toml") + " --trace " +
-          (dir / "t.json").string() + " --svg " + (dir / "bad.svg").string());
+          (dir / "t.json").string() + " --svg /dev/full");
   EXPECT_EQ(r.code, 1) << r.out;
-  EXPECT_FALSE(std::filesystem::exists(dir / "t.json"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "t.json.tmp-trainsim"));
+  only_inputs();
   // With the way clear, all are written.
-  std::filesystem::remove(dir / "bad.md.tmp-trainsim");
   r = run("validate " + runs.string() + " --csv " + (dir / "rows.csv").string() +
           " --scenarios " + dir.string() + " --markdown " + (dir / "bad.md").string());
   EXPECT_EQ(r.code, 0) << r.err;

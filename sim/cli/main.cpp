@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 #include <vector>
@@ -47,11 +48,20 @@ class StdoutError : public std::runtime_error {
   StdoutError() : std::runtime_error("cannot write the report to standard output") {}
 };
 
-/// Where a write to `p` lands, for comparing paths: the symlink's target, made absolute.
+/// Where a write to `p` lands, for comparing paths: absolute, normalized, links followed.
 std::filesystem::path landing(const std::filesystem::path& p) {
+  auto target = trainsim::detail::write_target(p);
   std::error_code ec;
-  auto target = std::filesystem::weakly_canonical(trainsim::detail::write_target(p), ec);
-  return ec ? std::filesystem::absolute(p, ec) : target;
+  return target.empty() ? std::filesystem::absolute(p, ec).lexically_normal() : target;
+}
+
+/// True when `p` is the file (or pipe, or terminal) that file descriptor `fd` writes to, as
+/// /dev/stdout is for 1.
+bool same_file_as_fd(const std::filesystem::path& p, int fd) {
+  struct stat a {};
+  struct stat b {};
+  return ::stat(p.c_str(), &a) == 0 && ::fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
 }
 
 /// What the command writes: its output files, checked against each other and against the
@@ -72,7 +82,8 @@ void add_input(const std::filesystem::path& p) {
 void write_files(const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
   for (const auto& [path, text] : files) {
     const auto target = landing(path);
-    if (!trainsim::detail::is_special(target)) {
+    if (!trainsim::detail::is_special(path) && !same_file_as_fd(path, STDOUT_FILENO) &&
+        !same_file_as_fd(path, STDERR_FILENO)) {
       for (const auto& in : g_outputs.inputs) {
         if (in == target) {
           throw trainsim::InputError(path.string(), "output \"" + path.string() +
@@ -96,7 +107,21 @@ void write_files(const std::vector<std::pair<std::filesystem::path, std::string>
 /// files staged next to their targets, devices written, the report printed, and only then the
 /// files renamed into place (core/file_write.hpp).
 void emit(const std::string& report) {
-  trainsim::StagedFiles files(std::move(g_outputs.files));
+  // An output that is the report's own stream (--trace /dev/stdout, also when standard output
+  // is a file or a pipe) goes into that stream, before the report; renaming onto it or opening
+  // it anew would lose one of the two.
+  std::string to_stdout, to_stderr;
+  std::vector<std::pair<std::filesystem::path, std::string>> others;
+  for (auto& [path, text] : g_outputs.files) {
+    if (same_file_as_fd(path, STDOUT_FILENO)) {
+      to_stdout += text;
+    } else if (same_file_as_fd(path, STDERR_FILENO)) {
+      to_stderr += text;
+    } else {
+      others.emplace_back(std::move(path), std::move(text));
+    }
+  }
+  trainsim::StagedFiles files(std::move(others));
   g_outputs.files.clear();
   if (auto failed = files.stage(); !failed.empty()) {
     throw OutputError("cannot write " + failed.string());
@@ -104,13 +129,15 @@ void emit(const std::string& report) {
   if (auto failed = files.write_special(); !failed.empty()) {
     throw OutputError("cannot write " + failed.string());
   }
-  std::cout << report;
+  std::cout << to_stdout << report;
   std::cout.flush();
   std::fflush(stdout);
   if (!std::cout || std::ferror(stdout) != 0) throw StdoutError();
   if (auto failed = files.commit(); !failed.empty()) {
     throw OutputError("cannot write " + failed.string());
   }
+  std::cerr << to_stderr;
+  std::cerr.flush();
 }
 
 /// Sends std::cout to a buffer while a command runs, so that its report is printed by emit()

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -13,22 +14,23 @@ namespace trainsim {
 
 namespace detail {
 
-/// The file a write to `given` lands in: a symlink's target (also when the target does not
-/// exist yet: a dangling link gets its target created, not replaced by a file), else `given`.
+/// The file a write to `given` lands in, absolute and normalized (symlinked folders resolved):
+/// a symlink's target — also a dangling link's, which gets its target created rather than being
+/// replaced by a file — else `given`. Empty when the links loop or cannot be read.
 inline std::filesystem::path write_target(const std::filesystem::path& given) {
   std::error_code ec;
-  if (!std::filesystem::is_symlink(given, ec)) return given;
-  auto target = std::filesystem::canonical(given, ec);
-  if (!ec) return target;
-  // Dangling: follow the chain of links by hand (relative targets are relative to the
-  // link's folder), at most 40 hops as the kernel does.
-  std::filesystem::path link = given;
-  for (int hop = 0; hop < 40 && std::filesystem::is_symlink(link, ec); ++hop) {
+  std::filesystem::path link = std::filesystem::absolute(given, ec);
+  if (ec) return {};
+  for (int hop = 0; hop < 40; ++hop) {  // at most 40 links, as the kernel follows
+    if (!std::filesystem::is_symlink(link, ec)) {
+      auto resolved = std::filesystem::weakly_canonical(link, ec);
+      return ec ? std::filesystem::path() : resolved;
+    }
     const auto to = std::filesystem::read_symlink(link, ec);
-    if (ec) return given;
+    if (ec) return {};
     link = to.is_absolute() ? to : link.parent_path() / to;
   }
-  return std::filesystem::weakly_canonical(link, ec);
+  return {};
 }
 
 /// True for an existing node that is not a regular file (device, FIFO, socket).
@@ -49,12 +51,14 @@ inline bool write_stream(const std::filesystem::path& path, const std::string& t
 }  // namespace detail
 
 /// A set of output files written all together or not at all, in three steps: stage() writes
-/// every regular file to a temporary file next to it; write_special() writes devices, FIFOs and
-/// sockets in place (renaming onto /dev/null would replace it); commit() renames the temporary
-/// files into place. A caller with more to emit (a report on standard output) does it between
-/// write_special() and commit(), and drops the set on failure: the destructor removes whatever
-/// was staged and not committed. Each step returns the path that could not be written, or an
-/// empty path. The same regular file named twice keeps the later text.
+/// every regular file to a temporary file of its own next to it (a unique name: concurrent runs
+/// and files that happen to carry the suffix are left alone); write_special() writes devices,
+/// FIFOs and sockets in place (renaming onto /dev/null would replace it); commit() renames the
+/// temporary files into place. A caller with more to emit (a report on standard output) does it
+/// between write_special() and commit(), and drops the set on failure: the destructor removes
+/// whatever was staged and not committed. Each step returns the path, as given, that could not
+/// be written (a symlink loop cannot), or an empty path. The same file named twice keeps the
+/// later text.
 class StagedFiles {
  public:
   explicit StagedFiles(std::vector<std::pair<std::filesystem::path, std::string>> files)
@@ -65,19 +69,27 @@ class StagedFiles {
 
   std::filesystem::path stage() {
     for (std::size_t i = 0; i < files_.size(); ++i) {
-      const auto path = detail::write_target(files_[i].first);
-      if (detail::is_special(path)) {
+      const auto& given = files_[i].first;
+      if (detail::is_special(given)) {
         special_.push_back(i);
         continue;
       }
-      std::filesystem::path tmp = path;
-      tmp += ".tmp-trainsim";
-      const bool again = std::any_of(staged_.begin(), staged_.end(),
-                                     [&](const auto& st) { return st.second == path; });
-      if (!again) staged_.emplace_back(tmp, path);
-      if (!detail::write_stream(tmp, files_[i].second, std::ios::binary | std::ios::trunc)) {
+      const auto target = detail::write_target(given);
+      if (target.empty()) {
         discard();
-        return files_[i].first;
+        return given;
+      }
+      auto same = std::find_if(staged_.begin(), staged_.end(),
+                               [&](const Staged& st) { return st.target == target; });
+      if (same == staged_.end()) {
+        std::filesystem::path tmp = target;
+        tmp += ".tmp-trainsim." + std::to_string(::getpid()) + "." + std::to_string(i);
+        staged_.push_back({tmp, target, given});
+        same = staged_.end() - 1;
+      }
+      if (!detail::write_stream(same->tmp, files_[i].second, std::ios::binary | std::ios::trunc)) {
+        discard();
+        return given;
       }
     }
     return {};
@@ -85,8 +97,7 @@ class StagedFiles {
 
   std::filesystem::path write_special() {
     for (std::size_t i : special_) {
-      if (!detail::write_stream(detail::write_target(files_[i].first), files_[i].second,
-                                std::ios::binary)) {
+      if (!detail::write_stream(files_[i].first, files_[i].second, std::ios::binary)) {
         discard();
         return files_[i].first;
       }
@@ -97,9 +108,9 @@ class StagedFiles {
   std::filesystem::path commit() {
     std::error_code ec;
     for (; committed_ < staged_.size(); ++committed_) {
-      std::filesystem::rename(staged_[committed_].first, staged_[committed_].second, ec);
+      std::filesystem::rename(staged_[committed_].tmp, staged_[committed_].target, ec);
       if (ec) {
-        auto failed = staged_[committed_].second;
+        auto failed = staged_[committed_].given;
         discard();
         return failed;
       }
@@ -111,14 +122,17 @@ class StagedFiles {
   void discard() {
     std::error_code ec;
     for (std::size_t i = committed_; i < staged_.size(); ++i) {
-      std::filesystem::remove(staged_[i].first, ec);
+      std::filesystem::remove(staged_[i].tmp, ec);
     }
     committed_ = staged_.size();
   }
 
  private:
+  struct Staged {
+    std::filesystem::path tmp, target, given;
+  };
   std::vector<std::pair<std::filesystem::path, std::string>> files_;
-  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> staged_;  // tmp, target
+  std::vector<Staged> staged_;
   std::vector<std::size_t> special_;
   std::size_t committed_ = 0;
 };
