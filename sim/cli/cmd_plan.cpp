@@ -42,7 +42,10 @@ std::string fmt_limit(double v) {
   return buf;
 }
 
-plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::string& dir) {
+/// The cluster of a --cluster name (a topology file, or a shipped topology's name); registers
+/// the file as an input of the run when `io` is given.
+plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::string& dir,
+                                 const FileIo* io = nullptr) {
   std::filesystem::path p(name);
   if (!std::filesystem::exists(p)) {
     const std::filesystem::path q = std::filesystem::path(dir) / (name + ".toml");
@@ -55,6 +58,7 @@ plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::s
   plan::ClusterChoice c;
   c.name = name;
   c.topology = config::load_topology(p);
+  if (io != nullptr && io->input) io->input(p);
   const hw::GpuSpec* gpu = hw::find_builtin_gpu(c.topology.gpu);
   if (gpu == nullptr) throw InputError("--cluster", "--cluster " + name + ": unknown GPU");
   c.gpu = *gpu;
@@ -262,7 +266,7 @@ int PlanCommands::run_plan(const FileIo& io) {
   if (p_gpus_ < 1) throw InputError("--gpus", "--gpus N is required");
   in.budget_flops = p_budget_;
   std::vector<plan::ClusterChoice> clusters;
-  for (const auto& c : p_clusters_) clusters.push_back(load_cluster(c, p_gpus_, topology_dir_));
+  for (const auto& c : p_clusters_) clusters.push_back(load_cluster(c, p_gpus_, topology_dir_, &io));
   const auto p = plan::make_plan(in, clusters, comm);
   std::string svg;
   if (!p_svg_.empty()) {

@@ -298,7 +298,8 @@ model::Op rank_op(const model::ModelSpec& model, int tp, bool sp, const model::O
 /// Throws InputError (key "training.lora") when the scenario asks for LoRA with what the
 /// LoRA model does not cover: MoE or MLA models, ZeRO-3, or a schedule other than gpipe,
 /// 1f1b and interleaved (zero-bubble and DualPipe split weight passes, PipeDream stashes
-/// weights); also when it targets no GEMM. Does nothing without LoRA.
+/// weights); also when it targets no GEMM, and (key "training.lora.rank") when its rank is
+/// above the targeted weights' full rank. Does nothing without LoRA.
 void validate_lora(const Scenario& scenario);
 /// The training options that depend on each other: validate_lora, and a grad_scaling of
 /// "buffer" (Megatron-LM's local DDP, which reduces after the backward) with an overlapped
