@@ -161,9 +161,7 @@ int PlanCommands::run_search(const FileIo& io) {
   }
   auto sc = config::load_scenario(s_file_);
   io.input(s_file_);
-  io.input(sc.inputs.topology_path);
-  io.input(sc.inputs.profile_path);
-  io.input(sc.inputs.hf_config_path);
+  for (const auto& read : sc.inputs.read_files()) io.input(read);
   if (s_gpus_ > 0) {
     if (s_gpus_ % sc.topology.gpus_per_node != 0) {
       throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +

@@ -68,7 +68,8 @@ bool same_file_as_fd(const std::filesystem::path& p, int fd) {
 /// files it read, and written only at the end, together with its standard output (emit).
 struct Outputs {
   std::vector<std::pair<std::filesystem::path, std::string>> files;
-  std::vector<std::filesystem::path> inputs;  ///< landing() of every file the run read
+  std::vector<std::filesystem::path> targets;  ///< landing() of each file, as checked
+  std::vector<std::filesystem::path> inputs;   ///< landing() of every file the run read
 };
 Outputs g_outputs;
 
@@ -77,8 +78,9 @@ void add_input(const std::filesystem::path& p) {
 }
 
 /// Queues output files (FileIo::write). Throws InputError when one would replace a file the
-/// run read (the scenario, its topology or profile) or is named by two outputs: devices such
-/// as /dev/null may be named any number of times.
+/// run read (the scenario and the files it names, plan's topologies) or is named by two
+/// outputs: devices such as /dev/null, and the report's own streams, may be named any number
+/// of times.
 void write_files(const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
   for (const auto& [path, text] : files) {
     const auto target = landing(path);
@@ -91,8 +93,8 @@ void write_files(const std::vector<std::pair<std::filesystem::path, std::string>
                                                         "be overwritten");
         }
       }
-      for (const auto& queued : g_outputs.files) {
-        if (landing(queued.first) == target) {
+      for (const auto& queued : g_outputs.targets) {
+        if (queued == target) {
           throw trainsim::InputError(path.string(), "\"" + path.string() +
                                                         "\" is named by two outputs; give each "
                                                         "output its own file");
@@ -100,6 +102,7 @@ void write_files(const std::vector<std::pair<std::filesystem::path, std::string>
       }
     }
     g_outputs.files.emplace_back(path, text);
+    g_outputs.targets.push_back(target);
   }
 }
 
@@ -123,6 +126,7 @@ void emit(const std::string& report) {
   }
   trainsim::StagedFiles files(std::move(others));
   g_outputs.files.clear();
+  g_outputs.targets.clear();
   if (auto failed = files.stage(); !failed.empty()) {
     throw OutputError("cannot write " + failed.string());
   }
@@ -177,9 +181,7 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
   check_writable(svg, "--svg");
   const auto scenario = trainsim::config::load_scenario(file);
   add_input(file);
-  add_input(scenario.inputs.topology_path);
-  add_input(scenario.inputs.profile_path);
-  add_input(scenario.inputs.hf_config_path);
+  for (const auto& read : scenario.inputs.read_files()) add_input(read);
   const auto result = trainsim::workload::simulate_step(scenario);
   if (ops) (void)trainsim::report::op_times(result, ops->stage);  // a bad stage fails first
   // Render everything before writing anything.
@@ -213,9 +215,7 @@ int run_compare(const std::string& file, const std::string& svg) {
   check_writable(svg, "--svg");
   const auto scenario = trainsim::config::load_scenario(file, /*check_schedule=*/false);
   add_input(file);
-  add_input(scenario.inputs.topology_path);
-  add_input(scenario.inputs.profile_path);
-  add_input(scenario.inputs.hf_config_path);
+  for (const auto& read : scenario.inputs.read_files()) add_input(read);
   const auto runs = trainsim::workload::compare_schedules(scenario);
   std::vector<trainsim::report::SvgRun> pictures;
   for (const auto& run : runs) {

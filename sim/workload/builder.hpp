@@ -153,6 +153,14 @@ struct Scenario {
     /// scenario back (config::scenario_toml); empty when built in code.
     std::string topology_path, profile_path;
     std::string hf_config_path;  ///< model.hf_config as loaded; empty without one
+    /// The files besides the scenario itself that the scenario read (non-empty paths).
+    [[nodiscard]] std::vector<std::string> read_files() const {
+      std::vector<std::string> out;
+      for (const std::string* p : {&topology_path, &profile_path, &hf_config_path}) {
+        if (!p->empty()) out.push_back(*p);
+      }
+      return out;
+    }
   };
   Inputs inputs;
 };
