@@ -84,6 +84,38 @@ TEST(Cli, TraceIsChromeTraceEventJson) {
   EXPECT_EQ(pids.size(), 8U);  // a process per pipeline stage
 }
 
+// With several steps simulated, the trace marks the window of the step the report measured,
+// and the marks are that window's ends.
+TEST(Cli, MultiStepTraceMarksTheMeasuredStep) {
+  const auto dir = test::temp_dir("cli-trace-steps");
+  const auto sc = test::write(dir / "s.toml", test::small_scenario() + "\n[simulation]\nsteps = 3\n");
+  const auto trace = dir / "trace.json";
+  const auto r = run("simulate " + sc.string() + " --json --trace " + trace.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(test::read(trace));
+  EXPECT_EQ(j["otherData"]["steps_simulated"], 3);
+  EXPECT_EQ(j["otherData"]["measured_step"], 3);
+  const auto window = j["otherData"]["measured_window_us"];
+  ASSERT_EQ(window.size(), 2U);
+  std::vector<double> marks;
+  double last_end = 0;
+  for (const auto& e : j["traceEvents"]) {
+    if (e["ph"] == "i") {
+      EXPECT_EQ(e["cat"], "step");
+      marks.push_back(e["ts"].get<double>());
+    }
+    if (e["ph"] == "X") last_end = std::max(last_end, e["ts"].get<double>() + e["dur"].get<double>());
+  }
+  ASSERT_EQ(marks.size(), 2U);
+  EXPECT_DOUBLE_EQ(marks[0], window[0].get<double>());
+  EXPECT_DOUBLE_EQ(marks[1], window[1].get<double>());
+  EXPECT_GT(marks[0], 0.0);  // two steps ran before the measured one
+  EXPECT_NEAR(marks[1], last_end, 1e-6);
+  // The window is one step long, as the report says.
+  const double step_s = nlohmann::json::parse(r.out)["step_time_s"].get<double>();
+  EXPECT_NEAR((marks[1] - marks[0]) * 1e-6, step_s, step_s * 1e-9);
+}
+
 TEST(Cli, BadInputExitsOneWithTheLocationAndWritesNothing) {
   const auto dir = test::temp_dir("cli-bad");
   const auto bad = test::write(dir / "bad.toml",
@@ -527,6 +559,31 @@ std::string run_row(const std::string& id, int global_batch = 16) {
 }
 
 }  // namespace
+
+// The topology files validate loads from --topologies are inputs of the run too: an output
+// named like one is refused, and the file is left as it was.
+TEST(Cli, ValidateRefusesToOverwriteATopologyItRead) {
+  const auto dir = test::temp_dir("cli-validate-topology-input");
+  const auto topos = dir / "topologies";
+  std::filesystem::create_directories(topos);
+  for (const char* f : {"dgx-a100.toml", "dgx-h100.toml"}) {
+    std::filesystem::copy_file(test::source_dir() / "topologies" / f, topos / f,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  const auto runs = test::write(dir / "runs.toml", run_row("a"));
+  const std::string a100 = test::read(topos / "dgx-a100.toml");
+  const auto r = run("validate " + runs.string() + " --topologies " + topos.string() +
+                     " --csv " + (topos / "dgx-a100.toml").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.err.find("is an input of this run"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(test::read(topos / "dgx-a100.toml"), a100);
+  // A topology no row loaded is not an input.
+  EXPECT_EQ(run("validate " + runs.string() + " --topologies " + topos.string() + " --csv " +
+                (topos / "dgx-h100.toml").string())
+                .code,
+            0);
+}
 
 // A command with several outputs writes all of them or none: when one cannot be written (here
 // a full device), the others are not left behind, nor their temporary files.

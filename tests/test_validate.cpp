@@ -204,7 +204,7 @@ iteration_time_s = 1.0
                         "kendall_tau"}) {
     EXPECT_TRUE(j["groups"][0].contains(k)) << k;
   }
-  const auto md = validate::report_markdown(report, "runs.toml");
+  const auto md = validate::report_markdown(report, "runs.toml --markdown v.md");
   EXPECT_NE(md.find("| g | 2 | 2 |"), std::string::npos);
 }
 
@@ -281,7 +281,7 @@ TEST(Validate, EveryRunEntryIsARowWithItsOwnId) {
   EXPECT_NE(msg.find("noid.toml:1:1: run.id: each [[run]] row needs a non-empty string id"),
             std::string::npos)
       << msg;
-  msg = validation_error(test::write(dir / "mixed.toml", "run = [ { id = \"x\" }, 5, \"junk\" ]\n"));
+  msg = validation_error(test::write(dir / "mixed.toml", "run = [ { id = \"x\", group = \"g\" }, 5, \"junk\" ]\n"));
   EXPECT_NE(msg.find("mixed.toml:1:"), std::string::npos) << msg;
   EXPECT_NE(msg.find("run: each entry must be a table"), std::string::npos) << msg;
 }
@@ -301,7 +301,7 @@ TEST(Validate, CsvAndMarkdownKeepOddIdsInTheirCells) {
   EXPECT_EQ(report.rows[0].id, "a,b \"q\"");
   const std::string csv = validate::report_csv(report);
   EXPECT_NE(csv.find("\n\"a,b \"\"q\"\"\",c|d,iteration_time_s,"), std::string::npos) << csv;
-  const std::string md = validate::report_markdown(report, "runs.toml");
+  const std::string md = validate::report_markdown(report, "runs.toml --markdown v.md");
   EXPECT_NE(md.find("| a,b \"q\" | iteration_time_s |"), std::string::npos) << md;
   EXPECT_NE(md.find("| c\\|d | 2 | 0 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| " + long_group + " | 1 | 0 | "), std::string::npos);
@@ -470,4 +470,138 @@ TEST(Validate, NemoContextParallelRowsWithinTheIssueBound) {
   const double mape = nemo_mape([](const toml::table& row) { return row["cp"].value_or(1) > 1; }, n);
   ASSERT_GE(n, 2);
   EXPECT_LE(mape, 0.12);
+}
+
+// Fields of the wrong type, values outside their lists and GPU names that only contain a
+// profile's name were read as absent or matched by substring: the row was scored as another
+// run. Each is now a skip with the reason (or, for the row's group, an error at its line).
+TEST(Validate, RowsSayWhatTheyCannotBeInsteadOfFallingBackToDefaults) {
+  const auto dir = test::temp_dir("validate-strict");
+  const std::string t = "iteration_time_s = 1.0";
+  auto gpu = [&](const std::string& id, const std::string& name) {
+    return test::replace(small_row(id, "g", t), "gpu = \"NVIDIA A100-SXM4-80GB\"",
+                         "gpu = \"" + name + "\"");
+  };
+  const auto runs = test::write(
+      dir / "runs.toml",
+      small_row("ok", "g", t) + small_row("mb_string", "g", t + "\nmicro_batch_size = \"4\"") +
+          small_row("metric_string", "g", "tflops_per_gpu = \"150\"") +
+          small_row("sp_string", "g", t + "\nsp = \"yes\"") +
+          small_row("recompute_typo", "g", t + "\nrecompute = \"ful\"") +
+          small_row("precision_tf32", "g", t + "\nprecision = \"tf32\"") +
+          small_row("precision_odd", "g", t + "\nprecision = \"int4\"") +
+          small_row("mfu_percent", "g", "mfu = 45.0") +
+          small_row("tiny", "g", "tflops_per_gpu = 1e-320") +
+          small_row("gpn", "g", t + "\ngpus_per_node = 4") +
+          test::replace(small_row("lpvs", "g", t + "\nlayers_per_virtual_stage = 3"), "pp = 1",
+                        "pp = 2") +
+          test::replace(small_row("none_pp2", "g", t + "\npipeline_schedule = \"none\""),
+                        "pp = 1", "pp = 2") +
+          test::replace(small_row("zb_many", "g", t + "\npipeline_schedule = \"ZB-H1/ZB-V\""),
+                        "pp = 1", "pp = 2") +
+          small_row("activation_odd", "g", t + "\nactivation = \"relu2\"") +
+          gpu("rtx_a1000", "NVIDIA RTX A1000") + gpu("h100_pcie", "NVIDIA H100 PCIe") +
+          gpu("h200_nvl", "H200 NVL") + gpu("a100_40", "A100 40 GB") + gpu("b200", "NVIDIA B200") +
+          test::replace(small_row("huge_seq", "g", t), "seq_len = 512", "seq_len = 2000000000"));
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  const std::map<std::string, std::string> skipped{
+      {"mb_string", "fields that are not numbers: micro_batch_size (line"},
+      {"metric_string", "fields that are not numbers: tflops_per_gpu (line"},
+      {"sp_string", "fields that are not true/false: sp (line"},
+      {"recompute_typo", "recompute = \"ful\" (line"},
+      {"precision_tf32", "32-bit training is not modelled"},
+      {"precision_odd", "expected fp8, bf16 or fp16"},
+      {"mfu_percent", "a fraction in (0, 1]"},
+      {"tiny", "must be a finite number > 0"},
+      {"gpn", "gpus_per_node = 4, but the built-in topology"},
+      {"lpvs", "layers_per_virtual_stage = 3 does not split 2 layers over pp 2"},
+      {"none_pp2", "pipeline_schedule \"none\""},
+      {"zb_many", "names several schedules"},
+      {"activation_odd", "expected \"gelu\" or \"swiglu\""},
+      {"rtx_a1000", "no built-in profile matches its name"},
+      {"h100_pcie", "PCIe, NVL and Grace Hopper parts"},
+      {"h200_nvl", "PCIe, NVL and Grace Hopper parts"},
+      {"huge_seq", ""}};
+  std::map<std::string, validate::RowResult> by_id;
+  for (const auto& row : report.rows) by_id[row.id] = row;
+  ASSERT_EQ(by_id.size(), report.rows.size());
+  for (const auto& [id, needle] : skipped) {
+    ASSERT_TRUE(by_id.count(id)) << id;
+    EXPECT_FALSE(by_id[id].ok) << id;
+    EXPECT_NE(by_id[id].reason.find(needle), std::string::npos) << id << ": " << by_id[id].reason;
+  }
+  EXPECT_TRUE(by_id["ok"].ok);
+  EXPECT_EQ(by_id["ok"].gpu_profile, "a100_sxm4_80gb");
+  EXPECT_TRUE(by_id["a100_40"].ok) << by_id["a100_40"].reason;
+  EXPECT_EQ(by_id["a100_40"].gpu_profile, "a100_sxm4_40gb");
+  EXPECT_TRUE(by_id["b200"].ok) << by_id["b200"].reason;
+  EXPECT_EQ(by_id["b200"].gpu_profile, "b200");
+  // The JSON says which profile and topology each simulated row used.
+  const auto j = nlohmann::json::parse(validate::report_json(report));
+  EXPECT_EQ(j["rows"][0]["gpu_profile"], "a100_sxm4_80gb");
+  EXPECT_EQ(j["rows"][0]["topology"], "dgx-a100.toml");
+  // The CSV keeps a skipped row's published value.
+  EXPECT_NE(validate::report_csv(report).find("\nmfu_percent,g,mfu,45,,,skipped,"),
+            std::string::npos);
+}
+
+TEST(Validate, ArchitectureScheduleAndFrameworkComeFromTheRow) {
+  const auto dir = test::temp_dir("validate-arch");
+  const std::string t = "iteration_time_s = 1.0";
+  auto named = [&](const std::string& id, const std::string& model, const std::string& extra) {
+    return test::replace(small_row(id, "g", t + extra), "model = \"GPT small\"",
+                         "model = \"" + model + "\"");
+  };
+  auto pp2 = [&](const std::string& id, const std::string& schedule) {
+    return test::replace(small_row(id, "g", t + "\nglobal_batch_size = 32"
+                                              "\npipeline_schedule = \"" + schedule + "\""),
+                         "pp = 1\ndp = 8", "pp = 2\ndp = 4");
+  };
+  const auto runs = test::write(
+      dir / "runs.toml",
+      named("llama", "Llama 2 7B-like", "") + named("mistral", "Mistral 7B-like", "") +
+          named("swiglu_field", "My model", "\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"") +
+          named("unknown", "My model", "") +
+          test::replace(pp2("f1b", "1F1B"), "global_batch_size = 8\n", "") +
+          test::replace(pp2("gpipe", "GPipe"), "global_batch_size = 8\n", "") +
+          named("mcore_a", "GPT x", "\nframework = \"Megatron-Core r0.8.0\"") +
+          named("mcore_b", "GPT x", "\nframework = \"MCore v0.9\""));
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  std::map<std::string, validate::RowResult> r;
+  for (const auto& row : report.rows) {
+    ASSERT_TRUE(row.ok) << row.id << ": " << row.reason;
+    r[row.id] = row;
+  }
+  // The Llama and Mistral families and an explicit swiglu/rmsnorm are one block; an unknown
+  // name is priced as GPT's block, and says so.
+  EXPECT_EQ(r["mistral"].predicted, r["llama"].predicted);
+  EXPECT_EQ(r["swiglu_field"].predicted, r["llama"].predicted);
+  EXPECT_NE(r["unknown"].predicted, r["llama"].predicted);
+  EXPECT_NE(r["unknown"].assumptions.find("unknown model family"), std::string::npos);
+  EXPECT_EQ(r["llama"].assumptions.find("unknown model family"), std::string::npos);
+  // GPipe keeps every microbatch's activations and drains later than 1F1B: another step.
+  EXPECT_NE(r["gpipe"].predicted, r["f1b"].predicted);
+  EXPECT_NE(r["gpipe"].scenario_toml.find("schedule = \"gpipe\""), std::string::npos);
+  // Megatron-Core however spelled.
+  EXPECT_EQ(r["mcore_a"].predicted, r["mcore_b"].predicted);
+  EXPECT_EQ(r["mcore_a"].assumptions, r["mcore_b"].assumptions);
+}
+
+TEST(Validate, GroupsAreNamedOnceAndEveryRowHasOne) {
+  const auto dir = test::temp_dir("validate-groups");
+  const std::string row = small_row("a", "g", "iteration_time_s = 1.0");
+  auto msg = validation_error(test::write(
+      dir / "dup.toml", "[[group]]\nid = \"g\"\n\n[[group]]\nid = \"g\"\n\n" + row));
+  EXPECT_NE(msg.find("dup.toml:5:6: group.id: \"g\" is already the id of the group at line 2"),
+            std::string::npos)
+      << msg;
+  msg = validation_error(test::write(dir / "nogroup.toml",
+                                     test::replace(row, "group = \"g\"\n", "")));
+  EXPECT_NE(msg.find("nogroup.toml:1:1: run.group: each [[run]] row needs a non-empty string "
+                     "group"),
+            std::string::npos)
+      << msg;
+  msg = validation_error(
+      test::write(dir / "numgroup.toml", test::replace(row, "group = \"g\"", "group = 7")));
+  EXPECT_NE(msg.find("numgroup.toml:3:9: run.group"), std::string::npos) << msg;
 }

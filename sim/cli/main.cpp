@@ -246,6 +246,7 @@ int run_validate(const std::string& file, const std::string& group, bool json,
   }
   add_input(file);
   const auto report = trainsim::validate::run_validation(file, topo, group);
+  for (const auto& t : report.topology_files) add_input(t);
   if (report.rows.empty()) {
     throw trainsim::InputError("--group", "no rows" + (group.empty() ? std::string() :
                                                        " in group \"" + group + "\""));
@@ -253,7 +254,9 @@ int run_validate(const std::string& file, const std::string& group, bool json,
   const std::string csv_text = csv.empty() ? "" : trainsim::validate::report_csv(report);
   const std::string md_text =
       markdown.empty() ? ""
-                       : trainsim::validate::report_markdown(report, file);
+                       : trainsim::validate::report_markdown(
+                             report, file + (group.empty() ? "" : " --group " + group) +
+                                         " --markdown " + markdown);
   // Row file names are checked before anything is written.
   const auto row_files = scenarios.empty()
                              ? std::vector<std::pair<std::filesystem::path, std::string>>()

@@ -470,10 +470,32 @@ std::string to_chrome_trace(const workload::Scenario& sc, const workload::StepRe
     }
     events.push_back(std::move(e));
   }
+  // With several steps simulated (steady state, asynchronous schedules), mark the step the
+  // report's metrics describe: two global instant events at the ends of its window.
+  if (r.steps_simulated > 1) {
+    const std::string step = "measured step " + std::to_string(r.measured_step) + " of " +
+                             std::to_string(r.steps_simulated);
+    for (const auto& [what, at] : {std::pair{"begins", r.window_begin},
+                                   std::pair{"ends", r.window_end}}) {
+      events.push_back({{"name", step + " " + what},
+                        {"cat", "step"},
+                        {"ph", "i"},
+                        {"s", "g"},
+                        {"ts", static_cast<double>(at.count_ps()) / 1e6},
+                        {"pid", 0},
+                        {"tid", 0}});
+    }
+  }
   ordered_json j;
   j["traceEvents"] = std::move(events);
   j["displayTimeUnit"] = "ms";
-  j["otherData"] = {{"trainsim_version", TRAINSIM_VERSION}, {"scenario", sc.name}};
+  j["otherData"] = {{"trainsim_version", TRAINSIM_VERSION},
+                    {"scenario", sc.name},
+                    {"steps_simulated", r.steps_simulated},
+                    {"measured_step", r.measured_step},
+                    {"measured_window_us",
+                     {static_cast<double>(r.window_begin.count_ps()) / 1e6,
+                      static_cast<double>(r.window_end.count_ps()) / 1e6}}};
   return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace) + "\n";
 }
 

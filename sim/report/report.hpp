@@ -60,7 +60,9 @@ void print_ops(std::ostream& os, const workload::StepResult& r, int stage, std::
 std::string ops_json(const workload::StepResult& r, int stage, std::size_t top);
 
 /// Chrome trace-event JSON: a process per simulated rank (pipeline stage), a thread per
-/// stream, one complete ("X") event per task with microsecond timestamps.
+/// stream, one complete ("X") event per task with microsecond timestamps. When several steps
+/// were simulated, two global instant ("i") events of category "step" mark the measured
+/// step's window, which `otherData.measured_window_us` also holds.
 std::string to_chrome_trace(const workload::Scenario& sc, const workload::StepResult& r);
 
 }  // namespace trainsim::report

@@ -62,15 +62,95 @@ struct Row {
   }
 };
 
-/// Built-in GPU profile and topology file for a row's GPU name; empty when unknown.
-std::pair<std::string, std::string> hardware_of(const std::string& gpu) {
-  if (has(gpu, "A100") && has(gpu, "40GB")) return {"a100_sxm4_40gb", "dgx-a100.toml"};
-  if (has(gpu, "A100")) return {"a100_sxm4_80gb", "dgx-a100.toml"};
-  if (has(gpu, "H100")) return {"h100_sxm", "dgx-h100.toml"};
-  if (has(gpu, "H200")) return {"h200_sxm", "dgx-h200.toml"};
-  if (has(gpu, "GB200")) return {"gb200", "gb200-nvl72.toml"};
-  if (has(gpu, "B200")) return {"b200", "dgx-b200.toml"};
-  return {};
+/// The fields validate reads, by type. A field of another type would otherwise read as absent
+/// and fall back to a default, and the row would be scored as a different run.
+constexpr std::array kNumberFields{
+    "num_layers", "hidden_size", "num_heads", "num_kv_heads", "seq_len", "tp", "pp", "dp", "cp",
+    "ep", "vp", "layers_per_virtual_stage", "global_batch_size", "micro_batch_size", "num_gpus",
+    "gpus_per_node", "ffn_hidden_size", "vocab_size", "moe_num_experts", "moe_top_k",
+    "moe_ffn_hidden_size", "lora_rank", "iteration_time_s", "tflops_per_gpu", "mfu",
+    "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms"};
+constexpr std::array kStringFields{
+    "model", "source", "gpu", "precision", "recompute", "framework", "tflops_kind", "overlap",
+    "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
+    "pipeline_schedule", "activation", "norm"};
+constexpr std::array kBoolFields{"sp", "bias"};
+
+/// "k (line N)" for each field of `row` whose value has the wrong type, by kind; empty when
+/// all are right.
+std::string wrong_types(const toml::table& t) {
+  std::string why;
+  auto check = [&](const auto& keys, const char* what, auto ok) {
+    std::string names;
+    for (const char* k : keys) {
+      const toml::node* n = t.get(k);
+      if (n == nullptr || ok(*n)) continue;
+      names += (names.empty() ? "" : ", ") + std::string(k) + " (line " +
+               std::to_string(n->source().begin.line) + ")";
+    }
+    if (!names.empty()) why += (why.empty() ? "" : "; ") + std::string(what) + names;
+  };
+  check(kNumberFields, "fields that are not numbers: ",
+        [](const toml::node& n) { return n.is_integer() || n.is_floating_point(); });
+  check(kStringFields, "fields that are not strings: ",
+        [](const toml::node& n) { return n.is_string(); });
+  check(kBoolFields, "fields that are not true/false: ",
+        [](const toml::node& n) { return n.is_boolean(); });
+  return why;
+}
+
+/// `text` in lower case with everything but letters and digits dropped ("Megatron Core 0.8"
+/// -> "megatroncore08"), for matching names however they are spelled.
+std::string squeezed(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) != 0) out += static_cast<char>(std::tolower(c));
+  }
+  return out;
+}
+
+/// The lower-case words of `text` (runs of letters and digits): "NVIDIA A100-SXM4-80GB" ->
+/// {nvidia, a100, sxm4, 80gb}; "A100 40 GB" -> {a100, 40, gb}.
+std::vector<std::string> words(const std::string& text) {
+  std::vector<std::string> out;
+  std::string w;
+  for (unsigned char c : text + " ") {
+    if (std::isalnum(c) != 0) {
+      w += static_cast<char>(std::tolower(c));
+    } else if (!w.empty()) {
+      out.push_back(w);
+      w.clear();
+    }
+  }
+  return out;
+}
+
+/// A row's GPU, matched to a built-in profile.
+struct GpuMatch {
+  std::string profile, topology;  ///< empty when no built-in profile fits
+  std::string why_not;            ///< with an empty profile: what the name lacks or names
+};
+
+/// Built-in GPU profile and topology file for a row's GPU name, matched on whole words (an
+/// "RTX A1000" is not an A100). The profiles are the SXM parts in 8-GPU HGX/DGX nodes (GB200:
+/// NVL72): PCIe and NVL cards (other clocks, power, memory and links) and GH200 are not.
+GpuMatch hardware_of(const std::string& gpu) {
+  const auto w = words(gpu);
+  auto word = [&](const char* x) { return std::find(w.begin(), w.end(), x) != w.end(); };
+  const std::string all = squeezed(gpu);
+  if (word("pcie") || word("nvl") || word("gh200") || has(all, "gh200")) {
+    return {"", "", "PCIe, NVL and Grace Hopper parts have no built-in profile (the built-in "
+                    "ones are SXM GPUs in HGX/DGX nodes and GB200 NVL72)"};
+  }
+  if (word("a100")) {
+    const bool gb40 = has(all, "40gb") && !has(all, "80gb");
+    return {gb40 ? "a100_sxm4_40gb" : "a100_sxm4_80gb", "dgx-a100.toml", ""};
+  }
+  if (word("h100")) return {"h100_sxm", "dgx-h100.toml", ""};
+  if (word("h200")) return {"h200_sxm", "dgx-h200.toml", ""};
+  if (word("gb200")) return {"gb200", "gb200-nvl72.toml", ""};
+  if (word("b200")) return {"b200", "dgx-b200.toml", ""};
+  return {"", "", "no built-in profile matches its name"};
 }
 
 /// Narayanan et al. 2021, Eq. 3 (hardware FLOPs with the recompute forward):
@@ -175,12 +255,29 @@ Report run_validation(const std::filesystem::path& runs_file,
   std::map<std::string, std::string> titles;
   std::vector<std::string> group_order;
   if (const toml::array* groups = root["group"].as_array()) {
+    // A group table names one group: two with one id would score its rows twice.
+    std::map<std::string, int> group_lines;
     for (const toml::node& g : *groups) {
-      if (const toml::table* gt = g.as_table()) {
-        const Row gr{*gt};
-        titles[gr.str("id")] = gr.str("title");
-        group_order.push_back(gr.str("id"));
+      const toml::table* gt = g.as_table();
+      const toml::node* id = gt != nullptr ? gt->get("id") : nullptr;
+      if (id == nullptr || !id->is_string() || id->as_string()->get().empty()) {
+        const auto& at = (id != nullptr ? id->source() : g.source()).begin;
+        throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
+                                  static_cast<int>(at.column),
+                                  "group.id: each [[group]] table needs a non-empty string id");
       }
+      const int line = static_cast<int>(id->source().begin.line);
+      const auto [it, fresh] = group_lines.emplace(id->as_string()->get(), line);
+      if (!fresh) {
+        throw config::ConfigError(runs_file.string(), line,
+                                  static_cast<int>(id->source().begin.column),
+                                  "group.id: \"" + it->first +
+                                      "\" is already the id of the group at line " +
+                                      std::to_string(it->second) + "; group ids must be unique");
+      }
+      const Row gr{*gt};
+      titles[it->first] = gr.str("title");
+      group_order.push_back(it->first);
     }
   }
   const toml::array* runs = root["run"].as_array();
@@ -204,6 +301,15 @@ Report run_validation(const std::filesystem::path& runs_file,
       throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
                                 static_cast<int>(at.column),
                                 "run.id: each [[run]] row needs a non-empty string id");
+    }
+    // The group a row is scored in: a row without one (or with a number there) would land
+    // in a nameless group.
+    const toml::node* group = rt->get("group");
+    if (group == nullptr || !group->is_string() || group->as_string()->get().empty()) {
+      const auto& at = (group != nullptr ? group->source() : rt->source()).begin;
+      throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
+                                static_cast<int>(at.column),
+                                "run.group: each [[run]] row needs a non-empty string group");
     }
     const auto [it, fresh] =
         id_lines.emplace(id->as_string()->get(), static_cast<int>(id->source().begin.line));
@@ -234,6 +340,17 @@ Report run_validation(const std::filesystem::path& runs_file,
       res.scenario_toml.clear();  // only simulated rows have a scenario file
       report.rows.push_back(res);
     };
+    if (const std::string why = wrong_types(*rt); !why.empty()) {
+      std::string missing;
+      for (const char* k : {"num_layers", "hidden_size", "num_heads", "seq_len", "tp", "pp", "dp",
+                            "global_batch_size"}) {
+        if (rt->get(k) == nullptr) missing += (missing.empty() ? "" : ", ") + std::string(k);
+      }
+      std::string reason;
+      if (!missing.empty()) reason.append("missing fields: ").append(missing).append("; ");
+      skip(reason.append(why));
+      continue;
+    }
     // The metric the row reports, in order of preference.
     std::string kind = row.str("tflops_kind");
     const bool lora = has(row.str("task"), "lora");
@@ -271,11 +388,16 @@ Report run_validation(const std::filesystem::path& runs_file,
       std::optional<double> bad;
       for (double v : {res.published, per_layer_row ? res.published_fwd_ms : 1.0,
                        per_layer_row ? res.published_bwd_ms : 1.0}) {
-        if (!bad && !(std::isfinite(v) && v > 0)) bad = v;
+        if (!bad && !(std::isnormal(v) && v > 0)) bad = v;  // not 0, subnormal, inf or NaN
       }
       if (bad) {
         skip("the published " + res.metric + " must be a finite number > 0 (got " +
              strf("%g", *bad) + ")");
+        continue;
+      }
+      if (res.metric == "mfu" && res.published > 1) {
+        skip("the published mfu must be a fraction in (0, 1] (got " + strf("%g", res.published) +
+             "; a percentage?)");
         continue;
       }
     }
@@ -327,11 +449,15 @@ Report run_validation(const std::filesystem::path& runs_file,
       skip("fields that must be whole numbers in [1, 2147483647]: " + bad_counts);
       continue;
     }
-    const auto [gpu_key, topo_file] = hardware_of(row.str("gpu"));
+    const GpuMatch hw_match = hardware_of(row.str("gpu"));
+    const std::string& gpu_key = hw_match.profile;
+    const std::string& topo_file = hw_match.topology;
     if (gpu_key.empty()) {
-      skip("no built-in profile for GPU \"" + row.str("gpu") + "\"");
+      skip("no built-in profile for GPU \"" + row.str("gpu") + "\": " + hw_match.why_not);
       continue;
     }
+    res.gpu_profile = gpu_key;
+    res.topology = topo_file;
     workload::Scenario sc;
     sc.name = res.id;
     auto& md = sc.model;
@@ -341,15 +467,51 @@ Report run_validation(const std::filesystem::path& runs_file,
     md.heads = static_cast<int>(*row.num("num_heads"));
     md.kv_heads = static_cast<int>(row.num("num_kv_heads").value_or(md.heads));
     md.seq_len = static_cast<int>(*row.num("seq_len"));
-    const bool llama_like = has(res.model, "llama") || has(res.model, "mixtral");
-    md.activation = llama_like ? model::Activation::SwiGLU : model::Activation::GeLU;
-    md.norm = llama_like ? model::Norm::RMSNorm : model::Norm::LayerNorm;
+    // The MLP and the norm: a row may say `activation = "gelu" | "swiglu"` and
+    // `norm = "layernorm" | "rmsnorm"`; otherwise the model's family decides (Llama, Mistral,
+    // Mixtral, Qwen and DeepSeek: SwiGLU with RMSNorm; GPT, Nemotron-4, BLOOM, OPT, Falcon:
+    // a two-matrix MLP with LayerNorm, priced as GeLU), and a name from no family is noted.
+    const std::string name = squeezed(res.model);
+    bool swiglu_family = false;
+    for (const char* f : {"llama", "mistral", "mixtral", "qwen", "deepseek"}) {
+      swiglu_family = swiglu_family || has(name, f);
+    }
+    bool known_family = swiglu_family;
+    for (const char* f : {"gpt", "nemotron", "bloom", "opt", "falcon", "megatron"}) {
+      known_family = known_family || has(name, f);
+    }
+    const std::string activation = lower(row.str("activation")), norm = lower(row.str("norm"));
+    if (!activation.empty() && activation != "gelu" && activation != "swiglu") {
+      skip("activation = \"" + row.str("activation") + "\" (line " +
+           std::to_string(rt->get("activation")->source().begin.line) +
+           "): expected \"gelu\" or \"swiglu\"");
+      continue;
+    }
+    if (!norm.empty() && norm != "layernorm" && norm != "rmsnorm") {
+      skip("norm = \"" + row.str("norm") + "\" (line " +
+           std::to_string(rt->get("norm")->source().begin.line) +
+           "): expected \"layernorm\" or \"rmsnorm\"");
+      continue;
+    }
+    md.activation = !activation.empty() ? (activation == "swiglu" ? model::Activation::SwiGLU
+                                                                  : model::Activation::GeLU)
+                    : swiglu_family     ? model::Activation::SwiGLU
+                                        : model::Activation::GeLU;
+    md.norm = !norm.empty() ? (norm == "rmsnorm" ? model::Norm::RMSNorm : model::Norm::LayerNorm)
+              : swiglu_family ? model::Norm::RMSNorm
+                              : model::Norm::LayerNorm;
+    if (!known_family && (activation.empty() || norm.empty())) {
+      notes.emplace_back("GPT-style block (GeLU MLP, LayerNorm) for an unknown model family");
+    }
     // GPT rows are Megatron-LM's GPT, whose linear layers carry biases (`add_bias_linear`,
     // on by default; NeMo's GPT-3 configs: `bias: True`); Llama, Mixtral and Nemotron-4
     // have none. A row may say `bias = true|false`.
     md.bias = row.boolean("bias").value_or(has(res.model, "gpt"));
     if (auto f = row.num("ffn_hidden_size")) {
       md.ffn_hidden = static_cast<int>(*f);
+    } else if (4.0 * md.hidden > 2147483647.0) {
+      skip("no ffn_hidden_size, and 4 x hidden_size is beyond 2147483647");
+      continue;
     } else {
       md.ffn_hidden = 4 * md.hidden;
       notes.emplace_back("ffn 4h");
@@ -404,14 +566,59 @@ Report run_validation(const std::filesystem::path& runs_file,
     }
     tr.global_batch = per_layer ? tr.micro_batch * static_cast<std::int64_t>(*row.num("dp"))
                                 : static_cast<std::int64_t>(*row.num("global_batch_size"));
-    const std::string prec = lower(row.str("precision"));
-    tr.dtype = prec.find("fp8") != std::string::npos ? hw::Dtype::FP8
-               : (prec == "fp16")                     ? hw::Dtype::FP16
-                                                      : hw::Dtype::BF16;
-    const std::string rc = lower(row.str("recompute"));
-    tr.recompute = rc == "full"        ? model::Recompute::Full
-                   : rc == "selective" ? model::Recompute::Selective
-                                       : model::Recompute::None;
+    // Precision: FP8 (with 16-bit elsewhere), BF16 or FP16, however the row words it
+    // ("fp16", "float16", "mixed fp16", "bfloat16"); a row naming both 16-bit types ("fp16/bf16
+    // (not stated in table)") or none is simulated in BF16, noted. FP32/TF32 training is not
+    // modelled.
+    {
+      const auto pw = words(row.str("precision"));
+      auto any = [&](std::initializer_list<const char*> xs) {
+        for (const char* x : xs) {
+          if (std::find(pw.begin(), pw.end(), x) != pw.end()) return true;
+        }
+        return false;
+      };
+      const bool fp8 = any({"fp8", "e4m3", "e5m2"});
+      const bool bf16 = any({"bf16", "bfloat16"});
+      const bool fp16 = any({"fp16", "float16", "half"});
+      if (fp8) {
+        tr.dtype = hw::Dtype::FP8;
+      } else if (fp16 && !bf16) {
+        tr.dtype = hw::Dtype::FP16;
+      } else if (bf16 && !fp16) {
+        tr.dtype = hw::Dtype::BF16;
+      } else if (any({"fp32", "float32", "tf32"})) {
+        skip("precision \"" + row.str("precision") +
+             "\": 32-bit training is not modelled (fp8, bf16 or fp16)");
+        continue;
+      } else {
+        tr.dtype = hw::Dtype::BF16;
+        if (!row.str("precision").empty() && !(fp16 && bf16)) {
+          skip("precision \"" + row.str("precision") + "\" (line " +
+               std::to_string(rt->get("precision")->source().begin.line) +
+               "): expected fp8, bf16 or fp16");
+          continue;
+        }
+        notes.emplace_back("bf16");
+      }
+    }
+    // Recompute: "full" (GPipe's re-materialization is the same), "selective" or "none".
+    {
+      const std::string rc = squeezed(row.str("recompute"));
+      if (rc == "full" || rc == "rematerialization") {
+        tr.recompute = model::Recompute::Full;
+      } else if (rc == "selective") {
+        tr.recompute = model::Recompute::Selective;
+      } else if (rc == "none" || rc.empty()) {
+        tr.recompute = model::Recompute::None;
+        if (rc.empty()) notes.emplace_back("no recompute");
+      } else {
+        skip("recompute = \"" + row.str("recompute") + "\" (line " +
+             std::to_string(rt->get("recompute")->source().begin.line) +
+             "): expected \"full\", \"selective\" or \"none\"");
+        continue;
+      }
+    }
     auto& L = sc.layout;
     L.tp = static_cast<int>(*row.num("tp"));
     L.pp = static_cast<int>(*row.num("pp"));
@@ -419,7 +626,10 @@ Report run_validation(const std::filesystem::path& runs_file,
     L.cp = static_cast<int>(row.num("cp").value_or(1));
     L.ep = static_cast<int>(row.num("ep").value_or(1));
     const std::string framework = row.str("framework");
-    const bool modern = has(framework, "megatron-core") || has(framework, "nemo");
+    // Megatron-Core ("Megatron-Core r0.8.0", "MCore v0.9", "megatron_core") and NeMo, which
+    // runs on it, however spelled.
+    const std::string fw = squeezed(framework);
+    const bool modern = has(fw, "megatroncore") || has(fw, "mcore") || has(fw, "nemo");
     if (auto sp = row.boolean("sp")) {
       L.sequence_parallel = *sp && L.tp > 1;
     } else {
@@ -428,10 +638,65 @@ Report run_validation(const std::filesystem::path& runs_file,
     }
     int v = static_cast<int>(row.num("vp").value_or(1));
     if (auto lpvs = row.num("layers_per_virtual_stage")) {
-      v = std::max(1, static_cast<int>(md.layers / (L.pp * *lpvs)));
+      // Layers per model chunk: the chunks of all stages must hold the layers exactly, and
+      // agree with vp where the row gives both.
+      const double chunks = md.layers / (L.pp * *lpvs);
+      if (chunks < 1 || std::floor(chunks) != chunks ||
+          (row.num("vp") && static_cast<int>(chunks) != v)) {
+        skip(strf("layers_per_virtual_stage = %g does not split %d layers over pp %d", *lpvs,
+                  md.layers, L.pp) +
+             (row.num("vp") ? " into vp " + std::to_string(v) + " chunks" : std::string()));
+        continue;
+      }
+      v = static_cast<int>(chunks);
     }
     L.virtual_stages = v;
     L.schedule = v > 1 ? parallel::ScheduleKind::Interleaved : parallel::ScheduleKind::OneFOneB;
+    // The row's pipeline schedule, where it has a pipeline: Megatron's 1F1B (PipeDream-Flush;
+    // interleaved with vp > 1), GPipe, PipeDream-2BW, the zero-bubble ZB-H1 / ZB-H2 and
+    // DualPipe. A name that could be several ("ZB-H1/ZB-2p/ZB-V") is not guessed.
+    if (const std::string ps = lower(row.str("pipeline_schedule")); !ps.empty() && L.pp > 1) {
+      const std::string q = squeezed(ps);
+      std::size_t zb_names = 0;
+      for (std::size_t at = q.find("zb"); at != std::string::npos; at = q.find("zb", at + 2)) {
+        ++zb_names;
+      }
+      const int named =
+          (has(q, "gpipe") ? 1 : 0) + (has(q, "2bw") ? 1 : 0) +
+          (zb_names > 0 || has(q, "zerobubble") ? 1 : 0) + (has(q, "dualpipe") ? 1 : 0) +
+          (has(q, "1f1b") || has(q, "pipedreamflush") || has(q, "interleaved") ? 1 : 0);
+      if (named > 1 || zb_names > 1) {
+        skip("pipeline_schedule \"" + row.str("pipeline_schedule") + "\" names several schedules");
+        continue;
+      }
+      if (has(q, "gpipe")) {
+        L.schedule = parallel::ScheduleKind::GPipe;
+      } else if (has(q, "2bw")) {
+        L.schedule = parallel::ScheduleKind::TwoBW;
+      } else if (has(q, "zbh2")) {
+        L.schedule = parallel::ScheduleKind::ZbH2;
+      } else if (has(q, "zb") || has(q, "zerobubble")) {
+        L.schedule = parallel::ScheduleKind::ZbH1;
+      } else if (has(q, "dualpipe")) {
+        L.schedule = parallel::ScheduleKind::DualPipe;
+      } else if (has(q, "interleaved") && v == 1) {
+        skip("pipeline_schedule \"" + row.str("pipeline_schedule") +
+             "\" needs vp or layers_per_virtual_stage (model chunks per stage)");
+        continue;
+      } else if (!(has(q, "1f1b") || has(q, "pipedreamflush") || has(q, "interleaved"))) {
+        skip("pipeline_schedule \"" + row.str("pipeline_schedule") + "\" (line " +
+             std::to_string(rt->get("pipeline_schedule")->source().begin.line) +
+             ") with pp " + std::to_string(L.pp) +
+             ": expected 1F1B, interleaved 1F1B, GPipe, 2BW, ZB-H1, ZB-H2 or DualPipe");
+        continue;
+      }
+      if (v > 1 && L.schedule != parallel::ScheduleKind::OneFOneB &&
+          L.schedule != parallel::ScheduleKind::Interleaved) {
+        skip("pipeline_schedule \"" + row.str("pipeline_schedule") + "\" with vp " +
+             std::to_string(v) + ": only interleaved 1F1B runs model chunks");
+        continue;
+      }
+    }
     // Attention kernels of the software the run used: FlashAttention arrived in Megatron-LM
     // with Transformer Engine (2023); the 2021-22 papers ran its fused-softmax path. A row may
     // say so itself (`attention = "flash" | "unfused"`); otherwise the framework, or the
@@ -497,12 +762,23 @@ Report run_validation(const std::filesystem::path& runs_file,
     }
     sc.gpus = static_cast<int>(row.num("num_gpus").value_or(L.tp * L.pp * L.dp * L.cp));
     try {
-      sc.topology = config::load_topology(topologies / topo_file);
+      const std::filesystem::path topo_path = topologies / topo_file;
+      if (std::find(report.topology_files.begin(), report.topology_files.end(), topo_path) ==
+          report.topology_files.end()) {
+        report.topology_files.push_back(topo_path);
+      }
+      sc.topology = config::load_topology(topo_path);
     } catch (const config::ConfigError& e) {
       skip(std::string("topology: ") + e.what());
       continue;
     }
     sc.gpu = *hw::find_builtin_gpu(gpu_key);
+    if (auto gpn = row.num("gpus_per_node"); gpn && *gpn != sc.topology.gpus_per_node) {
+      skip(strf("gpus_per_node = %g, but the built-in topology for this GPU (%s) has %d GPUs per "
+                "node",
+                *gpn, topo_file.c_str(), sc.topology.gpus_per_node));
+      continue;
+    }
     if (sc.gpus % sc.topology.gpus_per_node != 0) {
       skip("gpus (" + std::to_string(sc.gpus) + ") not a multiple of the node size");
       continue;
@@ -559,8 +835,25 @@ Report run_validation(const std::filesystem::path& runs_file,
       }
       res.error = res.predicted / res.published - 1;
       res.ok = true;
+      if (!r.memory.fits) {
+        res.memory_exceeded = true;
+        constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+        notes.emplace_back(strf("it does not fit: %.1f of %.1f GiB per GPU",
+                                r.memory.total / kGiB, r.memory.capacity / kGiB));
+      }
     } catch (const InputError& e) {
       skip(e.what());
+      continue;
+    } catch (const std::overflow_error& e) {
+      // A row whose sizes put a simulated time beyond the clock's range (Time, ~106 days in
+      // picoseconds) is skipped like any other row that cannot be simulated.
+      skip(std::string("a simulated time is out of range (") + e.what() +
+           "); check the row's sizes");
+      continue;
+    }
+    if (!std::isfinite(res.error)) {
+      skip("the published " + res.metric + " (" + strf("%g", res.published) +
+           ") is too small to compare with");
       continue;
     }
     for (const auto& n : notes) res.assumptions += (res.assumptions.empty() ? "" : ", ") + n;
@@ -680,6 +973,9 @@ std::string report_json(const Report& r) {
       o["status"] = "ok";
       o["formula"] = row.formula;
       if (!row.assumptions.empty()) o["assumptions"] = row.assumptions;
+      o["gpu_profile"] = row.gpu_profile;
+      o["topology"] = row.topology;
+      o["memory_exceeded"] = row.memory_exceeded;
       if (row.metric == "layer_ms") {
         o["published_fwd_ms"] = row.published_fwd_ms;
         o["published_bwd_ms"] = row.published_bwd_ms;
@@ -783,17 +1079,18 @@ std::string report_csv(const Report& r) {
     if (row.ok) {
       os << val(row.published) << ',' << val(row.predicted) << ',' << val(row.error) << ",ok,";
     } else {
-      os << ",,,skipped," << csv_field(row.reason);
+      os << (row.metric.empty() ? "" : val(row.published)) << ",,,skipped,"
+         << csv_field(row.reason);
     }
     os << '\n';
   }
   return os.str();
 }
 
-std::string report_markdown(const Report& r, const std::string& source) {
+std::string report_markdown(const Report& r, const std::string& command) {
   std::ostringstream os;
   os << "# Validation against published runs\n\n"
-     << "Generated by `trainsim validate " << source << " --markdown docs/validation.md` "
+     << "Generated by `trainsim validate " << command << "` "
      << "(trainsim " << TRAINSIM_VERSION << "); do not edit by hand. Error = predicted / "
      << "published − 1, on the metric each row reports, derived with that source's FLOP "
      << "formula. Skipped rows say why.\n\n";

@@ -36,6 +36,11 @@ struct RowResult {
   /// per-layer row's scenario is the whole model (layer_pass_ms cuts it to one and two layers).
   std::string scenario_toml;
   int line = 0;                 ///< line of the row's id in the runs file (else of its [[run]])
+  /// The built-in GPU profile and topology file the row's `gpu` matched (empty when none).
+  std::string gpu_profile, topology;
+  /// The simulated step's memory per GPU (fullest stage) did not fit the GPU: the published
+  /// run must have used something the row does not say (recompute, ZeRO/FSDP, offloading).
+  bool memory_exceeded = false;
 };
 
 struct GroupResult {
@@ -48,6 +53,9 @@ struct GroupResult {
 struct Report {
   std::vector<RowResult> rows;
   std::vector<GroupResult> groups;
+  /// The topology files the rows loaded (from the `topologies` folder), each once: inputs of
+  /// the run that no output may overwrite.
+  std::vector<std::filesystem::path> topology_files;
 };
 
 /// Reads, simulates and scores a runs file. `topologies` is the folder with dgx-a100.toml and
@@ -74,7 +82,9 @@ std::vector<std::pair<std::filesystem::path, std::string>> row_scenario_files(
 void print_report(std::ostream& os, const Report& r);
 std::string report_json(const Report& r);
 std::string report_csv(const Report& r);
-std::string report_markdown(const Report& r, const std::string& source);
+/// `command` is the validate command line that made the page, after "trainsim validate "
+/// (e.g. "RUNS --markdown docs/validation.md"): the page says how to make it again.
+std::string report_markdown(const Report& r, const std::string& command);
 
 /// Forward and backward time (ms) of one transformer layer as the simulator runs it: the
 /// scenario is simulated with one and with two layers (one microbatch, the other settings
