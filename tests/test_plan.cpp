@@ -137,6 +137,27 @@ TEST(PlanScaling, ModelShapeRule) {
     }
   }
   EXPECT_THROW(plan::model_for_params(1e3, "x"), std::invalid_argument);
+  EXPECT_THROW(plan::model_for_params(2e14, "x"), std::invalid_argument);
+}
+
+// A larger N never gets a smaller model, and the shape keeps its aspect: the rule once
+// re-rounded the layers against a hidden size that had just jumped (1.62 B at N = 1.57e9,
+// 1.56 B at N = 1.58e9, 11 layers of 3072) and, for tiny N, narrowed hidden to 128 with 76
+// layers.
+TEST(PlanScaling, ModelShapeGrowsWithNAndKeepsItsAspect) {
+  double last = 0;
+  for (double n = 1e6; n <= 1e14; n *= 1.01) {
+    const auto m = plan::model_for_params(n, "x");
+    const double p = m.total_params();
+    ASSERT_GE(p, last) << n;
+    last = p;
+    // Kaplan et al. 2020 Fig. 5's flat range, 20-200 (the narrowest hidden sizes: 2 layers).
+    const double aspect = static_cast<double>(m.hidden) / m.layers;
+    EXPECT_LE(aspect, 200.0) << n << ": " << m.layers << " x " << m.hidden;
+    if (m.layers > 2) {
+      EXPECT_GE(aspect, 32.0) << n << ": " << m.layers << " x " << m.hidden;
+    }
+  }
 }
 
 // ----- search --------------------------------------------------------------------------------
@@ -663,6 +684,23 @@ TEST(PlanCli, SearchWritesTheBestLayoutAsAScenario) {
     EXPECT_NE(half.err.find("cannot write /dev/full"), std::string::npos) << half.err;
     EXPECT_FALSE(std::filesystem::exists(dir / "all.csv"));
   }
+}
+
+// search replaces the scenario's layout and micro batch, so a layout that does not fit the
+// model (a placeholder pp above the layer count, a tp that does not divide the heads) does not
+// stop it; the searched layouts are checked one by one.
+TEST(PlanCli, SearchIgnoresTheScenariosOwnLayout) {
+  const auto dir = test::temp_dir("plan-cli-own-layout");
+  const auto sc = test::write(
+      dir / "s.toml", test::replace(test::replace(test::small_scenario(), "pp = 2", "pp = 8"),
+                                    "tp = 2", "tp = 3"));
+  const auto r = cli("search " + sc.string() + " --json --top 1 --des 8 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto top = nlohmann::json::parse(r.out)["top"][0]["layout"];
+  EXPECT_LE(top["pp"].get<int>(), 4);
+  EXPECT_EQ(16 % top["tp"].get<int>(), 0);
+  // simulate still checks the file's own layout.
+  EXPECT_EQ(cli("simulate " + sc.string()).code, 1);
 }
 
 TEST(PlanCli, SearchBadInput) {

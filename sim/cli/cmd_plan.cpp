@@ -159,7 +159,8 @@ int PlanCommands::run_search(const FileIo& io) {
     io.check(s_csv_, "--csv");
     io.check(s_best_, "--write-best");
   }
-  auto sc = config::load_scenario(s_file_);
+  // The scenario's own layout and micro batch are replaced by the search: not checked here.
+  auto sc = config::load_scenario(s_file_, /*check_schedule=*/true, /*check_layout=*/false);
   io.input(s_file_);
   for (const auto& read : sc.inputs.read_files()) io.input(read);
   if (s_gpus_ > 0) {

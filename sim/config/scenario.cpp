@@ -253,10 +253,12 @@ class Section {
   toml::source_region where_;
 };
 
-toml::table parse(const std::filesystem::path& file) {
+/// Parses a TOML file; `what` names the kind of file for messages ("scenario", "topology").
+toml::table parse(const std::filesystem::path& file, const char* what) {
   if (const std::string why = unreadable_file_reason(file); !why.empty()) {
     throw ConfigError(file.string(), 1, 1,
-                      why == "is a directory" ? "is a directory, not a scenario file"
+                      why == "is a directory" ? "is a directory, not a " + std::string(what) +
+                                                    " file"
                                               : "cannot open file (" + why + ")");
   }
   try {
@@ -479,7 +481,7 @@ void load_stragglers(const std::string& file, const toml::node& st, workload::Sc
 
 hw::TopologySpec load_topology(const std::filesystem::path& path) {
   const std::string file = path.string();
-  toml::table root = parse(path);
+  toml::table root = parse(path, "topology");
   Section top(file, &root, "", root.source());
   top.check_unknown(scenario_keys("topology"));
   check_version(top);
@@ -530,9 +532,10 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
   return spec;
 }
 
-workload::Scenario load_scenario(const std::filesystem::path& path, bool check_schedule) {
+workload::Scenario load_scenario(const std::filesystem::path& path, bool check_schedule,
+                                 bool check_layout) {
   const std::string file = path.string();
-  toml::table root = parse(path);
+  toml::table root = parse(path, "scenario");
   Section top(file, &root, "", root.source());
   top.check_unknown(scenario_keys(""));
   check_version(top);
@@ -727,9 +730,11 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   // Semantic checks, pointed at the key to blame.
   try {
     sc.model.validate();
-    L.validate(sc.model, sc.gpus, tr.global_batch, tr.micro_batch, sc.steps, check_schedule);
-    // LoRA's limits include the schedule, which compare-schedules varies.
-    if (check_schedule) workload::validate_training(sc);
+    if (check_layout) {
+      L.validate(sc.model, sc.gpus, tr.global_batch, tr.micro_batch, sc.steps, check_schedule);
+      // LoRA's limits include the schedule, which compare-schedules varies.
+      if (check_schedule) workload::validate_training(sc);
+    }
     if (sc.gpus % sc.topology.gpus_per_node != 0) {
       throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
                                            ") must be a multiple of the topology's node.gpus (" +

@@ -24,8 +24,11 @@ class ConfigError : public FileError {
 /// Reads a scenario file; the topology path in [cluster] resolves relative to the scenario's
 /// directory. Validates the model and the layout (Layout::validate) so that an impossible
 /// layout is reported with the position of its key. With `check_schedule` false the pipeline
-/// schedule's own constraints are left to the caller (compare-schedules). Throws ConfigError.
-workload::Scenario load_scenario(const std::filesystem::path& file, bool check_schedule = true);
+/// schedule's own constraints are left to the caller (compare-schedules); with
+/// `check_layout` false the layout and the micro batch are read but not checked against the
+/// model and the cluster (search, which replaces them). Throws ConfigError.
+workload::Scenario load_scenario(const std::filesystem::path& file, bool check_schedule = true,
+                                 bool check_layout = true);
 
 /// Reads a topology file (topologies/*.toml). Throws ConfigError.
 hw::TopologySpec load_topology(const std::filesystem::path& file);

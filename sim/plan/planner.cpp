@@ -140,6 +140,11 @@ PlanResult make_plan(const PlanInputs& in, const std::vector<ClusterChoice>& clu
     throw InputError("--budget", "--budget " + sci(in.budget_flops) +
                                      " FLOPs gives a model under 1M parameters; too small to plan");
   }
+  if (p.allocation.params > kMaxShapeParams) {
+    throw InputError("--budget", "--budget " + sci(in.budget_flops) + " FLOPs gives a model of " +
+                                     sci(p.allocation.params) +
+                                     " parameters; the planner shapes models up to 1e14");
+  }
   p.model = model_for_params(p.allocation.params,
                              "compute-optimal " + fmt("%.3g", p.allocation.params / 1e9) + "B");
   // A cluster the model does not fit is reported as such beside the others; with none
@@ -378,7 +383,7 @@ std::vector<std::pair<double, double>> days_vs_params(const PlanResult& p,
   std::vector<std::pair<double, double>> out;
   for (double f : {0.25, 0.5, 1.0, 2.0, 4.0}) {
     const double n = p.allocation.params * f;
-    if (n < 1e6) continue;
+    if (n < 1e6 || n > kMaxShapeParams) continue;
     const auto m = model_for_params(n, "N x " + fmt("%g", f));
     try {
       const auto cp = plan_on_cluster(m, p.inputs.budget_flops / (6.0 * n), cluster, in, comm);

@@ -1,7 +1,11 @@
 #include "plan/scaling.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "core/error.hpp"
 
@@ -92,39 +96,58 @@ model::ModelSpec model_for_params(double params, const std::string& name) {
   if (!(params >= 1e6)) {
     throw std::invalid_argument("model_for_params: needs at least 1e6 parameters");
   }
-  constexpr double kRatio = 128.0;  // hidden / layers, and the head dimension
-  const double l0 = std::cbrt(params / (12.0 * kRatio * kRatio));
-  // Hidden: h0 = sqrt(N / (12·l0)) = 128·l0, rounded to a multiple of 1024 from 1024 up
-  // (heads = hidden / 128 then a multiple of 8, so TP degrees up to 8 divide them), else
-  // to a multiple of 128.
-  const double h0 = kRatio * l0;
-  long units = h0 >= 1024 ? 8 * std::max(1L, std::lround(h0 / 1024))
-                          : std::max(1L, std::lround(h0 / kRatio));
-  constexpr double kVocab = 51200;
-  // Embedding and LM head (2·V·h) count in N (Hoffmann et al. 2022 count all parameters):
-  // narrow the model until at least two layers remain beside them.
-  auto layer_budget = [&](long u) {
-    const double h = static_cast<double>(u) * kRatio;
-    return (params - 2.0 * kVocab * h) / (12.0 * h * h);
+  if (!(params <= kMaxShapeParams)) {
+    throw std::invalid_argument("model_for_params: more than 1e14 parameters");
+  }
+  auto make = [&](int layers, int units) {
+    model::ModelSpec m;
+    m.name = name;
+    m.layers = layers;
+    m.hidden = units * 128;
+    m.heads = units;
+    m.kv_heads = m.heads;
+    m.ffn_hidden = 4 * m.hidden;
+    m.vocab = 51200;
+    m.seq_len = 2048;
+    m.activation = model::Activation::GeLU;
+    m.norm = model::Norm::LayerNorm;
+    return m;
   };
-  while (units > 1 && layer_budget(units) < 2) units -= units > 8 ? 8 : 1;
-  // Layers: (N - 2·V·hidden) / (12·hidden²), rounded to a multiple of 4 from 16 up (pipeline
-  // degrees 2 and 4 divide them), else to the nearest integer (at least 2).
-  const double l1 = layer_budget(units);
-  const int layers = l1 >= 14 ? 4 * static_cast<int>(std::lround(l1 / 4))
-                              : std::max(2, static_cast<int>(std::lround(l1)));
-  model::ModelSpec m;
-  m.name = name;
-  m.layers = layers;
-  m.hidden = static_cast<int>(units * 128);
-  m.heads = static_cast<int>(units);
-  m.kv_heads = m.heads;
-  m.ffn_hidden = 4 * m.hidden;
-  m.vocab = 51200;
-  m.seq_len = 2048;
-  m.activation = model::Activation::GeLU;
-  m.norm = model::Norm::LayerNorm;
-  return m;
+  // The candidates, the same whatever N is: hidden a multiple of 128 below 1024 and of 1024
+  // from 1024 up (heads = hidden / 128, then a multiple of 8, so TP degrees up to 8 divide
+  // them); layers 2-12 or a multiple of 4 from 16 up (pipeline degrees 2 and 4 divide them);
+  // hidden / layers within [64, 200] (Kaplan et al. 2020 Fig. 5: the loss is flat from 20 to
+  // 200; 64 keeps narrow-deep stacks out), from 32 below hidden 4096 where the steps of 1024
+  // are coarse (GPT-3 350M and 760M: 1024 / 24 = 43, 1536 / 24 = 64), or 2 layers for the
+  // narrowest hidden sizes. The shape is the candidate nearest N in ratio: nearest on a
+  // fixed set is monotone, so a larger N never gets a smaller model.
+  constexpr double kMaxRatio = 200;
+  auto layer_ok = [](long l) { return (l >= 2 && l <= 12) || (l >= 16 && l % 4 == 0); };
+  model::ModelSpec best;
+  double best_gap = std::numeric_limits<double>::infinity();
+  for (long u = 1; u <= 2048; u += u < 8 ? 1 : 8) {
+    const double h = static_cast<double>(u) * 128.0;
+    const long lo = std::max(2L, static_cast<long>(std::ceil(h / kMaxRatio)));
+    const double min_ratio = h < 4096 ? 32 : 64;
+    const long hi = std::max(2L, static_cast<long>(std::floor(h / min_ratio)));
+    // Parameters grow with the layers: the nearest of this hidden's are the allowed counts
+    // on either side of the ideal one.
+    const double ideal = (params - 2.0 * 51200.0 * h) / (12.0 * h * h);
+    long below = std::clamp(static_cast<long>(std::floor(ideal)), lo, hi);
+    while (below > lo && !layer_ok(below)) --below;
+    long above = below + 1;
+    while (above < hi && !layer_ok(above)) ++above;
+    for (long l : {below, above}) {
+      if (l < lo || l > hi || !layer_ok(l)) continue;
+      auto m = make(static_cast<int>(l), static_cast<int>(u));
+      const double gap = std::abs(std::log(m.total_params() / params));
+      if (gap < best_gap) {
+        best_gap = gap;
+        best = std::move(m);
+      }
+    }
+  }
+  return best;
 }
 
 namespace {

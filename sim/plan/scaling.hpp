@@ -55,17 +55,17 @@ Allocation compute_optimal(Law l, double flops);
 Allocation compute_optimal_numeric(const LossFit& f, double flops);
 
 /// A GPT-style shape for about `params` parameters (12·l·h² per the layers of Kaplan et al.
-/// 2020 Eq. 2.1, plus V·h embeddings). Aspect rule: head dimension 128 and
-/// hidden / layers = 128, as GPT-3 175B (12288 / 96, Brown et al. 2020 Table 2.1); Kaplan et
-/// al. 2020 §3.1 (Fig. 5) find the loss within a few percent over aspect ratios 20-200, and
-/// published models sit in that range (Chinchilla 8192 / 80 = 102, Gopher 16384 / 80 = 205).
-/// So l0 = cbrt(N / (12·128²)); hidden = 128·l0 rounded to a multiple of 1024 (below 1024:
-/// of 128, narrowed until two layers fit beside the 2·V·h embedding and head); layers =
-/// (N - 2·V·hidden) / (12·hidden²) rounded to a multiple of 4 (below 14: to an integer, at
-/// least 2); heads = hidden / 128; ffn_hidden = 4·hidden; vocab 51200; seq_len 2048;
-/// GeLU; LayerNorm. The multiples keep TP 8 and PP 2/4 possible; ModelSpec::total_params
-/// of the shape is within 10% of N from 1e9 up and 35% below (tested). Throws std::invalid_argument for
-/// params < 1e6.
+/// 2020 Eq. 2.1, plus the 2·V·h embedding and head; ModelSpec::total_params): head dimension
+/// 128; hidden a multiple of 1024 from 1024 up (of 128 below), so heads are a multiple of 8
+/// and TP 8 divides them; layers 2-12 or a multiple of 4 from 16 up (PP 2 and 4 divide them);
+/// hidden / layers within [32, 200] (Kaplan et al. 2020 §3.1, Fig. 5: the loss is within a few
+/// percent over aspect ratios 20-200; GPT-3 12288 / 96 = 128, Chinchilla 8192 / 80 = 102,
+/// Gopher 16384 / 80 = 205). Of those shapes, the one whose total_params is nearest `params`
+/// in ratio: so the shape's size never decreases as `params` grows. ffn_hidden = 4·hidden;
+/// vocab 51200; seq_len 2048; GeLU; LayerNorm. GPT-3 175B comes back exactly; within 10% of
+/// N from 1e9 up and 35% below (tested). Throws std::invalid_argument for params < 1e6 or
+/// > kMaxShapeParams.
+constexpr double kMaxShapeParams = 1e14;
 model::ModelSpec model_for_params(double params, const std::string& name);
 
 /// Published models for the seed table (Hoffmann et al. 2022 Table 1 and the papers cited in
