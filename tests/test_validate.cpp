@@ -561,7 +561,9 @@ TEST(Validate, ArchitectureScheduleAndFrameworkComeFromTheRow) {
       dir / "runs.toml",
       named("llama", "Llama 2 7B-like", "") + named("mistral", "Mistral 7B-like", "") +
           named("swiglu_field", "My model", "\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"") +
-          named("unknown", "My model", "") +
+          named("unknown", "My model", "") + named("gpt", "GPT 1B", "") +
+          named("bloom", "BLOOM-176B-like", "") +
+          named("bloom_nobias", "BLOOM-176B-like", "\nbias = false") +
           test::replace(pp2("f1b", "1F1B"), "global_batch_size = 8\n", "") +
           test::replace(pp2("gpipe", "GPipe"), "global_batch_size = 8\n", "") +
           named("mcore_a", "GPT x", "\nframework = \"Megatron-Core r0.8.0\"") +
@@ -579,6 +581,9 @@ TEST(Validate, ArchitectureScheduleAndFrameworkComeFromTheRow) {
   EXPECT_NE(r["unknown"].predicted, r["llama"].predicted);
   EXPECT_NE(r["unknown"].assumptions.find("unknown model family"), std::string::npos);
   EXPECT_EQ(r["llama"].assumptions.find("unknown model family"), std::string::npos);
+  // BLOOM is GPT's block with its biases; a row may turn them off.
+  EXPECT_EQ(r["bloom"].predicted, r["gpt"].predicted);
+  EXPECT_NE(r["bloom_nobias"].predicted, r["bloom"].predicted);
   // GPipe keeps every microbatch's activations and drains later than 1F1B: another step.
   EXPECT_NE(r["gpipe"].predicted, r["f1b"].predicted);
   EXPECT_NE(r["gpipe"].scenario_toml.find("schedule = \"gpipe\""), std::string::npos);

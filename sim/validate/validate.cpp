@@ -471,15 +471,19 @@ Report run_validation(const std::filesystem::path& runs_file,
     // `norm = "layernorm" | "rmsnorm"`; otherwise the model's family decides (Llama, Mistral,
     // Mixtral, Qwen and DeepSeek: SwiGLU with RMSNorm; GPT, Nemotron-4, BLOOM, OPT, Falcon:
     // a two-matrix MLP with LayerNorm, priced as GeLU), and a name from no family is noted.
-    const std::string name = squeezed(res.model);
-    bool swiglu_family = false;
-    for (const char* f : {"llama", "mistral", "mixtral", "qwen", "deepseek"}) {
-      swiglu_family = swiglu_family || has(name, f);
-    }
-    bool known_family = swiglu_family;
-    for (const char* f : {"gpt", "nemotron", "bloom", "opt", "falcon", "megatron"}) {
-      known_family = known_family || has(name, f);
-    }
+    // A family is a word of the model's name that starts with it ("LLAMA3-8B", "Qwen2-7B").
+    const auto name_words = words(res.model);
+    auto family = [&](std::initializer_list<const char*> fs) {
+      for (const auto& w : name_words) {
+        for (const char* f : fs) {
+          if (w.rfind(f, 0) == 0) return true;
+        }
+      }
+      return false;
+    };
+    const bool swiglu_family = family({"llama", "mistral", "mixtral", "qwen", "deepseek"});
+    const bool known_family =
+        swiglu_family || family({"gpt", "nemotron", "bloom", "opt", "falcon", "megatron", "nlg"});
     const std::string activation = lower(row.str("activation")), norm = lower(row.str("norm"));
     if (!activation.empty() && activation != "gelu" && activation != "swiglu") {
       skip("activation = \"" + row.str("activation") + "\" (line " +
@@ -504,9 +508,10 @@ Report run_validation(const std::filesystem::path& runs_file,
       notes.emplace_back("GPT-style block (GeLU MLP, LayerNorm) for an unknown model family");
     }
     // GPT rows are Megatron-LM's GPT, whose linear layers carry biases (`add_bias_linear`,
-    // on by default; NeMo's GPT-3 configs: `bias: True`); Llama, Mixtral and Nemotron-4
-    // have none. A row may say `bias = true|false`.
-    md.bias = row.boolean("bias").value_or(has(res.model, "gpt"));
+    // on by default; NeMo's GPT-3 configs: `bias: True`), as do BLOOM's and OPT's (their
+    // Hugging Face configs); Llama, Mixtral, Nemotron-4 and Falcon have none. A row may say
+    // `bias = true|false`.
+    md.bias = row.boolean("bias").value_or(family({"gpt", "bloom", "opt"}));
     if (auto f = row.num("ffn_hidden_size")) {
       md.ffn_hidden = static_cast<int>(*f);
     } else if (4.0 * md.hidden > 2147483647.0) {
