@@ -451,6 +451,29 @@ TEST(HfConfig, FieldsItCannotHonourAreRejectedWithTheirLine) {
   msg = err(test::replace(test::replace(good, "\"llama\"", "\"qwen2\""), "\"vocab_size\"",
                           "\"shared_expert_intermediate_size\": 5632,\n  \"vocab_size\""));
   EXPECT_NE(msg.find("does not belong to model_type \"qwen2\""), std::string::npos) << msg;
+  // Qwen2-MoE's shared expert belongs to none of the supported families (it once added a
+  // shared expert to Mixtral and Qwen3-MoE).
+  msg = err(test::replace(mixtral, "\"vocab_size\"",
+                          "\"shared_expert_intermediate_size\": 14336,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("field \"shared_expert_intermediate_size\" does not belong to model_type "
+                     "\"mixtral\""),
+            std::string::npos)
+      << msg;
+  // Settings without a cost are typed and belong to their family.
+  msg = err(test::replace(good, "\"vocab_size\"", "\"n_group\": 8,\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("c.json:9:3: field \"n_group\" does not belong to model_type \"llama\""),
+            std::string::npos)
+      << msg;
+  msg = err(test::replace(good, "\"vocab_size\"", "\"rope_scaling\": \"yarn\",\n  \"vocab_size\""));
+  EXPECT_NE(msg.find("field \"rope_scaling\" must be an object or null"), std::string::npos) << msg;
+  const std::string qwen = test::read(test::source_dir() / "scenarios/hf/qwen3-30b-a3b.json");
+  EXPECT_EQ(err(qwen), "");
+  msg = err(test::replace(qwen, "\"norm_topk_prob\": true", "\"norm_topk_prob\": \"yes\""));
+  EXPECT_NE(msg.find("field \"norm_topk_prob\" must be true or false"), std::string::npos) << msg;
+  const std::string ds = test::read(test::source_dir() / "scenarios/hf/deepseek-v3.json");
+  EXPECT_EQ(err(ds), "");
+  msg = err(test::replace(ds, "\"topk_group\": 4", "\"topk_group\": 99"));
+  EXPECT_NE(msg.find("topk_group must be in [1, n_group]"), std::string::npos) << msg;
   // A field given twice: JSON parsers keep one of them; trainsim names the second.
   msg = err(test::replace(good, "\"vocab_size\"", "\"hidden_size\": 2048,\n  \"vocab_size\""));
   EXPECT_NE(msg.find("c.json:9:3: field \"hidden_size\" is given twice"), std::string::npos) << msg;

@@ -610,3 +610,60 @@ TEST(Validate, GroupsAreNamedOnceAndEveryRowHasOne) {
       test::write(dir / "numgroup.toml", test::replace(row, "group = \"g\"", "group = 7")));
   EXPECT_NE(msg.find("numgroup.toml:3:9: run.group"), std::string::npos) << msg;
 }
+
+// The second break test of the row reader: schedule, precision, recompute and family names as
+// sources write them, and the rows it must not simulate.
+TEST(Validate, RowNamesAsSourcesWriteThem) {
+  const auto dir = test::temp_dir("validate-names");
+  const std::string t = "iteration_time_s = 1.0";
+  auto pp2 = [&](const std::string& id, const std::string& extra) {
+    return test::replace(small_row(id, "g", t + "\nglobal_batch_size = 32" + extra),
+                         "pp = 1\ndp = 8", "pp = 2\ndp = 4");
+  };
+  auto gb = [](std::string row) { return test::replace(row, "global_batch_size = 8\n", ""); };
+  auto named = [&](const std::string& id, const std::string& model) {
+    return test::replace(small_row(id, "g", t), "model = \"GPT small\"", "model = \"" + model + "\"");
+  };
+  const auto runs = test::write(
+      dir / "runs.toml",
+      gb(pp2("f1b", "\npipeline_schedule = \"1F1B\"")) +
+          gb(pp2("non_interleaved", "\npipeline_schedule = \"non-interleaved 1F1B\"")) +
+          gb(pp2("twobw", "\npipeline_schedule = \"PipeDream-2BW\"")) +
+          gb(pp2("zbh2", "\npipeline_schedule = \"Zero Bubble H2\"")) +
+          gb(pp2("zbv", "\npipeline_schedule = \"ZB-V\"")) +
+          small_row("fp8_a100", "g", t + "\nprecision = \"fp8\"") +
+          small_row("lightning16", "g", t + "\nprecision = \"16-mixed\"") +
+          small_row("fp16", "g", t + "\nprecision = \"fp16\"") +
+          small_row("full_uniform", "g", t + "\nrecompute = \"full (uniform)\"") +
+          small_row("full", "g", t + "\nrecompute = \"full\"") +
+          small_row("attention_odd", "g", t + "\nattention = \"fused softmax\"") +
+          named("llama_opt", "Llama-2 7B (optimized)") +
+          named("llama", "Llama-2 7B") + named("megatron_gpt", "MegatronGPT-20B") +
+          named("gpt", "GPT 20B") +
+          test::replace(small_row("a100_40g", "g", t), "NVIDIA A100-SXM4-80GB", "A100-40G"));
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  std::map<std::string, validate::RowResult> r;
+  for (const auto& row : report.rows) r[row.id] = row;
+  for (const char* id : {"f1b", "non_interleaved", "twobw", "zbh2", "lightning16", "fp16",
+                         "full_uniform", "full", "llama_opt", "llama", "megatron_gpt", "gpt",
+                         "a100_40g"}) {
+    EXPECT_TRUE(r[id].ok) << id << ": " << r[id].reason;
+  }
+  EXPECT_EQ(r["non_interleaved"].predicted, r["f1b"].predicted);
+  // 2BW has no flush: its steady state (4 steps) is measured, and it beats 1F1B's flush.
+  EXPECT_NE(r["twobw"].scenario_toml.find("steps = 4"), std::string::npos);
+  EXPECT_LT(r["twobw"].predicted, r["f1b"].predicted);
+  EXPECT_NE(r["zbh2"].scenario_toml.find("schedule = \"zb-h2\""), std::string::npos);
+  EXPECT_EQ(r["lightning16"].predicted, r["fp16"].predicted);
+  EXPECT_EQ(r["full_uniform"].predicted, r["full"].predicted);
+  EXPECT_EQ(r["llama_opt"].predicted, r["llama"].predicted);  // "optimized" is not OPT
+  EXPECT_EQ(r["megatron_gpt"].predicted, r["gpt"].predicted);  // GPT's biases
+  EXPECT_EQ(r["a100_40g"].gpu_profile, "a100_sxm4_40gb");
+  for (const auto& [id, needle] : std::map<std::string, std::string>{
+           {"zbv", "is not modelled"},
+           {"fp8_a100", "fp8"},
+           {"attention_odd", "expected \"flash\" or \"unfused\""}}) {
+    EXPECT_FALSE(r[id].ok) << id;
+    EXPECT_NE(r[id].reason.find(needle), std::string::npos) << id << ": " << r[id].reason;
+  }
+}

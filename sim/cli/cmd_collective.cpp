@@ -160,21 +160,29 @@ int CollectiveCommand::run(std::ostream& out) const {
   std::vector<Row> rows;
   std::uint64_t events = 0, recomputations = 0;
   for (const std::uint64_t bytes : size_list) {
-    // The plans to run: one collective, or for sendrecv one transfer per rank to the next.
-    std::vector<net::CollectivePlan> plans;
+    // The collectives to price: one, or for sendrecv one transfer per rank to the next. Only
+    // --flows expands them into flows (a pairwise all_to_all has n(n-1) of them).
+    std::vector<std::vector<int>> groups;
     if (op_kind == net::CollectiveOp::SendRecv) {
-      for (int i = 0; i < gpus; ++i) {
-        const std::vector<int> pair{i, (i + 1) % gpus};
-        plans.push_back(model.plan(op_kind, bytes, pair));
-      }
+      for (int i = 0; i < gpus; ++i) groups.push_back({i, (i + 1) % gpus});
     } else {
-      plans.push_back(model.plan(op_kind, bytes, group));
+      groups.push_back(group);
+    }
+    std::vector<net::CollectiveCost> costs;
+    std::vector<net::CollectivePlan> plans;
+    for (const auto& g : groups) {
+      if (flows) {
+        plans.push_back(model.plan(op_kind, bytes, g));
+        costs.push_back(plans.back().cost);
+      } else {
+        costs.push_back(model.cost(op_kind, bytes, g));
+      }
     }
     Row row;
     row.bytes = bytes;
-    row.algorithm = net::algorithm_name(plans.front().cost.algorithm);
-    row.protocol = net::protocol_name(plans.front().cost.protocol);
-    for (const auto& p : plans) row.time_s = std::max(row.time_s, p.cost.time.seconds());
+    row.algorithm = net::algorithm_name(costs.front().algorithm);
+    row.protocol = net::protocol_name(costs.front().protocol);
+    for (const auto& c : costs) row.time_s = std::max(row.time_s, c.time.seconds());
     if (flows) {
       Simulator sim;
       net::FlowNetwork network(sim, net::link_capacities(topo));

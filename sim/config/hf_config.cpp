@@ -251,22 +251,77 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
   }
   if (m.moe.enabled()) {
     m.moe.top_k = static_cast<int>(r.integer_req("num_experts_per_tok", 1, m.moe.experts));
-    if (r.has("shared_expert_intermediate_size")) {
-      m.moe.shared_ffn_hidden =
-          static_cast<int>(r.integer("shared_expert_intermediate_size", 0, 100000000));
-      if (m.moe.shared_ffn_hidden > 0 && m.moe.shared_experts == 0) m.moe.shared_experts = 1;
+  }
+  // Settings without a cost that belong to one family's router or attention are refused in
+  // another family (a Llama config with DeepSeek's group routing is not a Llama), and each is
+  // read with its type: a string where a number or true/false belongs is a broken config.
+  {
+    struct NoCost {
+      const char* key;
+      std::set<std::string> families;  // empty: any family
+      enum { Number, Bool, ObjectOrNull, String } kind;
+    };
+    static const std::set<std::string> moe = {"mixtral", "qwen3_moe", "deepseek_v3"};
+    static const std::vector<NoCost> typed = {
+        {"output_router_logits", moe, NoCost::Bool},
+        {"router_aux_loss_coef", {"mixtral", "qwen3_moe"}, NoCost::Number},
+        {"router_jitter_noise", {"mixtral"}, NoCost::Number},
+        {"norm_topk_prob", {"qwen3_moe", "deepseek_v3"}, NoCost::Bool},
+        {"routed_scaling_factor", {"deepseek_v3"}, NoCost::Number},
+        {"scoring_func", {"deepseek_v3"}, NoCost::String},
+        {"topk_method", {"deepseek_v3"}, NoCost::String},
+        {"n_group", {"deepseek_v3"}, NoCost::Number},
+        {"topk_group", {"deepseek_v3"}, NoCost::Number},
+        {"aux_loss_alpha", {"deepseek_v3"}, NoCost::Number},
+        {"seq_aux", {"deepseek_v3"}, NoCost::Bool},
+        {"ep_size", {"deepseek_v3"}, NoCost::Number},
+        {"rope_interleave", {"deepseek_v3"}, NoCost::Bool},
+        {"num_nextn_predict_layers", {"deepseek_v3"}, NoCost::Number},
+        {"max_window_layers", {"qwen2", "qwen3", "qwen3_moe"}, NoCost::Number},
+        {"rope_scaling", {}, NoCost::ObjectOrNull},
+        {"rope_theta", {}, NoCost::Number},
+        {"rms_norm_eps", {}, NoCost::Number},
+        {"initializer_range", {}, NoCost::Number},
+        {"max_position_embeddings", {}, NoCost::Number},
+        {"attention_dropout", {}, NoCost::Number},
+        {"use_cache", {}, NoCost::Bool},
+        {"tie_word_embeddings", {}, NoCost::Bool}};
+    for (const auto& f : typed) {
+      const auto it = j.find(f.key);
+      if (it == j.end()) continue;
+      if (!f.families.empty() && f.families.count(type) == 0) {
+        r.fail(f.key, std::string("field \"") + f.key + "\" does not belong to model_type \"" +
+                          type + "\"");
+      }
+      const json& v = *it;
+      const bool ok = f.kind == NoCost::Number         ? v.is_number()
+                      : f.kind == NoCost::Bool         ? v.is_boolean()
+                      : f.kind == NoCost::String       ? v.is_string()
+                                                       : (v.is_object() || v.is_null());
+      if (!ok) {
+        r.fail(f.key, std::string("field \"") + f.key + "\" must be " +
+                          (f.kind == NoCost::Number   ? "a number"
+                           : f.kind == NoCost::Bool   ? "true or false"
+                           : f.kind == NoCost::String ? "a string"
+                                                      : "an object or null"));
+      }
+    }
+    // DeepSeek's group-limited routing picks topk_group of n_group expert groups.
+    if (j.contains("n_group") && j.contains("topk_group") &&
+        !(j["topk_group"].get<double>() >= 1 &&
+          j["topk_group"].get<double>() <= j["n_group"].get<double>())) {
+      r.fail("topk_group", "topk_group must be in [1, n_group]");
     }
   }
   // Shape fields this family does not read (another family's) are refused, not ignored.
   static const std::map<std::string, std::set<std::string>> family_fields = {
-      {"mixtral", {"num_local_experts", "num_experts_per_tok", "shared_expert_intermediate_size"}},
+      {"mixtral", {"num_local_experts", "num_experts_per_tok"}},
       {"qwen3_moe",
-       {"num_experts", "moe_intermediate_size", "decoder_sparse_step", "num_experts_per_tok",
-        "shared_expert_intermediate_size"}},
+       {"num_experts", "moe_intermediate_size", "decoder_sparse_step", "num_experts_per_tok"}},
       {"deepseek_v3",
        {"n_routed_experts", "moe_intermediate_size", "n_shared_experts", "first_k_dense_replace",
         "moe_layer_freq", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
-        "v_head_dim", "num_experts_per_tok", "shared_expert_intermediate_size"}}};
+        "v_head_dim", "num_experts_per_tok"}}};
   static const std::set<std::string> common = {"num_hidden_layers", "hidden_size",
                                                "num_attention_heads", "num_key_value_heads",
                                                "intermediate_size", "vocab_size"};

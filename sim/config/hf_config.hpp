@@ -17,8 +17,9 @@ namespace trainsim::config {
 /// tie_word_embeddings; hidden_act "silu" -> SwiGLU MLP; RMSNorm. MoE: num_local_experts
 /// (Mixtral) / num_experts (Qwen3-MoE) / n_routed_experts (DeepSeek) -> experts,
 /// num_experts_per_tok -> top_k, moe_intermediate_size (Mixtral: intermediate_size) ->
-/// expert_ffn_hidden, n_shared_experts x moe_intermediate_size or
-/// shared_expert_intermediate_size -> shared experts; DeepSeek's first_k_dense_replace and
+/// expert_ffn_hidden, n_shared_experts x moe_intermediate_size -> shared experts (Qwen2-MoE's
+/// shared_expert_intermediate_size belongs to no supported family); DeepSeek's
+/// first_k_dense_replace and
 /// moe_layer_freq (layer i is MoE iff i >= first_k_dense_replace and i % moe_layer_freq == 0,
 /// modeling_deepseek.py) -> first_dense_layers = first_k_dense_replace rounded up to a multiple
 /// of the frequency, layer_freq = moe_layer_freq; Qwen's decoder_sparse_step must be 1. MLA:

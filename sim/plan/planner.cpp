@@ -60,9 +60,10 @@ std::optional<std::string> shape_note(const PlanResult& p) {
   const double flops = 6.0 * shape * p.allocation.tokens;
   return "the model shape has " + fmt_params(shape) + " parameters, " +
          fmt("%+.0f", 100 * off) + "% vs the law's N (" + fmt_params(n) + ")" +
-         (off > 0 ? std::string(": no smaller shape of the rule exists (at least 2 layers of "
-                                "hidden 128 beside the 51200-token embeddings)")
-                  : std::string()) +
+         (off > 0 && p.model.layers == 2 && p.model.hidden == 128
+              ? std::string(": no smaller shape of the rule exists (at least 2 layers of "
+                            "hidden 128 beside the 51200-token embeddings)")
+              : std::string(": the nearest shape of the rule (docs/planner.md)")) +
          "; days, GPU-hours and cost are for this shape on D tokens, about " +
          fmt("%.3g", flops / p.inputs.budget_flops) + " x the budget's FLOPs (6 x " +
          fmt_params(shape) + " x " + fmt("%.3g", p.allocation.tokens / 1e9) + " B tokens)";

@@ -125,10 +125,14 @@ model::ModelSpec model_for_params(double params, const std::string& name) {
   auto layer_ok = [](long l) { return (l >= 2 && l <= 12) || (l >= 16 && l % 4 == 0); };
   model::ModelSpec best;
   double best_gap = std::numeric_limits<double>::infinity();
-  for (long u = 1; u <= 2048; u += u < 8 ? 1 : 8) {
+  // Heads: 1-8, 12 (hidden 1536, GPT-3 760M; TP 4 divides it), then multiples of 8.
+  for (long u = 1; u <= 2048; u += u < 8 ? 1 : (u < 16 ? 4 : 8)) {
     const double h = static_cast<double>(u) * 128.0;
-    const long lo = std::max(2L, static_cast<long>(std::ceil(h / kMaxRatio)));
-    const double min_ratio = h < 4096 ? 32 : 64;
+    // From hidden 8192 up, steps of 1024 are fine enough for a band around 128 (GPT-3 175B):
+    // the shape keeps its aspect as N grows instead of jumping between the band's ends.
+    const double min_ratio = h < 4096 ? 32 : (h < 8192 ? 64 : 96);
+    const double max_ratio = h < 8192 ? kMaxRatio : 160;
+    const long lo = std::max(2L, static_cast<long>(std::ceil(h / max_ratio)));
     const long hi = std::max(2L, static_cast<long>(std::floor(h / min_ratio)));
     // Parameters grow with the layers: the nearest of this hidden's are the allowed counts
     // on either side of the ideal one.

@@ -56,9 +56,10 @@ Allocation compute_optimal_numeric(const LossFit& f, double flops);
 
 /// A GPT-style shape for about `params` parameters (12·l·h² per the layers of Kaplan et al.
 /// 2020 Eq. 2.1, plus the 2·V·h embedding and head; ModelSpec::total_params): head dimension
-/// 128; hidden a multiple of 1024 from 1024 up (of 128 below), so heads are a multiple of 8
-/// and TP 8 divides them; layers 2-12 or a multiple of 4 from 16 up (PP 2 and 4 divide them);
-/// hidden / layers within [32, 200] (Kaplan et al. 2020 §3.1, Fig. 5: the loss is within a few
+/// 128; hidden a multiple of 1024 from 1024 up (of 128 below, and 1536), so heads are a
+/// multiple of 8 from 2048 and TP 8 divides them; layers 2-12 or a multiple of 4 from 16 up
+/// (PP 2 and 4 divide them); hidden / layers within [32, 200] below hidden 4096, [64, 200]
+/// below 8192 and [96, 160] above (Kaplan et al. 2020 §3.1, Fig. 5: the loss is within a few
 /// percent over aspect ratios 20-200; GPT-3 12288 / 96 = 128, Chinchilla 8192 / 80 = 102,
 /// Gopher 16384 / 80 = 205). Of those shapes, the one whose total_params is nearest `params`
 /// in ratio: so the shape's size never decreases as `params` grows. ffn_hidden = 4·hidden;

@@ -143,7 +143,7 @@ GpuMatch hardware_of(const std::string& gpu) {
                     "ones are SXM GPUs in HGX/DGX nodes and GB200 NVL72)"};
   }
   if (word("a100")) {
-    const bool gb40 = has(all, "40gb") && !has(all, "80gb");
+    const bool gb40 = has(all, "40g") && !has(all, "80g");
     return {gb40 ? "a100_sxm4_40gb" : "a100_sxm4_80gb", "dgx-a100.toml", ""};
   }
   if (word("h100")) return {"h100_sxm", "dgx-h100.toml", ""};
@@ -471,12 +471,19 @@ Report run_validation(const std::filesystem::path& runs_file,
     // `norm = "layernorm" | "rmsnorm"`; otherwise the model's family decides (Llama, Mistral,
     // Mixtral, Qwen and DeepSeek: SwiGLU with RMSNorm; GPT, Nemotron-4, BLOOM, OPT, Falcon:
     // a two-matrix MLP with LayerNorm, priced as GeLU), and a name from no family is noted.
-    // A family is a word of the model's name that starts with it ("LLAMA3-8B", "Qwen2-7B").
+    // A family is a word of the model's name that ends with it, or with it and a version
+    // number ("LLAMA3-8B", "Qwen2-7B", "CodeLlama-34B", "MegatronGPT-20B"; not "optimized").
     const auto name_words = words(res.model);
     auto family = [&](std::initializer_list<const char*> fs) {
       for (const auto& w : name_words) {
         for (const char* f : fs) {
-          if (w.rfind(f, 0) == 0) return true;
+          for (auto at = w.find(f); at != std::string::npos; at = w.find(f, at + 1)) {
+            const auto rest = w.substr(at + std::string(f).size());
+            if (std::all_of(rest.begin(), rest.end(),
+                            [](unsigned char c) { return std::isdigit(c) != 0; })) {
+              return true;
+            }
+          }
         }
       }
       return false;
@@ -484,7 +491,7 @@ Report run_validation(const std::filesystem::path& runs_file,
     const bool swiglu_family = family({"llama", "mistral", "mixtral", "qwen", "deepseek"});
     const bool known_family =
         swiglu_family || family({"gpt", "nemotron", "bloom", "opt", "falcon", "megatron", "nlg"});
-    const std::string activation = lower(row.str("activation")), norm = lower(row.str("norm"));
+    const std::string activation = squeezed(row.str("activation")), norm = squeezed(row.str("norm"));
     if (!activation.empty() && activation != "gelu" && activation != "swiglu") {
       skip("activation = \"" + row.str("activation") + "\" (line " +
            std::to_string(rt->get("activation")->source().begin.line) +
@@ -505,7 +512,10 @@ Report run_validation(const std::filesystem::path& runs_file,
               : swiglu_family ? model::Norm::RMSNorm
                               : model::Norm::LayerNorm;
     if (!known_family && (activation.empty() || norm.empty())) {
-      notes.emplace_back("GPT-style block (GeLU MLP, LayerNorm) for an unknown model family");
+      const std::string part = activation.empty() && norm.empty() ? "GeLU MLP and LayerNorm"
+                               : activation.empty()               ? "GeLU MLP"
+                                                                  : "LayerNorm";
+      notes.emplace_back(part + " (GPT's) for an unknown model family");
     }
     // GPT rows are Megatron-LM's GPT, whose linear layers carry biases (`add_bias_linear`,
     // on by default; NeMo's GPT-3 configs: `bias: True`), as do BLOOM's and OPT's (their
@@ -577,22 +587,20 @@ Report run_validation(const std::filesystem::path& runs_file,
     // modelled.
     {
       const auto pw = words(row.str("precision"));
-      auto any = [&](std::initializer_list<const char*> xs) {
-        for (const char* x : xs) {
-          if (std::find(pw.begin(), pw.end(), x) != pw.end()) return true;
-        }
-        return false;
-      };
-      const bool fp8 = any({"fp8", "e4m3", "e5m2"});
-      const bool bf16 = any({"bf16", "bfloat16"});
-      const bool fp16 = any({"fp16", "float16", "half"});
+      const std::string pq = squeezed(row.str("precision"));
+      auto word = [&](const char* x) { return std::find(pw.begin(), pw.end(), x) != pw.end(); };
+      const bool fp8 = has(pq, "fp8") || has(pq, "e4m3") || has(pq, "e5m2");
+      const bool bf16 = has(pq, "bf16") || has(pq, "bfloat16");
+      // "16-mixed" is Lightning's name for fp16 mixed precision.
+      const bool fp16 = has(pq, "fp16") || (has(pq, "float16") && !has(pq, "bfloat16")) ||
+                        word("half") || word("16");
       if (fp8) {
         tr.dtype = hw::Dtype::FP8;
       } else if (fp16 && !bf16) {
         tr.dtype = hw::Dtype::FP16;
       } else if (bf16 && !fp16) {
         tr.dtype = hw::Dtype::BF16;
-      } else if (any({"fp32", "float32", "tf32"})) {
+      } else if (!fp16 && !bf16 && (has(pq, "fp32") || has(pq, "float32") || has(pq, "tf32"))) {
         skip("precision \"" + row.str("precision") +
              "\": 32-bit training is not modelled (fp8, bf16 or fp16)");
         continue;
@@ -610,11 +618,12 @@ Report run_validation(const std::filesystem::path& runs_file,
     // Recompute: "full" (GPipe's re-materialization is the same), "selective" or "none".
     {
       const std::string rc = squeezed(row.str("recompute"));
-      if (rc == "full" || rc == "rematerialization") {
+      auto starts = [&](const char* x) { return rc.rfind(x, 0) == 0; };
+      if (starts("full") || starts("rematerialization")) {
         tr.recompute = model::Recompute::Full;
-      } else if (rc == "selective") {
+      } else if (starts("selective")) {
         tr.recompute = model::Recompute::Selective;
-      } else if (rc == "none" || rc.empty()) {
+      } else if (rc == "none" || rc == "no" || rc == "off" || rc == "false" || rc.empty()) {
         tr.recompute = model::Recompute::None;
         if (rc.empty()) notes.emplace_back("no recompute");
       } else {
@@ -655,6 +664,9 @@ Report run_validation(const std::filesystem::path& runs_file,
       }
       v = static_cast<int>(chunks);
     }
+    // A vp that does not divide the layers is simulated with uneven chunks (the end chunks
+    // one layer fewer, parallel::layers_per_virtual_stage), as Megatron's uneven pipelines
+    // (Llama 3 405B: 126 layers over PP 8 x VP 8).
     L.virtual_stages = v;
     L.schedule = v > 1 ? parallel::ScheduleKind::Interleaved : parallel::ScheduleKind::OneFOneB;
     // The row's pipeline schedule, where it has a pipeline: Megatron's 1F1B (PipeDream-Flush;
@@ -666,25 +678,37 @@ Report run_validation(const std::filesystem::path& runs_file,
       for (std::size_t at = q.find("zb"); at != std::string::npos; at = q.find("zb", at + 2)) {
         ++zb_names;
       }
+      // "non-interleaved 1F1B" is plain 1F1B.
+      const bool interleaved = has(q, "interleaved") && !has(q, "noninterleaved");
+      const bool zero_bubble = zb_names > 0 || has(q, "zerobubble");
       const int named =
-          (has(q, "gpipe") ? 1 : 0) + (has(q, "2bw") ? 1 : 0) +
-          (zb_names > 0 || has(q, "zerobubble") ? 1 : 0) + (has(q, "dualpipe") ? 1 : 0) +
+          (has(q, "gpipe") ? 1 : 0) + (has(q, "2bw") ? 1 : 0) + (zero_bubble ? 1 : 0) +
+          (has(q, "dualpipe") ? 1 : 0) +
           (has(q, "1f1b") || has(q, "pipedreamflush") || has(q, "interleaved") ? 1 : 0);
       if (named > 1 || zb_names > 1) {
         skip("pipeline_schedule \"" + row.str("pipeline_schedule") + "\" names several schedules");
+        continue;
+      }
+      // Zero-bubble variants other than H1 / H2 (ZB-V, ZB-1p/2p) and DualPipe-V are other
+      // schedules, not modelled.
+      const bool zb_h2 = zero_bubble && (has(q, "h2") || has(q, "zbh2"));
+      const bool zb_h1 = zero_bubble && has(q, "h1");
+      if ((zero_bubble && !zb_h1 && !zb_h2) || has(q, "dualpipev")) {
+        skip("pipeline_schedule \"" + row.str("pipeline_schedule") +
+             "\" is not modelled (zero-bubble ZB-H1 and ZB-H2, and DualPipe, are)");
         continue;
       }
       if (has(q, "gpipe")) {
         L.schedule = parallel::ScheduleKind::GPipe;
       } else if (has(q, "2bw")) {
         L.schedule = parallel::ScheduleKind::TwoBW;
-      } else if (has(q, "zbh2")) {
+      } else if (zb_h2) {
         L.schedule = parallel::ScheduleKind::ZbH2;
-      } else if (has(q, "zb") || has(q, "zerobubble")) {
+      } else if (zb_h1) {
         L.schedule = parallel::ScheduleKind::ZbH1;
       } else if (has(q, "dualpipe")) {
         L.schedule = parallel::ScheduleKind::DualPipe;
-      } else if (has(q, "interleaved") && v == 1) {
+      } else if (interleaved && v == 1) {
         skip("pipeline_schedule \"" + row.str("pipeline_schedule") +
              "\" needs vp or layers_per_virtual_stage (model chunks per stage)");
         continue;
@@ -702,11 +726,21 @@ Report run_validation(const std::filesystem::path& runs_file,
         continue;
       }
     }
+    // Asynchronous schedules have no flush: their steady state is measured, as the scenario
+    // loader does (4 steps).
+    if (L.schedule == parallel::ScheduleKind::PipeDream ||
+        L.schedule == parallel::ScheduleKind::TwoBW) {
+      sc.steps = 4;
+    }
     // Attention kernels of the software the run used: FlashAttention arrived in Megatron-LM
     // with Transformer Engine (2023); the 2021-22 papers ran its fused-softmax path. A row may
     // say so itself (`attention = "flash" | "unfused"`); otherwise the framework, or the
     // source's year, decides.
     const std::string attention = lower(row.str("attention"));
+    if (!attention.empty() && attention != "flash" && attention != "unfused") {
+      skip("attention = \"" + row.str("attention") + "\": expected \"flash\" or \"unfused\"");
+      continue;
+    }
     const std::string source = row.str("source") + " " + res.group;
     if (!attention.empty()) {
       tr.flash_attention = attention != "unfused";
@@ -725,6 +759,11 @@ Report run_validation(const std::filesystem::path& runs_file,
     // add each weight's gradient into its main gradient with a separate kernel per
     // microbatch. A row may say `wgrad_accumulation = "fused" | "separate"`.
     const std::string wgrad = lower(row.str("wgrad_accumulation"));
+    if (!wgrad.empty() && wgrad != "fused" && wgrad != "separate") {
+      skip("wgrad_accumulation = \"" + row.str("wgrad_accumulation") +
+           "\": expected \"fused\" or \"separate\"");
+      continue;
+    }
     if (!wgrad.empty()) {
       tr.fused_wgrad_accumulation = wgrad != "separate";
     } else if (!modern && has(source, "2021")) {
@@ -750,6 +789,10 @@ Report run_validation(const std::filesystem::path& runs_file,
     // needed": model_module.allreduce_gradients() after forward_backward_func); PyTorch's
     // DDP ("torch") overlaps its bucket all-reduces with the last microbatch's backward.
     const std::string ddp = lower(row.str("ddp_impl"));
+    if (!ddp.empty() && ddp != "local" && ddp != "torch") {
+      skip("ddp_impl = \"" + row.str("ddp_impl") + "\": expected \"local\" or \"torch\"");
+      continue;
+    }
     if (ddp == "local") {
       L.overlap_grad_reduce = false;
       notes.emplace_back("gradient all-reduce after the backward (Megatron local DDP)");
@@ -847,6 +890,10 @@ Report run_validation(const std::filesystem::path& runs_file,
                                 r.memory.total / kGiB, r.memory.capacity / kGiB));
       }
     } catch (const InputError& e) {
+      skip(e.what());
+      continue;
+    } catch (const std::invalid_argument& e) {
+      // Such as a precision the GPU has no tensor-core rate for (FP8 on an A100).
       skip(e.what());
       continue;
     } catch (const std::overflow_error& e) {
