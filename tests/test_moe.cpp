@@ -308,6 +308,10 @@ TEST(Moe, LayoutRejectsIllegalExpertParallelism) {
   EXPECT_NE(load_error("imb9", moe_scenario(8, "routing = \"imbalance\"\nimbalance = 9.0\n"))
                 .find("cannot exceed parallel.ep"),
             std::string::npos);
+  // The factor is the routing model: without it the step was the balanced one.
+  EXPECT_NE(load_error("imb_none", moe_scenario(8, "routing = \"imbalance\"\n"))
+                .find("model.moe.routing = \"imbalance\" needs model.moe.imbalance"),
+            std::string::npos);
 }
 
 TEST(ContextParallel, RingAttentionFlopsSplitTheCausalAttentionEvenly) {

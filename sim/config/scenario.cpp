@@ -367,6 +367,13 @@ void read_moe(const std::string& file, const toml::node* node, model::ModelSpec&
   if (s.has("imbalance") && moe.routing != model::Routing::Imbalance) {
     s.fail_at(s.node("imbalance")->source(), "model.moe.imbalance needs routing = \"imbalance\"");
   }
+  // The given factor is the whole of this routing model: without it the step would be the
+  // balanced one under another name.
+  if (moe.routing == model::Routing::Imbalance && !s.has("imbalance")) {
+    s.fail_at(s.node("routing")->source(),
+              "model.moe.routing = \"imbalance\" needs model.moe.imbalance (max / mean tokens "
+              "per EP rank, e.g. 1.5)");
+  }
   moe.permute_fusion = s.boolean("permute_fusion").value_or(false);
 }
 
