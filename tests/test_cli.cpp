@@ -560,6 +560,27 @@ std::string run_row(const std::string& id, int global_batch = 16) {
 
 }  // namespace
 
+// The Markdown page names the command that made it, as a shell would take it back: the
+// group, a non-default topology folder, and paths with spaces or quotes quoted.
+TEST(Cli, ValidateMarkdownNamesItsCommand) {
+  const auto dir = test::temp_dir("cli-validate-md-command") / "a b";
+  std::filesystem::create_directories(dir);
+  const auto runs = test::write(dir / "runs.toml", run_row("a"));
+  const auto topos = dir / "topos";
+  std::filesystem::create_directories(topos);
+  std::filesystem::copy_file(test::source_dir() / "topologies/dgx-a100.toml",
+                             topos / "dgx-a100.toml");
+  const auto md = dir / "it's.md";
+  const auto r = run("validate '" + runs.string() + "' --group g --topologies '" +
+                     topos.string() + "' --markdown \"" + md.string() + "\"");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string text = test::read(md);
+  EXPECT_NE(text.find("`trainsim validate '" + runs.string() + "' --group g --topologies '" +
+                      topos.string() + "' --markdown '" + dir.string() + "/it'\\''s.md'`"),
+            std::string::npos)
+      << text.substr(0, 400);
+}
+
 // The topology files validate loads from --topologies are inputs of the run too: an output
 // named like one is refused, and the file is left as it was.
 TEST(Cli, ValidateRefusesToOverwriteATopologyItRead) {

@@ -3,6 +3,8 @@
 // error. Output files are written to a temporary name and renamed only on success, so a
 // failed run leaves nothing half-written.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
@@ -228,6 +231,19 @@ int run_compare(const std::string& file, const std::string& svg) {
   return kOk;
 }
 
+/// `w` as one word of a POSIX shell command line: quoted when it holds anything but letters,
+/// digits and -_./=:+,@%.
+std::string shell_word(const std::string& w) {
+  const bool plain = !w.empty() && std::all_of(w.begin(), w.end(), [](unsigned char c) {
+    return std::isalnum(c) != 0 || std::string_view("-_./=:+,@%").find(static_cast<char>(c)) !=
+                                       std::string_view::npos;
+  });
+  if (plain) return w;
+  std::string q = "'";
+  for (char c : w) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
 int run_validate(const std::string& file, const std::string& group, bool json,
                  const std::string& csv, const std::string& markdown, const std::string& topo,
                  const std::string& scenarios) {
@@ -255,8 +271,12 @@ int run_validate(const std::string& file, const std::string& group, bool json,
   const std::string md_text =
       markdown.empty() ? ""
                        : trainsim::validate::report_markdown(
-                             report, file + (group.empty() ? "" : " --group " + group) +
-                                         " --markdown " + markdown);
+                             report, shell_word(file) +
+                                         (group.empty() ? "" : " --group " + shell_word(group)) +
+                                         (topo == TRAINSIM_TOPOLOGY_DIR
+                                              ? ""
+                                              : " --topologies " + shell_word(topo)) +
+                                         " --markdown " + shell_word(markdown));
   // Row file names are checked before anything is written.
   const auto row_files = scenarios.empty()
                              ? std::vector<std::pair<std::filesystem::path, std::string>>()
