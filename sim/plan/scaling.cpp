@@ -113,14 +113,15 @@ model::ModelSpec model_for_params(double params, const std::string& name) {
     m.norm = model::Norm::LayerNorm;
     return m;
   };
-  // The candidates, the same whatever N is: hidden a multiple of 128 below 1024 and of 1024
-  // from 1024 up (heads = hidden / 128, then a multiple of 8, so TP degrees up to 8 divide
-  // them); layers 2-12 or a multiple of 4 from 16 up (pipeline degrees 2 and 4 divide them);
-  // hidden / layers within [64, 200] (Kaplan et al. 2020 Fig. 5: the loss is flat from 20 to
-  // 200; 64 keeps narrow-deep stacks out), from 32 below hidden 4096 where the steps of 1024
-  // are coarse (GPT-3 350M and 760M: 1024 / 24 = 43, 1536 / 24 = 64), or 2 layers for the
-  // narrowest hidden sizes. The shape is the candidate nearest N in ratio: nearest on a
-  // fixed set is monotone, so a larger N never gets a smaller model.
+  // The candidates, the same whatever N is: hidden a multiple of 128 below 1024, 1536, and
+  // a multiple of 1024 from 1024 up (heads = hidden / 128, a multiple of 8 from 2048, so TP
+  // degrees up to 8 divide them); layers 2-12 or a multiple of 4 from 16 up (pipeline
+  // degrees 2 and 4 divide them); hidden / layers within [64, 200] (Kaplan et al. 2020
+  // Fig. 5: the loss is flat from 20 to 200; 64 keeps narrow-deep stacks out), from 32 below
+  // hidden 4096 where the steps of 1024 are coarse (GPT-3 350M and 760M: 1024 / 24 = 43,
+  // 1536 / 24 = 64), [96, 160] from 8192, or 2 layers for the narrowest hidden sizes. The
+  // shape is the candidate nearest N in ratio: nearest on a fixed set is monotone, so a
+  // larger N never gets a smaller model.
   constexpr double kMaxRatio = 200;
   auto layer_ok = [](long l) { return (l >= 2 && l <= 12) || (l >= 16 && l % 4 == 0); };
   model::ModelSpec best;
