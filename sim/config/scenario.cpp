@@ -15,6 +15,7 @@
 #include "core/hash.hpp"
 #include "hw/gpu.hpp"
 #include "hw/profile_io.hpp"
+#include "parallel/schedule.hpp"
 #include "workload/builder.hpp"
 
 namespace trainsim::config {
@@ -721,9 +722,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   if (seed < 0) s.fail_at(s.node("seed")->source(), "simulation.seed must be >= 0");
   sc.seed = static_cast<std::uint64_t>(seed);
   // Asynchronous schedules have no per-step flush: measure their steady state by default.
-  const bool async = L.schedule == parallel::ScheduleKind::PipeDream ||
-                     L.schedule == parallel::ScheduleKind::TwoBW;
-  sc.steps = static_cast<int>(s.bounded("steps", async ? 4 : 1, 1, 64));
+  sc.steps = static_cast<int>(s.bounded(
+      "steps", parallel::flushes(L.schedule) ? 1 : parallel::kSteadyStateSteps, 1, 64));
   if (const toml::node* st = s.node("stragglers")) {
     load_stragglers(file, *st, sc);
   }

@@ -74,4 +74,8 @@ std::vector<StageProgram> make_programs(const Layout& layout, int microbatches, 
 /// Whether the schedule flushes the pipeline at the end of every step.
 bool flushes(ScheduleKind s);
 
+/// Steps simulated by default for a schedule without a flush (PipeDream, 2BW), whose steady
+/// state is what a step of it costs; a flushing schedule's step is one step.
+constexpr int kSteadyStateSteps = 4;
+
 }  // namespace trainsim::parallel

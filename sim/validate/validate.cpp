@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <sstream>
+#include <string>
+#include <string_view>
 #include <toml++/toml.h>
 
 #include "config/scenario.hpp"
@@ -17,6 +19,7 @@
 #include "core/error.hpp"
 #include "core/file_check.hpp"
 #include "hw/gpu.hpp"
+#include "parallel/schedule.hpp"
 
 namespace trainsim::validate {
 
@@ -75,6 +78,20 @@ constexpr std::array kStringFields{
     "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
     "pipeline_schedule", "activation", "norm"};
 constexpr std::array kBoolFields{"sp", "bias"};
+/// The fields every row needs (a per-layer row: all but global_batch_size).
+constexpr std::array kRequiredFields{"num_layers", "hidden_size", "num_heads", "seq_len",
+                                     "tp",         "pp",          "dp",        "global_batch_size"};
+
+/// "missing fields: a, b" for the required fields `t` lacks (`per_layer`: one microbatch, no
+/// global batch); empty when none is missing.
+std::string missing_fields(const toml::table& t, bool per_layer) {
+  std::string names;
+  for (const char* k : kRequiredFields) {
+    if (per_layer && std::string_view(k) == "global_batch_size") continue;
+    if (t.get(k) == nullptr) names += (names.empty() ? "" : ", ") + std::string(k);
+  }
+  return names.empty() ? names : "missing fields: " + names;
+}
 
 /// "k (line N)" for each field of `row` whose value has the wrong type, by kind; empty when
 /// all are right.
@@ -254,30 +271,42 @@ Report run_validation(const std::filesystem::path& runs_file,
   Report report;
   std::map<std::string, std::string> titles;
   std::vector<std::string> group_order;
+  // The non-empty string `key` of table `t` (nullptr: not a table); a ConfigError at the
+  // value, or at `where` when there is none, saying `message`.
+  auto required_string = [&](const toml::table* t, const toml::node& where, const char* key,
+                             const char* message) -> const toml::node& {
+    const toml::node* n = t != nullptr ? t->get(key) : nullptr;
+    if (n == nullptr || !n->is_string() || n->as_string()->get().empty()) {
+      const auto& at = (n != nullptr ? n->source() : where.source()).begin;
+      throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
+                                static_cast<int>(at.column), message);
+    }
+    return *n;
+  };
+  // Records the id `node` in `seen` (id -> line); a ConfigError naming the earlier line when it
+  // is there already: one id would be scored twice. `what` is "group" or "row".
+  auto unique_id = [&](std::map<std::string, int>& seen, const toml::node& node,
+                       const std::string& what) -> const std::string& {
+    const auto& at = node.source().begin;
+    const auto [it, fresh] = seen.emplace(node.as_string()->get(), static_cast<int>(at.line));
+    if (!fresh) {
+      throw config::ConfigError(
+          runs_file.string(), static_cast<int>(at.line), static_cast<int>(at.column),
+          (what == "row" ? "run" : what) + ".id: \"" + it->first + "\" is already the id of the " +
+              what + " at line " + std::to_string(it->second) + "; " + what + " ids must be unique");
+    }
+    return it->first;
+  };
   if (const toml::array* groups = root["group"].as_array()) {
-    // A group table names one group: two with one id would score its rows twice.
     std::map<std::string, int> group_lines;
     for (const toml::node& g : *groups) {
       const toml::table* gt = g.as_table();
-      const toml::node* id = gt != nullptr ? gt->get("id") : nullptr;
-      if (id == nullptr || !id->is_string() || id->as_string()->get().empty()) {
-        const auto& at = (id != nullptr ? id->source() : g.source()).begin;
-        throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
-                                  static_cast<int>(at.column),
-                                  "group.id: each [[group]] table needs a non-empty string id");
-      }
-      const int line = static_cast<int>(id->source().begin.line);
-      const auto [it, fresh] = group_lines.emplace(id->as_string()->get(), line);
-      if (!fresh) {
-        throw config::ConfigError(runs_file.string(), line,
-                                  static_cast<int>(id->source().begin.column),
-                                  "group.id: \"" + it->first +
-                                      "\" is already the id of the group at line " +
-                                      std::to_string(it->second) + "; group ids must be unique");
-      }
-      const Row gr{*gt};
-      titles[it->first] = gr.str("title");
-      group_order.push_back(it->first);
+      const std::string& id = unique_id(
+          group_lines,
+          required_string(gt, g, "id", "group.id: each [[group]] table needs a non-empty string id"),
+          "group");
+      titles[id] = Row{*gt}.str("title");
+      group_order.push_back(id);
     }
   }
   const toml::array* runs = root["run"].as_array();
@@ -295,30 +324,13 @@ Report run_validation(const std::filesystem::path& runs_file,
                                 static_cast<int>(src.column),
                                 "run: each entry must be a table ([[run]] with id, group, ...)");
     }
-    const toml::node* id = rt->get("id");
-    if (id == nullptr || !id->is_string() || id->as_string()->get().empty()) {
-      const auto& at = (id != nullptr ? id->source() : rt->source()).begin;
-      throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
-                                static_cast<int>(at.column),
-                                "run.id: each [[run]] row needs a non-empty string id");
-    }
+    const toml::node& id =
+        required_string(rt, node, "id", "run.id: each [[run]] row needs a non-empty string id");
     // The group a row is scored in: a row without one (or with a number there) would land
     // in a nameless group.
-    const toml::node* group = rt->get("group");
-    if (group == nullptr || !group->is_string() || group->as_string()->get().empty()) {
-      const auto& at = (group != nullptr ? group->source() : rt->source()).begin;
-      throw config::ConfigError(runs_file.string(), static_cast<int>(at.line),
-                                static_cast<int>(at.column),
-                                "run.group: each [[run]] row needs a non-empty string group");
-    }
-    const auto [it, fresh] =
-        id_lines.emplace(id->as_string()->get(), static_cast<int>(id->source().begin.line));
-    if (!fresh) {
-      throw config::ConfigError(runs_file.string(), static_cast<int>(id->source().begin.line),
-                                static_cast<int>(id->source().begin.column),
-                                "run.id: \"" + it->first + "\" is already the id of the row at line " +
-                                    std::to_string(it->second) + "; row ids must be unique");
-    }
+    (void)required_string(rt, node, "group",
+                          "run.group: each [[run]] row needs a non-empty string group");
+    (void)unique_id(id_lines, id, "row");
   }
   for (const toml::node& node : *runs) {
     const toml::table* rt = node.as_table();
@@ -341,13 +353,8 @@ Report run_validation(const std::filesystem::path& runs_file,
       report.rows.push_back(res);
     };
     if (const std::string why = wrong_types(*rt); !why.empty()) {
-      std::string missing;
-      for (const char* k : {"num_layers", "hidden_size", "num_heads", "seq_len", "tp", "pp", "dp",
-                            "global_batch_size"}) {
-        if (rt->get(k) == nullptr) missing += (missing.empty() ? "" : ", ") + std::string(k);
-      }
-      std::string reason;
-      if (!missing.empty()) reason.append("missing fields: ").append(missing).append("; ");
+      std::string reason = missing_fields(*rt, false);
+      if (!reason.empty()) reason.append("; ");
       skip(reason.append(why));
       continue;
     }
@@ -407,28 +414,8 @@ Report run_validation(const std::filesystem::path& runs_file,
       continue;
     }
     const bool per_layer = res.metric == "layer_ms";
-    std::vector<std::string> missing, not_numbers;
-    for (const char* k : {"num_layers", "hidden_size", "num_heads", "seq_len", "tp", "pp", "dp",
-                          "global_batch_size"}) {
-      if (per_layer && std::string(k) == "global_batch_size") continue;  // one microbatch
-      if (row.num(k)) continue;
-      if (const toml::node* n = row.t.get(k)) {
-        // Present but not a number: say so, with the line, rather than "missing".
-        not_numbers.push_back(std::string(k) + " (line " +
-                              std::to_string(n->source().begin.line) + ")");
-      } else {
-        missing.emplace_back(k);
-      }
-    }
-    if (!missing.empty() || !not_numbers.empty()) {
-      std::string why;
-      for (const auto* list : {&missing, &not_numbers}) {
-        if (list->empty()) continue;
-        std::string names;
-        for (const auto& k : *list) names += (names.empty() ? "" : ", ") + k;
-        if (!why.empty()) why += "; ";
-        why += (list == &missing ? "missing fields: " : "fields that are not numbers: ") + names;
-      }
+    // (Present fields of the wrong type were skipped above, with their lines.)
+    if (const std::string why = missing_fields(*rt, per_layer); !why.empty()) {
       skip(why);
       continue;
     }
@@ -728,10 +715,7 @@ Report run_validation(const std::filesystem::path& runs_file,
     }
     // Asynchronous schedules have no flush: their steady state is measured, as the scenario
     // loader does (4 steps).
-    if (L.schedule == parallel::ScheduleKind::PipeDream ||
-        L.schedule == parallel::ScheduleKind::TwoBW) {
-      sc.steps = 4;
-    }
+    if (!parallel::flushes(L.schedule)) sc.steps = parallel::kSteadyStateSteps;
     // Attention kernels of the software the run used: FlashAttention arrived in Megatron-LM
     // with Transformer Engine (2023); the 2021-22 papers ran its fused-softmax path. A row may
     // say so itself (`attention = "flash" | "unfused"`); otherwise the framework, or the

@@ -1,6 +1,7 @@
 #include "workload/compare.hpp"
 
 #include "core/error.hpp"
+#include "parallel/schedule.hpp"
 
 namespace trainsim::workload {
 
@@ -28,8 +29,8 @@ std::vector<ScheduleRun> compare_schedules(const Scenario& base) {
       run.scenario.steps = 4;
       run.name += " (post-validation)";
     }
-    if (k == ScheduleKind::PipeDream || k == ScheduleKind::TwoBW) {
-      run.scenario.steps = 4;
+    if (!parallel::flushes(k)) {
+      run.scenario.steps = parallel::kSteadyStateSteps;
       run.name += " (steady state)";
     }
     try {
