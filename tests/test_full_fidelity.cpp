@@ -359,10 +359,10 @@ TEST(FullFidelityGroups, MoeCpCombinationsRunEveryCommTaskOnTheNetwork) {
            {true, "tp = 1\npp = 2\ncp = 2\ndp = 4\nep = 4\nschedule = \"dualpipe\"\n"},
            {false, "tp = 2\npp = 2\ncp = 2\ndp = 2\nvirtual_stages = 2\n"},
            {false, "tp = 1\npp = 2\ncp = 4\ndp = 2\nvirtual_stages = 2\ncp_comm = \"all_gather\"\n"},
-           {true, "tp = 2\npp = 1\ndp = 8\nep = 4\nzero = 1\noverlap_param_gather = true\n"},
+           {true, "tp = 2\npp = 1\ndp = 8\nep = 4\nsequence_parallel = true\nzero = 1\noverlap_param_gather = true\n"},
            {false, "tp = 4\npp = 1\ndp = 4\nzero = 3\nsequence_parallel = true\ntp_comm_overlap = true\n"},
            {true, "tp = 4\npp = 2\ndp = 2\nep = 2\nsequence_parallel = true\ntp_comm_overlap = true\nschedule = \"zb-h2\"\n"},
-           {true, "tp = 2\npp = 2\ndp = 4\nep = 4\nschedule = \"pipedream\"\n"},
+           {true, "tp = 2\npp = 2\ndp = 4\nep = 4\nsequence_parallel = true\nschedule = \"pipedream\"\n"},
            {false, "tp = 1\npp = 4\ndp = 4\nschedule = \"2bw\"\n"},
            {false, "tp = 8\npp = 2\ndp = 1\nschedule = \"interleaved\"\nvirtual_stages = 2\ntp_comm_overlap = true\nsequence_parallel = true\n"}}) {
     const auto dir = test::temp_dir("full-combo");

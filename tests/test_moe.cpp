@@ -630,6 +630,11 @@ TEST(Moe, TensorParallelismMustDivideTheSharedExperts) {
   auto text = test::replace(moe_scenario(4, "shared_experts = 1\nshared_ffn_hidden = 1001\n"),
                             "tp = 1", "tp = 2");
   text = test::replace(text, "dp = 8", "dp = 4");
+  // Megatron-Core refuses EP with TP unless sequence parallelism is on.
+  EXPECT_NE(load_error("ep-tp-no-sp", text)
+                .find("parallel.ep > 1 with parallel.tp > 1 needs parallel.sequence_parallel"),
+            std::string::npos);
+  text = test::replace(text, "tp = 2", "tp = 2\nsequence_parallel = true");
   const auto msg = load_error("shared-tp", text);
   EXPECT_NE(msg.find("parallel.tp (2) must divide the shared experts' ffn width (1001"),
             std::string::npos)

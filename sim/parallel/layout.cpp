@@ -114,6 +114,14 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                                         "): expert layers take their EP ranks from the data- "
                                         "and context-parallel ranks");
   }
+  if (ep > 1 && tp > 1 && !sequence_parallel) {
+    // Megatron-Core refuses it (TransformerConfig.__post_init__: "When using expert parallelism
+    // and tensor parallelism, sequence parallelism must be used"): its token dispatcher takes
+    // the sequence-parallel shard of each TP rank's tokens.
+    throw InputError("parallel.sequence_parallel",
+                     "parallel.ep > 1 with parallel.tp > 1 needs parallel.sequence_parallel = "
+                     "true (Megatron-Core requires sequence parallelism for EP with TP)");
+  }
   if (m.moe.enabled() && m.moe.expert_ffn_hidden % tp != 0) {
     throw InputError("parallel.tp", "parallel.tp (" + str(tp) +
                                         ") must divide model.moe.expert_ffn_hidden (" +

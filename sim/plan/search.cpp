@@ -785,6 +785,7 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
             for (const auto& [sched, v] : scheds) {
               for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp) {
                 if (reduced && tp > 1 && sp == 0) continue;
+                if (ep > 1 && tp > 1 && sp == 0) continue;  // Megatron-Core refuses EP + TP without SP
                 for (Recompute rc : rcs) {
                   // With dp x cp = 1 there is nothing to shard or reduce: ZeRO and the DP
                   // overlap flags are one point (zero 0, overlap_grad_reduce on).
