@@ -140,6 +140,33 @@ TEST(PlanScaling, ModelShapeRule) {
   EXPECT_THROW(plan::model_for_params(2e14, "x"), std::invalid_argument);
 }
 
+// Kaplan et al. 2020 count N without the embeddings (Eq. 2.1: 12·l·h² per the layers); the
+// shape for a Kaplan N matches it that way, so it carries the 2·V·h embedding and head on top
+// and its non-embedding count is at least as near N as that of the shape for the same N
+// counted in total (Chinchilla's count).
+TEST(PlanScaling, KaplanShapeMatchesNonEmbeddingParameters) {
+  using plan::ParamCount;
+  EXPECT_EQ(plan::param_count(plan::Law::Kaplan), ParamCount::NonEmbedding);
+  EXPECT_EQ(plan::param_count(plan::Law::Chinchilla), ParamCount::Total);
+  EXPECT_EQ(plan::param_count(plan::Law::Epoch), ParamCount::Total);
+  const auto g = plan::model_for_params(175e9, "x");
+  // 12·h² of weights and two LayerNorms (4·h) per layer, no biases, and the final norm.
+  const double layers = 96 * (12.0 * 12288 * 12288 + 4.0 * 12288) + 2.0 * 12288;
+  EXPECT_NEAR(plan::counted_params(g, ParamCount::NonEmbedding), layers, 1e-6 * layers);
+  EXPECT_DOUBLE_EQ(plan::counted_params(g, ParamCount::Total), g.total_params());
+  double last = 0;
+  for (double n = 1e8; n <= 2e13; n *= 1.3) {
+    const auto k = plan::model_for_params(n, "x", ParamCount::NonEmbedding);
+    const auto c = plan::model_for_params(n, "x");
+    const double counted = plan::counted_params(k, ParamCount::NonEmbedding);
+    EXPECT_NEAR(counted / n, 1.0, n >= 1e9 ? 0.10 : 0.35) << n;
+    const double other = plan::counted_params(c, ParamCount::NonEmbedding);
+    EXPECT_LE(std::abs(std::log(counted / n)), std::abs(std::log(other / n))) << n;
+    EXPECT_GE(counted, last) << n;  // still monotone in N
+    last = counted;
+  }
+}
+
 // A larger N never gets a smaller model, and the shape keeps its aspect: the rule once
 // re-rounded the layers against a hidden size that had just jumped (1.62 B at N = 1.57e9,
 // 1.56 B at N = 1.58e9, 11 layers of 3072) and, for tiny N, narrowed hidden to 128 with 76

@@ -53,12 +53,15 @@ bool memory_was_why(const ClusterPlan& c) {
 }  // namespace
 
 std::optional<std::string> shape_note(const PlanResult& p) {
-  const double shape = p.model.total_params();
+  // Compared as the law counts N (Kaplan: without the embeddings).
+  const bool non_embedding = param_count(p.inputs.law) == ParamCount::NonEmbedding;
+  const double shape = counted_params(p.model, param_count(p.inputs.law));
   const double n = p.allocation.params;
   const double off = shape / n - 1;
   if (std::abs(off) <= kShapeTolerance) return std::nullopt;
   const double flops = 6.0 * shape * p.allocation.tokens;
-  return "the model shape has " + fmt_params(shape) + " parameters, " +
+  return "the model shape has " + fmt_params(shape) +
+         (non_embedding ? " non-embedding parameters, " : " parameters, ") +
          fmt("%+.0f", 100 * off) + "% vs the law's N (" + fmt_params(n) + ")" +
          (off > 0 && p.model.layers == 2 && p.model.hidden == 128
               ? std::string(": no smaller shape of the rule exists (at least 2 layers of "
@@ -147,7 +150,8 @@ PlanResult make_plan(const PlanInputs& in, const std::vector<ClusterChoice>& clu
                                      " parameters; the planner shapes models up to 1e14");
   }
   p.model = model_for_params(p.allocation.params,
-                             "compute-optimal " + fmt("%.3g", p.allocation.params / 1e9) + "B");
+                             "compute-optimal " + fmt("%.3g", p.allocation.params / 1e9) + "B",
+                             param_count(in.law));
   // A cluster the model does not fit is reported as such beside the others; with none
   // that fits, the plan fails with the search's message.
   bool any_fits = false;
@@ -168,7 +172,12 @@ std::string plan_text(const PlanResult& p) {
     << fmt("%.1f", p.allocation.tokens / p.allocation.params) << " tokens per parameter)\n";
   o << "  model shape          " << p.model.layers << " layers, hidden " << p.model.hidden << ", "
     << p.model.heads << " heads (" << fmt("%.3g", p.model.total_params() / 1e9)
-    << " B parameters with embeddings)\n";
+    << " B parameters with embeddings"
+    << (param_count(p.inputs.law) == ParamCount::NonEmbedding
+            ? ", " + fmt("%.3g", counted_params(p.model, ParamCount::NonEmbedding) / 1e9) +
+                  " B without, as Kaplan's N counts them"
+            : std::string())
+    << ")\n";
   o << "  global batch         " << p.inputs.global_batch << " x " << p.model.seq_len
     << " tokens\n\n";
   char line[512];
@@ -249,9 +258,11 @@ std::string plan_json(const PlanResult& p) {
   j["model"]["hidden"] = p.model.hidden;
   j["model"]["heads"] = p.model.heads;
   j["model"]["params"] = p.model.total_params();
+  j["model"]["non_embedding_params"] = counted_params(p.model, ParamCount::NonEmbedding);
   // The shape misses N by more than kShapeTolerance: by how much, and what that means.
   if (const auto note = shape_note(p)) {
-    j["shape_params_vs_n"] = p.model.total_params() / p.allocation.params - 1;
+    j["shape_params_vs_n"] =
+        counted_params(p.model, param_count(p.inputs.law)) / p.allocation.params - 1;
     j["shape_note"] = *note;
   }
   j["global_batch"] = p.inputs.global_batch;
@@ -284,7 +295,7 @@ std::vector<TableRow> seed_table(const ClusterChoice& cluster, const PlanInputs&
     const Allocation& opt = in.law == Law::Chinchilla ? r.chinchilla
                             : in.law == Law::Epoch    ? r.epoch
                                                       : r.kaplan;
-    const auto opt_model = model_for_params(opt.params, pm.name + " (optimal)");
+    const auto opt_model = model_for_params(opt.params, pm.name + " (optimal)", param_count(in.law));
     r.optimal_params = opt_model.total_params();
     r.optimal = plan_or_no_fit(opt_model, opt.tokens, cluster, in, comm);
     rows.push_back(r);
@@ -385,7 +396,7 @@ std::vector<std::pair<double, double>> days_vs_params(const PlanResult& p,
   for (double f : {0.25, 0.5, 1.0, 2.0, 4.0}) {
     const double n = p.allocation.params * f;
     if (n < 1e6 || n > kMaxShapeParams) continue;
-    const auto m = model_for_params(n, "N x " + fmt("%g", f));
+    const auto m = model_for_params(n, "N x " + fmt("%g", f), param_count(p.inputs.law));
     try {
       const auto cp = plan_on_cluster(m, p.inputs.budget_flops / (6.0 * n), cluster, in, comm);
       out.emplace_back(n, cp.days);

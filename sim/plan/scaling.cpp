@@ -92,7 +92,17 @@ Allocation compute_optimal_numeric(const LossFit& f, double flops) {
   return a;
 }
 
-model::ModelSpec model_for_params(double params, const std::string& name) {
+ParamCount param_count(Law l) {
+  return l == Law::Kaplan ? ParamCount::NonEmbedding : ParamCount::Total;
+}
+
+double counted_params(const model::ModelSpec& m, ParamCount c) {
+  if (c == ParamCount::Total) return m.total_params();
+  const double untied_head = m.tied_embeddings ? 0.0 : m.embedding_params();
+  return m.total_params() - m.embedding_params() - untied_head;
+}
+
+model::ModelSpec model_for_params(double params, const std::string& name, ParamCount count) {
   if (!(params >= 1e6)) {
     throw std::invalid_argument("model_for_params: needs at least 1e6 parameters");
   }
@@ -137,7 +147,8 @@ model::ModelSpec model_for_params(double params, const std::string& name) {
     const long hi = std::max(2L, static_cast<long>(std::floor(h / min_ratio)));
     // Parameters grow with the layers: the nearest of this hidden's are the allowed counts
     // on either side of the ideal one.
-    const double ideal = (params - 2.0 * 51200.0 * h) / (12.0 * h * h);
+    const double embeddings = count == ParamCount::Total ? 2.0 * 51200.0 * h : 0.0;
+    const double ideal = (params - embeddings) / (12.0 * h * h);
     long below = std::clamp(static_cast<long>(std::floor(ideal)), lo, hi);
     while (below > lo && !layer_ok(below)) --below;
     long above = below + 1;
@@ -145,7 +156,7 @@ model::ModelSpec model_for_params(double params, const std::string& name) {
     for (long l : {below, above}) {
       if (l < lo || l > hi || !layer_ok(l)) continue;
       auto m = make(static_cast<int>(l), static_cast<int>(u));
-      const double gap = std::abs(std::log(m.total_params() / params));
+      const double gap = std::abs(std::log(counted_params(m, count) / params));
       if (gap < best_gap) {
         best_gap = gap;
         best = std::move(m);

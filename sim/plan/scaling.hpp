@@ -54,6 +54,16 @@ Allocation compute_optimal(Law l, double flops);
 /// [1e3, 1e16] parameters (the function is unimodal in log N). For tests of the closed form.
 Allocation compute_optimal_numeric(const LossFit& f, double flops);
 
+/// What a law's N counts. Hoffmann et al. 2022 (Chinchilla, and Epoch's refit of their data)
+/// count every parameter, embeddings included; Kaplan et al. 2020 (§1.3, Eq. 2.1) count the
+/// non-embedding ones: the layers and the final norm, without the token embedding and an
+/// untied output projection. Pearce & Song 2024 ("Reconciling Kaplan and Chinchilla scaling
+/// laws", arXiv:2406.12907) trace much of the two laws' difference to this choice.
+enum class ParamCount { Total, NonEmbedding };
+[[nodiscard]] ParamCount param_count(Law l);
+/// The parameters of `m` as `c` counts them.
+[[nodiscard]] double counted_params(const model::ModelSpec& m, ParamCount c);
+
 /// A GPT-style shape for about `params` parameters (12·l·h² per the layers of Kaplan et al.
 /// 2020 Eq. 2.1, plus the 2·V·h embedding and head; ModelSpec::total_params): head dimension
 /// 128; hidden a multiple of 1024 from 1024 up (of 128 below, and 1536), so heads are a
@@ -61,13 +71,15 @@ Allocation compute_optimal_numeric(const LossFit& f, double flops);
 /// (PP 2 and 4 divide them); hidden / layers within [32, 200] below hidden 4096, [64, 200]
 /// below 8192 and [96, 160] above (Kaplan et al. 2020 §3.1, Fig. 5: the loss is within a few
 /// percent over aspect ratios 20-200; GPT-3 12288 / 96 = 128, Chinchilla 8192 / 80 = 102,
-/// Gopher 16384 / 80 = 205). Of those shapes, the one whose total_params is nearest `params`
-/// in ratio: so the shape's size never decreases as `params` grows. ffn_hidden = 4·hidden;
+/// Gopher 16384 / 80 = 205). Of those shapes, the one whose parameters, counted as `count`
+/// says (counted_params), are nearest `params` in ratio: so the shape's size never decreases
+/// as `params` grows. ffn_hidden = 4·hidden;
 /// vocab 51200; seq_len 2048; GeLU; LayerNorm. GPT-3 175B comes back exactly; within 10% of
 /// N from 1e9 up and 35% below (tested). Throws std::invalid_argument for params < 1e6 or
 /// > kMaxShapeParams.
 constexpr double kMaxShapeParams = 1e14;
-model::ModelSpec model_for_params(double params, const std::string& name);
+model::ModelSpec model_for_params(double params, const std::string& name,
+                                  ParamCount count = ParamCount::Total);
 
 /// Published models for the seed table (Hoffmann et al. 2022 Table 1 and the papers cited in
 /// docs/planner.md): name, parameters, training tokens and shape.
