@@ -4,9 +4,10 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <set>
 #include <sstream>
-#include <cstdio>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -284,6 +285,17 @@ TEST(Cli, VersionAndGpuList) {
   const auto g = run("list-gpus");
   EXPECT_EQ(g.code, 0);
   EXPECT_NE(g.out.find("h100_sxm"), std::string::npos);
+  // The columns line up whatever the longest name (GB200's pushed its row right).
+  std::istringstream lines(g.out);
+  std::string line;
+  std::set<std::size_t> sms_column;
+  while (std::getline(lines, line)) sms_column.insert(line.find(" SMs"));
+  EXPECT_EQ(sms_column.size(), 1u) << g.out;
+  // A first word that is no command is named, not "a subcommand is required".
+  const auto u = run("nosuchcmd");
+  EXPECT_EQ(u.code, 1);
+  EXPECT_NE(u.err.find("unknown command \"nosuchcmd\" (commands: simulate,"), std::string::npos)
+      << u.err;
 }
 
 // Every kind of bad input, through the executable: exit code 1, one line on stderr with

@@ -491,6 +491,7 @@ TEST(Validate, RowsSayWhatTheyCannotBeInsteadOfFallingBackToDefaults) {
           small_row("precision_tf32", "g", t + "\nprecision = \"tf32\"") +
           small_row("precision_odd", "g", t + "\nprecision = \"int4\"") +
           small_row("mfu_percent", "g", "mfu = 45.0") +
+          small_row("mfu_beside", "g", t + "\nmfu = 1.4") +
           small_row("tiny", "g", "tflops_per_gpu = 1e-320") +
           small_row("gpn", "g", t + "\ngpus_per_node = 4") +
           test::replace(small_row("lpvs", "g", t + "\nlayers_per_virtual_stage = 3"), "pp = 1",
@@ -512,6 +513,7 @@ TEST(Validate, RowsSayWhatTheyCannotBeInsteadOfFallingBackToDefaults) {
       {"precision_tf32", "32-bit training is not modelled"},
       {"precision_odd", "expected fp8, bf16 or fp16"},
       {"mfu_percent", "a fraction in (0, 1]"},
+      {"mfu_beside", "the published mfu must be a fraction in (0, 1] (got 1.4"},
       {"tiny", "must be a finite number > 0"},
       {"gpn", "gpus_per_node = 4, but the built-in topology"},
       {"lpvs", "layers_per_virtual_stage = 3 does not split 2 layers over pp 2"},

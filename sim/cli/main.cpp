@@ -306,9 +306,15 @@ int run_validate(const std::string& file, const std::string& group, bool json,
 }
 
 int list_gpus() {
+  // Columns as wide as the longest key and name.
+  int key_w = 0, name_w = 0;
   for (const auto& g : trainsim::hw::builtin_gpus()) {
-    std::printf("%-16s %-40s %4d SMs  %7.1f TFLOP/s bf16  %7.2f GiB HBM  %5.2f TB/s\n",
-                g.key.c_str(), g.display_name.c_str(), g.sm_count, g.peak_bf16 / 1e12,
+    key_w = std::max(key_w, static_cast<int>(g.key.size()));
+    name_w = std::max(name_w, static_cast<int>(g.display_name.size()));
+  }
+  for (const auto& g : trainsim::hw::builtin_gpus()) {
+    std::printf("%-*s  %-*s %4d SMs  %7.1f TFLOP/s bf16  %7.2f GiB HBM  %5.2f TB/s\n", key_w,
+                g.key.c_str(), name_w, g.display_name.c_str(), g.sm_count, g.peak_bf16 / 1e12,
                 g.hbm_bytes / (1024.0 * 1024.0 * 1024.0), g.hbm_bw / 1e12);
   }
   return kOk;
@@ -370,6 +376,17 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // A first word that is neither an option nor a command: name it (CLI11 would only say
+    // that a subcommand is required).
+    if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
+      std::string names;
+      for (const CLI::App* sub : app.get_subcommands({})) {
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+      }
+      std::cerr << "error: unknown command \"" << argv[1] << "\" (commands: " << names
+                << ")\nRun with --help for more information.\n";
+      return kBadInput;
+    }
     const int rc = app.exit(e);
     return rc == 0 ? kOk : kBadInput;
   }
