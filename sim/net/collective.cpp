@@ -652,4 +652,15 @@ CollectivePlan AlphaBetaModel::plan(CollectiveOp op, std::uint64_t bytes,
   return choose(op, bytes, group, true);
 }
 
+SlowestGroup slowest_group(const CollectiveModel& model, CollectiveOp op, std::uint64_t bytes,
+                           const std::vector<std::vector<int>>& groups) {
+  if (groups.empty()) throw std::invalid_argument("slowest_group: no groups");
+  SlowestGroup out{groups.front(), model.cost(op, bytes, groups.front())};
+  for (std::size_t i = 1; i < groups.size(); ++i) {
+    const CollectiveCost c = model.cost(op, bytes, groups[i]);
+    if (c.time > out.cost.time) out = {groups[i], c};
+  }
+  return out;
+}
+
 }  // namespace trainsim::net

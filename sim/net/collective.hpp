@@ -124,4 +124,17 @@ class AlphaBetaModel final : public CollectiveModel {
   const hw::GpuSpec& gpu_;
 };
 
+/// The group of `groups` whose `op` of `bytes` `model` prices slowest, and that time; the
+/// first such group on ties (so that where every copy is placed alike, the first group is
+/// the one priced). A step waits for its slowest replica: where the parallel degrees do not
+/// divide a node, one copy of a group can span two nodes while another sits in one.
+/// Throws std::invalid_argument for an empty `groups` (and what cost() throws).
+struct SlowestGroup {
+  std::vector<int> group;
+  CollectiveCost cost;
+};
+[[nodiscard]] SlowestGroup slowest_group(const CollectiveModel& model, CollectiveOp op,
+                                         std::uint64_t bytes,
+                                         const std::vector<std::vector<int>>& groups);
+
 }  // namespace trainsim::net

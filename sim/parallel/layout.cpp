@@ -268,6 +268,62 @@ std::vector<int> Layout::expert_dp_group(int tp_i, int pp_i, int ep_i) const {
   return g;
 }
 
+std::vector<std::vector<int>> Layout::tp_groups(int pp_i) const {
+  std::vector<std::vector<int>> out;
+  for (int d = 0; d < dp; ++d) {
+    for (int c = 0; c < cp; ++c) {
+      std::vector<int> g;
+      for (int t = 0; t < tp; ++t) g.push_back(rank(t, c, d, pp_i));
+      out.push_back(std::move(g));
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<int>> Layout::cp_groups(int pp_i) const {
+  std::vector<std::vector<int>> out;
+  for (int d = 0; d < dp; ++d) {
+    for (int t = 0; t < tp; ++t) {
+      std::vector<int> g;
+      for (int c = 0; c < cp; ++c) g.push_back(rank(t, c, d, pp_i));
+      out.push_back(std::move(g));
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<int>> Layout::dp_cp_groups(int pp_i) const {
+  std::vector<std::vector<int>> out;
+  for (int t = 0; t < tp; ++t) out.push_back(dp_cp_group(t, pp_i));
+  return out;
+}
+
+std::vector<std::vector<int>> Layout::ep_groups(int pp_i) const {
+  std::vector<std::vector<int>> out;
+  for (int block = 0; block < dp * cp / ep; ++block) {
+    for (int t = 0; t < tp; ++t) out.push_back(ep_group(t, pp_i, block));
+  }
+  return out;
+}
+
+std::vector<std::vector<int>> Layout::expert_dp_groups(int pp_i) const {
+  std::vector<std::vector<int>> out;
+  for (int e = 0; e < ep; ++e) {
+    for (int t = 0; t < tp; ++t) out.push_back(expert_dp_group(t, pp_i, e));
+  }
+  return out;
+}
+
+std::vector<std::vector<int>> Layout::pp_pairs(int from, int to) const {
+  std::vector<std::vector<int>> out;
+  for (int d = 0; d < dp; ++d) {
+    for (int c = 0; c < cp; ++c) {
+      for (int t = 0; t < tp; ++t) out.push_back({rank(t, c, d, from), rank(t, c, d, to)});
+    }
+  }
+  return out;
+}
+
 std::vector<int> layers_per_virtual_stage(int layers, int pp, int v) {
   const int stages = pp * v;
   if (stages < 1 || layers < stages) {

@@ -79,6 +79,20 @@ struct Layout {
   /// The expert-data-parallel group of the EP rank `ep_i` of (tp_i, pp_i): the expert
   /// weights' gradient-reduction group, dp·cp/ep ranks.
   [[nodiscard]] std::vector<int> expert_dp_group(int tp_i, int pp_i, int ep_i = 0) const;
+  /// Every group of one kind among the ranks of pipeline stage `pp_i`, in the order of their
+  /// first member: the TP groups of every (cp, dp) coordinate; the CP rings of every (tp, dp);
+  /// the DP x CP groups of every tp; the EP groups of every tp and block; the expert-DP groups
+  /// of every tp and EP rank. Stage fidelity prices the slowest of them
+  /// (net::slowest_group): where the degrees do not divide a node, one copy of a group can
+  /// span two nodes while another sits in one, and a step waits for its slowest replica.
+  [[nodiscard]] std::vector<std::vector<int>> tp_groups(int pp_i) const;
+  [[nodiscard]] std::vector<std::vector<int>> cp_groups(int pp_i) const;
+  [[nodiscard]] std::vector<std::vector<int>> dp_cp_groups(int pp_i) const;
+  [[nodiscard]] std::vector<std::vector<int>> ep_groups(int pp_i) const;
+  [[nodiscard]] std::vector<std::vector<int>> expert_dp_groups(int pp_i) const;
+  /// The pipeline transfers from stage `from` to stage `to`: {rank(t, c, d, from),
+  /// rank(t, c, d, to)} for every (t, c, d).
+  [[nodiscard]] std::vector<std::vector<int>> pp_pairs(int from, int to) const;
   /// Degree of the dense weights' data parallelism (dp x cp) and of the experts' (dp·cp/ep).
   [[nodiscard]] int dp_cp() const { return dp * cp; }
   [[nodiscard]] int expert_dp() const { return dp * cp / ep; }

@@ -203,6 +203,9 @@ class StepBuilder final : public PassEmitter {
   /// Before the stage's program: ZeRO-1/2 parameter all-gathers overlapped with the forward.
   void begin_stage(const StageStreams& st, int stage) {
     stage_ = stage;
+    tp_rep_.clear();
+    dp_rep_.clear();
+    edp_rep_.clear();
     op_index_ = 0;
     updates_ = 0;
     blocking_gathers_.clear();
@@ -652,8 +655,13 @@ class StepBuilder final : public PassEmitter {
     CommCost c;
     c.label = g_.intern(label);
     if (tp_ > 1) {
-      const auto group = sc_.layout.tp_group(0, stage_);
-      c.time = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
+      // The stage's slowest TP group (chosen by the first collective priced), for all of them.
+      if (tp_rep_.empty()) {
+        tp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
+                                     sc_.layout.tp_groups(stage_))
+                      .group;
+      }
+      c.time = comm_.cost(op, static_cast<std::uint64_t>(bytes), tp_rep_).time;
     }
     return c;
   }
@@ -767,15 +775,22 @@ class StepBuilder final : public PassEmitter {
                                        mdl.mla.v_head_dim)
                                 : 2.0 * std::max(1, mdl.kv_heads / tp_) * mdl.head_dim();
     const double kv = static_cast<double>(sc_.training.micro_batch) * local_.seq_len * kv_width * 2.0;
-    const auto group = L.cp_group(0, stage_);
+    // The slowest link of any ring of the stage (every copy steps together), and the
+    // stage's slowest CP group for the all-gather variant.
+    const auto rings = L.cp_groups(stage_);
     Time worst_f, worst_b;
-    for (std::size_t i = 0; i < group.size(); ++i) {  // the slowest link of the ring
-      const int pair[2] = {group[i], group[(i + 1) % group.size()]};
-      worst_f = max(worst_f, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(kv), pair).time);
-      worst_b = max(worst_b, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(2 * kv), pair).time);
+    for (const auto& group : rings) {
+      for (std::size_t i = 0; i < group.size(); ++i) {
+        const int pair[2] = {group[i], group[(i + 1) % group.size()]};
+        worst_f = max(worst_f, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(kv), pair).time);
+        worst_b = max(worst_b, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(2 * kv), pair).time);
+      }
     }
     c_.cp_kv.time = worst_f;
     c_.cp_kv_bwd.time = worst_b;
+    const auto group =
+        net::slowest_group(comm_, CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), rings)
+            .group;
     c_.cp_ag.time = comm_.cost(CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), group).time;
     c_.cp_rs.time = comm_.cost(CollectiveOp::ReduceScatter, static_cast<std::uint64_t>(kv * L.cp), group).time;
     // Ring CP's merges (Transformer Engine, AttnFuncWithCPAndKVP2P): `out` is the rank's
@@ -827,8 +842,12 @@ class StepBuilder final : public PassEmitter {
     const auto key = std::make_tuple(static_cast<int>(op), bytes, stage_);
     auto it = dp_cache_.find(key);
     if (it != dp_cache_.end()) return it->second;
-    const auto group = sc_.layout.dp_cp_group(0, stage_);
-    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
+    if (dp_rep_.empty()) {  // the stage's slowest DP x CP group, chosen by the first cost
+      dp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
+                                   sc_.layout.dp_cp_groups(stage_))
+                    .group;
+    }
+    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), dp_rep_).time;
     dp_cache_.emplace(key, t);
     return t;
   }
@@ -837,8 +856,12 @@ class StepBuilder final : public PassEmitter {
     const auto key = std::make_tuple(static_cast<int>(op) + 100, bytes, stage_);
     auto it = dp_cache_.find(key);
     if (it != dp_cache_.end()) return it->second;
-    const auto group = sc_.layout.expert_dp_group(0, stage_, 0);
-    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
+    if (edp_rep_.empty()) {  // the stage's slowest expert-DP group, chosen by the first cost
+      edp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
+                                    sc_.layout.expert_dp_groups(stage_))
+                     .group;
+    }
+    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), edp_rep_).time;
     dp_cache_.emplace(key, t);
     return t;
   }
@@ -1324,6 +1347,9 @@ class StepBuilder final : public PassEmitter {
   ChunkGathers* gather_ = nullptr;
   std::vector<TaskId> blocking_gathers_;
   std::map<std::tuple<int, double, int>, Time> dp_cache_;
+  /// The stage's slowest TP, DP x CP and expert-DP groups (net::slowest_group), the groups
+  /// its collectives are priced on; empty until the first collective of the kind.
+  std::vector<int> tp_rep_, dp_rep_, edp_rep_;
   std::vector<StagePlan> plans_;
   std::vector<int> group_step_;
   int op_index_ = 0;
@@ -1580,11 +1606,12 @@ StepResult simulate_step(const Scenario& sc) {
     auto key = std::make_pair(from, to);
     auto it = p2p_cache.find(key);
     if (it != p2p_cache.end()) return it->second;
-    const int group[2] = {L.rank(0, 0, 0, from), L.rank(0, 0, 0, to)};
+    // The slowest of the stage pair's transfers (one per TP, CP and DP coordinate).
     const Time t = from == to ? Time::zero()
-                              : comm.cost(CollectiveOp::SendRecv,
-                                          static_cast<std::uint64_t>(p2p_bytes), group)
-                                    .time;
+                              : net::slowest_group(comm, CollectiveOp::SendRecv,
+                                                   static_cast<std::uint64_t>(p2p_bytes),
+                                                   L.pp_pairs(from, to))
+                                    .cost.time;
     p2p_cache.emplace(key, t);
     return t;
   };

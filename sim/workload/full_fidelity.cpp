@@ -100,15 +100,25 @@ std::vector<std::vector<int>> FullFidelity::symmetric_groups(const std::vector<i
   // not overlap a copy already taken, in lexicographic order: a TP group repeats over every
   // (c, d), a DP x CP group over every t, an EP block over every t and every other block,
   // an expert-DP group over every t and EP index, a CP group over every (t, d), a pipeline
-  // transfer over every (t, c, d).
+  // transfer over every (t, c, d). The group is first moved to its origin (least t and x 0):
+  // the stage's priced group is its slowest copy, which need not be the first.
   const int tp = layout_.tp;
   const int xs = layout_.dp * layout_.cp;
   std::vector<Coord> cs;
-  int max_t = 0, max_x = 0;
+  int min_t = tp, min_x = xs;
   for (const int g : group) {
     cs.push_back(coord_of(layout_, g));
-    max_t = std::max(max_t, cs.back().t);
-    max_x = std::max(max_x, cs.back().c + layout_.cp * cs.back().d);
+    min_t = std::min(min_t, cs.back().t);
+    min_x = std::min(min_x, cs.back().c + layout_.cp * cs.back().d);
+  }
+  int max_t = 0, max_x = 0;
+  for (Coord& k : cs) {
+    const int x = k.c + layout_.cp * k.d - min_x;
+    k.t -= min_t;
+    k.c = x % layout_.cp;
+    k.d = x / layout_.cp;
+    max_t = std::max(max_t, k.t);
+    max_x = std::max(max_x, x);
   }
   const auto index = [&](int t, int x, int p) {
     return (static_cast<std::size_t>(p) * static_cast<std::size_t>(xs) +
@@ -154,6 +164,16 @@ bool FullFidelity::fits(Category category, const RecordingModel::Query& q) const
     case Category::Optimizer: return false;
   }
   return false;
+}
+
+bool FullFidelity::is_tp_group(const std::vector<int>& group) const {
+  if (layout_.tp < 2 || static_cast<int>(group.size()) != layout_.tp) return false;
+  const Coord a = coord_of(layout_, group.front());
+  for (int t = 0; t < layout_.tp; ++t) {
+    const Coord b = coord_of(layout_, group[static_cast<std::size_t>(t)]);
+    if (b.t != t || b.c != a.c || b.d != a.d || b.p != a.p) return false;
+  }
+  return true;
 }
 
 bool FullFidelity::is_cp_hop(const RecordingModel::Query& q) const {
@@ -223,19 +243,14 @@ void FullFidelity::convert(TaskGraph& g) {
       continue;
     }
     const int stage = static_cast<int>(g.stream(task.stream).rank);
-    const int rep = layout_.rank(0, 0, 0, stage);
     const bool tp_task = task.category == Category::TpComm;
-    const auto tp_group = layout_.tp_group(0, stage);
     for (const std::size_t i : it->second) {
       const auto& q = *uniq[i];
-      // The query of the stage representative's group; a CP ring task lasts as long as its
-      // slowest hop, which may be any hop of the representative's ring.
-      const bool cp_hop = task.category == Category::CpComm && is_cp_hop(q) &&
-                          coord_of(layout_, q.group.front()).p == stage &&
-                          coord_of(layout_, q.group.front()).t == 0 &&
-                          coord_of(layout_, q.group.front()).d == 0;
-      if (q.group.front() != rep && !cp_hop) continue;
-      if (tp_task != (q.group == tp_group && layout_.tp > 1)) continue;
+      // A query of one of this stage's groups of the task's kind: the builder prices each
+      // kind on the stage's slowest copy (net::slowest_group), and a CP ring task lasts as
+      // long as the slowest hop of any ring; symmetric_groups expands any copy to all.
+      if (coord_of(layout_, q.group.front()).p != stage) continue;
+      if (tp_task != is_tp_group(q.group)) continue;
       if (!fits(task.category, q)) continue;
       if (external_of[i] == kNoId) {
         external_of[i] = static_cast<std::uint32_t>(ops_.size());

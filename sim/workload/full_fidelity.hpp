@@ -110,12 +110,15 @@ class FullFidelity {
  private:
   [[nodiscard]] std::vector<net::CollectivePlan> copies(const RecordingModel::Query& q) const;
   [[nodiscard]] std::vector<net::CollectivePlan> plan_copies(const RecordingModel::Query& q) const;
-  /// `group` and its disjoint translates over the TP and flattened (CP, DP) coordinates.
+  /// `group`, moved to the origin, and its disjoint translates over the TP and flattened
+  /// (CP, DP) coordinates.
   [[nodiscard]] std::vector<std::vector<int>> symmetric_groups(const std::vector<int>& group) const;
   /// Whether a comm task of `category` can be the query's collective: pipeline transfers
   /// (and the pipeline-wide sync) span stages, EP tasks are all-to-alls, CP ring hops are
   /// CP tasks (a transfer and a ring step of equal time must not swap flows).
   [[nodiscard]] bool fits(Category category, const RecordingModel::Query& q) const;
+  /// A whole TP group (tp > 1): ranks t = 0..tp-1 of one (CP, DP, PP) position, in order.
+  [[nodiscard]] bool is_tp_group(const std::vector<int>& group) const;
   /// A send/recv between two CP ranks of one (TP, DP, PP) position: a ring-attention hop.
   [[nodiscard]] bool is_cp_hop(const RecordingModel::Query& q) const;
 

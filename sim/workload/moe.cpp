@@ -98,8 +98,13 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
     off_rank_rows = std::max({off_rank_rows, r.rows_sent(k), r.rows_received(k)});
   }
   if (L.ep > 1) {
-    const auto group = L.ep_group(0, stage, 0);
     const double row_bytes = static_cast<double>(h) / tp;
+    // The stage's slowest EP group (all of them exchange at once).
+    const auto group = net::slowest_group(comm, net::CollectiveOp::AllToAll,
+                                          static_cast<std::uint64_t>(static_cast<double>(worst_rows) *
+                                                                     row_bytes * elem),
+                                          L.ep_groups(stage))
+                           .group;
     const double dispatch_elem = hw::dtype_bytes(dt) < 2 ? hw::dtype_bytes(dt) : elem;
     c.a2a_bytes = static_cast<double>(worst_rows) * row_bytes * elem;
     c.a2a_dispatch_bytes = static_cast<double>(off_rank_rows) * row_bytes * dispatch_elem;

@@ -61,8 +61,9 @@ struct MoeLayerCost {
 /// Costs one MoE layer `layer` (global index) for pipeline stage `stage`.
 ///
 /// Tokens per EP rank: T = micro_batch x seq_len / cp (each rank routes its own sequence
-/// chunk). Routing: model::route_tokens(moe, T, ep, seed, layer) over the EP group of
-/// (tp 0, stage, block 0), placed by Layout::ep_group. The stage's simulated rank is the EP
+/// chunk). Routing: model::route_tokens(moe, T, ep, seed, layer), the same in every EP group
+/// of the stage; the all-to-alls are priced on the stage's slowest EP group (Layout::ep_groups,
+/// net::slowest_group). The stage's simulated rank is the EP
 /// rank whose experts process the most rows (the all-to-all makes every EP rank wait for it).
 /// Expert GEMMs: a grouped GEMM is costed as the sum of its member GEMMs, one per local
 /// expert with that expert's row count (m = rows, SwiGLU fc1 n = 2f, fc2 k = f), with expert
