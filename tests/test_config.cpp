@@ -186,6 +186,27 @@ TEST(Config, TopologyErrors) {
   EXPECT_NE(load(test::replace(good, "oversubscription = 1.0", "oversubscription = 0.5")).find(
                 "network.oversubscription must be a finite number in [1, 1024]"),
             std::string::npos);
+  // Keys of another fabric shape were read and never used; a zero torus link meant "the
+  // default"; more cores than a spine has ports thinned every link.
+  const std::string torus_text = test::read(test::source_dir() / "topologies/torus-3d-h100.toml");
+  const std::string three = test::read(test::source_dir() / "topologies/dgx-h100-3tier.toml");
+  EXPECT_EQ(load(torus_text), "");
+  EXPECT_EQ(load(three), "");
+  const std::map<std::string, std::string> refused = {
+      {test::replace(good, "oversubscription = 1.0", "oversubscription = 1.0\ndims = [2, 2]"),
+       "network.dims belongs to kind = \"torus\""},
+      {test::replace(good, "oversubscription = 1.0", "oversubscription = 1.0\ncores = 4"),
+       "network.cores belongs to a 3-tier fat tree (tiers = 3)"},
+      {test::replace(torus_text, "dims = [4, 4, 4]", "dims = [4, 4, 4]\nnodes_per_su = 1"),
+       "network.nodes_per_su belongs to the fat-tree kinds"},
+      {test::replace(torus_text, "torus_link_bw = \"400 GB/s\"", "torus_link_bw = \"0 GB/s\""),
+       "network.torus_link_bw must be between 1e+06 and 1e+15 B/s (got 0)"},
+      {test::replace(three, "cores = 16", "cores = 100000"), "network.cores must be in [0, "}};
+  for (const auto& [text, needle] : refused) {
+    const std::string msg = load(text);
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+    EXPECT_NE(msg.find("t.toml:"), std::string::npos) << msg;
+  }
   // A scenario on a torus with another GPU count used to fail in the topology generator
   // with no file, line or key.
   const std::string torus = (test::source_dir() / "topologies/torus-3d-h100.toml").string();

@@ -182,6 +182,52 @@ TEST(TopologyTest, OversubscriptionSetsLeafUplinkCapacity) {
   EXPECT_THROW(Topology(s, 16 * 8), std::invalid_argument);
 }
 
+// The default spine count once ignored the leaves' uplinks: with 2 nodes per SU a leaf's
+// capacity of 2 ports was split over 8 spines, and a non-blocking fabric carried a single
+// cross-rail flow at a quarter of a NIC (6 GB/s of 24). Now a leaf reaches min(rails,
+// uplinks) spines, each link at least a port.
+TEST(TopologyTest, DefaultSpinesNeverOutnumberALeafsUplinks) {
+  TopologySpec s = dgx_a100();
+  s.nodes_per_su = 2;
+  EXPECT_EQ(leaf_uplinks(s), 2);
+  EXPECT_EQ(spine_count(s), 2);
+  const Topology t(s, 4 * 8);  // 4 nodes, 2 SUs
+  const Route r = t.route(0, 2 * 8 + 1);  // other SU, other rail: through a spine
+  expect_chain(t, r, 0, 2 * 8 + 1);
+  EXPECT_DOUBLE_EQ(r.bottleneck_bw, kNicAchievable);
+  s.nodes_per_su = 20;
+  EXPECT_EQ(spine_count(s), 8);  // the rails (SuperPOD shape)
+  s.oversubscription = 4.0;
+  EXPECT_EQ(spine_count(s), 5);  // 20 / 4 uplinks
+  s.spines = 3;
+  EXPECT_EQ(spine_count(s), 3);
+}
+
+// More core switches used to thin every spine-core link (the spine's capacity split over
+// them): 16 cores behind spines of 8 uplink ports made a 64-GPU all-reduce slower than 2
+// cores. A spine reaches at most its uplink ports; the default is the pod's spines, capped.
+TEST(TopologyTest, CoresAreBoundedByASpinesUplinkPorts) {
+  TopologySpec s = dgx_a100();
+  s.nodes_per_su = 2;
+  s.spines = 2;
+  s.tiers = 3;
+  s.sus_per_pod = 1;
+  // A spine: 1 SU x 8 rail leaves x (2 uplinks / 2 spines) = 8 downlink ports, 8 uplinks.
+  EXPECT_EQ(spine_uplink_ports(s), 8);
+  s.cores = 8;
+  EXPECT_NO_THROW(Topology(s, 8 * 8));
+  s.cores = 16;
+  expect_invalid(s, 8 * 8, "cores (16) exceeds the uplink ports of a spine (8");
+  s.cores = 0;
+  const Topology t(s, 8 * 8);  // 4 pods: default cores = the pod's 2 spines
+  for (std::uint32_t id = 0; id < static_cast<std::uint32_t>(t.num_links()); ++id) {
+    const LinkInfo& l = t.link(id);
+    if (t.vertex_kind(l.src) == VertexKind::Spine && t.vertex_kind(l.dst) == VertexKind::Core) {
+      EXPECT_GE(l.bandwidth, kNicAchievable);  // at least a port wide
+    }
+  }
+}
+
 TEST(TopologyTest, RoutesAreDeterministicAndSpreadOverSpines) {
   const Topology a(dgx_a100(), 40 * 8);  // 2 SUs
   const Topology b(dgx_a100(), 40 * 8);

@@ -391,15 +391,38 @@ namespace {
 /// [network] keys of the other fabric shapes: tiers, sus_per_pod, cores (3-tier fat tree),
 /// dims and torus_link_bw (torus). See hw::TopologySpec.
 void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
+  // Keys of another fabric shape would be read and never used: refused at their line.
+  const bool torus = spec.kind == "torus";
+  for (const char* key : {"nodes_per_su", "spines", "oversubscription", "tiers", "sus_per_pod",
+                          "cores"}) {
+    if (torus && net.has(key)) {
+      net.fail_at(net.node(key)->source(), std::string("network.") + key +
+                                               " belongs to the fat-tree kinds; a torus has "
+                                               "one router per node (dims, torus_link_bw)");
+    }
+  }
+  for (const char* key : {"dims", "torus_link_bw"}) {
+    if (!torus && net.has(key)) {
+      net.fail_at(net.node(key)->source(),
+                  std::string("network.") + key + " belongs to kind = \"torus\"");
+    }
+  }
   spec.tiers = static_cast<int>(net.bounded("tiers", 2, 2, 3));
   if (spec.tiers == 3 && spec.kind != "rail_optimized_fat_tree") {
     net.fail_at(net.node("tiers")->source(),
                 "network.tiers = 3 needs kind = \"rail_optimized_fat_tree\"");
   }
+  for (const char* key : {"sus_per_pod", "cores"}) {
+    if (spec.tiers != 3 && net.has(key)) {
+      net.fail_at(net.node(key)->source(),
+                  std::string("network.") + key + " belongs to a 3-tier fat tree (tiers = 3)");
+    }
+  }
   spec.sus_per_pod = static_cast<int>(net.bounded("sus_per_pod", 1, 1, 100000));
-  spec.cores = static_cast<int>(net.bounded("cores", 0, 0, 100000));
+  // A spine reaches at most as many cores as it has uplink ports (hw::spine_uplink_ports).
+  spec.cores = static_cast<int>(net.bounded("cores", 0, 0, hw::spine_uplink_ports(spec)));
   spec.torus_link_bw =
-      net.quantity_in("torus_link_bw", parse_bandwidth, "400 Gbps", 0, 1e15, "B/s").value_or(0);
+      net.quantity_in("torus_link_bw", parse_bandwidth, "400 Gbps", 1e6, 1e15, "B/s").value_or(0);
   if (const toml::node* d = net.node("dims")) {
     const toml::array* arr = d->as_array();
     if (arr == nullptr || (arr->size() != 2 && arr->size() != 3)) {
@@ -530,12 +553,7 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
   spec.nodes_per_su = static_cast<int>(net.bounded("nodes_per_su", 32, 1, 100000));
   spec.oversubscription = net.real("oversubscription", 1.0, 1024.0).value_or(1.0);
   // Each leaf has (downlink ports) / oversubscription uplink cables; every spine needs one.
-  const std::int64_t down_ports =
-      spec.kind == "leaf_spine" ? static_cast<std::int64_t>(spec.nodes_per_su) * spec.nics_per_node
-                                : spec.nodes_per_su;
-  const auto uplinks = static_cast<std::int64_t>(static_cast<double>(down_ports) /
-                                                 spec.oversubscription);
-  spec.spines = static_cast<int>(net.bounded("spines", 0, 0, std::max<std::int64_t>(1, uplinks)));
+  spec.spines = static_cast<int>(net.bounded("spines", 0, 0, hw::leaf_uplinks(spec)));
   load_fabric_keys(net, spec);
   return spec;
 }

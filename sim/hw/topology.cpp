@@ -24,9 +24,13 @@
 // GPU i of a node uses NIC (i % nics_per_node); NIC r of every node of SU u plugs into leaf
 // (u, r) (rail optimization). Every leaf connects to every spine (two-tier Clos).
 //
-// Spine count: spec.spines when > 0, else nics_per_node (the header's "as many as leaves per
-// SU"; with one SU that is the non-blocking 2-tier SuperPOD shape of hardware.md §2.5, where
-// leaf->spine cables = node->leaf cables). Spines are created whenever the cluster has more
+// Spine count (hw::spine_count): spec.spines when > 0, else nics_per_node (as many as leaves
+// per SU; with one SU that is the non-blocking 2-tier SuperPOD shape of hardware.md §2.5,
+// where leaf->spine cables = node->leaf cables), but never more than a leaf's uplink cables
+// (nodes_per_su / oversubscription): a leaf of 2 nodes reaches 2 spines, not 8 quarter-port
+// ones. With 3 tiers the default core count is the pod's spines, at most a spine's uplink
+// ports (hw::spine_uplink_ports); a spine-core link carries its share of what the spine
+// receives, so no more cores than ports keeps every link at least one port wide. Spines are created whenever the cluster has more
 // than one leaf, also for a single SU: cross-rail traffic (GPU i -> GPU j, i != j mod rails,
 // on different nodes) needs them, because this model does not forward through GPUs (NCCL's
 // PXN would hop over NVLink first; that is a software choice made by the collective model).
@@ -115,6 +119,27 @@ Kind parse_kind(const std::string& kind) {
   bad("unknown kind \"" + kind + "\" (supported: rail_optimized_fat_tree, leaf_spine, torus)");
 }
 
+}  // namespace
+
+int leaf_uplinks(const TopologySpec& s) {
+  const double down_ports = s.kind == "leaf_spine"
+                                ? static_cast<double>(s.nodes_per_su) * s.nics_per_node
+                                : static_cast<double>(s.nodes_per_su);
+  return std::max(1, static_cast<int>(std::min(down_ports / s.oversubscription, 1e9)));
+}
+
+int spine_count(const TopologySpec& s) {
+  return s.spines > 0 ? s.spines : std::min(s.nics_per_node, leaf_uplinks(s));
+}
+
+int spine_uplink_ports(const TopologySpec& s) {
+  const double ports = static_cast<double>(s.sus_per_pod) * s.nics_per_node * leaf_uplinks(s) /
+                       std::max(1, spine_count(s));
+  return std::max(1, static_cast<int>(std::min(ports, 1e9)));
+}
+
+namespace {
+
 void validate(const TopologySpec& s, int num_gpus) {
   const Kind kind = parse_kind(s.kind);
   if (s.gpus_per_node <= 0) {
@@ -163,6 +188,13 @@ void validate(const TopologySpec& s, int num_gpus) {
     bad("sus_per_pod must be > 0 (got " + std::to_string(s.sus_per_pod) + ")");
   }
   if (s.cores < 0) bad("cores must be >= 0 (got " + std::to_string(s.cores) + ")");
+  if (s.tiers == 3 && s.cores > 0) {
+    const int ports = spine_uplink_ports(s);
+    if (s.cores > ports) {
+      bad("cores (" + std::to_string(s.cores) + ") exceeds the uplink ports of a spine (" +
+          std::to_string(ports) + ": its downlink ports from the pod's leaves)");
+    }
+  }
   require_non_negative("torus_link_bw", s.torus_link_bw, " B/s");
   if (kind == Kind::Torus) {
     if (s.dims.size() != 2 && s.dims.size() != 3) {
@@ -218,7 +250,7 @@ struct Layout {
     rails = s.nics_per_node;
     num_nodes = n / gpn;
     num_sus = (num_nodes + s.nodes_per_su - 1) / s.nodes_per_su;
-    const int default_spines = s.spines > 0 ? s.spines : rails;
+    const int default_spines = spine_count(s);
     switch (kind) {
       case Kind::RailFatTree:
         num_leaves = static_cast<std::uint64_t>(num_sus) * static_cast<std::uint64_t>(rails);
@@ -228,7 +260,12 @@ struct Layout {
               std::min(num_sus, s.sus_per_pod) * rails > 1;
           spines_per_pod = pod_has_many_leaves || num_pods > 1 ? default_spines : 0;
           num_spines = num_pods * spines_per_pod;
-          num_cores = num_pods > 1 ? (s.cores > 0 ? s.cores : spines_per_pod) : 0;
+          // A spine has as many uplink ports to the cores as it has downlink ports from its
+          // pod's leaves; the default core count is the pod's spine count, at most that.
+          num_cores = num_pods > 1 ? (s.cores > 0 ? s.cores
+                                                  : std::min(spines_per_pod,
+                                                             spine_uplink_ports(s)))
+                                   : 0;
           fabric_cables =
               num_leaves * static_cast<std::uint64_t>(spines_per_pod) +
               static_cast<std::uint64_t>(num_spines) * static_cast<std::uint64_t>(num_cores);
@@ -408,7 +445,10 @@ struct Topology::Impl : Layout {
   /// = x + dims[0] * (y + dims[1] * z).
   void build_torus() {
     const TopologySpec& s = spec;
-    const double bw = s.torus_link_bw > 0 ? s.torus_link_bw : s.nic_bw * s.nic_efficiency;
+    // Default: the node's injection bandwidth (all its NICs), so that a torus without the
+    // key is not a hidden bottleneck of one NIC's rate under eight rails.
+    const double bw = s.torus_link_bw > 0 ? s.torus_link_bw
+                                          : s.nic_bw * s.nic_efficiency * s.nics_per_node;
     for (int node = 0; node < num_nodes; ++node) {
       int stride = 1;
       for (const int d : s.dims) {

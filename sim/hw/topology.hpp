@@ -31,15 +31,29 @@ struct TopologySpec {
   double nic_efficiency = 1.0;      ///< achievable fraction of nic_bw (measured, per fabric)
   double link_latency = 0;          ///< per network hop (NIC->leaf, leaf->spine), s
   int nodes_per_su = 32;            ///< nodes under one set of rail leaves
-  int spines = 0;                   ///< spine switches; 0 = as many as leaves per SU
+  int spines = 0;                   ///< spine switches; 0 = spine_count's default
   double oversubscription = 1.0;    ///< leaf downlink : uplink bandwidth ratio (>= 1)
   int tiers = 2;                    ///< fat tree: 2 (leaf, spine) or 3 (leaf, spine, core)
   int sus_per_pod = 1;              ///< 3 tiers: SUs whose leaves share one group of spines
-  int cores = 0;                    ///< 3 tiers: core switches; 0 = spines per pod
+  int cores = 0;                    ///< 3 tiers: core switches; 0 = spines per pod (at most
+                                    ///< spine_uplink_ports)
   std::vector<int> dims;            ///< torus: nodes along each axis (2 or 3 axes)
-  double torus_link_bw = 0;         ///< torus: router <-> router B/s; 0 = nic_bw x efficiency
+  double torus_link_bw = 0;         ///< torus: router <-> router B/s; 0 = the node's NICs
+                                    ///< (nics_per_node x nic_bw x nic_efficiency)
   std::string source;               ///< where the numbers come from
 };
+
+/// Uplink cables of a leaf: its downlink ports (nodes_per_su on a rail leaf, nodes_per_su x
+/// nics on a plain leaf) / oversubscription, at least 1; each is one port, and a non-blocking
+/// leaf has as many up as down (hardware.md §2.5).
+[[nodiscard]] int leaf_uplinks(const TopologySpec& s);
+/// Spines of a fat tree (of one pod with 3 tiers): `spines` when given, else the rails
+/// (nics_per_node, the SuperPOD shape) but never more than a leaf has uplinks to reach them.
+[[nodiscard]] int spine_count(const TopologySpec& s);
+/// Uplink ports of one spine to the cores (3 tiers): as many as its downlink ports from its
+/// pod's sus_per_pod x nics leaves, each sending leaf_uplinks / spine_count of them. The
+/// most cores a spine can reach; the default core count is at most this.
+[[nodiscard]] int spine_uplink_ports(const TopologySpec& s);
 
 /// Kind of a vertex in the topology graph.
 /// Torus routers are reported as Leaf (they are the edge switch of their node).
