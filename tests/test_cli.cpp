@@ -278,6 +278,23 @@ TEST(Cli, InputsThatAreNotRegularFilesAreNamedForWhatTheyAre) {
   EXPECT_NE(r.err.find("is a directory"), std::string::npos) << r.err;
 }
 
+// Sizes inside their ranges can still make a step longer than Time holds (2^63 ps, 106
+// days): the error names the file and the keys to look at, exit 1, nothing on stdout.
+TEST(Cli, AStepBeyondTimesRangeNamesTheFile) {
+  const auto dir = test::temp_dir("cli-time-range");
+  std::string text = test::read(test::source_dir() / "scenarios/schedules-teaching-4stage.toml");
+  text = test::replace(text, "seq_len = 2048", "seq_len = 100000000");
+  text = test::replace(text, "\"../topologies/dgx-a100.toml\"",
+                       "\"" + (test::source_dir() / "topologies/dgx-a100.toml").string() + "\"");
+  const auto file = test::write(dir / "s.toml", text);
+  const auto r = run("simulate " + file.string());
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find(file.string() + ": a simulated time is out of range"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("model.seq_len"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+}
+
 TEST(Cli, VersionAndGpuList) {
   const auto v = run("--version");
   EXPECT_EQ(v.code, 0);
@@ -342,6 +359,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"ep_without_moe", "[parallel]\n", "[parallel]\nep = 2\n", "parallel.ep > 1 needs a mixture-of-experts model"},
         BadInput{"seq_len_not_divisible_by_tp_with_sp", "seq_len = 1024", "seq_len = 1023", ":16:21: parallel.sequence_parallel: model.seq_len / parallel.cp (1023) must be divisible by parallel.tp (2)"},
         // Options that would do nothing, and options that depend on each other.
+        BadInput{"price_without_tokens", "gpus = 16\n", "gpus = 16\n[cost]\ngpu_hour_usd = 2.5\n", "cost.gpu_hour_usd needs training.tokens"},
         BadInput{"tp_comm_overlap_at_tp_1", "tp = 2\npp = 2\ndp = 4\nsequence_parallel = true\n", "tp = 1\npp = 2\ndp = 8\ntp_comm_overlap = true\n", ":16:19: parallel.tp_comm_overlap needs tp > 1"},
         BadInput{"cp_all_gather_at_cp_1", "dp = 4\n", "dp = 4\ncp_comm = \"all_gather\"\n", ":16:11: parallel.cp_comm = \"all_gather\" needs cp > 1"},
         BadInput{"param_gather_overlap_under_zero_3", "tp = 2\npp = 2\ndp = 4\n", "tp = 2\npp = 1\ndp = 8\nzero = 3\noverlap_param_gather = true\n", ":17:24: parallel.overlap_param_gather applies to ZeRO-1 and ZeRO-2"},

@@ -433,8 +433,14 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;
   } catch (const std::overflow_error& e) {
-    std::cerr << "error: a simulated time is out of range (" << e.what()
-              << "); check the scenario's sizes and bandwidths\n";
+    // Time holds +-2^63 ps (106 days); a step that long comes from the sizes, not from a
+    // key that is out of its range, so the message names the file and the likely keys.
+    const std::string input = *sim ? file : *cmp ? cmp_file : std::string();
+    std::cerr << "error: " << (input.empty() ? "" : input + ": ")
+              << "a simulated time is out of range (" << e.what()
+              << "): the step would last beyond 106 days of simulated time; check the "
+                 "scenario's sizes (model.seq_len, model.hidden, training.global_batch) and "
+                 "bandwidths\n";
     return kBadInput;
   } catch (const trainsim::InternalError& e) {
     std::cerr << "internal error: " << e.what() << "\n";

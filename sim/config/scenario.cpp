@@ -750,7 +750,16 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   // [cost]
   Section co = sub(file, root, "cost", "cost", false);
   co.check_unknown(scenario_keys("cost"));
-  if (auto usd = co.real("gpu_hour_usd", 0, 1e6)) sc.gpu_hour_usd = *usd;
+  if (auto usd = co.real("gpu_hour_usd", 0, 1e6)) {
+    // The report prices the whole run (days x GPUs x price): without the run's tokens there
+    // is no run to price, and the key would do nothing.
+    if (!sc.training.tokens) {
+      co.fail_at(co.node("gpu_hour_usd")->source(),
+                 "cost.gpu_hour_usd needs training.tokens (the run's cost is its days x GPUs x "
+                 "price)");
+    }
+    sc.gpu_hour_usd = *usd;
+  }
 
   // Semantic checks, pointed at the key to blame.
   try {

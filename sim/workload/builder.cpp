@@ -1409,15 +1409,15 @@ double optimizer_step_bytes(double shard_params, double buffer_params, hw::Dtype
 double attention_params_per_rank(const model::ModelSpec& mdl, int tp) {
   const double h = mdl.hidden;
   const double qkv = static_cast<double>(qkv_width(mdl, tp));
-  const double biases = mdl.bias ? qkv + h / tp : 0.0;
+  const double biases = mdl.bias ? qkv + h : 0.0;
   return h * qkv + static_cast<double>(mdl.attn_out_width()) * h / tp +
-         (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h / tp + biases;
+         (mdl.norm == model::Norm::LayerNorm ? 4.0 : 2.0) * h + biases;
 }
 
 double dense_mlp_params_per_rank(const model::ModelSpec& mdl, int tp, double ffn) {
   const bool swiglu = mdl.activation == model::Activation::SwiGLU;
   const double h = mdl.hidden;
-  const double biases = mdl.bias ? ((swiglu ? 2.0 : 1.0) * ffn + h) / tp : 0.0;
+  const double biases = mdl.bias ? (swiglu ? 2.0 : 1.0) * ffn / tp + h : 0.0;
   return (swiglu ? 3.0 : 2.0) * h * ffn / tp + biases;
 }
 

@@ -271,12 +271,12 @@ double embedding_grad_bytes(const model::ModelSpec& model, int tp, hw::Dtype dty
 double optimizer_step_bytes(double shard_params, double buffer_params, hw::Dtype dtype);
 
 /// Parameters one of `tp` ranks holds for a layer's attention block: QKV (qkv_width), the
-/// output projection split by rows, the norm weights (counted 1/tp each, as Megatron's
-/// distributed optimizer shards them), and the QKV and projection biases with model.bias
-/// (the projection's bias replicated on every rank; counted 1/tp like the norms).
+/// output projection split by rows, the norm weights of the layer (both norms; replicated on
+/// every TP rank, as in Megatron-LM, whose distributed optimizer shards over DP, not TP), and
+/// with model.bias the QKV bias (split) and the projection's bias (replicated).
 double attention_params_per_rank(const model::ModelSpec& model, int tp);
 /// Parameters one of `tp` ranks holds for a dense MLP of `ffn` intermediate size (2 or 3
-/// matrices, split by TP), with its biases under model.bias.
+/// matrices, split by TP), with its biases under model.bias (fc1's split, fc2's replicated).
 double dense_mlp_params_per_rank(const model::ModelSpec& model, int tp, double ffn);
 /// Trainable LoRA parameters one of `tp` ranks holds for a layer: r (k + n) per targeted GEMM,
 /// with k x n its rank-local shape (QKV: hidden x qkv_width, projection: attn_out / tp x
