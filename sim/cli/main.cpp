@@ -84,8 +84,8 @@ void add_input(const std::filesystem::path& p) {
 /// run read (the scenario and the files it names, plan's topologies) or is named by two
 /// outputs: devices such as /dev/null, and the report's own streams, may be named any number
 /// of times.
-void write_files(const std::vector<std::pair<std::filesystem::path, std::string>>& files) {
-  for (const auto& [path, text] : files) {
+void write_files(std::vector<std::pair<std::filesystem::path, std::string>> files) {
+  for (auto& [path, text] : files) {
     const auto target = landing(path);
     if (!trainsim::detail::is_special(path) && !same_file_as_fd(path, STDOUT_FILENO) &&
         !same_file_as_fd(path, STDERR_FILENO)) {
@@ -104,7 +104,7 @@ void write_files(const std::vector<std::pair<std::filesystem::path, std::string>
         }
       }
     }
-    g_outputs.files.emplace_back(path, text);
+    g_outputs.files.emplace_back(path, std::move(text));  // a trace can be hundreds of MB
     g_outputs.targets.push_back(target);
   }
 }
@@ -188,9 +188,9 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
   const auto result = trainsim::workload::simulate_step(scenario);
   if (ops) (void)trainsim::report::op_times(result, ops->stage);  // a bad stage fails first
   // Render everything before writing anything.
-  const std::string trace_text =
+  std::string trace_text =
       trace.empty() ? std::string() : trainsim::report::to_chrome_trace(scenario, result);
-  const std::string svg_text =
+  std::string svg_text =
       svg.empty() ? std::string()
                   : trainsim::report::pipeline_svg({{scenario.name + " — " +
                                                          std::string(trainsim::parallel::schedule_name(
@@ -198,9 +198,9 @@ int run_simulate(const std::string& file, bool json, const std::string& trace,
                                                      &result}});
   // Queued, then written with the report (emit): all of it or nothing.
   std::vector<std::pair<std::filesystem::path, std::string>> outputs;
-  if (!trace.empty()) outputs.emplace_back(trace, trace_text);
-  if (!svg.empty()) outputs.emplace_back(svg, svg_text);
-  write_files(outputs);
+  if (!trace.empty()) outputs.emplace_back(trace, std::move(trace_text));
+  if (!svg.empty()) outputs.emplace_back(svg, std::move(svg_text));
+  write_files(std::move(outputs));
   if (json) {
     std::cout << trainsim::report::to_json(scenario, result, ops);
   } else {
@@ -291,7 +291,7 @@ int run_validate(const std::string& file, const std::string& group, bool json,
   auto outputs = row_files;
   if (!csv.empty()) outputs.emplace_back(csv, csv_text);
   if (!markdown.empty()) outputs.emplace_back(markdown, md_text);
-  write_files(outputs);
+  write_files(std::move(outputs));
   const std::size_t written = row_files.size();
   if (json) {
     std::cout << trainsim::validate::report_json(report);
