@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/scenario.hpp"
+#include "core/error.hpp"
 #include "test_util.hpp"
 #include "workload/builder.hpp"
 #include "workload/full_fidelity.hpp"
@@ -132,6 +133,24 @@ TEST(FullFidelityTest, StagePricesTheSlowestCopyOfAGroupThatSpansTwoNodes) {
     EXPECT_GE(full, stage * (1 - 1e-9)) << layout;
     // (Before: TP 0.01398 s against 0.01885 s; PP 0.01437 s against 0.01450 s.)
     EXPECT_NEAR(full, stage, 0.005 * stage) << layout << ": stage " << stage << " s, full " << full;
+  }
+}
+
+// All-to-alls start n(n-1) flows per group at once and the flow model's cost grows with the
+// square of their count: DeepSeek-V3's shipped scenario in full fidelity (224M all-to-all
+// flows) ran for hours. It is refused after building, before any flow starts.
+TEST(FullFidelityTest, TooManyAllToAllFlowsAreRefusedUpFront) {
+  Scenario sc = config::load_scenario(test::source_dir() / "scenarios/deepseek-v3-h800.toml");
+  sc.fidelity = Fidelity::Full;
+  try {
+    (void)simulate_step(sc);
+    ADD_FAILURE() << "DeepSeek-V3 in full fidelity was not refused";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.key(), "simulation.fidelity");
+    EXPECT_NE(what.find("this step would run 224501760 all-to-all flows (limit 16000000"),
+              std::string::npos)
+        << what;
   }
 }
 

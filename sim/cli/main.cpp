@@ -427,7 +427,10 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << "\n";
     return kBadInput;
   } catch (const trainsim::InputError& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    // After loading (the loader turns its own into ConfigError with file:line:column): a
+    // limit of the simulation itself, e.g. full fidelity's flow count; name the scenario.
+    const std::string input = *sim ? file : *cmp ? cmp_file : std::string();
+    std::cerr << "error: " << (input.empty() ? "" : input + ": ") << e.what() << "\n";
     return kBadInput;
   } catch (const OutputError& e) {
     std::cerr << "error: " << e.what() << "\n";

@@ -68,9 +68,15 @@ struct FullStats {
   /// query explains (none in the shipped scenarios; tests assert it).
   std::size_t fixed_comm_tasks = 0;
   std::size_t network_ops = 0;         ///< distinct collectives (each with its group copies)
+  std::uint64_t planned_flows = 0;     ///< flows the network tasks will start (convert)
+  std::uint64_t planned_all_to_all_flows = 0;  ///< of them, the EP all-to-alls' (convert)
   std::uint64_t flows = 0;             ///< flows started
   std::uint64_t recomputations = 0;    ///< max-min component solves
 };
+
+/// The most all-to-all flows a full-fidelity step may start (FullFidelity::convert refuses
+/// more): about 6 minutes on a 2-core machine by the measured growth (docs/network.md).
+inline constexpr std::uint64_t kMaxFullAllToAllFlows = 16'000'000;
 
 /// Turns a built stage graph into a full-fidelity one and runs it.
 class FullFidelity {
@@ -94,6 +100,8 @@ class FullFidelity {
   [[nodiscard]] const net::CollectiveModel& model() const { return recorder_; }
 
   /// Marks the comm tasks of `g` as network tasks (call after building, before Executor).
+  /// Throws InputError (key simulation.fidelity) when the step would start more than
+  /// kMaxFullAllToAllFlows all-to-all flows.
   void convert(TaskGraph& g);
 
   /// Runs `ex` on `sim` with the flows on the topology. Fills stats().
