@@ -84,7 +84,7 @@ void add_input(const std::filesystem::path& p) {
 /// run read (the scenario and the files it names, plan's topologies) or is named by two
 /// outputs: devices such as /dev/null, and the report's own streams, may be named any number
 /// of times.
-void write_files(std::vector<std::pair<std::filesystem::path, std::string>> files) {
+void write_files(std::vector<std::pair<std::filesystem::path, std::string>>&& files) {
   for (auto& [path, text] : files) {
     const auto target = landing(path);
     if (!trainsim::detail::is_special(path) && !same_file_as_fd(path, STDOUT_FILENO) &&
@@ -411,7 +411,12 @@ int main(int argc, char** argv) {
           return run_validate(val_file, val_group, val_json, val_csv, val_md, val_topo,
                               val_scenarios);
         }
-        if (planner.selected()) return planner.run({write_files, check_writable, add_input});
+        if (planner.selected()) {
+          const auto queue = [](const std::vector<std::pair<std::filesystem::path, std::string>>& f) {
+            write_files(std::vector(f));
+          };
+          return planner.run({queue, check_writable, add_input});
+        }
         return kInternal;
       }();
       report = capture.text();
