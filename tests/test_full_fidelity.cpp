@@ -119,6 +119,22 @@ TEST(FullFidelityTest, StagePricesTheSlowestCopyOfAGroupThatSpansTwoNodes) {
   const auto worst = net::slowest_group(model, net::CollectiveOp::AllReduce, 64 << 20, groups);
   EXPECT_EQ(worst.group, groups[1]);
   EXPECT_GT(worst.cost.time, model.cost(net::CollectiveOp::AllReduce, 64 << 20, groups[0]).time);
+  // Given the node size, groups placed alike are priced once: {8..11} is {0..3} moved by a
+  // node and two rails.
+  struct Counting final : net::CollectiveModel {
+    explicit Counting(const net::CollectiveModel& m) : inner(m) {}
+    net::CollectiveCost cost(net::CollectiveOp op, std::uint64_t bytes,
+                             std::span<const int> group) const override {
+      ++calls;
+      return inner.cost(op, bytes, group);
+    }
+    const net::CollectiveModel& inner;
+    mutable int calls = 0;
+  };
+  const Counting counting(model);
+  EXPECT_EQ(net::slowest_group(counting, net::CollectiveOp::AllReduce, 64 << 20, groups, 6).group,
+            groups[1]);
+  EXPECT_EQ(counting.calls, 2);
   const std::vector<std::vector<int>> alike = {{0, 1}, {2, 3}};
   EXPECT_EQ(net::slowest_group(model, net::CollectiveOp::AllReduce, 1 << 20, alike).group,
             alike[0]);

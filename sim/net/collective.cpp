@@ -41,6 +41,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -653,10 +654,25 @@ CollectivePlan AlphaBetaModel::plan(CollectiveOp op, std::uint64_t bytes,
 }
 
 SlowestGroup slowest_group(const CollectiveModel& model, CollectiveOp op, std::uint64_t bytes,
-                           const std::vector<std::vector<int>>& groups) {
+                           const std::vector<std::vector<int>>& groups, int gpus_per_node) {
   if (groups.empty()) throw std::invalid_argument("slowest_group: no groups");
+  // Groups placed alike (the same nodes and local ranks relative to their first member) cost
+  // the same on a fabric whose nodes and rails are alike: one of each placement is priced.
+  std::set<std::vector<std::pair<int, int>>> seen;
+  auto first_of_its_placement = [&](const std::vector<int>& g) {
+    if (gpus_per_node <= 0) return true;
+    std::vector<std::pair<int, int>> key;
+    key.reserve(g.size());
+    for (const int r : g) {
+      key.emplace_back(r / gpus_per_node - g.front() / gpus_per_node,
+                       r % gpus_per_node - g.front() % gpus_per_node);
+    }
+    return seen.insert(std::move(key)).second;
+  };
+  (void)first_of_its_placement(groups.front());
   SlowestGroup out{groups.front(), model.cost(op, bytes, groups.front())};
   for (std::size_t i = 1; i < groups.size(); ++i) {
+    if (!first_of_its_placement(groups[i])) continue;
     const CollectiveCost c = model.cost(op, bytes, groups[i]);
     if (c.time > out.cost.time) out = {groups[i], c};
   }

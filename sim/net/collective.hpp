@@ -127,7 +127,10 @@ class AlphaBetaModel final : public CollectiveModel {
 /// The group of `groups` whose `op` of `bytes` `model` prices slowest, and that time; the
 /// first such group on ties (so that where every copy is placed alike, the first group is
 /// the one priced). A step waits for its slowest replica: where the parallel degrees do not
-/// divide a node, one copy of a group can span two nodes while another sits in one.
+/// divide a node, one copy of a group can span two nodes while another sits in one. With
+/// `gpus_per_node` > 0, of the groups placed alike (the same node offsets and local-rank
+/// offsets from their first member, i.e. translates by whole nodes and rails) only the first
+/// is priced, as stage fidelity assumes nodes and rails alike.
 /// Throws std::invalid_argument for an empty `groups` (and what cost() throws).
 struct SlowestGroup {
   std::vector<int> group;
@@ -135,6 +138,7 @@ struct SlowestGroup {
 };
 [[nodiscard]] SlowestGroup slowest_group(const CollectiveModel& model, CollectiveOp op,
                                          std::uint64_t bytes,
-                                         const std::vector<std::vector<int>>& groups);
+                                         const std::vector<std::vector<int>>& groups,
+                                         int gpus_per_node = 0);
 
 }  // namespace trainsim::net

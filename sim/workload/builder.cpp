@@ -658,7 +658,7 @@ class StepBuilder final : public PassEmitter {
       // The stage's slowest TP group (chosen by the first collective priced), for all of them.
       if (tp_rep_.empty()) {
         tp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
-                                     sc_.layout.tp_groups(stage_))
+                                     sc_.layout.tp_groups(stage_), sc_.topology.gpus_per_node)
                       .group;
       }
       c.time = comm_.cost(op, static_cast<std::uint64_t>(bytes), tp_rep_).time;
@@ -789,7 +789,8 @@ class StepBuilder final : public PassEmitter {
     c_.cp_kv.time = worst_f;
     c_.cp_kv_bwd.time = worst_b;
     const auto group =
-        net::slowest_group(comm_, CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), rings)
+        net::slowest_group(comm_, CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), rings,
+                           sc_.topology.gpus_per_node)
             .group;
     c_.cp_ag.time = comm_.cost(CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), group).time;
     c_.cp_rs.time = comm_.cost(CollectiveOp::ReduceScatter, static_cast<std::uint64_t>(kv * L.cp), group).time;
@@ -818,7 +819,7 @@ class StepBuilder final : public PassEmitter {
         if (!sc_.model.is_moe_layer(idx) || moe_.count(idx) != 0) continue;
         MoeLayerCost mc = moe_layer_cost(sc_.model, sc_.layout, sc_.training.gemm_kernels(),
                                          sc_.training.micro_batch, cost_, comm_, sc_.seed, idx,
-                                         stage_);
+                                         stage_, sc_.topology.gpus_per_node);
         moe_all_.push_back(mc);
         moe_.emplace(idx, mc);
       }
@@ -844,7 +845,7 @@ class StepBuilder final : public PassEmitter {
     if (it != dp_cache_.end()) return it->second;
     if (dp_rep_.empty()) {  // the stage's slowest DP x CP group, chosen by the first cost
       dp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
-                                   sc_.layout.dp_cp_groups(stage_))
+                                   sc_.layout.dp_cp_groups(stage_), sc_.topology.gpus_per_node)
                     .group;
     }
     const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), dp_rep_).time;
@@ -858,7 +859,8 @@ class StepBuilder final : public PassEmitter {
     if (it != dp_cache_.end()) return it->second;
     if (edp_rep_.empty()) {  // the stage's slowest expert-DP group, chosen by the first cost
       edp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
-                                    sc_.layout.expert_dp_groups(stage_))
+                                    sc_.layout.expert_dp_groups(stage_),
+                                    sc_.topology.gpus_per_node)
                      .group;
     }
     const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), edp_rep_).time;
@@ -1610,7 +1612,7 @@ StepResult simulate_step(const Scenario& sc) {
     const Time t = from == to ? Time::zero()
                               : net::slowest_group(comm, CollectiveOp::SendRecv,
                                                    static_cast<std::uint64_t>(p2p_bytes),
-                                                   L.pp_pairs(from, to))
+                                                   L.pp_pairs(from, to), sc.topology.gpus_per_node)
                                     .cost.time;
     p2p_cache.emplace(key, t);
     return t;

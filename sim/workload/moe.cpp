@@ -31,7 +31,7 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
                             const GemmKernels& kernels, std::int64_t micro_batch,
                             const cost::CostModel& cost,
                             const net::CollectiveModel& comm, std::uint64_t seed, int layer,
-                            int stage) {
+                            int stage, int gpus_per_node) {
   const auto& moe = m.moe;
   MoeLayerCost c;
   c.layer = layer;
@@ -103,7 +103,7 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
     const auto group = net::slowest_group(comm, net::CollectiveOp::AllToAll,
                                           static_cast<std::uint64_t>(static_cast<double>(worst_rows) *
                                                                      row_bytes * elem),
-                                          L.ep_groups(stage))
+                                          L.ep_groups(stage), gpus_per_node)
                            .group;
     const double dispatch_elem = hw::dtype_bytes(dt) < 2 ? hw::dtype_bytes(dt) : elem;
     c.a2a_bytes = static_cast<double>(worst_rows) * row_bytes * elem;

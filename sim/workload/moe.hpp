@@ -58,7 +58,8 @@ struct MoeLayerCost {
   double a2a_combine_bytes = 0;     ///< the same for the forward combine (16-bit)
 };
 
-/// Costs one MoE layer `layer` (global index) for pipeline stage `stage`.
+/// Costs one MoE layer `layer` (global index) for pipeline stage `stage` (`gpus_per_node`:
+/// as net::slowest_group, to price each placement of the EP groups once).
 ///
 /// Tokens per EP rank: T = micro_batch x seq_len / cp (each rank routes its own sequence
 /// chunk). Routing: model::route_tokens(moe, T, ep, seed, layer), the same in every EP group
@@ -79,6 +80,6 @@ struct MoeLayerCost {
 MoeLayerCost moe_layer_cost(const model::ModelSpec& model, const parallel::Layout& layout,
                             const GemmKernels& kernels, std::int64_t micro_batch,
                             const cost::CostModel& cost, const net::CollectiveModel& comm,
-                            std::uint64_t seed, int layer, int stage);
+                            std::uint64_t seed, int layer, int stage, int gpus_per_node = 0);
 
 }  // namespace trainsim::workload
