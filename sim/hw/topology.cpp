@@ -30,10 +30,11 @@
 // (nodes_per_su / oversubscription): a leaf of 2 nodes reaches 2 spines, not 8 quarter-port
 // ones. With 3 tiers the default core count is the pod's spines, at most a spine's uplink
 // ports (hw::spine_uplink_ports); a spine-core link carries its share of what the spine
-// receives, so no more cores than ports keeps every link at least one port wide. Spines are created whenever the cluster has more
-// than one leaf, also for a single SU: cross-rail traffic (GPU i -> GPU j, i != j mod rails,
-// on different nodes) needs them, because this model does not forward through GPUs (NCCL's
-// PXN would hop over NVLink first; that is a software choice made by the collective model).
+// receives, so no more cores than ports keeps every link at least one port wide.
+// Spines are created whenever the cluster has more than one leaf, also for a single SU:
+// cross-rail traffic (GPU i -> GPU j, i != j mod rails, on different nodes) needs them,
+// because this model does not forward through GPUs (NCCL's PXN would hop over NVLink first;
+// that is a software choice made by the collective model).
 //
 // Routing: GPUs and NICs are endpoints, never transit vertices; only leaf and spine switches
 // forward. A cross-node route is therefore GPU -> own NIC -> own leaf -> (switches) ->
