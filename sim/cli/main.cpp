@@ -391,6 +391,12 @@ int main(int argc, char** argv) {
     return rc == 0 ? kOk : kBadInput;
   }
 
+  // "FILE: " of the scenario a simulate or compare-schedules run read, for errors raised
+  // after loading (the loader's own carry file:line:column).
+  const auto scenario_prefix = [&]() -> std::string {
+    const std::string input = *sim ? file : *cmp ? cmp_file : std::string();
+    return input.empty() ? std::string() : input + ": ";
+  };
   try {
     std::string report;
     int rc = kInternal;
@@ -434,8 +440,7 @@ int main(int argc, char** argv) {
   } catch (const trainsim::InputError& e) {
     // After loading (the loader turns its own into ConfigError with file:line:column): a
     // limit of the simulation itself, e.g. full fidelity's flow count; name the scenario.
-    const std::string input = *sim ? file : *cmp ? cmp_file : std::string();
-    std::cerr << "error: " << (input.empty() ? "" : input + ": ") << e.what() << "\n";
+    std::cerr << "error: " << scenario_prefix() << e.what() << "\n";
     return kBadInput;
   } catch (const OutputError& e) {
     std::cerr << "error: " << e.what() << "\n";
@@ -443,9 +448,7 @@ int main(int argc, char** argv) {
   } catch (const std::overflow_error& e) {
     // Time holds +-2^63 ps (106 days); a step that long comes from the sizes, not from a
     // key that is out of its range, so the message names the file and the likely keys.
-    const std::string input = *sim ? file : *cmp ? cmp_file : std::string();
-    std::cerr << "error: " << (input.empty() ? "" : input + ": ")
-              << "a simulated time is out of range (" << e.what()
+    std::cerr << "error: " << scenario_prefix() << "a simulated time is out of range (" << e.what()
               << "): the step would last beyond 106 days of simulated time; check the "
                  "scenario's sizes (model.seq_len, model.hidden, training.global_batch) and "
                  "bandwidths\n";

@@ -651,17 +651,25 @@ class StepBuilder final : public PassEmitter {
     return c;
   }
 
+  /// The stage's slowest group of one kind (net::slowest_group over `groups()`), chosen by
+  /// the first collective priced on it and kept in `rep` for the rest of the stage.
+  template <typename Groups>
+  const std::vector<int>& representative(std::vector<int>& rep, CollectiveOp op, double bytes,
+                                         Groups groups) {
+    if (rep.empty()) {
+      rep = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes), groups(),
+                               sc_.topology.gpus_per_node)
+                .group;
+    }
+    return rep;
+  }
+
   CommCost tp_comm(CollectiveOp op, double bytes, const std::string& label) {
     CommCost c;
     c.label = g_.intern(label);
     if (tp_ > 1) {
-      // The stage's slowest TP group (chosen by the first collective priced), for all of them.
-      if (tp_rep_.empty()) {
-        tp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
-                                     sc_.layout.tp_groups(stage_), sc_.topology.gpus_per_node)
-                      .group;
-      }
-      c.time = comm_.cost(op, static_cast<std::uint64_t>(bytes), tp_rep_).time;
+      const auto& group = representative(tp_rep_, op, bytes, [&] { return sc_.layout.tp_groups(stage_); });
+      c.time = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
     }
     return c;
   }
@@ -778,19 +786,17 @@ class StepBuilder final : public PassEmitter {
     // The slowest link of any ring of the stage (every copy steps together), and the
     // stage's slowest CP group for the all-gather variant.
     const auto rings = L.cp_groups(stage_);
-    Time worst_f, worst_b;
-    for (const auto& group : rings) {
-      for (std::size_t i = 0; i < group.size(); ++i) {
-        const int pair[2] = {group[i], group[(i + 1) % group.size()]};
-        worst_f = max(worst_f, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(kv), pair).time);
-        worst_b = max(worst_b, comm_.cost(CollectiveOp::SendRecv, static_cast<std::uint64_t>(2 * kv), pair).time);
-      }
+    std::vector<std::vector<int>> hops;
+    for (const auto& ring : rings) {
+      for (std::size_t i = 0; i < ring.size(); ++i) hops.push_back({ring[i], ring[(i + 1) % ring.size()]});
     }
-    c_.cp_kv.time = worst_f;
-    c_.cp_kv_bwd.time = worst_b;
+    const int gpn = sc_.topology.gpus_per_node;
+    c_.cp_kv.time = net::slowest_group(comm_, CollectiveOp::SendRecv,
+                                       static_cast<std::uint64_t>(kv), hops, gpn).cost.time;
+    c_.cp_kv_bwd.time = net::slowest_group(comm_, CollectiveOp::SendRecv,
+                                           static_cast<std::uint64_t>(2 * kv), hops, gpn).cost.time;
     const auto group =
-        net::slowest_group(comm_, CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), rings,
-                           sc_.topology.gpus_per_node)
+        net::slowest_group(comm_, CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), rings, gpn)
             .group;
     c_.cp_ag.time = comm_.cost(CollectiveOp::AllGather, static_cast<std::uint64_t>(kv * L.cp), group).time;
     c_.cp_rs.time = comm_.cost(CollectiveOp::ReduceScatter, static_cast<std::uint64_t>(kv * L.cp), group).time;
@@ -843,12 +849,9 @@ class StepBuilder final : public PassEmitter {
     const auto key = std::make_tuple(static_cast<int>(op), bytes, stage_);
     auto it = dp_cache_.find(key);
     if (it != dp_cache_.end()) return it->second;
-    if (dp_rep_.empty()) {  // the stage's slowest DP x CP group, chosen by the first cost
-      dp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
-                                   sc_.layout.dp_cp_groups(stage_), sc_.topology.gpus_per_node)
-                    .group;
-    }
-    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), dp_rep_).time;
+    const auto& group =
+        representative(dp_rep_, op, bytes, [&] { return sc_.layout.dp_cp_groups(stage_); });
+    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
     dp_cache_.emplace(key, t);
     return t;
   }
@@ -857,13 +860,9 @@ class StepBuilder final : public PassEmitter {
     const auto key = std::make_tuple(static_cast<int>(op) + 100, bytes, stage_);
     auto it = dp_cache_.find(key);
     if (it != dp_cache_.end()) return it->second;
-    if (edp_rep_.empty()) {  // the stage's slowest expert-DP group, chosen by the first cost
-      edp_rep_ = net::slowest_group(comm_, op, static_cast<std::uint64_t>(bytes),
-                                    sc_.layout.expert_dp_groups(stage_),
-                                    sc_.topology.gpus_per_node)
-                     .group;
-    }
-    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), edp_rep_).time;
+    const auto& group =
+        representative(edp_rep_, op, bytes, [&] { return sc_.layout.expert_dp_groups(stage_); });
+    const Time t = comm_.cost(op, static_cast<std::uint64_t>(bytes), group).time;
     dp_cache_.emplace(key, t);
     return t;
   }
