@@ -2,6 +2,7 @@
 #include "net/flow_network.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -23,53 +24,169 @@ constexpr std::int32_t kRecomputePriority = 1;
 /// Relative tolerance for "this link saturates at the current level".
 constexpr double kLevelTolerance = 1e-12;
 
-/// Progressive filling on a local problem: `paths[f]` holds local link indices into `cap`.
-/// Returns the max-min fair rate of every flow.
-std::vector<double> progressive_filling(std::vector<double> rem,
-                                        const std::vector<std::vector<std::uint32_t>>& paths,
-                                        const std::vector<double>& bound) {
-  const std::size_t nf = paths.size();
-  std::vector<std::uint32_t> count(rem.size(), 0);
-  for (const auto& p : paths) {
-    for (const std::uint32_t l : p) ++count[l];
-  }
-  std::vector<double> rate(nf, 0.0);
-  std::vector<std::uint8_t> frozen(nf, 0);
-  std::vector<std::uint8_t> saturated(rem.size(), 0);
-  std::vector<std::size_t> now_frozen;
-  std::size_t left = nf;
-  while (left > 0) {
-    double level = kInf;
-    for (std::size_t l = 0; l < rem.size(); ++l) {
-      if (count[l] > 0) level = std::min(level, std::max(0.0, rem[l]) / count[l]);
-    }
+}  // namespace
+
+/// Progressive filling on a local problem of `nl` links and `nf` flows, flow f's links being
+/// path[path_off[f] .. path_off[f+1]) (local link indices). Each round raises every unfrozen
+/// flow to the lowest of (a) the fair share max(0, rem_l) / count_l of any link still
+/// carrying unfrozen flows and (b) the lowest unfrozen bound; it freezes the flows of every
+/// link whose share is within a relative 1e-12 of that level and every flow whose bound is,
+/// and takes their rates off their links. The link shares sit in a min-heap and the bounds
+/// are sorted once, so a solve costs O(P log P) for P path entries rather than O(rounds x
+/// (links + flows)); the rounds, the set frozen in each and the order in which rates are
+/// subtracted (ascending flow index) are those of the plain algorithm, so the rates are the
+/// same doubles. The buffers persist between solves (no allocation once warm).
+class MaxMinSolver {
+ public:
+  /// `cap` (size nl) is each link's capacity; writes one rate per flow into `rate`.
+  void solve(std::span<const double> cap, std::span<const std::uint32_t> path_off,
+             std::span<const std::uint32_t> path, std::span<const double> bound,
+             std::vector<double>& rate) {
+    const std::size_t nl = cap.size();
+    const std::size_t nf = bound.size();
+    rem_.assign(cap.begin(), cap.end());
+    count_.assign(nl, 0);
+    for (const std::uint32_t l : path) ++count_[l];
+    // Link -> flows (local), in ascending flow order.
+    link_off_.assign(nl + 1, 0);
+    for (std::size_t l = 0; l < nl; ++l) link_off_[l + 1] = link_off_[l] + count_[l];
+    fill_.assign(link_off_.begin(), link_off_.end() - 1);
+    link_flows_.resize(path.size());
     for (std::size_t f = 0; f < nf; ++f) {
-      if (frozen[f] == 0U) level = std::min(level, bound[f]);
+      for (std::uint32_t i = path_off[f]; i < path_off[f + 1]; ++i) {
+        link_flows_[fill_[path[i]]++] = static_cast<std::uint32_t>(f);
+      }
     }
-    const double threshold = level * (1.0 + kLevelTolerance);
-    for (std::size_t l = 0; l < rem.size(); ++l) {
-      saturated[l] = count[l] > 0 && std::max(0.0, rem[l]) / count[l] <= threshold ? 1 : 0;
+    order_.resize(nf);
+    for (std::size_t f = 0; f < nf; ++f) order_[f] = static_cast<std::uint32_t>(f);
+    if (!std::is_sorted(bound.begin(), bound.end())) {
+      std::sort(order_.begin(), order_.end(), [&](std::uint32_t a, std::uint32_t b) {
+        return bound[a] < bound[b] || (bound[a] == bound[b] && a < b);
+      });
     }
-    now_frozen.clear();
-    for (std::size_t f = 0; f < nf; ++f) {
-      if (frozen[f] != 0U) continue;
-      bool stop = bound[f] <= threshold;
-      for (const std::uint32_t l : paths[f]) stop = stop || saturated[l] != 0U;
-      if (stop) {
+    heap_.clear();
+    for (std::size_t l = 0; l < nl; ++l) {
+      if (count_[l] > 0) heap_.push_back({share(l), static_cast<std::uint32_t>(l)});
+    }
+    std::make_heap(heap_.begin(), heap_.end(), Later{});
+    rate.assign(nf, 0.0);
+    frozen_.assign(nf, 0);
+    touched_.assign(nl, 0);
+    std::size_t next_bound = 0;
+    std::size_t left = nf;
+    while (left > 0) {
+      drop_stale();
+      double level = kInf;
+      if (!heap_.empty()) level = heap_.front().share;
+      while (next_bound < nf && frozen_[order_[next_bound]] != 0U) ++next_bound;
+      if (next_bound < nf) level = std::min(level, bound[order_[next_bound]]);
+      const double threshold = level * (1.0 + kLevelTolerance);
+      now_frozen_.clear();
+      // Every unfrozen flow of a saturated link freezes, so its count drops to 0.
+      while (!heap_.empty()) {
+        if (stale(heap_.front())) {
+          pop();
+          continue;
+        }
+        if (heap_.front().share > threshold) break;
+        const std::uint32_t l = heap_.front().link;
+        pop();
+        for (std::uint32_t i = link_off_[l]; i < link_off_[l + 1]; ++i) freeze(link_flows_[i]);
+      }
+      for (std::size_t k = next_bound; k < nf && bound[order_[k]] <= threshold; ++k) {
+        freeze(order_[k]);
+      }
+      std::sort(now_frozen_.begin(), now_frozen_.end());
+      changed_.clear();
+      for (const std::uint32_t f : now_frozen_) {
         rate[f] = std::min(level, bound[f]);
-        frozen[f] = 1;
-        now_frozen.push_back(f);
+        for (std::uint32_t i = path_off[f]; i < path_off[f + 1]; ++i) {
+          const std::uint32_t l = path[i];
+          rem_[l] -= rate[f];
+          --count_[l];
+          if (touched_[l] == 0U) {
+            touched_[l] = 1;
+            changed_.push_back(l);
+          }
+        }
       }
-    }
-    for (const std::size_t f : now_frozen) {
-      for (const std::uint32_t l : paths[f]) {
-        rem[l] -= rate[f];
-        --count[l];
+      for (const std::uint32_t l : changed_) {
+        touched_[l] = 0;
+        if (count_[l] > 0) {
+          heap_.push_back({share(l), l});
+          std::push_heap(heap_.begin(), heap_.end(), Later{});
+        }
       }
+      left -= now_frozen_.size();
     }
-    left -= now_frozen.size();
   }
-  return rate;
+
+ private:
+  struct Entry {
+    double share;
+    std::uint32_t link;
+  };
+  struct Later {  // min-heap on share
+    bool operator()(const Entry& a, const Entry& b) const { return a.share > b.share; }
+  };
+
+  [[nodiscard]] double share(std::size_t l) const {
+    return std::max(0.0, rem_[l]) / count_[l];
+  }
+  /// An entry is current while its link carries unfrozen flows and its share is unchanged
+  /// (a changed link was pushed again; an equal older copy is harmless: its flows are frozen
+  /// once).
+  [[nodiscard]] bool stale(const Entry& e) const {
+    return count_[e.link] == 0 || e.share != share(e.link);
+  }
+  void pop() {
+    std::pop_heap(heap_.begin(), heap_.end(), Later{});
+    heap_.pop_back();
+  }
+  void drop_stale() {
+    while (!heap_.empty() && stale(heap_.front())) pop();
+  }
+  void freeze(std::uint32_t f) {
+    if (frozen_[f] != 0U) return;
+    frozen_[f] = 1;
+    now_frozen_.push_back(f);
+  }
+
+  std::vector<double> rem_;
+  std::vector<std::uint32_t> count_;
+  std::vector<std::uint32_t> link_off_;
+  std::vector<std::uint32_t> fill_;
+  std::vector<std::uint32_t> link_flows_;
+  std::vector<std::uint32_t> order_;
+  std::vector<Entry> heap_;
+  std::vector<std::uint8_t> frozen_;
+  std::vector<std::uint8_t> touched_;
+  std::vector<std::uint32_t> now_frozen_;
+  std::vector<std::uint32_t> changed_;
+};
+
+namespace {
+
+/// Sorts flow ids ascending: an LSD radix sort (11-bit digits, as many passes as the largest
+/// id needs) for large lists, std::sort for small ones. `scratch` is reused between calls.
+void sort_ids(std::vector<FlowId>& ids, std::vector<FlowId>& scratch) {
+  constexpr std::size_t kRadixFrom = 256;
+  if (ids.size() < kRadixFrom) {
+    std::sort(ids.begin(), ids.end());
+    return;
+  }
+  constexpr unsigned kBits = 11;
+  constexpr std::uint32_t kMask = (1U << kBits) - 1;
+  const FlowId largest = *std::max_element(ids.begin(), ids.end());
+  std::array<std::uint32_t, kMask + 2> start{};
+  scratch.resize(ids.size());
+  for (unsigned shift = 0; shift < 32 && (largest >> shift) != 0; shift += kBits) {
+    start.fill(0);
+    for (const FlowId id : ids) ++start[((id >> shift) & kMask) + 1];
+    for (std::uint32_t d = 0; d <= kMask; ++d) start[d + 1] += start[d];
+    for (const FlowId id : ids) scratch[start[(id >> shift) & kMask]++] = id;
+    ids.swap(scratch);
+  }
 }
 
 [[noreturn]] void bad(const std::string& what) {
@@ -88,8 +205,12 @@ FlowNetwork::FlowNetwork(Simulator& sim, std::vector<double> capacity)
   }
   on_link_.resize(capacity_.size());
   link_mark_.assign(capacity_.size(), 0);
+  link_local_.assign(capacity_.size(), 0);
+  solver_ = std::make_unique<MaxMinSolver>();
   handler_ = sim_.add_handler(this);
 }
+
+FlowNetwork::~FlowNetwork() = default;
 
 FlowId FlowNetwork::start(std::span<const std::uint32_t> links, double bytes, double max_rate,
                           FlowDone done) {
@@ -106,6 +227,7 @@ FlowId FlowNetwork::start(std::span<const std::uint32_t> links, double bytes, do
   if (free_flows_.empty()) {
     id = static_cast<FlowId>(flows_.size());
     flows_.emplace_back();
+    flow_mark_.push_back(0);
   } else {
     id = free_flows_.back();
     free_flows_.pop_back();
@@ -197,56 +319,57 @@ void FlowNetwork::finish(Simulator& sim, FlowId id) {
 
 void FlowNetwork::recompute(Simulator& sim) {
   const Time now = sim.now();
-  std::vector<FlowId> seeds;
-  seeds.swap(dirty_);
+  seeds_.clear();
+  seeds_.swap(dirty_);
   for (const std::uint32_t l : dirty_links_) {
-    if (!on_link_[l].empty()) seeds.push_back(on_link_[l].front());
+    if (!on_link_[l].empty()) seeds_.push_back(on_link_[l].front());
   }
   dirty_links_.clear();
   ++stamp_;
   if (stamp_ == 0) {  // wrapped: clear the marks
-    for (auto& f : flows_) f.mark = 0;
+    std::fill(flow_mark_.begin(), flow_mark_.end(), 0);
     std::fill(link_mark_.begin(), link_mark_.end(), 0);
     stamp_ = 1;
   }
-  std::vector<FlowId> component;
-  std::vector<std::uint32_t> comp_links;
-  for (const FlowId seed : seeds) {
-    if (!flows_[seed].active || flows_[seed].mark == stamp_) continue;
-    // Breadth-first search over flows sharing links.
+  auto& component = component_;
+  for (const FlowId seed : seeds_) {
+    if (!flows_[seed].active || flow_mark_[seed] == stamp_) continue;
+    // Breadth-first search over flows sharing links; links are numbered as found.
     component.clear();
-    comp_links.clear();
+    comp_links_.clear();
     component.push_back(seed);
-    flows_[seed].mark = stamp_;
+    flow_mark_[seed] = stamp_;
     for (std::size_t i = 0; i < component.size(); ++i) {
       for (const std::uint32_t l : flows_[component[i]].links) {
         if (link_mark_[l] == stamp_) continue;
         link_mark_[l] = stamp_;
-        comp_links.push_back(l);
+        link_local_[l] = static_cast<std::uint32_t>(comp_links_.size());
+        comp_links_.push_back(l);
         for (const FlowId g : on_link_[l]) {
-          if (flows_[g].mark != stamp_) {
-            flows_[g].mark = stamp_;
+          if (flow_mark_[g] != stamp_) {
+            flow_mark_[g] = stamp_;
             component.push_back(g);
           }
         }
       }
     }
-    // Deterministic order: by flow id (the search order depends on swap-removals).
-    std::sort(component.begin(), component.end());
-    std::sort(comp_links.begin(), comp_links.end());
-    std::vector<double> cap(comp_links.size());
-    for (std::size_t i = 0; i < comp_links.size(); ++i) cap[i] = capacity_[comp_links[i]];
-    std::vector<std::vector<std::uint32_t>> paths(component.size());
-    std::vector<double> bound(component.size());
+    // Deterministic order: by flow id (the search order depends on swap-removals); the
+    // rates do not depend on how the links are numbered.
+    sort_ids(component, sort_scratch_);
+    comp_cap_.resize(comp_links_.size());
+    for (std::size_t i = 0; i < comp_links_.size(); ++i) comp_cap_[i] = capacity_[comp_links_[i]];
+    path_off_.resize(component.size() + 1);
+    path_.clear();
+    bound_.resize(component.size());
+    path_off_[0] = 0;
     for (std::size_t i = 0; i < component.size(); ++i) {
       const FlowState& f = flows_[component[i]];
-      for (const std::uint32_t l : f.links) {
-        paths[i].push_back(static_cast<std::uint32_t>(
-            std::lower_bound(comp_links.begin(), comp_links.end(), l) - comp_links.begin()));
-      }
-      bound[i] = f.max_rate;
+      for (const std::uint32_t l : f.links) path_.push_back(link_local_[l]);
+      path_off_[i + 1] = static_cast<std::uint32_t>(path_.size());
+      bound_[i] = f.max_rate;
     }
-    const std::vector<double> rates = progressive_filling(std::move(cap), paths, bound);
+    solver_->solve(comp_cap_, path_off_, path_, bound_, rates_);
+    const std::vector<double>& rates = rates_;
     ++recomputations_;
     flow_updates_ += component.size();
     for (std::size_t i = 0; i < component.size(); ++i) {
@@ -288,7 +411,15 @@ std::vector<double> FlowNetwork::max_min_rates(
       if (l >= capacity.size()) bad("max_min_rates: link id " + std::to_string(l) + " out of range");
     }
   }
-  return progressive_filling(capacity, paths, max_rate);
+  std::vector<std::uint32_t> off(paths.size() + 1, 0);
+  std::vector<std::uint32_t> flat;
+  for (std::size_t f = 0; f < paths.size(); ++f) {
+    flat.insert(flat.end(), paths[f].begin(), paths[f].end());
+    off[f + 1] = static_cast<std::uint32_t>(flat.size());
+  }
+  std::vector<double> rate;
+  MaxMinSolver().solve(capacity, off, flat, max_rate, rate);
+  return rate;
 }
 
 }  // namespace trainsim::net

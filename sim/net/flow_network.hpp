@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -35,11 +36,18 @@ using FlowId = std::uint32_t;
 /// Called when a flow has moved all its bytes (at the simulator's current time).
 using FlowDone = std::function<void(Simulator&, FlowId)>;
 
+class MaxMinSolver;  // progressive filling, flow_network.cpp
+
 class FlowNetwork final : public EventHandler {
  public:
   /// `capacity[l]` is link l's bandwidth, B/s. Throws std::invalid_argument when a capacity
   /// is not finite and > 0. Registers itself with `sim` (which must outlive it).
   FlowNetwork(Simulator& sim, std::vector<double> capacity);
+  ~FlowNetwork() override;
+  FlowNetwork(const FlowNetwork&) = delete;
+  FlowNetwork& operator=(const FlowNetwork&) = delete;
+  FlowNetwork(FlowNetwork&&) = delete;
+  FlowNetwork& operator=(FlowNetwork&&) = delete;
 
   /// Starts a flow of `bytes` over `links` (directed link ids, any order; duplicates are
   /// not allowed) at sim.now(), with rate bound `max_rate` (B/s, > 0; infinity for none).
@@ -85,7 +93,6 @@ class FlowNetwork final : public EventHandler {
     Time finish = Time::max();  ///< scheduled completion (stale events carry another time)
     FlowDone done;
     bool active = false;
-    std::uint32_t mark = 0; ///< component-search stamp
   };
 
   void mark_dirty(FlowId f);
@@ -106,6 +113,19 @@ class FlowNetwork final : public EventHandler {
   bool recompute_pending_ = false;
   std::uint32_t stamp_ = 0;
   std::vector<std::uint32_t> link_mark_;
+  std::vector<std::uint32_t> flow_mark_;      ///< component-search stamp per flow slot
+  std::vector<std::uint32_t> link_local_;     ///< local index of a marked link in a solve
+  // Scratch of one component solve, kept between solves.
+  std::vector<FlowId> seeds_;
+  std::vector<FlowId> component_;
+  std::vector<FlowId> sort_scratch_;
+  std::vector<std::uint32_t> comp_links_;
+  std::vector<double> comp_cap_;
+  std::vector<std::uint32_t> path_off_;
+  std::vector<std::uint32_t> path_;
+  std::vector<double> bound_;
+  std::vector<double> rates_;
+  std::unique_ptr<MaxMinSolver> solver_;
   std::size_t active_count_ = 0;
   std::uint64_t recomputations_ = 0;
   std::uint64_t flow_updates_ = 0;

@@ -266,9 +266,9 @@ void FullFidelity::convert(TaskGraph& g) {
   // The flows the run will start. The flow network re-solves the max-min shares of the flows
   // that share links at every start and end; all-to-alls start n(n-1) flows per group at once
   // across the network, where the groups of every stage meet on the same spine links, so
-  // their cost grows with the square of their count (EP 64 on 512 / 1,024 H800-class GPUs:
-  // 4.2M / 8.3M all-to-all flows, 11 s / 65 s on a 2-core machine; DeepSeek-V3's 2,048-GPU
-  // scenario about 220M, hours). Over kMaxFullAllToAllFlows the run is refused up front.
+  // their cost grows with the square of their count (EP 32 on 512 H800-class GPUs: 7.7M
+  // all-to-all flows, 22 s on a 2-core machine; DeepSeek-V3's 2,048-GPU scenario about 225M,
+  // hours). Over kMaxFullAllToAllFlows the run is refused up front.
   std::vector<std::uint64_t> op_flows(ops_.size(), 0);
   for (std::size_t i = 0; i < ops_.size(); ++i) {
     for (const net::CollectivePlan& p : ops_[i]) {
@@ -286,8 +286,8 @@ void FullFidelity::convert(TaskGraph& g) {
                      "simulation.fidelity = \"full\": this step would run " +
                          std::to_string(stats_.planned_all_to_all_flows) +
                          " all-to-all flows (limit " + std::to_string(kMaxFullAllToAllFlows) +
-                         "; the flow model's cost grows with their square: 8.3M take about a "
-                         "minute); use fidelity = \"stage\", or fewer GPUs or microbatches");
+                         "; the flow model's cost grows with their square: 7.7M take about 20 "
+                         "s on 2 cores); use fidelity = \"stage\", or fewer GPUs or microbatches");
   }
   // Stragglers: a stage runs its kernels at its slowest GPU's speed.
   std::vector<double> speed(static_cast<std::size_t>(layout_.pp), 1.0);
