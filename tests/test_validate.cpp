@@ -361,6 +361,28 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
   }
 }
 
+// The held-out runs (validation/heldout_runs.toml, compiled after the physics was built and
+// never used to tune it): every row simulates, and each group stays within 2 points of the
+// error measured when the file was added (docs/validation-heldout.md) -- a guard against a
+// change that helps the published rows at these rows' expense, not a fit.
+TEST(Validate, HeldOutRunsAllSimulateAndStayWithinTheirMeasuredErrors) {
+  const auto runs = test::source_dir() / "validation" / "heldout_runs.toml";
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  const std::map<std::string, double> measured = {
+      {"llama3_herd_table4", 0.113},       {"nemotron4_15b_table2", 0.345},
+      {"dgxc_llama31_405b_h100", 0.049},   {"dgxc_nemotron4_340b_h100", 0.038},
+      {"dgxc_nemotron4_15b_h100", 0.015},  {"bloom_176b_2022", 0.313},
+      {"mtnlg_530b_2022", 0.276},          {"gptneox_20b_2022", 0.400}};
+  EXPECT_EQ(report.rows.size(), 22U);
+  for (const auto& r : report.rows) EXPECT_TRUE(r.ok) << r.id << ": " << r.reason;
+  ASSERT_EQ(report.groups.size(), measured.size());
+  for (const auto& g : report.groups) {
+    ASSERT_TRUE(measured.contains(g.group)) << g.group;
+    EXPECT_EQ(g.rows_skipped, 0) << g.group;
+    EXPECT_LE(g.mape, measured.at(g.group) + 0.02) << g.group;
+  }
+}
+
 namespace {
 
 /// MAPE of the nemo_2407_h100 rows of the published runs file that `pick` selects (by their
