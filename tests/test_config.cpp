@@ -201,11 +201,32 @@ TEST(Config, TopologyErrors) {
        "network.nodes_per_su belongs to the fat-tree kinds"},
       {test::replace(torus_text, "torus_link_bw = \"400 GB/s\"", "torus_link_bw = \"0 GB/s\""),
        "network.torus_link_bw must be between 1e+06 and 1e+15 B/s (got 0)"},
-      {test::replace(three, "cores = 16", "cores = 100000"), "network.cores must be in [0, "}};
+      {test::replace(three, "cores = 16", "cores = 100000"), "network.cores must be in [0, "},
+      // NVLink above the GPU's datasheet links was capped to it without a word.
+      {test::replace(good, "nvlink_bw = \"300 GB/s\"", "nvlink_bw = \"600 GB/s\""),
+       "node.nvlink_bw 600 GB/s is above NVIDIA A100-SXM4-80GB's NVLink bandwidth of 300 GB/s"}};
   for (const auto& [text, needle] : refused) {
     const std::string msg = load(text);
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
     EXPECT_NE(msg.find("t.toml:"), std::string::npos) << msg;
+  }
+  // A profile whose GPU has fewer NVLink links than the topology's node (A100 on a DGX H100
+  // node): refused at cluster.profile, naming both rates.
+  {
+    const std::string h100 = (test::source_dir() / "topologies/dgx-h100.toml").string();
+    std::string on_h100 = test::replace(
+        test::small_scenario(), (test::source_dir() / "topologies/dgx-a100.toml").string(), h100);
+    on_h100 = test::replace(on_h100, "[cluster]\n", "[cluster]\nprofile = \"a100_sxm4_80gb\"\n");
+    try {
+      (void)config::load_scenario(test::write(dir / "p.toml", on_h100));
+      ADD_FAILURE() << "an A100 profile on 450 GB/s NVLink accepted";
+    } catch (const ConfigError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("p.toml:"), std::string::npos) << what;
+      EXPECT_NE(what.find("cluster.profile: the topology's node.nvlink_bw 450 GB/s is above"),
+                std::string::npos)
+          << what;
+    }
   }
   // A scenario on a torus with another GPU count used to fail in the topology generator
   // with no file, line or key.

@@ -444,6 +444,19 @@ void load_fabric_keys(Section& net, hw::TopologySpec& spec) {
 
 namespace {
 
+/// Non-empty when a node's NVLink bandwidth (B/s per GPU per direction) is above the GPU's
+/// datasheet rate: NCCL's NVLink rate is its per-link rate times the GPU's links (topo.h), so
+/// a topology with fewer links scales it down, but a GPU cannot drive more links than it has;
+/// rather than cap the value silently, it is refused.
+std::string nvlink_above_gpu(double nvlink_bw, const hw::GpuSpec& gpu) {
+  if (!(gpu.nvlink_bw > 0) || nvlink_bw <= gpu.nvlink_bw * (1 + 1e-9)) return {};
+  const auto gbs = [](double b) { return Section::fmt_num(b / 1e9) + " GB/s"; };
+  return "nvlink_bw " + gbs(nvlink_bw) + " is above " + gpu.display_name +
+         "'s NVLink bandwidth of " + gbs(gpu.nvlink_bw) +
+         " per direction (its datasheet links; a GPU cannot drive more, and NCCL's NVLink rate "
+         "is scaled down for fewer links, never up)";
+}
+
 /// [training.lora] rank = 32, targets = ["qkv", "proj", "fc1", "fc2"] (default ["qkv"]).
 void read_lora(const std::string& file, const toml::node& node, workload::LoraSpec& lora) {
   const toml::table* tbl = node.as_table();
@@ -526,7 +539,8 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
                 "(got \"" + spec.kind + "\")");
   }
   spec.gpu = top.string_req("gpu");
-  if (hw::find_builtin_gpu(spec.gpu) == nullptr) {
+  const hw::GpuSpec* gpu = hw::find_builtin_gpu(spec.gpu);
+  if (gpu == nullptr) {
     std::string list;
     for (const auto& g : hw::builtin_gpus()) list += (list.empty() ? "" : ", ") + g.key;
     top.fail_at(top.node("gpu")->source(),
@@ -539,6 +553,9 @@ hw::TopologySpec load_topology(const std::filesystem::path& path) {
   spec.nvlink_bw =
       node.quantity_in("nvlink_bw", parse_bandwidth, "300 GB/s", 1e6, 1e15, "B/s").value_or(0);
   if (spec.nvlink_bw <= 0) node.fail("missing key node.nvlink_bw in [node]");
+  if (const std::string why = nvlink_above_gpu(spec.nvlink_bw, *gpu); !why.empty()) {
+    node.fail_at(node.node("nvlink_bw")->source(), "node." + why);
+  }
   spec.nvlink_latency =
       node.quantity_in("nvlink_latency", parse_duration, "0.7 us", 0, 1, "s").value_or(0.0);
   spec.nics_per_node = static_cast<int>(node.bounded("nics", spec.gpus_per_node, 1, 4096));
@@ -675,6 +692,11 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
     c.fail_at(c.node("profile")->source(),
               "cluster.profile: unknown hardware profile \"" + profile +
                   "\" (built-in: " + list + ", or a measured profile file \"*.toml\")");
+  }
+  if (const std::string why = nvlink_above_gpu(sc.topology.nvlink_bw, *gpu); !why.empty()) {
+    const std::string msg = "cluster.profile: the topology's node." + why;
+    if (const toml::node* n = c.node("profile"); n != nullptr) c.fail_at(n->source(), msg);
+    c.fail(msg);
   }
   sc.gpu = *gpu;
   sc.topology.gpu = gpu->key;
