@@ -72,7 +72,7 @@ constexpr std::array kNumberFields{
     "ep", "vp", "layers_per_virtual_stage", "global_batch_size", "micro_batch_size", "num_gpus",
     "gpus_per_node", "ffn_hidden_size", "vocab_size", "moe_num_experts", "moe_top_k",
     "moe_ffn_hidden_size", "lora_rank", "iteration_time_s", "tflops_per_gpu", "mfu",
-    "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms"};
+    "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms", "zero"};
 constexpr std::array kStringFields{
     "model", "source", "gpu", "precision", "recompute", "framework", "tflops_kind", "overlap",
     "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
@@ -770,6 +770,22 @@ Report run_validation(const std::filesystem::path& runs_file,
       L.overlap_param_gather = true;
     }
     L.tp_comm_overlap = has(overlap, "tp-comm") && L.tp > 1;  // nothing to overlap at TP 1
+    // ZeRO stage of the optimizer (DeepSpeed `zero_optimization.stage`; Megatron's
+    // `--use-distributed-optimizer` is stage 1), for rows whose source states it without
+    // naming overlap flags; it sets the sharding (memory, and the gradient reduce-scatter plus
+    // parameter all-gather in place of the all-reduce), not the overlap.
+    if (const auto z = row.num("zero")) {
+      if (!(*z == 0 || *z == 1 || *z == 2 || *z == 3)) {
+        skip("zero = " + strf("%g", *z) + ": expected a ZeRO stage 0, 1, 2 or 3");
+        continue;
+      }
+      if (*z == 0 && L.overlap_param_gather) {
+        skip("zero = 0 with overlap \"param-gather\": the parameter all-gather needs a "
+             "sharded optimizer (zero >= 1)");
+        continue;
+      }
+      L.zero = static_cast<int>(*z);
+    }
     // Megatron-LM's own DDP of 2021-22 (`--DDP-impl local`) all-reduces the gradient buffer
     // after the whole forward-backward (megatron/training.py train_step: "All-reduce if
     // needed": model_module.allreduce_gradients() after forward_backward_func); PyTorch's
