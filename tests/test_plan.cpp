@@ -99,6 +99,21 @@ TEST(PlanScaling, ChinchillaExponentsAndKaplanConstant) {
 // Chinchilla's Table 3 (approach 1) rows from ../shared: the Epoch refit of approach 3 lands
 // within 25% of every row (15% up to 1T parameters); Hoffmann et al.'s printed approach-3
 // constants give smaller models than approach 1 at every budget (docs/planner.md).
+// DeepSeek LLM's batch-size law (Bi et al. 2024, Eq. 1) against the run it was checked on:
+// the 67B model's ~8e23 FLOPs (6 x 67B x 2T tokens) and its batch of 4608 x 4096 = 18.9M
+// tokens; then the rounding to a power of two of 2048-token sequences, and bad input.
+TEST(PlanScaling, BatchSizeLawAndItsRounding) {
+  const double c67 = 6 * 67e9 * 2e12;
+  EXPECT_NEAR(plan::optimal_batch_tokens(c67) / (4608.0 * 4096), 1.0, 0.05);
+  EXPECT_NEAR(plan::optimal_batch_tokens(1e24), 0.2920 * std::pow(1e24, 0.3271), 1e-6 * 2e7);
+  EXPECT_EQ(plan::optimal_global_batch(1e24, 2048), 8192);   // 19.3M tokens = 9,434 sequences
+  EXPECT_EQ(plan::optimal_global_batch(3.8e25, 2048), 32768);  // 68M tokens = 33,200
+  EXPECT_EQ(plan::optimal_global_batch(1e15, 2048), 16);     // 23.5k tokens = 11.5
+  EXPECT_EQ(plan::optimal_global_batch(1.0, 2048), 1);       // below one sequence: one
+  EXPECT_THROW((void)plan::optimal_batch_tokens(0), std::invalid_argument);
+  EXPECT_THROW((void)plan::optimal_global_batch(1e20, 0), std::invalid_argument);
+}
+
 TEST(PlanScaling, TableThreeRows) {
   const auto path = test::source_dir() / ".." / "shared" / "validation" / "published_runs.toml";
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
@@ -814,7 +829,8 @@ TEST(PlanCli, SearchGpusMustFillATorus) {
 // (the whole plan failed with "no layout of this model fits in 80.0 GiB per GPU on 8 GPUs"):
 // the 41 B-parameter optimum of 1e24 FLOPs fits on 8 B200 (178 GiB) but not on 8 A100 (80 GiB).
 TEST(PlanCli, PlanMarksAClusterTheModelDoesNotFit) {
-  const std::string args = "plan --budget 1e24 --cluster dgx-a100 --cluster dgx-b200 --gpus 8 --des 2";
+  const std::string args =
+      "plan --budget 1e24 --cluster dgx-a100 --cluster dgx-b200 --gpus 8 --des 2 --global-batch 1024";
   const auto j = cli(args + " --json");
   ASSERT_EQ(j.code, 0) << j.err;
   const auto k = nlohmann::json::parse(j.out);
@@ -826,7 +842,7 @@ TEST(PlanCli, PlanMarksAClusterTheModelDoesNotFit) {
   const auto t = cli(args);
   ASSERT_EQ(t.code, 0) << t.err;
   EXPECT_NE(t.out.find("does not fit in HBM"), std::string::npos) << t.out;
-  const auto one = cli("plan --budget 1e24 --cluster dgx-a100 --gpus 8 --des 2");
+  const auto one = cli("plan --budget 1e24 --cluster dgx-a100 --gpus 8 --des 2 --global-batch 1024");
   EXPECT_EQ(one.code, 1);
   EXPECT_NE(one.err.find("no layout of this model fits"), std::string::npos) << one.err;
 }
@@ -843,9 +859,13 @@ TEST(PlanCli, PlanJsonOneAndSeveralClusters) {
   for (const char* k : {"layers", "hidden", "heads"}) EXPECT_TRUE(j["model"].contains(k)) << k;
   const double n = j["params"], d = j["tokens"];
   EXPECT_NEAR(6 * n * d / 1e22, 1.0, 1e-9);
+  // Without --global-batch the batch is DeepSeek LLM's law for the budget: 0.292 x
+  // 1e22^0.3271 = 5.13M tokens = 2,507 sequences of 2048 -> 2048 (nearest power of two).
+  EXPECT_EQ(j["global_batch"].get<std::int64_t>(), 2048);
+  EXPECT_EQ(j["global_batch_from"], "law");
   // days = steps x step time: tokens / (global batch x 2048) x step_time_s / 86400.
   EXPECT_NEAR(j["days"].get<double>(),
-              d / (1024.0 * 2048) * j["step_time_s"].get<double>() / 86400, 1e-9);
+              d / (2048.0 * 2048) * j["step_time_s"].get<double>() / 86400, 1e-9);
   EXPECT_NEAR(j["gpu_hours"].get<double>(), j["days"].get<double>() * 24 * 64, 1e-6);
 
   const auto two = cli("plan --budget 1e22 --cluster dgx-a100 --cluster dgx-h100 --gpus 64 "
@@ -855,6 +875,12 @@ TEST(PlanCli, PlanJsonOneAndSeveralClusters) {
   ASSERT_TRUE(k.contains("clusters"));
   ASSERT_EQ(k["clusters"].size(), 2U);
   EXPECT_EQ(k["law"], "epoch");
+  const auto given = cli("plan --budget 1e22 --cluster dgx-a100 --gpus 64 --json --des 4 "
+                         "--global-batch 512");
+  ASSERT_EQ(given.code, 0) << given.err;
+  const auto g = nlohmann::json::parse(given.out);
+  EXPECT_EQ(g["global_batch"].get<std::int64_t>(), 512);
+  EXPECT_EQ(g["global_batch_from"], "given");
   for (const auto& c : k["clusters"]) {
     EXPECT_NEAR(c["cost_usd"].get<double>(), c["gpu_hours"].get<double>() * 2.5, 1e-6);
   }

@@ -134,7 +134,9 @@ PlanCommands::PlanCommands(CLI::App& app, std::string topology_dir)
       ->check(finite_number(0, false));
   plan_->add_option("--max-days", p_max_days_, "Flag clusters slower than this")
       ->check(finite_number(0, false));
-  plan_->add_option("--global-batch", p_batch_, "Sequences of 2048 tokens per step (default 1024)");
+  plan_->add_option("--global-batch", p_batch_,
+                    "Sequences of 2048 tokens per step (default: DeepSeek LLM's batch-size "
+                    "law for the budget; 1024 for --table)");
   plan_->add_option("--svg", p_svg_, "Draw IsoFLOP curves and days vs N")->check(output_file());
   plan_->add_flag("--json", p_json_, "Print JSON");
   plan_->add_flag("--table", p_table_,
@@ -264,6 +266,10 @@ int PlanCommands::run_plan(const FileIo& io) {
   if (p_clusters_.empty()) throw InputError("--cluster", "--cluster TOPOLOGY is required");
   if (p_gpus_ < 1) throw InputError("--gpus", "--gpus N is required");
   in.budget_flops = p_budget_;
+  if (plan_->get_option("--global-batch")->count() == 0) {
+    in.global_batch = plan::optimal_global_batch(p_budget_, 2048);
+    in.global_batch_from_law = true;
+  }
   std::vector<plan::ClusterChoice> clusters;
   for (const auto& c : p_clusters_) clusters.push_back(load_cluster(c, p_gpus_, topology_dir_, &io));
   const auto p = plan::make_plan(in, clusters, comm);

@@ -179,7 +179,13 @@ std::string plan_text(const PlanResult& p) {
             : std::string())
     << ")\n";
   o << "  global batch         " << p.inputs.global_batch << " x " << p.model.seq_len
-    << " tokens\n\n";
+    << " tokens"
+    << (p.inputs.global_batch_from_law
+            ? " (DeepSeek LLM's batch-size law, 0.292 C^0.3271 = " +
+                  fmt("%.3g", optimal_batch_tokens(p.inputs.budget_flops)) +
+                  " tokens, to a power of two; --global-batch sets it)"
+            : std::string())
+    << "\n\n";
   char line[512];
   std::snprintf(line, sizeof line, "  %-22s", "cluster");
   o << line;
@@ -266,6 +272,7 @@ std::string plan_json(const PlanResult& p) {
     j["shape_note"] = *note;
   }
   j["global_batch"] = p.inputs.global_batch;
+  j["global_batch_from"] = p.inputs.global_batch_from_law ? "law" : "given";
   if (p.clusters.size() == 1) {
     fill(j, p.clusters.front());
   } else {

@@ -26,9 +26,13 @@ struct PlanInputs {
   Law law = Law::Chinchilla;
   std::optional<double> gpu_hour_usd;
   std::optional<double> max_days;
-  /// Sequences per step (of 2048 tokens): 1024 = 2M tokens, between GPT-3 175B's 3.2M
-  /// (Brown et al. 2020 Table 2.1) and Chinchilla's 1.5M-3M (Hoffmann et al. 2022 Table 4).
+  /// Sequences per step (of 2048 tokens). `trainsim plan --budget` without --global-batch
+  /// takes optimal_global_batch(budget) (DeepSeek LLM's batch-size law) and sets
+  /// global_batch_from_law; the default 1024 = 2M tokens, between GPT-3 175B's 3.2M (Brown et
+  /// al. 2020 Table 2.1) and Chinchilla's 1.5M-3M (Hoffmann et al. 2022 Table 4), serves the
+  /// seed table, whose published models each had a batch of that order.
   std::int64_t global_batch = 1024;
+  bool global_batch_from_law = false;
   SearchOptions search;  ///< reduced_space, simulation budget, threads
 };
 

@@ -44,6 +44,20 @@ double loss(const LossFit& f, double params, double tokens) {
   return f.E + f.A / std::pow(params, f.alpha) + f.B / std::pow(tokens, f.beta);
 }
 
+double optimal_batch_tokens(double flops) {
+  if (!(flops > 0) || !std::isfinite(flops)) {
+    throw std::invalid_argument("optimal_batch_tokens: flops must be finite and > 0");
+  }
+  return 0.2920 * std::pow(flops, 0.3271);
+}
+
+std::int64_t optimal_global_batch(double flops, int seq_len) {
+  if (seq_len < 1) throw std::invalid_argument("optimal_global_batch: seq_len must be >= 1");
+  const double sequences = optimal_batch_tokens(flops) / seq_len;
+  const double e = std::round(std::log2(std::max(1.0, sequences)));
+  return std::int64_t{1} << static_cast<int>(std::min(e, 40.0));  // 2^40: kMaxGlobalBatch
+}
+
 Allocation compute_optimal(Law l, double flops) {
   if (!(flops > 0)) throw std::invalid_argument("compute_optimal: flops must be positive");
   Allocation a;

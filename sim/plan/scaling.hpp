@@ -15,6 +15,7 @@
 //    form, so `loss` is not defined for it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +50,18 @@ struct Allocation {
 /// Closed-form compute-optimal allocation of `flops` under law `l`. Throws
 /// std::invalid_argument for flops <= 0.
 Allocation compute_optimal(Law l, double flops);
+
+/// Batch size (tokens per optimizer step) that trains best for a compute budget: DeepSeek
+/// LLM's fit B_opt = 0.2920 * C^0.3271 tokens (Bi et al. 2024, arXiv:2401.02954, Eq. 1,
+/// from IsoFLOP grids of 1e17-3e20 FLOPs and checked on their 7B and 67B runs: 1e24 FLOPs
+/// gives 19M tokens, the 67B model's 4608 x 4096 = 18.9M). Throws std::invalid_argument for
+/// flops <= 0.
+double optimal_batch_tokens(double flops);
+
+/// optimal_batch_tokens(flops) in sequences of `seq_len` tokens, rounded to the nearest power
+/// of two (in log2; the most divisible choice for DP x micro batch), at least 1. Throws
+/// std::invalid_argument for flops <= 0 or seq_len < 1.
+std::int64_t optimal_global_batch(double flops, int seq_len);
 
 /// The same optimum found numerically: golden-section search of L(N, C/(6N)) over log N in
 /// [1e3, 1e16] parameters (the function is unimodal in log N). For tests of the closed form.
