@@ -362,23 +362,42 @@ TEST(Validate, PublishedRunsStayWithinTheirMeasuredErrors) {
 }
 
 // The held-out runs (validation/heldout_runs.toml, compiled after the physics was built and
-// never used to tune it): every row simulates, and each group stays within 2 points of the
-// error measured when the file was added (docs/validation-heldout.md) -- a guard against a
-// change that helps the published rows at these rows' expense, not a fit.
-TEST(Validate, HeldOutRunsAllSimulateAndStayWithinTheirMeasuredErrors) {
+// never used to tune it): every row simulates or is skipped for a stated limitation, and each
+// group stays within 2 points of the error measured when the file was added
+// (docs/validation-heldout.md) -- a guard against a change that helps the published rows at
+// these rows' expense, not a fit.
+TEST(Validate, HeldOutRunsSimulateAndStayWithinTheirMeasuredErrors) {
   const auto runs = test::source_dir() / "validation" / "heldout_runs.toml";
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
   const std::map<std::string, double> measured = {
-      {"llama3_herd_table4", 0.113},       {"nemotron4_15b_table2", 0.345},
-      {"dgxc_llama31_405b_h100", 0.049},   {"dgxc_nemotron4_340b_h100", 0.038},
-      {"dgxc_nemotron4_15b_h100", 0.015},  {"bloom_176b_2022", 0.313},
-      {"mtnlg_530b_2022", 0.276},          {"gptneox_20b_2022", 0.403}};
-  EXPECT_EQ(report.rows.size(), 22U);
-  for (const auto& r : report.rows) EXPECT_TRUE(r.ok) << r.id << ": " << r.reason;
-  ASSERT_EQ(report.groups.size(), measured.size());
+      {"llama3_herd_table4", 0.113},     {"nemotron4_15b_table2", 0.345},
+      {"dgxc_llama31_405b_h100", 0.049}, {"dgxc_nemotron4_340b_h100", 0.038},
+      {"dgxc_nemotron4_15b_h100", 0.015}, {"bloom_176b_2022", 0.313},
+      {"mtnlg_530b_2022", 0.276},        {"gptneox_20b_2022", 0.403},
+      {"dgxc_llama31_8b_h100", 0.087},   {"dgxc_llama31_70b_h100", 0.030},
+      {"dgxc_gpt3_175b_h100", 0.022},    {"dgxc_grok1_314b_h100", 0.204},
+      {"dgxc_grok1_314b_2504", 0.077},   {"dgxc_llama31_405b_2504", 0.047},
+      {"dgxc_nemotron4_2504", 0.052}};
+  EXPECT_EQ(report.rows.size(), 95U);
+  int ok = 0;
+  for (const auto& r : report.rows) {
+    if (r.ok) {
+      ++ok;
+      continue;
+    }
+    // Only what trainsim cannot express yet is skipped, and says so: GB200 jobs that do not
+    // fill whole 72-GPU racks, DeepSeek-V3's EP 64 over DP 32 (expert TP 1).
+    const bool partial_rack = r.reason.find("not a multiple of the node size") != std::string::npos;
+    const bool ep_over_dp = r.reason.find("parallel.ep (64) must divide") != std::string::npos;
+    EXPECT_TRUE(partial_rack || ep_over_dp) << r.id << ": " << r.reason;
+  }
+  EXPECT_EQ(ok, 66);
   for (const auto& g : report.groups) {
+    if (g.rows_ok == 0) {
+      EXPECT_EQ(g.group, "dgxc_deepseek_v3_2504");
+      continue;
+    }
     ASSERT_TRUE(measured.contains(g.group)) << g.group;
-    EXPECT_EQ(g.rows_skipped, 0) << g.group;
     EXPECT_LE(g.mape, measured.at(g.group) + 0.02) << g.group;
   }
 }
