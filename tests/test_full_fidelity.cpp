@@ -88,6 +88,34 @@ TEST(FullFidelityTest, AgreesWithStageWithoutContention) {
               0.01 * step(small, Fidelity::Stage));
 }
 
+// A job that does not fill its last node (12 GPUs on 8-GPU nodes, as a 128-GPU job on 72-GPU
+// NVL72 racks) runs on the first GPUs of it; it used to be refused. TP 4 x DP 3: the DP group
+// {0, 4, 8} has two members in node 0 and one in node 1. Both fidelities simulate it, full
+// prices it no faster than stage and within 5% (one job, little contention), and its DP
+// traffic crosses the network, unlike the 8-GPU job's.
+TEST(FullFidelityTest, AJobThatDoesNotFillItsLastNodeRunsOnItsFirstGpus) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-a100.toml").string();
+  Scenario sc = scenario("partial-node", "tp = 4\npp = 1\ndp = 4\n", topo);
+  sc.gpus = 12;
+  sc.layout.dp = 3;
+  sc.training.global_batch = 12;
+  const double stage = step(sc, Fidelity::Stage);
+  const double full = step(sc, Fidelity::Full);
+  EXPECT_GE(full, stage * (1 - 1e-9));
+  EXPECT_LE(full, stage * 1.05);
+  Scenario one = sc;
+  one.gpus = 8;
+  one.layout.dp = 2;
+  one.training.global_batch = 8;  // the same work per GPU, all in node 0
+  EXPECT_GT(stage, step(one, Fidelity::Stage));
+  const std::string text = test::replace(test::small_scenario(), "gpus = 16", "gpus = 12");
+  const auto dir = test::temp_dir("partial-node-load");
+  const auto loaded = config::load_scenario(
+      test::write(dir / "s.toml", test::replace(test::replace(text, "dp = 4", "dp = 3"),
+                                                "global_batch = 16", "global_batch = 12")));
+  EXPECT_EQ(loaded.gpus, 12);
+}
+
 // Nodes of 6 GPUs and TP 4: the TP group of DP rank 1 (GPUs 4-7) spans two nodes while DP
 // ranks 0 and 2 sit in one. Stage fidelity priced every TP group as the first (NVLink only,
 // 0.014 s against full fidelity's 0.019 s here); it prices the stage's slowest copy now, which is

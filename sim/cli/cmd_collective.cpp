@@ -123,12 +123,7 @@ int CollectiveCommand::run(std::ostream& out) const {
                                    " needs at least 2 GPUs (one rank has no peer to "
                                    "communicate with)");
   }
-  if (gpus > spec.gpus_per_node && gpus % spec.gpus_per_node != 0) {
-    throw InputError("--gpus", "--gpus " + std::to_string(gpus) + " is not a multiple of the " +
-                                   "topology's node.gpus (" + std::to_string(spec.gpus_per_node) +
-                                   ")");
-  }
-  int cluster = std::max(gpus, spec.gpus_per_node);
+  int cluster = hw::whole_node_gpus(spec, gpus);  // the last node may be partly used
   if (spec.kind == "torus") {
     // A torus exists only whole: build all of it and run on its first `gpus` GPUs.
     std::int64_t nodes = 1;

@@ -63,10 +63,16 @@ plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::s
   if (gpu == nullptr) throw InputError("--cluster", "--cluster " + name + ": unknown GPU");
   c.gpu = *gpu;
   c.gpus = gpus;
-  if (gpus < 1 || gpus % c.topology.gpus_per_node != 0) {
-    throw InputError("--gpus", "--gpus (" + std::to_string(gpus) + ") must be a positive multiple of " +
-                                   name + "'s GPUs per node (" +
-                                   std::to_string(c.topology.gpus_per_node) + ")");
+  if (gpus < 1) throw InputError("--gpus", "--gpus (" + std::to_string(gpus) + ") must be >= 1");
+  if (c.topology.kind == "torus") {
+    std::int64_t nodes = 1;
+    for (const int d : c.topology.dims) nodes *= d;
+    if (nodes * c.topology.gpus_per_node != gpus) {
+      throw InputError("--gpus", "--gpus (" + std::to_string(gpus) + ") must fill " + name +
+                                     "'s torus: " + std::to_string(nodes) + " nodes x " +
+                                     std::to_string(c.topology.gpus_per_node) + " GPUs = " +
+                                     std::to_string(nodes * c.topology.gpus_per_node));
+    }
   }
   return c;
 }
@@ -166,11 +172,6 @@ int PlanCommands::run_search(const FileIo& io) {
   io.input(s_file_);
   for (const auto& read : sc.inputs.read_files()) io.input(read);
   if (s_gpus_ > 0) {
-    if (s_gpus_ % sc.topology.gpus_per_node != 0) {
-      throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
-                                     ") must be a multiple of the topology's node.gpus (" +
-                                     std::to_string(sc.topology.gpus_per_node) + ")");
-    }
     if (sc.topology.kind == "torus") {
       std::int64_t nodes = 1;
       for (const int d : sc.topology.dims) nodes *= d;

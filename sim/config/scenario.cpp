@@ -791,11 +791,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
       // LoRA's limits include the schedule, which compare-schedules varies.
       if (check_schedule) workload::validate_training(sc);
     }
-    if (sc.gpus % sc.topology.gpus_per_node != 0) {
-      throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
-                                           ") must be a multiple of the topology's node.gpus (" +
-                                           std::to_string(sc.topology.gpus_per_node) + ")");
-    }
+    // A job need not fill its last node (hw::whole_node_gpus); a torus must be whole.
     if (sc.topology.kind == "torus") {
       std::int64_t nodes = 1;
       for (const int d : sc.topology.dims) nodes *= d;

@@ -571,6 +571,13 @@ struct Topology::Impl : Layout {
   }
 };
 
+int whole_node_gpus(const TopologySpec& s, int gpus) {
+  if (s.kind == "torus" || s.gpus_per_node <= 0 || gpus <= 0) return gpus;
+  const std::int64_t nodes = (static_cast<std::int64_t>(gpus) + s.gpus_per_node - 1) /
+                             s.gpus_per_node;
+  return static_cast<int>(std::min<std::int64_t>(nodes * s.gpus_per_node, INT32_MAX));
+}
+
 Topology::Topology(const TopologySpec& spec, int num_gpus)
     : impl_(std::make_unique<Impl>(spec, num_gpus)) {}
 Topology::~Topology() = default;

@@ -50,6 +50,11 @@ struct TopologySpec {
 /// Spines of a fat tree (of one pod with 3 tiers): `spines` when given, else the rails
 /// (nics_per_node, the SuperPOD shape) but never more than a leaf has uplinks to reach them.
 [[nodiscard]] int spine_count(const TopologySpec& s);
+/// GPUs of the topology a job of `gpus` GPUs runs on: whole nodes, the last one partly used
+/// when `gpus` is not a multiple of gpus_per_node (a 128-GPU job on 72-GPU NVL72 racks: one
+/// rack and 56 GPUs of the next; the job's ranks are GPUs 0 .. gpus-1). A torus exists only
+/// whole, so for kind "torus" it is `gpus` itself (its loaders require the torus filled).
+[[nodiscard]] int whole_node_gpus(const TopologySpec& s, int gpus);
 /// Uplink ports of one spine to the cores (3 tiers): as many as its downlink ports from its
 /// pod's sus_per_pod x nics leaves, each sending leaf_uplinks / spine_count of them. The
 /// most cores a spine can reach; the default core count is at most this.

@@ -939,7 +939,7 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
     throw InputError("training.lora", "search does not support training.lora yet: simulate the "
                                       "LoRA layouts one by one (trainsim simulate)");
   }
-  const hw::Topology topo(base.topology, base.gpus);
+  const hw::Topology topo(base.topology, hw::whole_node_gpus(base.topology, base.gpus));
   const int threads = opt.threads > 0 ? opt.threads
                                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   const auto cands = enumerate(base, opt.reduced_space);

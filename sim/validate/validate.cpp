@@ -829,10 +829,8 @@ Report run_validation(const std::filesystem::path& runs_file,
                 *gpn, topo_file.c_str(), sc.topology.gpus_per_node));
       continue;
     }
-    if (sc.gpus % sc.topology.gpus_per_node != 0) {
-      skip("gpus (" + std::to_string(sc.gpus) + ") not a multiple of the node size");
-      continue;
-    }
+    // A job that does not fill its last node runs on the first GPUs of it
+    // (hw::whole_node_gpus): a 128-GPU run on 72-GPU NVL72 racks.
     res.scenario_toml =
         config::scenario_toml(sc, std::filesystem::absolute(topologies / topo_file));
     try {

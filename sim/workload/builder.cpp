@@ -1533,7 +1533,7 @@ StepResult simulate_step(const Scenario& sc) {
                                                 fidelity_name(sc.fidelity) +
                                                 "\" is not simulated yet (available: stage, full)");
   }
-  const hw::Topology topo(sc.topology, sc.gpus);
+  const hw::Topology topo(sc.topology, hw::whole_node_gpus(sc.topology, sc.gpus));
   const net::AlphaBetaModel ab_model(topo, sc.gpu);
   const net::ProfiledCollectiveModel profiled_comm(ab_model, topo, sc.profile);
   const net::CollectiveModel& base_comm =
