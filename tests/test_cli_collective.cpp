@@ -93,6 +93,24 @@ TEST(CliCollective, APartlyUsedLastNodeBringsOnlyItsGpusNics) {
   EXPECT_GT(t12, t16);
 }
 
+TEST(CliCollective, AllToAllSharesTheBusiestNicOfAPartlyUsedNode) {
+  // 13 GPUs on 8-GPU nodes with 4 NICs: node 1's 5 ranks sit on NICs 0,1,2,3,0, so NIC 0
+  // carries two of them. Stage priced each at 4/5 of a NIC (17.6 ms against the flows'
+  // 28.1 ms); it now takes the busiest NIC, as the flows do.
+  const auto dir = test::temp_dir("a2a-nics4");
+  std::string t = test::read(test::source_dir() / "topologies/dgx-h100.toml");
+  t = test::replace(t, "nics = 8", "nics = 4");
+  const std::string path = test::write(dir / "nics4.toml", t).string();
+  auto time_s = [&](const std::string& extra) {
+    const Result r = run("collective --op all_to_all --gpus 13 --sizes 1GiB --json --topology " +
+                         path + extra);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["rows"][0]["time_s"].get<double>();
+  };
+  const double stage = time_s(""), flows = time_s(" --flows");
+  EXPECT_NEAR(stage / flows, 1.0, 0.01) << stage << " s against " << flows << " s";
+}
+
 TEST(CliCollective, BadInputExitsOneNamingTheOption) {
   const std::string t = " --topology " + topo("dgx-h100.toml");
   struct Case {

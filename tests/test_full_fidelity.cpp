@@ -116,6 +116,27 @@ TEST(FullFidelityTest, AJobThatDoesNotFillItsLastNodeRunsOnItsFirstGpus) {
   EXPECT_EQ(loaded.gpus, 12);
 }
 
+// DualPipe's mirror ranks all-reduce their gradients in pairs, one per (TP, CP, DP) position.
+// Stage fidelity priced only rank 0's pair: on 12 GPUs of 8-GPU nodes (PP 2, DP 6) that pair
+// (0, 6) stays on NVLink while (2, 8) crosses nodes, and stage came out 37% under full
+// (0.028 s against 0.044 s). Now the slowest pair prices them all.
+TEST(FullFidelityTest, DualPipeMirrorSyncIsPricedOnItsSlowestPair) {
+  const std::string topo = (test::source_dir() / "topologies/dgx-h100.toml").string();
+  Scenario sc = scenario("dualpipe-partial", "tp = 2\npp = 2\ndp = 4\n", topo);
+  sc.model.layers = 12;
+  sc.layout.tp = 1;
+  sc.layout.dp = 6;
+  sc.layout.sequence_parallel = false;
+  sc.layout.schedule = parallel::ScheduleKind::DualPipe;
+  sc.gpus = 12;
+  sc.training.global_batch = 24;
+  sc.training.micro_batch = 1;
+  const double stage = step(sc, Fidelity::Stage);
+  const double full = step(sc, Fidelity::Full);
+  EXPECT_GE(full, stage * (1 - 1e-9));
+  EXPECT_LE(full, stage * 1.03) << "stage " << stage << " s, full " << full << " s";
+}
+
 // Nodes of 6 GPUs and TP 4: the TP group of DP rank 1 (GPUs 4-7) spans two nodes while DP
 // ranks 0 and 2 sit in one. Stage fidelity priced every TP group as the first (NVLink only,
 // 0.014 s against full fidelity's 0.019 s here); it prices the stage's slowest copy now, which is

@@ -831,6 +831,25 @@ TEST(PlanCli, SearchGpusMustFillATorus) {
 // Comparing clusters, one that the model does not fit is reported as such beside the others
 // (the whole plan failed with "no layout of this model fits in 80.0 GiB per GPU on 8 GPUs"):
 // the 41 B-parameter optimum of 1e24 FLOPs fits on 8 B200 (178 GiB) but not on 8 A100 (80 GiB).
+// With any GPU count allowed, plan meets counts no layout divides (7 GPUs, a power-of-two
+// batch): its message named search's --csv, which plan does not have. And search --gpus that
+// leaves out a straggler's GPU simulated it anyway and wrote a --write-best file that did not load.
+TEST(PlanCli, OddGpuCountsAndStragglersOutsideTheJobAreNamed) {
+  const auto p = cli("plan --budget 1e15 --cluster dgx-h100 --gpus 7");
+  EXPECT_EQ(p.code, 1);
+  EXPECT_NE(p.err.find("more factors of two"), std::string::npos) << p.err;
+  EXPECT_EQ(p.err.find("--csv"), std::string::npos) << p.err;
+  const auto dir = test::temp_dir("search-straggler");
+  const auto file = test::write(dir / "s.toml",
+                                test::small_scenario() +
+                                    "[simulation]\nfidelity = \"full\"\n"
+                                    "stragglers = [{ gpu = 11, speed = 0.5 }]\n");
+  const auto r = cli("search " + file.string() + " --gpus 8 --des 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--gpus (8) leaves out GPU 11 of simulation.stragglers"), std::string::npos)
+      << r.err;
+}
+
 TEST(PlanCli, PlanMarksAClusterTheModelDoesNotFit) {
   const std::string args =
       "plan --budget 1e24 --cluster dgx-a100 --cluster dgx-b200 --gpus 8 --des 2 --global-batch 1024";

@@ -184,6 +184,14 @@ int PlanCommands::run_search(const FileIo& io) {
       }
     }
     sc.gpus = s_gpus_;
+    for (const workload::Straggler& s : sc.stragglers) {
+      if (s.gpu >= sc.gpus) {
+        throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
+                                       ") leaves out GPU " + std::to_string(s.gpu) +
+                                       " of simulation.stragglers (GPUs 0.." +
+                                       std::to_string(s_gpus_ - 1) + " run the job)");
+      }
+    }
   }
   if (search_->count("--global-batch") > 0) {  // 0 or less is refused, not "not given"
     check_global_batch(s_batch_);

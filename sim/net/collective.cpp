@@ -157,6 +157,9 @@ struct Shape {
   double nic_bw = kInf;    ///< per-NIC route bottleneck between nodes, B/s (kInf: one node)
   /// Per node: (ranks on it, distinct NICs they use).
   std::vector<std::pair<int, int>> per_node;
+  /// Per node: the most of its ranks on one NIC (GPU i uses NIC i mod nics; a partly used
+  /// node or nics not dividing its GPUs binds them unevenly).
+  std::vector<int> most_per_nic;
   /// Per node (ascending node index): its members' GPU indices, by local rank.
   std::vector<std::vector<int>> members;
   /// Per node: the first member on each NIC (rail) it uses, in rail order.
@@ -188,10 +191,17 @@ Shape analyse(const hw::Topology& topo, std::span<const int> group) {
   for (std::size_t i = 0; i < members.size();) {
     std::size_t j = i;
     std::vector<Member> heads;
+    int most = 0;
+    int run = 0;
     while (j < members.size() && members[j].node == members[i].node) {
-      if (heads.empty() || heads.back().rail != members[j].rail) heads.push_back(members[j]);
+      if (heads.empty() || heads.back().rail != members[j].rail) {
+        heads.push_back(members[j]);
+        run = 0;
+      }
+      most = std::max(most, ++run);
       ++j;
     }
+    s.most_per_nic.push_back(most);
     const int count = static_cast<int>(j - i);
     const int rails = static_cast<int>(heads.size());
     std::vector<int> gpus;
@@ -480,13 +490,16 @@ CollectivePlan AlphaBetaModel::choose(CollectiveOp op, std::uint64_t bytes,
       // 40 GB/s per NIC, against DeepEP's measured 50-51, hardware.md §3.2.)
       // The slowest node sets the completion time.
       Part worst;
+      // A rank's share of its NIC: the NIC's rate over the node's ranks on the busiest NIC
+      // (count / rails when they spread evenly).
       const double per_peer = size / static_cast<double>(s.n);
-      for (const auto& [count, rails] : s.per_node) {
+      for (std::size_t node = 0; node < s.per_node.size(); ++node) {
+        const int count = s.per_node[node].first;
         const int local_peers = count - 1;
         const int remote_peers = s.n - count;
         const double t_local = local_peers * per_peer / intra;
         const double t_remote =
-            remote_peers > 0 ? remote_peers * per_peer / (s.nic_bw * rails / count) : 0.0;
+            remote_peers > 0 ? remote_peers * per_peer / (s.nic_bw / s.most_per_nic[node]) : 0.0;
         const double lat_us = kBaseLatRing[kSimple] + (remote_peers > 0 ? kNetLatRing[kSimple]
                                                                          : kNvlinkLatRing[kSimple]);
         const Part part{lat_us * kUs, std::max(t_local, t_remote)};

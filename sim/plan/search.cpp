@@ -833,7 +833,7 @@ namespace {
 /// with its count, most common first, then every remedy (the most common reason's first); the
 /// key is that of the most common reason (training.global_batch for the task limit).
 InputError no_layout_error(const workload::Scenario& base, const SearchResult& r,
-                           std::size_t budget) {
+                           std::size_t budget, bool reduced_space) {
   const double cap = base.gpu.hbm_bytes;
   const std::string gib = fmt(cap / kGiB, "%.1f");
   const std::string gpus = std::to_string(base.gpus);
@@ -897,9 +897,14 @@ InputError no_layout_error(const workload::Scenario& base, const SearchResult& r
           " simulations was spent on layouts that failed",
       "", "raise --des");
   if (parts.empty()) {  // every layout invalid for this model, GPU count and batch
-    return InputError("cluster.gpus", "no valid layout of this model on " + gpus +
-                                          " GPUs with a global batch of " + gb +
-                                          " sequences (see --csv for each layout's reason)");
+    // `plan` (the reduced space) has no --csv: name the usual cause instead.
+    return InputError("cluster.gpus",
+                      "no valid layout of this model on " + gpus + " GPUs with a global batch of " +
+                          gb + " sequences" +
+                          (reduced_space ? " (TP x PP x CP x DP must equal the GPUs and DP divide "
+                                           "the global batch: try a GPU count or --global-batch "
+                                           "with more factors of two)"
+                                         : " (see --csv for each layout's reason)"));
   }
   std::stable_sort(parts.begin(), parts.end(),
                    [](const Part& x, const Part& y) { return x.n > y.n; });
@@ -1199,7 +1204,7 @@ SearchResult search(const workload::Scenario& base, const SearchOptions& opt,
   std::sort(res.ranking.begin(), res.ranking.end(), [&](std::size_t x, std::size_t y) {
     return better(res.all[x], res.all[y], keys[x], keys[y]);
   });
-  if (res.ranking.empty()) throw no_layout_error(base, res, budget);
+  if (res.ranking.empty()) throw no_layout_error(base, res, budget, opt.reduced_space);
   return res;
 }
 

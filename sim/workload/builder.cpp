@@ -295,11 +295,12 @@ class StepBuilder final : public PassEmitter {
     // gradient between them (Megatron-LM's embedding group) before the optimizer.
     if (sc_.model.tied_embeddings && shape_.chain_length() > 1 && !shape_.dual && !lora() &&
         (stage_ == 0 || stage_ == sc_.layout.pp - 1)) {
-      const int pair[2] = {L.rank(0, 0, 0, 0), L.rank(0, 0, 0, L.pp - 1)};
-      const Time t = comm_.cost(CollectiveOp::AllReduce,
-                                static_cast<std::uint64_t>(embedding_params() *
-                                                           hw::dtype_bytes(grad_dtype())),
-                                pair).time;
+      // One pair per (TP, CP, DP) position; the slowest placement prices them all.
+      const Time t = net::slowest_group(comm_, CollectiveOp::AllReduce,
+                                        static_cast<std::uint64_t>(
+                                            embedding_params() * hw::dtype_bytes(grad_dtype())),
+                                        L.pp_pairs(0, L.pp - 1), sc_.topology.gpus_per_node)
+                         .cost.time;
       const TaskId sync = g_.add_task(st.dp, t, Category::DpComm, l_tied_sync_);
       g_.add_dependency(last_compute, sync);
       dp_grad_tasks_.push_back(sync);
@@ -313,12 +314,15 @@ class StepBuilder final : public PassEmitter {
     // all-reduce their gradients before the update (DeepSeek-V3 report §3.2.1).
     if (shape_.dual) {
       const int mirror = L.pp - 1 - stage_;
-      const int pair_ranks[2] = {L.rank(0, 0, 0, std::min(stage_, mirror)),
-                                 L.rank(0, 0, 0, std::max(stage_, mirror))};
-      const Time t = comm_.cost(CollectiveOp::AllReduce,
-                                static_cast<std::uint64_t>(stage_params(stage_) *
-                                                           hw::dtype_bytes(grad_dtype())),
-                                pair_ranks).time;
+      // One pair per (TP, CP, DP) position: the slowest placement prices them all (a pair
+      // that crosses nodes while rank 0's pair stays on NVLink, e.g. 12 GPUs on 8-GPU nodes).
+      const Time t = net::slowest_group(comm_, CollectiveOp::AllReduce,
+                                        static_cast<std::uint64_t>(
+                                            stage_params(stage_) * hw::dtype_bytes(grad_dtype())),
+                                        L.pp_pairs(std::min(stage_, mirror),
+                                                   std::max(stage_, mirror)),
+                                        sc_.topology.gpus_per_node)
+                         .cost.time;
       const TaskId sync = g_.add_task(st.dp, t, Category::DpComm, l_mirror_sync_);
       g_.add_dependency(last_compute, sync);
       for (TaskId d : dp_grad_tasks_) g_.add_dependency(d, sync);

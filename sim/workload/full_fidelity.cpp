@@ -46,7 +46,8 @@ FullFidelity::FullFidelity(const parallel::Layout& layout, const hw::Topology& t
       recorder_(pricing != nullptr ? *pricing : model) {
   bool links = false;
   for (const Straggler& s : stragglers_) {
-    if (s.gpu < 0 || s.gpu >= topo.num_gpus()) {
+    // The job's GPUs, not the topology's (its last node may be partly used).
+    if (s.gpu < 0 || s.gpu >= layout.world_size()) {
       throw InputError("simulation.stragglers", "simulation.stragglers: GPU " +
                                                     std::to_string(s.gpu) + " out of range");
     }
