@@ -357,6 +357,10 @@ struct Topology::Impl : Layout {
   /// from fabric vertex i (switch leaf_base + i) to that leaf. Guarded by cache_mutex.
   mutable std::mutex cache_mutex;
   mutable std::vector<std::shared_ptr<const std::vector<std::uint16_t>>> dist_to_leaf;
+  /// Switch-to-switch links by (fabric u << 32 | fabric v), in out-edge order within a key:
+  /// the last hop of a route (to the destination leaf) looks its cables up here instead of
+  /// scanning a spine's thousands of out-edges.
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> fabric_edges;
 
   Impl(const TopologySpec& s, int n)
       : Layout(s, n), graph(num_vertices), fabric(num_vertices - leaf_base) {
@@ -401,6 +405,9 @@ struct Topology::Impl : Layout {
       build_tree();
     }
     dist_to_leaf.resize(static_cast<std::size_t>(num_leaves));
+    // Stable: parallel cables between two switches keep their out-edge (link-id) order.
+    std::stable_sort(fabric_edges.begin(), fabric_edges.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
   }
 
   /// Leaves to spines (and spines to cores with 3 tiers). Uplink capacity of a leaf = its
@@ -472,6 +479,8 @@ struct Topology::Impl : Layout {
     // order, and with it the ECMP choice, is deterministic).
     if (u >= leaf_base && v >= leaf_base) {
       boost::add_edge(u - leaf_base, v - leaf_base, EdgeProps{id}, fabric);
+      fabric_edges.emplace_back(
+          (static_cast<std::uint64_t>(u - leaf_base) << 32U) | (v - leaf_base), id);
     }
     return id;
   }
@@ -550,9 +559,19 @@ struct Topology::Impl : Layout {
         for (std::uint64_t hop = 0; u != dst_leaf - leaf_base; ++hop) {
           const std::uint16_t du = dist_of[u];
           next.clear();
-          for (const auto e : boost::make_iterator_range(boost::out_edges(u, fabric))) {
-            const auto t = static_cast<std::uint32_t>(boost::target(e, fabric));
-            if (dist_of[t] + 1 == du) next.emplace_back(t, fabric[e].link);
+          if (du == 1) {
+            // The only switch at distance 0 is the destination leaf: its cables from u, in
+            // out-edge order, are the candidates the scan below would find.
+            const std::uint32_t t = dst_leaf - leaf_base;
+            const std::uint64_t k = (static_cast<std::uint64_t>(u) << 32U) | t;
+            auto it = std::lower_bound(fabric_edges.begin(), fabric_edges.end(), k,
+                                       [](const auto& e, std::uint64_t x) { return e.first < x; });
+            for (; it != fabric_edges.end() && it->first == k; ++it) next.emplace_back(t, it->second);
+          } else {
+            for (const auto e : boost::make_iterator_range(boost::out_edges(u, fabric))) {
+              const auto t = static_cast<std::uint32_t>(boost::target(e, fabric));
+              if (dist_of[t] + 1 == du) next.emplace_back(t, fabric[e].link);
+            }
           }
           const auto& pick = next[mix64(key ^ hop) % next.size()];
           r.links.push_back(pick.second);
