@@ -64,15 +64,8 @@ plan::ClusterChoice load_cluster(const std::string& name, int gpus, const std::s
   c.gpu = *gpu;
   c.gpus = gpus;
   if (gpus < 1) throw InputError("--gpus", "--gpus (" + std::to_string(gpus) + ") must be >= 1");
-  if (c.topology.kind == "torus") {
-    std::int64_t nodes = 1;
-    for (const int d : c.topology.dims) nodes *= d;
-    if (nodes * c.topology.gpus_per_node != gpus) {
-      throw InputError("--gpus", "--gpus (" + std::to_string(gpus) + ") must fill " + name +
-                                     "'s torus: " + std::to_string(nodes) + " nodes x " +
-                                     std::to_string(c.topology.gpus_per_node) + " GPUs = " +
-                                     std::to_string(nodes * c.topology.gpus_per_node));
-    }
+  if (const std::string why = hw::torus_unfilled(c.topology, gpus); !why.empty()) {
+    throw InputError("--gpus", "--gpus (" + std::to_string(gpus) + ") " + why);
   }
   return c;
 }
@@ -172,16 +165,8 @@ int PlanCommands::run_search(const FileIo& io) {
   io.input(s_file_);
   for (const auto& read : sc.inputs.read_files()) io.input(read);
   if (s_gpus_ > 0) {
-    if (sc.topology.kind == "torus") {
-      std::int64_t nodes = 1;
-      for (const int d : sc.topology.dims) nodes *= d;
-      if (nodes * sc.topology.gpus_per_node != s_gpus_) {
-        throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) +
-                                       ") must fill the torus: " + std::to_string(nodes) +
-                                       " nodes x " + std::to_string(sc.topology.gpus_per_node) +
-                                       " GPUs = " +
-                                       std::to_string(nodes * sc.topology.gpus_per_node));
-      }
+    if (const std::string why = hw::torus_unfilled(sc.topology, s_gpus_); !why.empty()) {
+      throw InputError("--gpus", "--gpus (" + std::to_string(s_gpus_) + ") " + why);
     }
     sc.gpus = s_gpus_;
     for (const workload::Straggler& s : sc.stragglers) {

@@ -792,17 +792,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
       if (check_schedule) workload::validate_training(sc);
     }
     // A job need not fill its last node (hw::whole_node_gpus); a torus must be whole.
-    if (sc.topology.kind == "torus") {
-      std::int64_t nodes = 1;
-      for (const int d : sc.topology.dims) nodes *= d;
-      if (nodes * sc.topology.gpus_per_node != sc.gpus) {
-        throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) +
-                                             ") must fill the torus: " + std::to_string(nodes) +
-                                             " nodes x " +
-                                             std::to_string(sc.topology.gpus_per_node) +
-                                             " GPUs = " +
-                                             std::to_string(nodes * sc.topology.gpus_per_node));
-      }
+    if (const std::string why = hw::torus_unfilled(sc.topology, sc.gpus); !why.empty()) {
+      throw InputError("cluster.gpus", "cluster.gpus (" + std::to_string(sc.gpus) + ") " + why);
     }
   } catch (const InputError& e) {
     const toml::node* n = root.at_path(e.key()).node();

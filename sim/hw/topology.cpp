@@ -597,6 +597,16 @@ int whole_node_gpus(const TopologySpec& s, int gpus) {
   return static_cast<int>(std::min<std::int64_t>(nodes * s.gpus_per_node, INT32_MAX));
 }
 
+std::string torus_unfilled(const TopologySpec& s, int gpus) {
+  if (s.kind != "torus") return {};
+  std::int64_t nodes = 1;
+  for (const int d : s.dims) nodes *= d;
+  const std::int64_t all = nodes * s.gpus_per_node;
+  if (all == gpus) return {};
+  return "must fill the torus: " + std::to_string(nodes) + " nodes x " +
+         std::to_string(s.gpus_per_node) + " GPUs = " + std::to_string(all);
+}
+
 Topology::Topology(const TopologySpec& spec, int num_gpus)
     : impl_(std::make_unique<Impl>(spec, num_gpus)) {}
 Topology::~Topology() = default;

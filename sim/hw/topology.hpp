@@ -55,6 +55,9 @@ struct TopologySpec {
 /// rack and 56 GPUs of the next; the job's ranks are GPUs 0 .. gpus-1). A torus exists only
 /// whole, so for kind "torus" it is `gpus` itself (its loaders require the torus filled).
 [[nodiscard]] int whole_node_gpus(const TopologySpec& s, int gpus);
+/// Empty unless `s` is a torus that `gpus` does not fill; then "must fill the torus: N nodes
+/// x G GPUs = T", for the caller to prefix with the key or option it checks.
+[[nodiscard]] std::string torus_unfilled(const TopologySpec& s, int gpus);
 /// Uplink ports of one spine to the cores (3 tiers): as many as its downlink ports from its
 /// pod's sus_per_pod x nics leaves, each sending leaf_uplinks / spine_count of them. The
 /// most cores a spine can reach; the default core count is at most this.
