@@ -478,7 +478,7 @@ TEST(FullFidelityGroups, TasksMatchQueriesOfTheirOwnKind) {
 
 TEST(FullFidelityGroups, MoeCpCombinationsRunEveryCommTaskOnTheNetwork) {
   // Combinations the network and MoE work never met: DualPipe's overlapped MoE pairs, CP with
-  // interleaving and with EP, ZeRO-1 with EP. Every comm task runs as flows (or rides with a
+  // interleaving and with EP, ZeRO-1 with EP, expert TP below TP. Every comm task runs as flows (or rides with a
   // partner that does) and full is never faster than stage.
   const std::string head =
       "version = 1\nname = \"combo\"\n"
@@ -500,7 +500,11 @@ TEST(FullFidelityGroups, MoeCpCombinationsRunEveryCommTaskOnTheNetwork) {
            {true, "tp = 4\npp = 2\ndp = 2\nep = 2\nsequence_parallel = true\ntp_comm_overlap = true\nschedule = \"zb-h2\"\n"},
            {true, "tp = 2\npp = 2\ndp = 4\nep = 4\nsequence_parallel = true\nschedule = \"pipedream\"\n"},
            {false, "tp = 1\npp = 4\ndp = 4\nschedule = \"2bw\"\n"},
-           {false, "tp = 8\npp = 2\ndp = 1\nschedule = \"interleaved\"\nvirtual_stages = 2\ntp_comm_overlap = true\nsequence_parallel = true\n"}}) {
+           {false, "tp = 8\npp = 2\ndp = 1\nschedule = \"interleaved\"\nvirtual_stages = 2\ntp_comm_overlap = true\nsequence_parallel = true\n"},
+           // Expert TP below TP: EP groups across TP ranks (and two nodes), expert-TP
+           // all-gathers inside a TP group.
+           {true, "tp = 2\npp = 2\ndp = 4\nep = 8\netp = 1\nsequence_parallel = true\nzero = 1\n"},
+           {true, "tp = 4\npp = 1\ndp = 4\nep = 8\netp = 2\nsequence_parallel = true\n"}}) {
     const auto dir = test::temp_dir("full-combo");
     Scenario sc = config::load_scenario(test::write(
         dir / "s.toml", head + (with_moe ? moe : "") + batch + "[parallel]\n" + parallel + tail));

@@ -297,6 +297,159 @@ TEST(Moe, EpGroupsTakeTheirRanksFromDataParallelRanksInsideANode) {
   EXPECT_EQ(L.dp_cp_group(0, 0).size(), 8U);
 }
 
+// Expert TP (MoE parallel folding): expert layers number a stage's ranks again in
+// Megatron-Core's order "tp-ep-dp-pp" with etp as the TP degree.
+TEST(Moe, ExpertTensorParallelismRenumbersTheStagesRanksForExpertLayers) {
+  parallel::Layout L;
+  L.tp = 4;
+  L.dp = 2;
+  L.pp = 2;
+  L.ep = 8;
+  L.etp = 1;
+  L.sequence_parallel = true;
+  // ETP 1: an EP group is ep consecutive ranks, TP ranks included; nothing left to replicate.
+  EXPECT_EQ(L.ep_group(0, 0, 0), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(L.ep_group(0, 1, 0), (std::vector<int>{8, 9, 10, 11, 12, 13, 14, 15}));
+  EXPECT_EQ(L.expert_dp(), 1);
+  EXPECT_EQ(L.expert_dp_group(0, 1, 3), (std::vector<int>{11}));
+  EXPECT_EQ(L.ep_groups(0).size(), 1U);
+  // ETP 2 under TP 4, DP 4, EP 4: etp_i = g mod 2, ep_i = (g / 2) mod 4, expert-DP g / 8.
+  L.dp = 4;
+  L.ep = 4;
+  L.etp = 2;
+  EXPECT_EQ(L.expert_tp(), 2);
+  EXPECT_EQ(L.expert_dp(), 2);
+  EXPECT_EQ(L.ep_group(1, 0, 1), (std::vector<int>{9, 11, 13, 15}));
+  EXPECT_EQ(L.expert_dp_group(0, 0, 1), (std::vector<int>{2, 10}));
+  EXPECT_EQ(L.ep_groups(0).size(), 4U);  // 2 blocks x 2 expert-TP ranks
+  EXPECT_EQ(L.expert_dp_groups(0).size(), 8U);
+  const auto etp = L.etp_groups(1);
+  ASSERT_EQ(etp.size(), 8U);
+  EXPECT_EQ(etp.front(), (std::vector<int>{16, 17}));
+  EXPECT_EQ(etp.back(), (std::vector<int>{30, 31}));
+  // etp = tp (explicit or 0) is the default numbering: blocks of ep in x = cp_i + cp·dp_i.
+  parallel::Layout D = L;
+  D.etp = 0;
+  parallel::Layout E = L;
+  E.etp = 4;
+  E.ep = 2;
+  D.ep = 2;
+  EXPECT_EQ(D.ep_groups(0), E.ep_groups(0));
+  EXPECT_EQ(D.ep_group(1, 0, 1), (std::vector<int>{9, 13}));
+  EXPECT_EQ(D.expert_dp(), 2);
+}
+
+// Each rank routes its own sequence-parallel shard with expert TP 1: under TP 2 with micro
+// batch 2 a rank routes 2048 tokens, exactly what a TP 1 rank routes with micro batch 1, on
+// the same EP ranks (0..7) — so every expert-side cost is the same, to the picosecond.
+TEST(Moe, ExpertTpOneUnderTpTwoRoutesWhatTpOneRoutesAtHalfTheMicrobatch) {
+  H100MoeBench b(4, moe_of(8, 2, model::Routing::Uniform));
+  parallel::Layout L1;
+  L1.dp = 16;
+  L1.ep = 8;
+  parallel::Layout L2;
+  L2.tp = 2;
+  L2.sequence_parallel = true;
+  L2.dp = 8;
+  L2.ep = 8;
+  L2.etp = 1;
+  ASSERT_EQ(L2.ep_group(0, 0), L1.ep_group(0, 0));
+  for (int layer = 0; layer < 3; ++layer) {
+    const auto a = workload::moe_layer_cost(b.m, L1, workload::GemmKernels{}, 1, b.cost, b.comm, 9,
+                                            layer, 0);
+    const auto c = workload::moe_layer_cost(b.m, L2, workload::GemmKernels{}, 2, b.cost, b.comm, 9,
+                                            layer, 0);
+    EXPECT_FALSE(a.folded);
+    EXPECT_TRUE(c.folded);
+    EXPECT_EQ(c.rows_busiest, a.rows_busiest);
+    EXPECT_EQ(c.rows_sent, a.rows_sent);
+    EXPECT_DOUBLE_EQ(c.imbalance, a.imbalance);
+    EXPECT_EQ(c.router_gemm.fwd, a.router_gemm.fwd);
+    EXPECT_EQ(c.expert_in.fwd, a.expert_in.fwd);
+    EXPECT_EQ(c.expert_in.wgrad, a.expert_in.wgrad);
+    EXPECT_EQ(c.expert_out.dgrad, a.expert_out.dgrad);
+    EXPECT_EQ(c.expert_act_bwd, a.expert_act_bwd);
+    EXPECT_EQ(c.permute, a.permute);
+    EXPECT_EQ(c.unpermute_bwd, a.unpermute_bwd);
+    EXPECT_EQ(c.sort_chunks, a.sort_chunks);
+    EXPECT_DOUBLE_EQ(c.a2a_dispatch_bytes, a.a2a_dispatch_bytes);
+    EXPECT_EQ(c.dispatch, a.dispatch);
+    EXPECT_EQ(c.combine_bwd, a.combine_bwd);
+    EXPECT_EQ(c.etp_ag, Time::zero());  // etp 1: nothing to gather
+  }
+  // Balanced routing: T·k·h/tp·bytes·(EP−1)/EP per rank, T the microbatch's tokens.
+  b.m.moe.routing = model::Routing::Balanced;
+  const auto c = workload::moe_layer_cost(b.m, L2, workload::GemmKernels{}, 2, b.cost, b.comm, 9, 0, 0);
+  EXPECT_DOUBLE_EQ(c.a2a_dispatch_bytes, 2.0 * 2048 * 2 * 1024 / 2 * 2.0 * 7 / 8);
+}
+
+// Folded experts run on each rank's own tokens: the TP all-gather / reduce-scatter pairs
+// around the block (forward, backward and the wgrad re-gather: five per MoE layer and
+// microbatch) are gone; 1 < etp < tp gathers the received rows over the expert-TP group
+// instead (four per layer and microbatch). Parameters follow the expert split.
+TEST(Moe, FoldedExpertsReplaceTheBlocksTpCollectivesWithExpertTpOnes) {
+  auto with = [](int tp, int dp, int ep, const std::string& etp) {
+    std::string text = test::replace(moe_scenario(ep, "routing = \"uniform\"\n",
+                                                  "sequence_parallel = true\n" + etp),
+                                     "tp = 1\npp = 2\ndp = 8\n",
+                                     "tp = " + std::to_string(tp) + "\npp = 2\ndp = " +
+                                         std::to_string(dp) + "\n");
+    return workload::simulate_step(load("etp", text));
+  };
+  auto count = [](const workload::StepResult& r, Category cat, const std::string& prefix) {
+    std::size_t n = 0;
+    for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+      const auto& task = r.graph->task(t);
+      if (task.category == cat && r.graph->label(task.label).rfind(prefix, 0) == 0) ++n;
+    }
+    return n;
+  };
+  const auto plain = with(2, 4, 4, "");
+  const auto folded = with(2, 4, 4, "etp = 1\n");
+  const std::size_t microbatches = 32 / 4;
+  EXPECT_EQ(count(plain, Category::TpComm, "tp ") - count(folded, Category::TpComm, "tp "),
+            5U * 4U * microbatches);
+  EXPECT_EQ(count(folded, Category::TpComm, "etp "), 0U);
+  EXPECT_EQ(count(folded, Category::EpComm, ""), count(plain, Category::EpComm, ""));
+  // Experts whole on a rank with etp 1: two of them (ep 4) hold twice the TP-split expert
+  // weights of etp 2; with ep 8 one expert per rank holds as much as etp 2's two halves.
+  const double expert = 3.0 * 1024 * 1024;  // SwiGLU expert, h = f = 1024
+  EXPECT_NEAR(folded.stages[0].params - plain.stages[0].params, 2 * (2 * expert - 2 * expert / 2),
+              1.0);
+  const auto folded8 = with(2, 4, 8, "etp = 1\n");
+  EXPECT_NEAR(folded8.stages[0].params, plain.stages[0].params, 1.0);
+  // TP 4, expert TP 2: an all-gather and a reduce-scatter of the received rows in each
+  // direction per MoE layer and microbatch, on the expert-TP pairs.
+  const auto mid = with(4, 2, 4, "etp = 2\n");
+  const std::size_t mb4 = 32 / 2;
+  EXPECT_EQ(count(mid, Category::TpComm, "etp all_gather"), 2U * 4U * mb4);
+  EXPECT_EQ(count(mid, Category::TpComm, "etp reduce_scatter"), 2U * 4U * mb4);
+  EXPECT_GT(mid.step_time, Time::zero());
+}
+
+TEST(Moe, LayoutRejectsIllegalExpertTensorParallelism) {
+  const std::string tp2 = "tp = 2\npp = 2\ndp = 4\n";
+  auto scen = [&](int ep, const std::string& extra) {
+    return test::replace(moe_scenario(ep, "", extra), "tp = 1\npp = 2\ndp = 8\n", tp2);
+  };
+  const std::string e1 = load_error("etp3", scen(4, "sequence_parallel = true\netp = 3\n"));
+  EXPECT_NE(e1.find("parallel.etp (3) must divide parallel.tp (2)"), std::string::npos) << e1;
+  EXPECT_NE(e1.find("s.toml:"), std::string::npos) << e1;
+  const std::string e2 = load_error("etp-nosp", scen(4, "etp = 1\n"));
+  EXPECT_NE(e2.find("needs parallel.sequence_parallel = true"), std::string::npos) << e2;
+  const std::string e3 =
+      load_error("etp-ep", test::replace(scen(16, "sequence_parallel = true\netp = 1\n"),
+                                         "experts = 8", "experts = 16"));
+  EXPECT_NE(e3.find("must divide (tp / etp) x dp x cp (8)"), std::string::npos) << e3;
+  // ETP 1 lets EP 8 take two TP ranks per DP rank: accepted where etp = tp refuses it.
+  EXPECT_EQ(load_error("etp-ok", scen(8, "sequence_parallel = true\netp = 1\n")), "");
+  EXPECT_NE(load_error("etp-no", scen(8, "sequence_parallel = true\n")).find("must divide dp x cp"),
+            std::string::npos);
+  const std::string dense = test::replace(test::small_scenario(), "tp = 2\n", "tp = 2\netp = 1\n");
+  const std::string e4 = load_error("etp-dense", dense);
+  EXPECT_NE(e4.find("the model has no experts"), std::string::npos) << e4;
+}
+
 TEST(Moe, LayoutRejectsIllegalExpertParallelism) {
   EXPECT_NE(load_error("ep3", moe_scenario(3)).find("must divide model.moe.experts"),
             std::string::npos);

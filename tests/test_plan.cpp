@@ -388,15 +388,29 @@ TEST(PlanSearch, EnumeratesEpForMoeAndCpForAnyModel) {
   }
   EXPECT_EQ(eps, std::set<int>{1});
   EXPECT_TRUE(cps.count(2) && cps.count(8) && cps.count(64)) << cps.size();
-  // Mixtral (8 experts) on 16 GPUs: ep runs over the divisors of dp x cp dividing 8.
+  // Mixtral (8 experts) on 16 GPUs: with expert TP = TP, ep runs over the divisors of dp x cp
+  // dividing 8; with TP > 1 also expert TP 1 (MoE parallel folding), ep over the divisors of
+  // tp x dp x cp, which reaches EP 8 with TP 8 and DP 2.
   const auto mx = small("mixtral-8x7b-h100.toml", 2, 16, 32);
   std::set<int> mx_eps;
+  bool folded_ep8_tp8 = false;
   for (const auto& c : plan::enumerate(mx, false)) {
-    mx_eps.insert(c.layout.ep);
-    EXPECT_EQ(c.layout.dp * c.layout.cp % c.layout.ep, 0) << plan::candidate_key(c);
-    EXPECT_EQ(8 % c.layout.ep, 0);
+    const auto& L = c.layout;
+    mx_eps.insert(L.ep);
+    EXPECT_EQ(8 % L.ep, 0);
+    if (L.etp == 0) {
+      EXPECT_EQ(L.dp * L.cp % L.ep, 0) << plan::candidate_key(c);
+    } else {
+      EXPECT_EQ(L.etp, 1);
+      EXPECT_GT(L.tp, 1) << plan::candidate_key(c);
+      EXPECT_EQ(L.tp * L.dp * L.cp % L.ep, 0) << plan::candidate_key(c);
+      EXPECT_TRUE(L.sequence_parallel) << plan::candidate_key(c);
+      EXPECT_NE(plan::candidate_key(c).find(".etp1."), std::string::npos);
+      folded_ep8_tp8 = folded_ep8_tp8 || (L.tp == 8 && L.dp == 2 && L.ep == 8);
+    }
   }
   EXPECT_EQ(mx_eps, (std::set<int>{1, 2, 4, 8}));
+  EXPECT_TRUE(folded_ep8_tp8);
 }
 
 // Mixtral's MoE block on 8 GPUs (2 layers): every simulated layout, ep = 1 and ep > 1, under

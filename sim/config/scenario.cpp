@@ -52,7 +52,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
         "attention", "bias_kernels", "wgrad_accumulation", "grad_scaling", "lora"}},
       {"training.lora", {"rank", "targets"}},
       {"parallel",
-       {"tp", "pp", "dp", "ep", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
+       {"tp", "pp", "dp", "ep", "etp", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
         "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
         "optimizer_post_validation", "cp_comm"}},
       {"cluster", {"topology", "gpus", "profile"}},
@@ -714,6 +714,7 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   L.tp = static_cast<int>(p.bounded("tp", 1, 1, kMaxDegree));
   L.pp = static_cast<int>(p.bounded("pp", 1, 1, kMaxDegree));
   L.ep = static_cast<int>(p.bounded("ep", 1, 1, kMaxDegree));
+  L.etp = static_cast<int>(p.bounded("etp", 0, 1, kMaxDegree));  // 0: equal to tp
   L.cp = static_cast<int>(p.bounded("cp", 1, 1, kMaxDegree));
   if (p.has("dp")) {
     L.dp = static_cast<int>(p.bounded("dp", 1, 1, kMaxDegree));

@@ -107,6 +107,7 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
       {"optimizer_post_validation", L.optimizer_post_validation},
       {"cp_comm", L.cp_comm == parallel::Layout::CpComm::P2P ? "p2p" : "all_gather"}};
   if (L.dp_bucket_params > 0) parallel.insert("dp_bucket_params", L.dp_bucket_params);
+  if (L.etp > 0) parallel.insert("etp", L.etp);
 
   const std::filesystem::path topo =
       topology.empty() ? std::filesystem::path(sc.inputs.topology_path) : topology;

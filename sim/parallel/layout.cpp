@@ -108,24 +108,47 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                                         ") must divide model.moe.experts (" +
                                         str(m.moe.experts) + ")");
   }
-  if ((static_cast<std::int64_t>(dp) * cp) % ep != 0) {
-    throw InputError("parallel.ep", "parallel.ep (" + str(ep) + ") must divide dp x cp (" +
-                                        str(static_cast<std::int64_t>(dp) * cp) +
-                                        "): expert layers take their EP ranks from the data- "
-                                        "and context-parallel ranks");
+  if (etp < 0 || (etp > 0 && tp % etp != 0)) {
+    throw InputError("parallel.etp", "parallel.etp (" + str(etp) + ") must divide parallel.tp (" +
+                                         str(tp) + ")");
   }
-  if (ep > 1 && tp > 1 && !sequence_parallel) {
+  const int etp_eff = expert_tp();
+  if (etp_eff != tp && !m.moe.enabled()) {
+    throw InputError("parallel.etp", "parallel.etp (" + str(etp) + ") differs from parallel.tp (" +
+                                         str(tp) + ") but the model has no experts");
+  }
+  const std::int64_t expert_ranks = static_cast<std::int64_t>(tp / etp_eff) * dp * cp;
+  if (expert_ranks % ep != 0) {
+    throw InputError("parallel.ep",
+                     "parallel.ep (" + str(ep) + ") must divide " +
+                         (etp_eff == tp ? "dp x cp (" + str(expert_ranks) +
+                                              "): expert layers take their EP ranks from the "
+                                              "data- and context-parallel ranks"
+                                        : "(tp / etp) x dp x cp (" + str(expert_ranks) +
+                                              "): expert layers take their EP ranks from the "
+                                              "data-, context- and the rest of the "
+                                              "tensor-parallel ranks"));
+  }
+  if ((ep > 1 || etp_eff < tp) && tp > 1 && !sequence_parallel) {
     // Megatron-Core refuses it (TransformerConfig.__post_init__: "When using expert parallelism
     // and tensor parallelism, sequence parallelism must be used"): its token dispatcher takes
     // the sequence-parallel shard of each TP rank's tokens.
     throw InputError("parallel.sequence_parallel",
-                     "parallel.ep > 1 with parallel.tp > 1 needs parallel.sequence_parallel = "
-                     "true (Megatron-Core requires sequence parallelism for EP with TP)");
+                     std::string(ep > 1 ? "parallel.ep > 1" : "parallel.etp < parallel.tp") +
+                         " with parallel.tp > 1 needs parallel.sequence_parallel = "
+                         "true (Megatron-Core requires sequence parallelism for EP with TP)");
   }
-  if (m.moe.enabled() && m.moe.expert_ffn_hidden % tp != 0) {
-    throw InputError("parallel.tp", "parallel.tp (" + str(tp) +
-                                        ") must divide model.moe.expert_ffn_hidden (" +
-                                        str(m.moe.expert_ffn_hidden) + ")");
+  if (m.moe.enabled() && etp_eff < tp && (micro_batch * (m.seq_len / cp)) % (tp / etp_eff) != 0) {
+    throw InputError("parallel.etp",
+                     "parallel.etp (" + str(etp) + "): the " + str(micro_batch * (m.seq_len / cp)) +
+                         " tokens of a microbatch on a context-parallel rank do not split over "
+                         "tp / etp = " + str(tp / etp_eff) + " ranks");
+  }
+  if (m.moe.enabled() && m.moe.expert_ffn_hidden % etp_eff != 0) {
+    const char* key = etp > 0 ? "parallel.etp" : "parallel.tp";
+    throw InputError(key, std::string(key) + " (" + str(etp_eff) +
+                              ") must divide model.moe.expert_ffn_hidden (" +
+                              str(m.moe.expert_ffn_hidden) + ")");
   }
   if (m.moe.enabled() && m.moe.shared_experts > 0 && m.moe.shared_ffn() % tp != 0) {
     throw InputError("parallel.tp", "parallel.tp (" + str(tp) +
@@ -253,18 +276,19 @@ std::vector<int> Layout::cp_group(int dp_i, int pp_i) const {
   return g;
 }
 
-std::vector<int> Layout::ep_group(int tp_i, int pp_i, int block) const {
+std::vector<int> Layout::ep_group(int etp_i, int pp_i, int block) const {
+  const int e_tp = expert_tp();
+  const int base = pp_i * stage_size() + etp_i + e_tp * ep * block;
   std::vector<int> g;
-  for (int e = 0; e < ep; ++e) {
-    const int x = block * ep + e;
-    g.push_back(rank(tp_i, x % cp, x / cp, pp_i));
-  }
+  for (int e = 0; e < ep; ++e) g.push_back(base + e_tp * e);
   return g;
 }
 
-std::vector<int> Layout::expert_dp_group(int tp_i, int pp_i, int ep_i) const {
+std::vector<int> Layout::expert_dp_group(int etp_i, int pp_i, int ep_i) const {
+  const int e_tp = expert_tp();
+  const int base = pp_i * stage_size() + etp_i + e_tp * ep_i;
   std::vector<int> g;
-  for (int x = ep_i; x < dp * cp; x += ep) g.push_back(rank(tp_i, x % cp, x / cp, pp_i));
+  for (int b = 0; b < expert_dp(); ++b) g.push_back(base + e_tp * ep * b);
   return g;
 }
 
@@ -300,8 +324,8 @@ std::vector<std::vector<int>> Layout::dp_cp_groups(int pp_i) const {
 
 std::vector<std::vector<int>> Layout::ep_groups(int pp_i) const {
   std::vector<std::vector<int>> out;
-  for (int block = 0; block < dp * cp / ep; ++block) {
-    for (int t = 0; t < tp; ++t) out.push_back(ep_group(t, pp_i, block));
+  for (int block = 0; block < expert_dp(); ++block) {
+    for (int t = 0; t < expert_tp(); ++t) out.push_back(ep_group(t, pp_i, block));
   }
   return out;
 }
@@ -309,7 +333,18 @@ std::vector<std::vector<int>> Layout::ep_groups(int pp_i) const {
 std::vector<std::vector<int>> Layout::expert_dp_groups(int pp_i) const {
   std::vector<std::vector<int>> out;
   for (int e = 0; e < ep; ++e) {
-    for (int t = 0; t < tp; ++t) out.push_back(expert_dp_group(t, pp_i, e));
+    for (int t = 0; t < expert_tp(); ++t) out.push_back(expert_dp_group(t, pp_i, e));
+  }
+  return out;
+}
+
+std::vector<std::vector<int>> Layout::etp_groups(int pp_i) const {
+  const int e_tp = expert_tp();
+  std::vector<std::vector<int>> out;
+  for (int g0 = pp_i * stage_size(); g0 < (pp_i + 1) * stage_size(); g0 += e_tp) {
+    std::vector<int> g;
+    for (int t = 0; t < e_tp; ++t) g.push_back(g0 + t);
+    out.push_back(std::move(g));
   }
   return out;
 }

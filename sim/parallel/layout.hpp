@@ -20,6 +20,11 @@ std::string_view schedule_name(ScheduleKind s);  ///< "gpipe", "1f1b", "interlea
 
 struct Layout {
   int tp = 1, pp = 1, dp = 1, ep = 1, cp = 1;
+  /// Expert tensor parallelism (ETP, Megatron-Core expert_tensor_parallel_size): 0 means equal
+  /// to tp (Megatron-Core's default). A smaller ETP ("MoE parallel folding", Liu et al. 2025,
+  /// arXiv:2504.14960) splits each expert over etp ranks only and takes the EP ranks from
+  /// tp/etp x dp x cp; see expert_tp().
+  int etp = 0;
   bool sequence_parallel = false;
   int virtual_stages = 1;  ///< model chunks per pipeline rank (VPP), interleaved only
   ScheduleKind schedule = ScheduleKind::OneFOneB;
@@ -47,8 +52,10 @@ struct Layout {
   /// count, virtual stages with a non-interleaved schedule or more chunks than layers,
   /// tp*pp*dp*cp != gpus, global batch not divisible by micro_batch*dp, schedules or
   /// features not simulated yet. EP/CP legality lives here only: ep > 1 needs an MoE model
-  /// whose expert count ep divides and must divide dp x cp (expert layers take their EP
-  /// ranks from the data- and context-parallel dimensions, Megatron-Core); cp > 1 needs
+  /// whose expert count ep divides and must divide (tp/etp) x dp x cp (expert layers take
+  /// their EP ranks from the data- and context-parallel dimensions, and with etp < tp from
+  /// the rest of TP, Megatron-Core); etp must divide tp, and etp < tp needs an MoE model and
+  /// sequence parallelism when tp > 1 (each rank routes its own sequence shard); cp > 1 needs
   /// seq_len divisible by 2 x cp (two mirrored chunks per rank for causal balance).
   /// `steps`: training steps simulated back to back (for the size guard). With
   /// `check_schedule` false the schedule's own constraints are not checked (compare-schedules
@@ -70,15 +77,17 @@ struct Layout {
   [[nodiscard]] std::vector<int> dp_cp_group(int tp_i, int pp_i) const;
   /// The CP group containing (dp_i, pp_i), tp 0, in ring order.
   [[nodiscard]] std::vector<int> cp_group(int dp_i, int pp_i) const;
-  /// The EP group number `block` (0-based) of (tp_i, pp_i). Expert layers flatten the
-  /// (cp, dp) coordinates as x = cp_i + cp·dp_i (Megatron-Core parallel_state: expert ranks
-  /// use order "tp-ep-dp-pp" over the same ranks as "tp-cp-dp-pp"), and EP groups are
-  /// consecutive blocks of ep in x. So with tp·cp·ep ≤ GPUs per node an EP group stays
-  /// inside an NVLink domain.
-  [[nodiscard]] std::vector<int> ep_group(int tp_i, int pp_i, int block = 0) const;
-  /// The expert-data-parallel group of the EP rank `ep_i` of (tp_i, pp_i): the expert
-  /// weights' gradient-reduction group, dp·cp/ep ranks.
-  [[nodiscard]] std::vector<int> expert_dp_group(int tp_i, int pp_i, int ep_i = 0) const;
+  /// Expert layers number a stage's S = tp·cp·dp ranks g = rank − pp_i·S again, in
+  /// Megatron-Core's expert order "tp-ep-dp-pp" (parallel_state's expert RankGenerator, over
+  /// the same ranks as "tp-cp-dp-pp"): etp_i = g mod etp, ep_i = (g / etp) mod ep, expert-DP
+  /// index g / (etp·ep), with etp = expert_tp(). With etp = tp that is x = cp_i + cp·dp_i
+  /// split in consecutive blocks of ep, so with tp·cp·ep ≤ GPUs per node an EP group stays
+  /// inside an NVLink domain; with etp = 1 an EP group is ep consecutive ranks.
+  /// The EP group number `block` (0-based) of expert-TP index etp_i of stage pp_i.
+  [[nodiscard]] std::vector<int> ep_group(int etp_i, int pp_i, int block = 0) const;
+  /// The expert-data-parallel group of EP rank `ep_i`, expert-TP index etp_i: the expert
+  /// weights' gradient-reduction group, expert_dp() ranks.
+  [[nodiscard]] std::vector<int> expert_dp_group(int etp_i, int pp_i, int ep_i = 0) const;
   /// Every group of one kind among the ranks of pipeline stage `pp_i`, in the order of their
   /// first member: the TP groups of every (cp, dp) coordinate; the CP rings of every (tp, dp);
   /// the DP x CP groups of every tp; the EP groups of every tp and block; the expert-DP groups
@@ -90,12 +99,19 @@ struct Layout {
   [[nodiscard]] std::vector<std::vector<int>> dp_cp_groups(int pp_i) const;
   [[nodiscard]] std::vector<std::vector<int>> ep_groups(int pp_i) const;
   [[nodiscard]] std::vector<std::vector<int>> expert_dp_groups(int pp_i) const;
+  /// The expert-TP groups of stage pp_i (etp consecutive ranks each, inside a TP group); used
+  /// when 1 < etp < tp, where the experts' rows are gathered over them.
+  [[nodiscard]] std::vector<std::vector<int>> etp_groups(int pp_i) const;
   /// The pipeline transfers from stage `from` to stage `to`: {rank(t, c, d, from),
   /// rank(t, c, d, to)} for every (t, c, d).
   [[nodiscard]] std::vector<std::vector<int>> pp_pairs(int from, int to) const;
-  /// Degree of the dense weights' data parallelism (dp x cp) and of the experts' (dp·cp/ep).
+  /// Degree of the dense weights' data parallelism (dp x cp) and of the experts'
+  /// (tp·dp·cp / (etp·ep); dp·cp/ep with etp = tp).
   [[nodiscard]] int dp_cp() const { return dp * cp; }
-  [[nodiscard]] int expert_dp() const { return dp * cp / ep; }
+  [[nodiscard]] int expert_tp() const { return etp > 0 ? etp : tp; }
+  [[nodiscard]] int expert_dp() const { return tp / expert_tp() * dp * cp / ep; }
+  /// Ranks of a stage: tp·cp·dp.
+  [[nodiscard]] int stage_size() const { return tp * cp * dp; }
 };
 
 /// Layers of each virtual pipeline stage (pp * v of them, in virtual-stage order). Layers are

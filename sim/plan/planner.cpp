@@ -26,6 +26,7 @@ std::string short_layout(const Candidate& c) {
   // CP takes GPUs too (TP x PP x DP x CP = GPUs); EP reuses the DP x CP ranks.
   if (L.cp > 1) s += " CP" + std::to_string(L.cp);
   if (L.ep > 1) s += " EP" + std::to_string(L.ep);
+  if (L.expert_tp() != L.tp) s += " ETP" + std::to_string(L.expert_tp());
   if (L.virtual_stages > 1) s += " v" + std::to_string(L.virtual_stages);
   s += " mb" + std::to_string(c.micro_batch);
   if (c.recompute != model::Recompute::None) s += std::string(" ") + model::recompute_name(c.recompute);

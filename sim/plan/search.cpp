@@ -135,8 +135,8 @@ class Analyzer {
                          mats * h * static_cast<double>(m.moe.shared_ffn()) / L.tp;
       const int local_experts = m.moe.experts / L.ep;  // ep divides the experts (validate)
       expert_params = static_cast<double>(local_experts) * mats * h *
-                      m.moe.expert_ffn_hidden / L.tp;
-      if (L.ep == 1) {
+                      m.moe.expert_ffn_hidden / L.expert_tp();
+      if (L.ep == 1 && L.expert_tp() == L.tp) {
         moe_layer_params += expert_params;
         expert_params = 0;
       }
@@ -324,7 +324,9 @@ class Analyzer {
     double ep_comm = 0;
     if (m.moe.enabled() && L.ep > 1) {
       const int local_seq = m.seq_len / L.cp;  // 2 cp divides seq_len (validate)
-      const double rows = static_cast<double>(c.micro_batch) * local_seq * m.moe.top_k;
+      // With expert TP below TP each rank sends its own sequence shard's rows.
+      const double rows = static_cast<double>(c.micro_batch) * local_seq * m.moe.top_k /
+                          (L.expert_tp() < L.tp ? L.tp : 1);
       const double a2a = ep_cost(rows * h * 2.0, L);
       ep_comm = mb * (static_cast<double>(m.moe_layers()) / L.pp) * 4.0 * a2a * (dual ? 0.2 : 1.0);
     }
@@ -595,7 +597,8 @@ class Analyzer {
   /// One EP all-to-all of `bytes` per rank on the first EP group (estimate only).
   double ep_cost(double bytes, const parallel::Layout& L) {
     char buf[96];
-    std::snprintf(buf, sizeof buf, "a2a/%d/%d/%d/%d/%.0f", L.tp, L.dp, L.cp, L.ep, bytes);
+    std::snprintf(buf, sizeof buf, "a2a/%d/%d/%d/%d/%d/%.0f", L.tp, L.expert_tp(), L.dp, L.cp, L.ep,
+                  bytes);
     auto it = dp_cache_.find(buf);
     if (it != dp_cache_.end()) return it->second;
     const auto group = L.ep_group(0, 0);
@@ -686,7 +689,9 @@ std::string candidate_key(const Candidate& c) {
   const auto& L = c.layout;
   std::string k = "tp" + std::to_string(L.tp) + ".pp" + std::to_string(L.pp) + ".dp" +
                   std::to_string(L.dp) + ".cp" + std::to_string(L.cp) + ".ep" +
-                  std::to_string(L.ep) + ".sp" + std::to_string(L.sequence_parallel ? 1 : 0) +
+                  std::to_string(L.ep) +
+                  (L.expert_tp() != L.tp ? ".etp" + std::to_string(L.expert_tp()) : std::string()) +
+                  ".sp" + std::to_string(L.sequence_parallel ? 1 : 0) +
                   ".v" + std::to_string(L.virtual_stages) + "." +
                   std::string(parallel::schedule_name(L.schedule)) + ".mb" +
                   std::to_string(c.micro_batch) + ".rc-" + rc_name(c.recompute) + ".z" +
@@ -727,7 +732,8 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
   // seq_len divides into 2 cp mirrored chunks (Layout::validate's rule; other values would only
   // be rejected). ep: MoE models only, the divisors of dp x cp that divide the expert count
   // (expert layers take their EP ranks from the DP x CP ranks; Layout::validate checks the
-  // rest, e.g. imbalance <= ep).
+  // rest, e.g. imbalance <= ep), and with tp > 1 also expert TP 1 with the divisors of
+  // tp x dp x cp.
   // Degrees divide the GPU count (an int), so they fit in an int; micro-batch sizes divide
   // the global batch and stay 64-bit.
   auto int_divisors = [](int n) {
@@ -741,11 +747,18 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
       if (cp > 1 && m.seq_len % (2 * cp) != 0) continue;
       for (int pp : int_divisors(base.gpus / (tp * cp))) {
           const int dp = base.gpus / (tp * cp * pp);
-          std::vector<int> eps{1};
+          // (ep, etp): etp 0 is expert TP = TP; with TP also etp 1 (MoE parallel folding),
+          // whose EP ranks come from tp x dp x cp.
+          std::vector<std::pair<int, int>> eps{{1, 0}};
           if (m.moe.enabled()) {
             eps.clear();
             for (int e : int_divisors(dp * cp)) {
-              if (m.moe.experts % e == 0) eps.push_back(e);
+              if (m.moe.experts % e == 0) eps.emplace_back(e, 0);
+            }
+            if (tp > 1) {
+              for (int e : int_divisors(tp * dp * cp)) {
+                if (m.moe.experts % e == 0) eps.emplace_back(e, 1);
+              }
             }
           }
           // A dp that does not divide the batch stays one candidate: validate names the batch.
@@ -780,12 +793,13 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
               scheds.push_back({ScheduleKind::DualPipe, 1});
             }
           }
-          for (int ep : eps) {
+          for (const auto& [ep, etp] : eps) {
           for (const std::int64_t mb : mbs) {
             for (const auto& [sched, v] : scheds) {
               for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp) {
                 if (reduced && tp > 1 && sp == 0) continue;
-                if (ep > 1 && tp > 1 && sp == 0) continue;  // Megatron-Core refuses EP + TP without SP
+                // Megatron-Core refuses EP (or expert TP below TP) with TP but without SP.
+                if ((ep > 1 || etp == 1) && tp > 1 && sp == 0) continue;
                 for (Recompute rc : rcs) {
                   // With dp x cp = 1 there is nothing to shard or reduce: ZeRO and the DP
                   // overlap flags are one point (zero 0, overlap_grad_reduce on).
@@ -799,6 +813,7 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
                           c.layout.tp = tp;
                           c.layout.cp = cp;
                           c.layout.ep = ep;
+                          c.layout.etp = etp;
                           c.layout.pp = pp;
                           c.layout.dp = dp;
                           c.layout.sequence_parallel = sp == 1;
@@ -1222,7 +1237,7 @@ std::string csv_field(const std::string& v) {
 
 std::string search_csv(const workload::Scenario& base, const SearchResult& r) {
   std::ostringstream o;
-  o << "key,tp,pp,dp,cp,ep,sequence_parallel,virtual_stages,schedule,micro_batch,recompute,zero,"
+  o << "key,tp,pp,dp,cp,ep,etp,sequence_parallel,virtual_stages,schedule,micro_batch,recompute,zero,"
        "overlap_grad_reduce,overlap_param_gather,tp_comm_overlap,status,reason,lower_bound_s,"
        "estimate_s,memory_lower_bound_gib,memory_estimate_gib,step_time_s,mfu,memory_gib,bubble_s,exposed_tp_s,"
        "exposed_dp_s,exposed_pp_s,rank\n";
@@ -1233,7 +1248,8 @@ std::string search_csv(const workload::Scenario& base, const SearchResult& r) {
     const auto& L = e.c.layout;
     const bool analysed = e.status != Status::InvalidLayout;
     o << candidate_key(e.c) << ',' << L.tp << ',' << L.pp << ',' << L.dp << ',' << L.cp << ','
-      << L.ep << ',' << (L.sequence_parallel ? 1 : 0) << ',' << L.virtual_stages << ','
+      << L.ep << ',' << L.expert_tp() << ',' << (L.sequence_parallel ? 1 : 0) << ','
+      << L.virtual_stages << ','
       << parallel::schedule_name(L.schedule) << ',' << e.c.micro_batch << ','
       << rc_name(e.c.recompute) << ',' << L.zero << ',' << (L.overlap_grad_reduce ? 1 : 0) << ','
       << (L.overlap_param_gather ? 1 : 0) << ',' << (L.tp_comm_overlap ? 1 : 0) << ','
@@ -1280,6 +1296,7 @@ nlohmann::ordered_json layout_json(const Candidate& c) {
   j["pp"] = L.pp;
   j["dp"] = L.dp;
   j["ep"] = L.ep;
+  j["etp"] = L.expert_tp();
   j["cp"] = L.cp;
   j["sequence_parallel"] = L.sequence_parallel;
   j["virtual_stages"] = L.virtual_stages;

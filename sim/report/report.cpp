@@ -136,6 +136,7 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r,
   lay["pp"] = L.pp;
   lay["dp"] = L.dp;
   lay["ep"] = L.ep;
+  lay["etp"] = L.expert_tp();
   lay["cp"] = L.cp;
   if (L.cp > 1) lay["cp_comm"] = L.cp_comm == parallel::Layout::CpComm::P2P ? "p2p" : "all_gather";
   lay["sequence_parallel"] = L.sequence_parallel;
@@ -230,6 +231,7 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   os << "  layout     TP " << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp
      << ", DP " << L.dp;
   if (L.ep > 1) os << ", EP " << L.ep;
+  if (L.expert_tp() != L.tp) os << ", ETP " << L.expert_tp();
   if (L.cp > 1) {
     os << ", CP " << L.cp << (L.cp_comm == parallel::Layout::CpComm::P2P ? " (ring)" : " (all-gather)");
   }
@@ -339,6 +341,7 @@ void print_comparison(std::ostream& os, const workload::Scenario& sc,
   os << "  " << sc.model.name << " on " << sc.gpus << " x " << sc.gpu.display_name << ", TP "
      << L.tp << (L.sequence_parallel ? "+SP" : "") << ", PP " << L.pp << ", DP " << L.dp;
   if (L.ep > 1) os << ", EP " << L.ep;
+  if (L.expert_tp() != L.tp) os << ", ETP " << L.expert_tp();
   if (L.cp > 1) os << ", CP " << L.cp;
   os << ", global batch " << sc.training.global_batch << ", micro batch "
      << sc.training.micro_batch << "\n\n";

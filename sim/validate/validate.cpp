@@ -69,8 +69,8 @@ struct Row {
 /// and fall back to a default, and the row would be scored as a different run.
 constexpr std::array kNumberFields{
     "num_layers", "hidden_size", "num_heads", "num_kv_heads", "seq_len", "tp", "pp", "dp", "cp",
-    "ep", "vp", "layers_per_virtual_stage", "global_batch_size", "micro_batch_size", "num_gpus",
-    "gpus_per_node", "ffn_hidden_size", "vocab_size", "moe_num_experts", "moe_top_k",
+    "ep", "etp", "vp", "layers_per_virtual_stage", "global_batch_size", "micro_batch_size",
+    "num_gpus", "gpus_per_node", "ffn_hidden_size", "vocab_size", "moe_num_experts", "moe_top_k",
     "moe_ffn_hidden_size", "lora_rank", "iteration_time_s", "tflops_per_gpu", "mfu",
     "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms", "zero"};
 constexpr std::array kStringFields{
@@ -425,7 +425,7 @@ Report run_validation(const std::filesystem::path& runs_file,
     // truncated or wrapped into a different run.
     std::string bad_counts;
     for (const char* k : {"num_layers", "hidden_size", "num_heads", "num_kv_heads", "seq_len",
-                          "tp", "pp", "dp", "cp", "ep", "vp", "layers_per_virtual_stage",
+                          "tp", "pp", "dp", "cp", "ep", "etp", "vp", "layers_per_virtual_stage",
                           "global_batch_size", "micro_batch_size", "num_gpus", "ffn_hidden_size",
                           "vocab_size", "moe_num_experts", "moe_top_k", "moe_ffn_hidden_size",
                           "lora_rank"}) {
@@ -628,6 +628,8 @@ Report run_validation(const std::filesystem::path& runs_file,
     L.dp = static_cast<int>(*row.num("dp"));
     L.cp = static_cast<int>(row.num("cp").value_or(1));
     L.ep = static_cast<int>(row.num("ep").value_or(1));
+    // Expert TP (Megatron-Core expert_tensor_parallel_size); absent: equal to tp.
+    L.etp = static_cast<int>(row.num("etp").value_or(0));
     const std::string framework = row.str("framework");
     // Megatron-Core ("Megatron-Core r0.8.0", "MCore v0.9", "megatron_core") and NeMo, which
     // runs on it, however spelled.

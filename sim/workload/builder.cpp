@@ -718,14 +718,14 @@ class StepBuilder final : public PassEmitter {
     c_.layer_trainable = lora() ? lora_params_per_rank(mdl, tp_, sc_.training.lora)
                                 : c_.layer_params;
     if (mdl.moe.enabled()) {
-      // Router replicated; shared experts split by TP; routed experts by EP and TP.
+      // Router replicated; shared experts split by TP; routed experts by EP and expert TP.
       const double router = mdl.moe.experts > 1 ? h * mdl.moe.experts : 0.0;
       c_.moe_layer_params = attn + router + mats * h * static_cast<double>(mdl.moe.shared_ffn()) / tp_;
       // Layout::validate guarantees ep divides the expert count: whole experts per rank.
       const int local_experts = mdl.moe.experts / sc_.layout.ep;
       c_.expert_params = static_cast<double>(local_experts) * mats * h *
-                         mdl.moe.expert_ffn_hidden / tp_;
-      if (sc_.layout.ep == 1) {
+                         mdl.moe.expert_ffn_hidden / sc_.layout.expert_tp();
+      if (sc_.layout.ep == 1 && sc_.layout.expert_tp() == tp_) {
         // Without EP the experts are replicated like every other weight: one gradient
         // bucket stream and one optimizer shard over DP x CP.
         c_.moe_layer_params += c_.expert_params;
@@ -735,6 +735,10 @@ class StepBuilder final : public PassEmitter {
     l_expert_grad_reduce_ = g_.intern(sc_.layout.zero >= 1 ? "expert-dp reduce_scatter grads"
                                                            : "expert-dp all_reduce grads");
     l_router_ = g_.intern("router");
+    l_etp_ag_ = g_.intern("etp all_gather");
+    l_etp_rs_ = g_.intern("etp reduce_scatter");
+    l_etp_ag_bwd_ = g_.intern("etp all_gather bwd");
+    l_etp_rs_bwd_ = g_.intern("etp reduce_scatter bwd");
     l_cp_merge_ = g_.intern("cp attention merge");
     l_cp_merge_bwd_ = g_.intern("cp attention merge bwd");
     l_permute_ = g_.intern("moe token permute");
@@ -905,6 +909,8 @@ class StepBuilder final : public PassEmitter {
   TaskId tp(const CommCost& c, TaskId after = kNoId) {
     return comm(st_->tp, c.time, Category::TpComm, c.label, after);
   }
+  /// An expert-TP collective (1 < etp < tp), on the TP stream.
+  TaskId etp(Time d, LabelId label) { return comm(st_->tp, d, Category::TpComm, label); }
   /// ZeRO-3: all-gather `params` (a layer, the embedding, the head) before they are used.
   void zero3_gather(double params) {
     if (sc_.layout.zero != 3 || sc_.layout.dp == 1) return;
@@ -1100,10 +1106,13 @@ class StepBuilder final : public PassEmitter {
   /// MoE MLP forward (Megatron-Core all-to-all token dispatcher): router, permute, dispatch
   /// all-to-all with the shared experts on the compute stream while it runs (part a); the
   /// local experts' grouped GEMMs and the combine all-to-all (part b); un-permute (part c).
-  /// With TP, the block is wrapped in the dense MLP's TP collectives (expert TP = TP).
+  /// With TP, the block is wrapped in the dense MLP's TP collectives (expert TP = TP). With
+  /// expert TP below TP (mc.folded) each rank routes its own sequence shard and only the
+  /// shared experts are wrapped in TP collectives; 1 < etp < tp gathers the received rows
+  /// over the expert-TP group around the experts.
   void moe_forward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
-    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag));
+    if (tp_on() && sp_ && !mc.folded) wait_.push_back(tp(c_.tp_ag));
     if (mc.router) {
       compute(mc.router_gemm.fwd, l_router_);
       compute(mc.permute, l_permute_);
@@ -1111,6 +1120,7 @@ class StepBuilder final : public PassEmitter {
     const TaskId dispatch =
         sc_.layout.ep > 1 ? comm(st_->ep, mc.dispatch, Category::EpComm, l_dispatch_) : kNoId;
     if (mc.shared) {
+      if (tp_on() && sp_ && mc.folded) wait_.push_back(tp(c_.tp_ag));
       compute(mc.shared_in.fwd, l_shared_in_);
       compute(mc.shared_act_fwd, l_shared_act_);
       compute(mc.shared_out.fwd, l_shared_out_);
@@ -1120,9 +1130,11 @@ class StepBuilder final : public PassEmitter {
   void moe_forward_b(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (mc.sort_chunks > Time()) compute(mc.sort_chunks, l_permute_);
+    if (mc.etp_ag > Time()) wait_.push_back(etp(mc.etp_ag, l_etp_ag_));
     compute(mc.expert_in.fwd, l_expert_in_);
     compute(mc.expert_act_fwd, l_expert_act_);
     compute(mc.expert_out.fwd, l_expert_out_);
+    if (mc.etp_rs > Time()) wait_.push_back(etp(mc.etp_rs, l_etp_rs_));
     if (sc_.layout.ep > 1) {
       if (mc.unsort_chunks > Time()) compute(mc.unsort_chunks, l_permute_);
       wait_.push_back(comm(st_->ep, mc.combine, Category::EpComm, l_combine_));
@@ -1131,7 +1143,7 @@ class StepBuilder final : public PassEmitter {
   void moe_forward_c(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (mc.router) compute(mc.unpermute, l_permute_);
-    if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
+    if (tp_on() && (!mc.folded || mc.shared)) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
     compute(c_.mlp_residual.fwd, c_.mlp_residual.fwd_label);
   }
   /// MoE MLP backward: output gradients to the experts (combine's conjugate) while the
@@ -1141,12 +1153,13 @@ class StepBuilder final : public PassEmitter {
   /// without EP is the dense layer task for task.
   void moe_backward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
-    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
+    if (tp_on() && sp_ && !mc.folded) wait_.push_back(tp(c_.tp_ag_bwd));
     if (mc.router) compute(mc.unpermute_bwd, l_permute_bwd_);
     const TaskId to_experts =
         sc_.layout.ep > 1 ? comm(st_->ep, mc.combine_bwd, Category::EpComm, l_combine_bwd_)
                           : kNoId;
     if (mc.shared) {
+      if (tp_on() && sp_ && mc.folded) wait_.push_back(tp(c_.tp_ag_bwd));
       compute(mc.shared_out.dgrad + mc.shared_act_bwd + mc.shared_in.dgrad, l_shared_bwd_);
       if (!input_only_) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
     }
@@ -1155,12 +1168,14 @@ class StepBuilder final : public PassEmitter {
   void moe_backward_b(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (mc.unsort_chunks > Time()) compute(mc.unsort_chunks, l_permute_bwd_);
+    if (mc.etp_rs > Time()) wait_.push_back(etp(mc.etp_rs, l_etp_ag_bwd_));
     compute(mc.expert_out.dgrad, l_expert_bwd_);
     if (!input_only_) compute(mc.expert_out.wgrad, l_expert_wgrad_);
     compute(mc.expert_act_bwd, l_expert_bwd_);
     moe_ag_input_ = kNoId;
-    if (!input_only_ && tp_on() && sp_) moe_ag_input_ = tp(c_.tp_ag_wgrad);
+    if (!input_only_ && tp_on() && sp_ && !mc.folded) moe_ag_input_ = tp(c_.tp_ag_wgrad);
     compute(mc.expert_in.dgrad, l_expert_bwd_);
+    if (mc.etp_ag > Time()) wait_.push_back(etp(mc.etp_ag, l_etp_rs_bwd_));
     if (sc_.layout.ep > 1) {
       if (mc.sort_chunks > Time()) compute(mc.sort_chunks, l_permute_bwd_);
       wait_.push_back(comm(st_->ep, mc.dispatch_bwd, Category::EpComm, l_dispatch_bwd_));
@@ -1173,7 +1188,7 @@ class StepBuilder final : public PassEmitter {
       compute(mc.router_gemm.dgrad, l_router_bwd_);
     }
     TaskId red = kNoId;
-    if (tp_on()) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
+    if (tp_on() && (!mc.folded || mc.shared)) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
     if (!input_only_) {
       if (moe_ag_input_ != kNoId) wait_.push_back(moe_ag_input_);
       compute(mc.expert_in.wgrad, l_expert_wgrad_);
@@ -1186,7 +1201,7 @@ class StepBuilder final : public PassEmitter {
   void moe_weight_grads(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     compute(mc.expert_out.wgrad, l_expert_wgrad_);
-    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_wgrad));
+    if (tp_on() && sp_ && !mc.folded) wait_.push_back(tp(c_.tp_ag_wgrad));
     compute(mc.expert_in.wgrad, l_expert_wgrad_);
     if (mc.shared) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
     if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
@@ -1334,6 +1349,7 @@ class StepBuilder final : public PassEmitter {
   std::vector<parallel::StageProgram> programs_;
   LabelId l_cp_merge_ = kNoId, l_cp_merge_bwd_ = kNoId;
   LabelId l_expert_grad_reduce_ = kNoId, l_router_ = kNoId, l_router_bwd_ = kNoId,
+          l_etp_ag_ = kNoId, l_etp_rs_ = kNoId, l_etp_ag_bwd_ = kNoId, l_etp_rs_bwd_ = kNoId,
           l_shared_in_ = kNoId, l_shared_act_ = kNoId, l_shared_out_ = kNoId,
           l_shared_bwd_ = kNoId, l_expert_in_ = kNoId, l_expert_act_ = kNoId,
           l_expert_out_ = kNoId, l_expert_bwd_ = kNoId, l_expert_wgrad_ = kNoId,
@@ -1704,7 +1720,9 @@ StepResult simulate_step(const Scenario& sc) {
     ms.a2a_dispatch_bytes_per_layer = dispatch / n_layers;
     ms.a2a_combine_bytes_per_layer = combine / n_layers;
     ms.rows_sent_per_layer = rows / n_layers;
-    const std::int64_t tokens_per_rank = sc.training.micro_batch * (sc.model.seq_len / L.cp);
+    // Tokens one EP rank routes (moe_layer_cost): T, or T·etp/tp with expert TP below TP.
+    std::int64_t tokens_per_rank = sc.training.micro_batch * (sc.model.seq_len / L.cp);
+    if (L.expert_tp() < L.tp) tokens_per_rank = tokens_per_rank / L.tp * L.expert_tp();
     const double routed =
         n_layers * L.ep * static_cast<double>(tokens_per_rank) * sc.model.moe.top_k;
     ms.dropped_fraction = static_cast<double>(dropped) / routed;
@@ -1766,9 +1784,11 @@ StepResult simulate_step(const Scenario& sc) {
     double rows = 0;
     for (const auto& mc : builder.moe_costs()) rows = std::max(rows, static_cast<double>(mc.rows_busiest));
     const double T = static_cast<double>(sc.training.micro_batch) * local.seq_len;
+    // The formula splits the MLP tensors by tp; the experts' rows are split by etp.
+    const double etp_share = static_cast<double>(L.tp) / L.expert_tp();
     model::ModelSpec moe_shape = local;
     moe_shape.ffn_hidden = std::max(1, static_cast<int>(std::lround(
-        rows / T * sc.model.moe.expert_ffn_hidden + sc.model.moe.shared_ffn())));
+        rows / T * sc.model.moe.expert_ffn_hidden * etp_share + sc.model.moe.shared_ffn())));
     act_moe_layer = model::activation_bytes_per_layer(moe_shape, sc.training.micro_batch, aopt);
   }
   const double b = static_cast<double>(sc.training.micro_batch);

@@ -168,11 +168,15 @@ bool FullFidelity::fits(Category category, const RecordingModel::Query& q) const
 }
 
 bool FullFidelity::is_tp_group(const std::vector<int>& group) const {
-  if (layout_.tp < 2 || static_cast<int>(group.size()) != layout_.tp) return false;
+  // A TP group, or (expert TP below TP) an expert-TP group: etp consecutive TP ranks from a
+  // multiple of etp, as Layout::etp_groups.
+  const int n = static_cast<int>(group.size());
+  if (layout_.tp < 2 || (n != layout_.tp && n != layout_.expert_tp()) || n < 2) return false;
   const Coord a = coord_of(layout_, group.front());
-  for (int t = 0; t < layout_.tp; ++t) {
+  if (a.t % n != 0) return false;
+  for (int t = 0; t < n; ++t) {
     const Coord b = coord_of(layout_, group[static_cast<std::size_t>(t)]);
-    if (b.t != t || b.c != a.c || b.d != a.d || b.p != a.p) return false;
+    if (b.t != a.t + t || b.c != a.c || b.d != a.d || b.p != a.p) return false;
   }
   return true;
 }

@@ -39,10 +39,16 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const std::int64_t h = m.hidden;
   const bool swiglu = m.activation == model::Activation::SwiGLU;
   const int tp = L.tp;
+  // Expert TP: with etp = tp the block runs on the TP group's gathered tokens (T per EP
+  // rank); with etp < tp each rank routes its own sequence-parallel shard, T/tp tokens, and an
+  // expert-TP group of etp ranks routes T·etp/tp (Layout::validate: tp/etp divides T).
+  const int etp = L.expert_tp();
+  c.folded = etp < tp;
+  const std::int64_t T_route = T / tp * etp;
   const hw::Dtype dt = kernels.dtype;
   const double elem = 2.0;  // 16-bit activations
   c.router = moe.experts > 1;
-  if (c.router) c.router_gemm = expert_gemm(cost, T, moe.experts, h, kernels);
+  if (c.router) c.router_gemm = expert_gemm(cost, c.folded ? T / tp : T, moe.experts, h, kernels);
   const std::int64_t fs = moe.shared_ffn();
   c.shared = fs > 0;
   if (c.shared) {
@@ -53,12 +59,12 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
     c.shared_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * a);
     c.shared_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * a);
   }
-  const model::RoutingResult r = model::route_tokens(moe, T, L.ep, seed, layer);
+  const model::RoutingResult r = model::route_tokens(moe, c.folded ? T_route : T, L.ep, seed, layer);
   const int busy = r.busiest_rank();
   c.imbalance = r.imbalance();
   c.rows_busiest = r.rows_processed(busy);
   c.dropped = r.dropped;
-  const std::int64_t f = moe.expert_ffn_hidden / tp;
+  const std::int64_t f = moe.expert_ffn_hidden / etp;
   const int le = r.local_experts();
   for (int e = busy * le; e < (busy + 1) * le; ++e) {
     const std::int64_t rows = r.expert_rows(e);
@@ -68,10 +74,12 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const double act = static_cast<double>(c.rows_busiest) * static_cast<double>(f) * elem;
   c.expert_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * act);
   c.expert_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * act);
+  // A row as each rank holds it around the all-to-alls: h/tp of each of T tokens with
+  // etp = tp, the whole h of its own T/tp tokens with etp < tp (the same bytes per token).
+  const double row = static_cast<double>(h) / etp * elem;
   if (moe.experts > 1) {
-    const double t = static_cast<double>(T);
+    const double t = static_cast<double>(c.folded ? T_route : T);
     const double rk = t * moe.top_k;  // routed rows R
-    const double row = static_cast<double>(h) / tp * elem;
     const double accumulate = 3 * t;  // autograd: router + permutation input gradients
     if (moe.permute_fusion) {
       c.permute = cost.memory_bound((t + rk) * row);
@@ -89,6 +97,19 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
       c.unsort_chunks = c.sort_chunks;
     }
   }
+  if (c.folded && etp > 1) {
+    // Rows received by the expert-TP group are gathered over it before the experts and
+    // reduce-scattered after them (Megatron-Core's all-to-all dispatcher, expert TP > 1);
+    // their conjugates in backward. nccl-tests size: the gathered buffer.
+    const auto bytes = static_cast<std::uint64_t>(static_cast<double>(c.rows_busiest) *
+                                                  static_cast<double>(h) * elem);
+    const auto ag = net::slowest_group(comm, net::CollectiveOp::AllGather, bytes,
+                                       L.etp_groups(stage), gpus_per_node);
+    const auto rs = net::slowest_group(comm, net::CollectiveOp::ReduceScatter, bytes,
+                                       L.etp_groups(stage), gpus_per_node);
+    c.etp_ag = ag.cost.time;
+    c.etp_rs = rs.cost.time;
+  }
   // All-to-all size: the busiest rank's send or receive volume, self chunk included.
   std::int64_t worst_rows = 0, off_rank_rows = 0;
   for (int k = 0; k < L.ep; ++k) {
@@ -98,7 +119,7 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
     off_rank_rows = std::max({off_rank_rows, r.rows_sent(k), r.rows_received(k)});
   }
   if (L.ep > 1) {
-    const double row_bytes = static_cast<double>(h) / tp;
+    const double row_bytes = static_cast<double>(h) / etp;
     // The stage's slowest EP group (all of them exchange at once).
     const auto group = net::slowest_group(comm, net::CollectiveOp::AllToAll,
                                           static_cast<std::uint64_t>(static_cast<double>(worst_rows) *

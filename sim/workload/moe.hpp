@@ -20,6 +20,10 @@ namespace trainsim::workload {
 /// One MoE layer on one rank of a pipeline stage.
 struct MoeLayerCost {
   int layer = 0;
+  /// Expert TP below TP (Layout::etp < tp, "MoE parallel folding"): the block runs on each
+  /// rank's own sequence-parallel shard, with no TP collectives around it except the shared
+  /// experts' (which keep the attention's TP).
+  bool folded = false;
   bool router = false;            ///< false with one expert (every token goes to it)
   GemmTimes router_gemm;
   bool shared = false;
@@ -44,6 +48,9 @@ struct MoeLayerCost {
   /// rows are also sorted by local expert after dispatch and restored before combine (read R,
   /// write R each); Megatron-Core skips both with one local expert.
   Time permute, unpermute, permute_bwd, unpermute_bwd, sort_chunks, unsort_chunks;
+  /// With 1 < etp < tp: all-gather of the received rows over the expert-TP group before the
+  /// experts and reduce-scatter after them (forward; the same two, swapped, in backward).
+  Time etp_ag, etp_rs;
   Time dispatch, combine;           ///< forward all-to-alls
   Time dispatch_bwd, combine_bwd;   ///< their conjugates in backward
   double imbalance = 1;             ///< max / mean rows per EP rank
@@ -52,8 +59,9 @@ struct MoeLayerCost {
   std::int64_t dropped = 0;         ///< rows dropped (capacity factor), whole EP group
   double a2a_bytes = 0;             ///< bytes passed to the all-to-all model (nccl-tests size)
   /// Bytes the busiest rank moves to or from other EP ranks in one forward dispatch, in the
-  /// dispatch dtype: max over ranks of max(rows sent off-rank, rows received off-rank) x h/tp
-  /// x bytes. Uniform routing without drops: T·k·h/tp·bytes·(EP−1)/EP.
+  /// dispatch dtype: max over ranks of max(rows sent off-rank, rows received off-rank) x
+  /// h/etp x bytes. Uniform routing without drops: T·k·h/tp·bytes·(EP−1)/EP (T tokens of a
+  /// microbatch on a CP rank, either etp).
   double a2a_dispatch_bytes = 0;
   double a2a_combine_bytes = 0;     ///< the same for the forward combine (16-bit)
 };
@@ -62,16 +70,18 @@ struct MoeLayerCost {
 /// as net::slowest_group, to price each placement of the EP groups once).
 ///
 /// Tokens per EP rank: T = micro_batch x seq_len / cp (each rank routes its own sequence
-/// chunk). Routing: model::route_tokens(moe, T, ep, seed, layer), the same in every EP group
+/// chunk; the TP group's, gathered, with etp = tp), or T·etp/tp with etp < tp (each rank its
+/// sequence-parallel shard, T/tp, an expert-TP group etp of them). Routing:
+/// model::route_tokens(moe, tokens, ep, seed, layer), the same in every EP group
 /// of the stage; the all-to-alls are priced on the stage's slowest EP group (Layout::ep_groups,
 /// net::slowest_group). The stage's simulated rank is the EP
 /// rank whose experts process the most rows (the all-to-all makes every EP rank wait for it).
 /// Expert GEMMs: a grouped GEMM is costed as the sum of its member GEMMs, one per local
-/// expert with that expert's row count (m = rows, SwiGLU fc1 n = 2f, fc2 k = f), with expert
-/// tensor parallelism equal to tp (n or k split by tp, as Megatron-Core's default
-/// expert_tensor_parallel_size = tp). All-to-all: NCCL pairwise all-to-all on the EP group
-/// (AlphaBetaModel), sized by the busiest rank: max over ranks of the rows it sends or
-/// receives (self included, nccl-tests convention) x hidden x bytes / tp. Dispatch moves
+/// expert with that expert's row count (m = rows, SwiGLU fc1 n = 2f, fc2 k = f), n or k split
+/// by the expert TP (Layout::expert_tp(); Megatron-Core's default expert_tensor_parallel_size
+/// is tp). Shared experts keep the attention's TP. All-to-all: NCCL pairwise all-to-all on
+/// the EP group, sized by the busiest rank: max over ranks of the rows it sends or
+/// receives (self included, nccl-tests convention) x hidden x bytes / etp. Dispatch moves
 /// dtype_bytes(kernels.dtype) per element (FP8 dispatch as in DeepSeek-V3 §3.3.2), combine
 /// 16-bit. The GEMMs run as `kernels` says (workload::gemm_times).
 /// Backward: combine_bwd moves the output gradients to the experts (the dispatch pattern,
