@@ -727,14 +727,6 @@ TEST(PlanCli, SearchWritesTheBestLayoutAsAScenario) {
                        " --write-best /nonexistent-dir/best.toml");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("--write-best"), std::string::npos) << bad.err;
-  // An MLA model cannot be written: refused before the search runs.
-  const auto mla = cli("search " + scenario("deepseek-v3-h800.toml") + " --write-best " +
-                       (dir / "ds.toml").string());
-  EXPECT_EQ(mla.code, 1);
-  EXPECT_NE(mla.err.find("--write-best: the model uses multi-head latent attention"),
-            std::string::npos)
-      << mla.err;
-  EXPECT_FALSE(std::filesystem::exists(dir / "ds.toml"));
   // --csv and --write-best are written together or not at all (a full device as one).
   if (std::filesystem::exists("/dev/full")) {
     const auto half = cli("search " + scenario("gpt3-175b-a100.toml") + " --top 1 --des 16 " +

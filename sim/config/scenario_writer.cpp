@@ -36,36 +36,46 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                                 "\": load_scenario reads a profile file only by its .toml name");
   }
   const auto& md = sc.model;
-  if (md.mla.enabled()) {
-    throw std::invalid_argument("the model uses multi-head latent attention (from "
-                                "model.hf_config), which a written scenario cannot express");
+  // A model read from a Hugging Face config is written as that config (its shape, MLA
+  // included, comes from the file again), with what a scenario may set beside it.
+  const bool hf = !sc.inputs.hf_config_path.empty();
+  if (md.mla.enabled() && !hf) {
+    throw std::invalid_argument("the model uses multi-head latent attention, which a written "
+                                "scenario can only express through model.hf_config");
   }
-  toml::table model{{"name", md.name},
-                    {"layers", md.layers},
-                    {"hidden", md.hidden},
-                    {"heads", md.heads},
-                    {"kv_heads", md.kv_heads},
-                    {"ffn_hidden", md.ffn_hidden},
-                    {"vocab", md.vocab},
-                    {"seq_len", md.seq_len},
-                    {"activation", model::activation_name(md.activation)},
-                    {"norm", model::norm_name(md.norm)},
-                    {"tied_embeddings", md.tied_embeddings},
-                    {"causal", md.causal},
-                    {"bias", md.bias}};
-  if (md.head_size > 0) model.insert("head_dim", md.head_size);
+  toml::table model = hf ? toml::table{{"name", md.name},
+                                       {"hf_config", sc.inputs.hf_config_path},
+                                       {"seq_len", md.seq_len},
+                                       {"causal", md.causal}}
+                         : toml::table{{"name", md.name},
+                                       {"layers", md.layers},
+                                       {"hidden", md.hidden},
+                                       {"heads", md.heads},
+                                       {"kv_heads", md.kv_heads},
+                                       {"ffn_hidden", md.ffn_hidden},
+                                       {"vocab", md.vocab},
+                                       {"seq_len", md.seq_len},
+                                       {"activation", model::activation_name(md.activation)},
+                                       {"norm", model::norm_name(md.norm)},
+                                       {"tied_embeddings", md.tied_embeddings},
+                                       {"causal", md.causal},
+                                       {"bias", md.bias}};
+  if (md.head_size > 0 && !hf) model.insert("head_dim", md.head_size);
   if (md.moe.enabled()) {
     const auto& moe = md.moe;
-    toml::table t{{"experts", moe.experts},
-                  {"top_k", moe.top_k},
-                  {"expert_ffn_hidden", moe.expert_ffn_hidden},
-                  {"shared_experts", moe.shared_experts},
-                  {"shared_ffn_hidden", moe.shared_ffn_hidden},
-                  {"capacity_factor", moe.capacity_factor},
-                  {"moe_layer_freq", moe.layer_freq},
-                  {"first_dense_layers", moe.first_dense_layers},
-                  {"routing", model::routing_name(moe.routing)},
-                  {"permute_fusion", moe.permute_fusion}};
+    toml::table t = hf ? toml::table{{"capacity_factor", moe.capacity_factor},
+                                     {"routing", model::routing_name(moe.routing)},
+                                     {"permute_fusion", moe.permute_fusion}}
+                       : toml::table{{"experts", moe.experts},
+                                     {"top_k", moe.top_k},
+                                     {"expert_ffn_hidden", moe.expert_ffn_hidden},
+                                     {"shared_experts", moe.shared_experts},
+                                     {"shared_ffn_hidden", moe.shared_ffn_hidden},
+                                     {"capacity_factor", moe.capacity_factor},
+                                     {"moe_layer_freq", moe.layer_freq},
+                                     {"first_dense_layers", moe.first_dense_layers},
+                                     {"routing", model::routing_name(moe.routing)},
+                                     {"permute_fusion", moe.permute_fusion}};
     if (moe.routing == model::Routing::Zipf) t.insert("zipf_exponent", moe.zipf_exponent);
     if (moe.routing == model::Routing::Imbalance) t.insert("imbalance", moe.imbalance);
     model.insert("moe", std::move(t));

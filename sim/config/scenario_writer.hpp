@@ -18,8 +18,11 @@ namespace trainsim::config {
 /// (Scenario::Inputs, absolute paths), and profile then to the built-in GPU key sc.gpu.key
 /// when no measured profile was loaded. Relative paths resolve against the written file's
 /// directory when it is loaded.
-/// Throws std::invalid_argument for a model with multi-head latent attention (MLA comes only
-/// from a Hugging Face config: model.hf_config), when no topology path is known, and when
+/// A model loaded from a Hugging Face config (Scenario::Inputs::hf_config_path) is written as
+/// model.hf_config (absolute path) with name, seq_len and causal, and [model.moe]'s routing
+/// keys only.
+/// Throws std::invalid_argument for a model with multi-head latent attention but no
+/// hf_config_path (MLA comes only from a Hugging Face config), when no topology path is known, and when
 /// the profile does not match the scenario: none although sc.profile is set (a measured
 /// profile), one although it is not, or not a ".toml" file name.
 std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::path& topology = {},

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <toml++/toml.h>
 
+#include "config/hf_config.hpp"
 #include "config/scenario.hpp"
 #include "config/scenario_writer.hpp"
 #include "core/error.hpp"
@@ -76,7 +77,7 @@ constexpr std::array kNumberFields{
 constexpr std::array kStringFields{
     "model", "source", "gpu", "precision", "recompute", "framework", "tflops_kind", "overlap",
     "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
-    "pipeline_schedule", "activation", "norm"};
+    "pipeline_schedule", "activation", "norm", "hf_config"};
 constexpr std::array kBoolFields{"sp", "bias"};
 /// The fields every row needs (a per-layer row: all but global_batch_size).
 constexpr std::array kRequiredFields{"num_layers", "hidden_size", "num_heads", "seq_len",
@@ -541,6 +542,69 @@ Report run_validation(const std::filesystem::path& runs_file,
       md.moe.expert_ffn_hidden = static_cast<int>(row.num("moe_ffn_hidden_size").value_or(md.ffn_hidden));
       md.moe.routing = model::Routing::Uniform;
       notes.emplace_back("uniform random routing (seeded)");
+    }
+    if (row.t.contains("hf_config")) {
+      // The architecture from a Hugging Face config.json (path relative to the runs file):
+      // what the row's fields cannot state (MLA, shared experts, dense first layers, tied
+      // embeddings). The row's own shape fields must agree with it.
+      const toml::node* hn = rt->get("hf_config");
+      const std::string at = " (line " + std::to_string(hn->source().begin.line) + ")";
+      model::ModelSpec hf;
+      const auto hf_path =
+          std::filesystem::absolute(runs_file.parent_path() / row.str("hf_config")).lexically_normal();
+      try {
+        hf = config::load_hf_config(hf_path);
+      } catch (const std::exception& e) {
+        skip("hf_config" + at + ": " + e.what());
+        continue;
+      }
+      std::string disagree;
+      auto agree = [&](const char* key, double config_value) {
+        const auto v = row.num(key);
+        if (!v || *v == config_value) return;
+        disagree += (disagree.empty() ? "" : ", ") + std::string(key) + " = " + strf("%g", *v) +
+                    " (line " + std::to_string(row.t.get(key)->source().begin.line) +
+                    ") but the config has " + strf("%g", config_value);
+      };
+      agree("num_layers", hf.layers);
+      agree("hidden_size", hf.hidden);
+      agree("num_heads", hf.heads);
+      agree("num_kv_heads", hf.kv_heads);
+      agree("ffn_hidden_size", hf.ffn_hidden);
+      agree("vocab_size", static_cast<double>(hf.vocab));
+      if (hf.moe.enabled()) {
+        agree("moe_num_experts", hf.moe.experts);
+        agree("moe_top_k", hf.moe.top_k);
+        agree("moe_ffn_hidden_size", hf.moe.expert_ffn_hidden);
+      } else if (row.num("moe_num_experts")) {
+        disagree += std::string(disagree.empty() ? "" : ", ") + "moe_num_experts but the config has no experts";
+      }
+      if (!activation.empty() && (activation == "swiglu") != (hf.activation == model::Activation::SwiGLU)) {
+        disagree += std::string(disagree.empty() ? "" : ", ") + "activation = \"" + row.str("activation") + "\"";
+      }
+      if (!norm.empty() && (norm == "rmsnorm") != (hf.norm == model::Norm::RMSNorm)) {
+        disagree += std::string(disagree.empty() ? "" : ", ") + "norm = \"" + row.str("norm") + "\"";
+      }
+      if (const auto b = row.boolean("bias"); b && *b != hf.bias) {
+        disagree += std::string(disagree.empty() ? "" : ", ") + "bias = " + (*b ? "true" : "false");
+      }
+      if (!disagree.empty()) {
+        skip("fields that disagree with hf_config" + at + ": " + disagree);
+        continue;
+      }
+      hf.name = md.name;
+      hf.seq_len = md.seq_len;
+      if (hf.moe.enabled()) {
+        hf.moe.routing = model::Routing::Uniform;  // as for the rows' own MoE fields, above
+        if (!md.moe.enabled()) notes.emplace_back("uniform random routing (seeded)");
+      }
+      md = hf;
+      sc.inputs.hf_config_path = hf_path.string();  // a written scenario names it again
+      // The notes of defaults the config replaced no longer apply.
+      std::erase_if(notes, [](const std::string& n) {
+        return n == "ffn 4h" || n == "vocab 51200" || n.find("for an unknown model family") != std::string::npos;
+      });
+      notes.emplace_back("architecture from " + std::filesystem::path(row.str("hf_config")).filename().string());
     }
     auto& tr = sc.training;
     if (lora) {
