@@ -359,8 +359,8 @@ TEST(Moe, ExpertTpOneUnderTpTwoRoutesWhatTpOneRoutesAtHalfTheMicrobatch) {
                                             layer, 0);
     const auto c = workload::moe_layer_cost(b.m, L2, workload::GemmKernels{}, 2, b.cost, b.comm, 9,
                                             layer, 0);
-    EXPECT_FALSE(a.folded);
-    EXPECT_TRUE(c.folded);
+    EXPECT_FALSE(a.local_tokens);
+    EXPECT_TRUE(c.local_tokens);
     EXPECT_EQ(c.rows_busiest, a.rows_busiest);
     EXPECT_EQ(c.rows_sent, a.rows_sent);
     EXPECT_DOUBLE_EQ(c.imbalance, a.imbalance);
@@ -383,11 +383,14 @@ TEST(Moe, ExpertTpOneUnderTpTwoRoutesWhatTpOneRoutesAtHalfTheMicrobatch) {
   EXPECT_DOUBLE_EQ(c.a2a_dispatch_bytes, 2.0 * 2048 * 2 * 1024 / 2 * 2.0 * 7 / 8);
 }
 
-// Folded experts run on each rank's own tokens: the TP all-gather / reduce-scatter pairs
-// around the block (forward, backward and the wgrad re-gather: five per MoE layer and
-// microbatch) are gone; 1 < etp < tp gathers the received rows over the expert-TP group
-// instead (four per layer and microbatch). Parameters follow the expert split.
-TEST(Moe, FoldedExpertsReplaceTheBlocksTpCollectivesWithExpertTpOnes) {
+// Under sequence parallelism with EP (Megatron-Core's all-to-all dispatcher) the MoE block
+// runs on each rank's own tokens: instead of the dense MLP's TP collectives around it (five
+// per MoE layer and microbatch: all-gather and reduce-scatter forward, their conjugates and
+// the wgrad re-gather backward), the rows an EP rank receives are gathered over the expert-TP
+// group and reduce-scattered after the experts, forward and backward (four); expert TP 1 has
+// none. EP 1 keeps the wrapped block (the all-gather dispatcher; dense-identical). Parameters
+// follow the expert split.
+TEST(Moe, ExpertsUnderSpRunOnTheirOwnTokensWithRowsGatheredOverExpertTp) {
   auto with = [](int tp, int dp, int ep, const std::string& etp) {
     std::string text = test::replace(moe_scenario(ep, "routing = \"uniform\"\n",
                                                   "sequence_parallel = true\n" + etp),
@@ -404,27 +407,48 @@ TEST(Moe, FoldedExpertsReplaceTheBlocksTpCollectivesWithExpertTpOnes) {
     }
     return n;
   };
-  const auto plain = with(2, 4, 4, "");
-  const auto folded = with(2, 4, 4, "etp = 1\n");
-  const std::size_t microbatches = 32 / 4;
-  EXPECT_EQ(count(plain, Category::TpComm, "tp ") - count(folded, Category::TpComm, "tp "),
-            5U * 4U * microbatches);
-  EXPECT_EQ(count(folded, Category::TpComm, "etp "), 0U);
-  EXPECT_EQ(count(folded, Category::EpComm, ""), count(plain, Category::EpComm, ""));
+  const std::size_t layers_x_mb = 4U * (32 / 4);  // 4 MoE layers, 8 microbatches per stage
+  const auto wrapped = with(2, 4, 1, "");
+  const auto ep4 = with(2, 4, 4, "");
+  const auto etp1 = with(2, 4, 4, "etp = 1\n");
+  EXPECT_EQ(count(wrapped, Category::TpComm, "etp "), 0U);
+  EXPECT_EQ(count(wrapped, Category::TpComm, "tp ") - count(ep4, Category::TpComm, "tp "),
+            5U * layers_x_mb);
+  EXPECT_EQ(count(ep4, Category::TpComm, "etp all_gather"), 2U * layers_x_mb);
+  EXPECT_EQ(count(ep4, Category::TpComm, "etp reduce_scatter"), 2U * layers_x_mb);
+  EXPECT_EQ(count(etp1, Category::TpComm, "etp "), 0U);
+  EXPECT_EQ(count(etp1, Category::TpComm, "tp "), count(ep4, Category::TpComm, "tp "));
+  EXPECT_EQ(count(etp1, Category::EpComm, ""), count(ep4, Category::EpComm, ""));
   // Experts whole on a rank with etp 1: two of them (ep 4) hold twice the TP-split expert
   // weights of etp 2; with ep 8 one expert per rank holds as much as etp 2's two halves.
   const double expert = 3.0 * 1024 * 1024;  // SwiGLU expert, h = f = 1024
-  EXPECT_NEAR(folded.stages[0].params - plain.stages[0].params, 2 * (2 * expert - 2 * expert / 2),
-              1.0);
-  const auto folded8 = with(2, 4, 8, "etp = 1\n");
-  EXPECT_NEAR(folded8.stages[0].params, plain.stages[0].params, 1.0);
-  // TP 4, expert TP 2: an all-gather and a reduce-scatter of the received rows in each
-  // direction per MoE layer and microbatch, on the expert-TP pairs.
+  EXPECT_NEAR(etp1.stages[0].params - ep4.stages[0].params, 2 * (2 * expert - 2 * expert / 2), 1.0);
+  const auto etp1_ep8 = with(2, 4, 8, "etp = 1\n");
+  EXPECT_NEAR(etp1_ep8.stages[0].params, ep4.stages[0].params, 1.0);
+  // TP 4, expert TP 2: the gathers run on the expert-TP pairs.
   const auto mid = with(4, 2, 4, "etp = 2\n");
-  const std::size_t mb4 = 32 / 2;
-  EXPECT_EQ(count(mid, Category::TpComm, "etp all_gather"), 2U * 4U * mb4);
-  EXPECT_EQ(count(mid, Category::TpComm, "etp reduce_scatter"), 2U * 4U * mb4);
+  EXPECT_EQ(count(mid, Category::TpComm, "etp all_gather"), 2U * 4U * (32 / 2));
   EXPECT_GT(mid.step_time, Time::zero());
+}
+
+// The expert-TP all-gather moves the rows the busiest EP rank received, x h, over its
+// expert-TP group: top-k times the block's tokens, not the tokens once.
+TEST(Moe, ExpertTpGatherMovesTheReceivedRows) {
+  H100MoeBench b(4, moe_of(8, 2, model::Routing::Balanced));
+  parallel::Layout L;
+  L.tp = 2;
+  L.sequence_parallel = true;
+  L.dp = 8;
+  L.ep = 4;
+  const auto c = workload::moe_layer_cost(b.m, L, workload::GemmKernels{}, 1, b.cost, b.comm, 3, 0, 0);
+  ASSERT_TRUE(c.local_tokens);
+  // Balanced: the expert-TP pair routes its two shards of T/2 tokens, T·k = 4096 rows.
+  EXPECT_EQ(c.rows_busiest, 2048 * 2);
+  const auto ag = b.comm.cost(net::CollectiveOp::AllGather,
+                              static_cast<std::uint64_t>(c.rows_busiest * 1024 * 2),
+                              L.etp_groups(0).front());
+  EXPECT_EQ(c.etp_ag, ag.time);
+  EXPECT_GT(c.etp_ag, Time::zero());
 }
 
 TEST(Moe, LayoutRejectsIllegalExpertTensorParallelism) {

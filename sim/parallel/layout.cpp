@@ -138,12 +138,6 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                          " with parallel.tp > 1 needs parallel.sequence_parallel = "
                          "true (Megatron-Core requires sequence parallelism for EP with TP)");
   }
-  if (m.moe.enabled() && etp_eff < tp && (micro_batch * (m.seq_len / cp)) % (tp / etp_eff) != 0) {
-    throw InputError("parallel.etp",
-                     "parallel.etp (" + str(etp) + "): the " + str(micro_batch * (m.seq_len / cp)) +
-                         " tokens of a microbatch on a context-parallel rank do not split over "
-                         "tp / etp = " + str(tp / etp_eff) + " ranks");
-  }
   if (m.moe.enabled() && m.moe.expert_ffn_hidden % etp_eff != 0) {
     const char* key = etp > 0 ? "parallel.etp" : "parallel.tp";
     throw InputError(key, std::string(key) + " (" + str(etp_eff) +

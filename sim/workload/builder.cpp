@@ -1107,12 +1107,12 @@ class StepBuilder final : public PassEmitter {
   /// all-to-all with the shared experts on the compute stream while it runs (part a); the
   /// local experts' grouped GEMMs and the combine all-to-all (part b); un-permute (part c).
   /// With TP, the block is wrapped in the dense MLP's TP collectives (expert TP = TP). With
-  /// expert TP below TP (mc.folded) each rank routes its own sequence shard and only the
+  /// expert TP below TP (mc.local_tokens) each rank routes its own sequence shard and only the
   /// shared experts are wrapped in TP collectives; 1 < etp < tp gathers the received rows
   /// over the expert-TP group around the experts.
   void moe_forward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
-    if (tp_on() && sp_ && !mc.folded) wait_.push_back(tp(c_.tp_ag));
+    if (tp_on() && sp_ && !mc.local_tokens) wait_.push_back(tp(c_.tp_ag));
     if (mc.router) {
       compute(mc.router_gemm.fwd, l_router_);
       compute(mc.permute, l_permute_);
@@ -1120,7 +1120,7 @@ class StepBuilder final : public PassEmitter {
     const TaskId dispatch =
         sc_.layout.ep > 1 ? comm(st_->ep, mc.dispatch, Category::EpComm, l_dispatch_) : kNoId;
     if (mc.shared) {
-      if (tp_on() && sp_ && mc.folded) wait_.push_back(tp(c_.tp_ag));
+      if (tp_on() && sp_ && mc.local_tokens) wait_.push_back(tp(c_.tp_ag));
       compute(mc.shared_in.fwd, l_shared_in_);
       compute(mc.shared_act_fwd, l_shared_act_);
       compute(mc.shared_out.fwd, l_shared_out_);
@@ -1143,7 +1143,7 @@ class StepBuilder final : public PassEmitter {
   void moe_forward_c(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (mc.router) compute(mc.unpermute, l_permute_);
-    if (tp_on() && (!mc.folded || mc.shared)) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
+    if (tp_on() && (!mc.local_tokens || mc.shared)) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
     compute(c_.mlp_residual.fwd, c_.mlp_residual.fwd_label);
   }
   /// MoE MLP backward: output gradients to the experts (combine's conjugate) while the
@@ -1153,13 +1153,13 @@ class StepBuilder final : public PassEmitter {
   /// without EP is the dense layer task for task.
   void moe_backward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
-    if (tp_on() && sp_ && !mc.folded) wait_.push_back(tp(c_.tp_ag_bwd));
+    if (tp_on() && sp_ && !mc.local_tokens) wait_.push_back(tp(c_.tp_ag_bwd));
     if (mc.router) compute(mc.unpermute_bwd, l_permute_bwd_);
     const TaskId to_experts =
         sc_.layout.ep > 1 ? comm(st_->ep, mc.combine_bwd, Category::EpComm, l_combine_bwd_)
                           : kNoId;
     if (mc.shared) {
-      if (tp_on() && sp_ && mc.folded) wait_.push_back(tp(c_.tp_ag_bwd));
+      if (tp_on() && sp_ && mc.local_tokens) wait_.push_back(tp(c_.tp_ag_bwd));
       compute(mc.shared_out.dgrad + mc.shared_act_bwd + mc.shared_in.dgrad, l_shared_bwd_);
       if (!input_only_) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
     }
@@ -1173,7 +1173,7 @@ class StepBuilder final : public PassEmitter {
     if (!input_only_) compute(mc.expert_out.wgrad, l_expert_wgrad_);
     compute(mc.expert_act_bwd, l_expert_bwd_);
     moe_ag_input_ = kNoId;
-    if (!input_only_ && tp_on() && sp_ && !mc.folded) moe_ag_input_ = tp(c_.tp_ag_wgrad);
+    if (!input_only_ && tp_on() && sp_ && !mc.local_tokens) moe_ag_input_ = tp(c_.tp_ag_wgrad);
     compute(mc.expert_in.dgrad, l_expert_bwd_);
     if (mc.etp_ag > Time()) wait_.push_back(etp(mc.etp_ag, l_etp_rs_bwd_));
     if (sc_.layout.ep > 1) {
@@ -1188,7 +1188,7 @@ class StepBuilder final : public PassEmitter {
       compute(mc.router_gemm.dgrad, l_router_bwd_);
     }
     TaskId red = kNoId;
-    if (tp_on() && (!mc.folded || mc.shared)) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
+    if (tp_on() && (!mc.local_tokens || mc.shared)) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
     if (!input_only_) {
       if (moe_ag_input_ != kNoId) wait_.push_back(moe_ag_input_);
       compute(mc.expert_in.wgrad, l_expert_wgrad_);
@@ -1201,7 +1201,7 @@ class StepBuilder final : public PassEmitter {
   void moe_weight_grads(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     compute(mc.expert_out.wgrad, l_expert_wgrad_);
-    if (tp_on() && sp_ && !mc.folded) wait_.push_back(tp(c_.tp_ag_wgrad));
+    if (tp_on() && sp_ && !mc.local_tokens) wait_.push_back(tp(c_.tp_ag_wgrad));
     compute(mc.expert_in.wgrad, l_expert_wgrad_);
     if (mc.shared) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
     if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);

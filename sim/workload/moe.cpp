@@ -39,16 +39,17 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const std::int64_t h = m.hidden;
   const bool swiglu = m.activation == model::Activation::SwiGLU;
   const int tp = L.tp;
-  // Expert TP: with etp = tp the block runs on the TP group's gathered tokens (T per EP
-  // rank); with etp < tp each rank routes its own sequence-parallel shard, T/tp tokens, and an
-  // expert-TP group of etp ranks routes T·etp/tp (Layout::validate: tp/etp divides T).
+  // Megatron-Core's all-to-all dispatcher under sequence parallelism (ep > 1, or expert TP
+  // below TP): each rank routes its own sequence shard, T/tp tokens, and an expert-TP group of
+  // etp ranks T·etp/tp (Layout::validate: tp/etp divides T). Otherwise (no SP, or ep = 1 with
+  // etp = tp: the all-gather dispatcher) the block runs on the TP group's gathered T tokens.
   const int etp = L.expert_tp();
-  c.folded = etp < tp;
+  c.local_tokens = L.sequence_parallel && (L.ep > 1 || etp < tp);
   const std::int64_t T_route = T / tp * etp;
   const hw::Dtype dt = kernels.dtype;
   const double elem = 2.0;  // 16-bit activations
   c.router = moe.experts > 1;
-  if (c.router) c.router_gemm = expert_gemm(cost, c.folded ? T / tp : T, moe.experts, h, kernels);
+  if (c.router) c.router_gemm = expert_gemm(cost, c.local_tokens ? T / tp : T, moe.experts, h, kernels);
   const std::int64_t fs = moe.shared_ffn();
   c.shared = fs > 0;
   if (c.shared) {
@@ -59,7 +60,7 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
     c.shared_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * a);
     c.shared_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * a);
   }
-  const model::RoutingResult r = model::route_tokens(moe, c.folded ? T_route : T, L.ep, seed, layer);
+  const model::RoutingResult r = model::route_tokens(moe, c.local_tokens ? T_route : T, L.ep, seed, layer);
   const int busy = r.busiest_rank();
   c.imbalance = r.imbalance();
   c.rows_busiest = r.rows_processed(busy);
@@ -74,11 +75,12 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   const double act = static_cast<double>(c.rows_busiest) * static_cast<double>(f) * elem;
   c.expert_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * act);
   c.expert_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * act);
-  // A row as each rank holds it around the all-to-alls: h/tp of each of T tokens with
-  // etp = tp, the whole h of its own T/tp tokens with etp < tp (the same bytes per token).
+  // A row as the rank's permutation and all-to-alls see it: h/tp of each of T tokens, or the
+  // whole h of its own T/tp tokens (local_tokens), the same bytes per token; written h/etp of
+  // T_route or T tokens.
   const double row = static_cast<double>(h) / etp * elem;
   if (moe.experts > 1) {
-    const double t = static_cast<double>(c.folded ? T_route : T);
+    const double t = static_cast<double>(c.local_tokens ? T_route : T);
     const double rk = t * moe.top_k;  // routed rows R
     const double accumulate = 3 * t;  // autograd: router + permutation input gradients
     if (moe.permute_fusion) {
@@ -97,10 +99,12 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
       c.unsort_chunks = c.sort_chunks;
     }
   }
-  if (c.folded && etp > 1) {
+  if (c.local_tokens && etp > 1) {
     // Rows received by the expert-TP group are gathered over it before the experts and
-    // reduce-scattered after them (Megatron-Core's all-to-all dispatcher, expert TP > 1);
-    // their conjugates in backward. nccl-tests size: the gathered buffer.
+    // reduce-scattered after them (Megatron-Core's all-to-all dispatcher with expert TP > 1,
+    // megatron/core/transformer/moe/token_dispatcher.py: gather_from_sequence_parallel_region
+    // over the expert-TP group after the all-to-all); their conjugates in backward.
+    // nccl-tests size: the gathered buffer, the busiest EP rank's rows x h.
     const auto bytes = static_cast<std::uint64_t>(static_cast<double>(c.rows_busiest) *
                                                   static_cast<double>(h) * elem);
     const auto ag = net::slowest_group(comm, net::CollectiveOp::AllGather, bytes,

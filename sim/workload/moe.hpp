@@ -20,10 +20,13 @@ namespace trainsim::workload {
 /// One MoE layer on one rank of a pipeline stage.
 struct MoeLayerCost {
   int layer = 0;
-  /// Expert TP below TP (Layout::etp < tp, "MoE parallel folding"): the block runs on each
-  /// rank's own sequence-parallel shard, with no TP collectives around it except the shared
-  /// experts' (which keep the attention's TP).
-  bool folded = false;
+  /// Megatron-Core's all-to-all dispatcher under sequence parallelism (ep > 1, or expert TP
+  /// below TP): the block runs on each rank's own sequence shard, the received rows gathered
+  /// over the expert-TP group (etp_ag, etp_rs), and only the shared experts (which keep the
+  /// attention's TP) wrapped in TP collectives. False: no SP, or ep = 1 with etp = tp (the
+  /// all-gather dispatcher): the block runs on the TP group's tokens, wrapped in the dense
+  /// MLP's TP collectives, so one expert without EP is the dense layer task for task.
+  bool local_tokens = false;
   bool router = false;            ///< false with one expert (every token goes to it)
   GemmTimes router_gemm;
   bool shared = false;
@@ -48,8 +51,9 @@ struct MoeLayerCost {
   /// rows are also sorted by local expert after dispatch and restored before combine (read R,
   /// write R each); Megatron-Core skips both with one local expert.
   Time permute, unpermute, permute_bwd, unpermute_bwd, sort_chunks, unsort_chunks;
-  /// With 1 < etp < tp: all-gather of the received rows over the expert-TP group before the
-  /// experts and reduce-scatter after them (forward; the same two, swapped, in backward).
+  /// With local_tokens and etp > 1: all-gather of the received rows over the expert-TP group
+  /// before the experts and reduce-scatter after them (forward; the same two, swapped, in
+  /// backward).
   Time etp_ag, etp_rs;
   Time dispatch, combine;           ///< forward all-to-alls
   Time dispatch_bwd, combine_bwd;   ///< their conjugates in backward
@@ -69,8 +73,8 @@ struct MoeLayerCost {
 /// Costs one MoE layer `layer` (global index) for pipeline stage `stage` (`gpus_per_node`:
 /// as net::slowest_group, to price each placement of the EP groups once).
 ///
-/// Tokens per EP rank: T = micro_batch x seq_len / cp (each rank routes its own sequence
-/// chunk; the TP group's, gathered, with etp = tp), or T·etp/tp with etp < tp (each rank its
+/// Tokens per EP rank: T = micro_batch x seq_len / cp (each CP rank routes its own sequence
+/// chunk; the TP group's, gathered), or with local_tokens T·etp/tp (each rank its
 /// sequence-parallel shard, T/tp, an expert-TP group etp of them). Routing:
 /// model::route_tokens(moe, tokens, ep, seed, layer), the same in every EP group
 /// of the stage; the all-to-alls are priced on the stage's slowest EP group (Layout::ep_groups,
