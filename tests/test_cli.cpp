@@ -590,6 +590,25 @@ std::string run_row(const std::string& id, int global_batch = 16) {
 
 }  // namespace
 
+// A row's hf_config is an input of the run: a row scenario that would land on it is refused
+// and nothing is written (it was replaced by the scenario, which then named itself).
+TEST(Cli, ValidateDoesNotOverwriteARowsHfConfig) {
+  const auto dir = test::temp_dir("cli-validate-hf-input");
+  std::filesystem::copy_file(test::source_dir() / "scenarios/hf/llama3-8b.json", dir / "cfg.toml",
+                             std::filesystem::copy_options::overwrite_existing);
+  const std::string before = test::read(dir / "cfg.toml");
+  const std::string row =
+      test::replace(test::replace(run_row("cfg"), "id = \"cfg\"\n",
+                                  "id = \"cfg\"\nhf_config = \"cfg.toml\"\n"),
+                    "num_layers = 2\nhidden_size = 512\nnum_heads = 8\nseq_len = 512\nvocab_size = 32000\n",
+                    "num_layers = 32\nhidden_size = 4096\nnum_heads = 32\nseq_len = 512\n");
+  const auto runs = test::write(dir / "runs.toml", row);
+  const auto r = run("validate " + runs.string() + " --scenarios " + dir.string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.err.find("is an input of this run"), std::string::npos) << r.err;
+  EXPECT_EQ(test::read(dir / "cfg.toml"), before);
+}
+
 // The Markdown page names the command that made it, as a shell would take it back: the
 // group, a non-default topology folder, and paths with spaces or quotes quoted.
 TEST(Cli, ValidateMarkdownNamesItsCommand) {

@@ -391,8 +391,8 @@ TEST(Moe, ExpertTpOneUnderTpTwoRoutesWhatTpOneRoutesAtHalfTheMicrobatch) {
 // none. EP 1 keeps the wrapped block (the all-gather dispatcher; dense-identical). Parameters
 // follow the expert split.
 TEST(Moe, ExpertsUnderSpRunOnTheirOwnTokensWithRowsGatheredOverExpertTp) {
-  auto with = [](int tp, int dp, int ep, const std::string& etp) {
-    std::string text = test::replace(moe_scenario(ep, "routing = \"uniform\"\n",
+  auto with = [](int tp, int dp, int ep, const std::string& etp, const std::string& moe = "") {
+    std::string text = test::replace(moe_scenario(ep, "routing = \"uniform\"\n" + moe,
                                                   "sequence_parallel = true\n" + etp),
                                      "tp = 1\npp = 2\ndp = 8\n",
                                      "tp = " + std::to_string(tp) + "\npp = 2\ndp = " +
@@ -425,6 +425,17 @@ TEST(Moe, ExpertsUnderSpRunOnTheirOwnTokensWithRowsGatheredOverExpertTp) {
   EXPECT_NEAR(etp1.stages[0].params - ep4.stages[0].params, 2 * (2 * expert - 2 * expert / 2), 1.0);
   const auto etp1_ep8 = with(2, 4, 8, "etp = 1\n");
   EXPECT_NEAR(etp1_ep8.stages[0].params, ep4.stages[0].params, 1.0);
+  // Shared experts keep the attention's TP as a sequence-parallel MLP of their own: the same
+  // TP collectives as the wrapped block, wgrad re-gather included.
+  const std::string shared = "shared_experts = 1\n";
+  for (const std::string& etp : {std::string(), std::string("etp = 1\n")}) {
+    const auto sh = with(2, 4, 4, etp, shared);
+    EXPECT_EQ(count(sh, Category::TpComm, "tp "),
+              count(with(2, 4, 1, "", shared), Category::TpComm, "tp "))
+        << etp;
+    EXPECT_EQ(count(sh, Category::TpComm, "tp all_gather (wgrad input)"),
+              count(wrapped, Category::TpComm, "tp all_gather (wgrad input)"));
+  }
   // TP 4, expert TP 2: the gathers run on the expert-TP pairs.
   const auto mid = with(4, 2, 4, "etp = 2\n");
   EXPECT_EQ(count(mid, Category::TpComm, "etp all_gather"), 2U * 4U * (32 / 2));

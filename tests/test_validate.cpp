@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "config/hf_config.hpp"
 #include "config/scenario.hpp"
 #include "core/error.hpp"
 #include "test_util.hpp"
@@ -73,6 +74,24 @@ TEST(Validate, NemoPublishedTokensPerSecondFixTheFlopCount) {
       validate::megatron_core_model_flops(m, 1, validate::AttentionFlops::CausalHalf) / tokens;
   EXPECT_NEAR(1728 * per_token_full / 1e12, 768.0, 768.0 * 0.002);
   EXPECT_GT(std::abs(1728 * per_token_half / 1e12 - 768.0), 768.0 * 0.03);
+}
+
+// MLA rows are counted with MLA's projections and core, not as multi-head attention of
+// hidden/heads-wide heads (that undercounted DeepSeek-V3 by 12%). Oracle: the multiply-adds
+// per token written out from the DeepSeek-V3 config's dimensions.
+TEST(Validate, MlaModelFlopsCountTheLatentProjections) {
+  const auto m = config::load_hf_config(test::source_dir() / "scenarios/hf/deepseek-v3.json");
+  model::ModelSpec md = m;
+  md.seq_len = 4096;
+  const double q = 7168.0 * 1536 + 1536.0 * 128 * (128 + 64);
+  const double kv = 7168.0 * (512 + 64) + 512.0 * 128 * (128 + 128);
+  const double o = 128.0 * 128 * 7168;
+  const double core = 128.0 * (128 + 64 + 128) * 4096;  // QK^T and AV, in full
+  const double mlp = 3.0 * 7168 * 18432;  // dense layers; MoE: 8 routed + 1 shared of 2048
+  const double macs = 61 * (q + kv + o + core) + 61 * mlp + 7168.0 * 129280;
+  const double per_token =
+      validate::megatron_core_model_flops(md, 1, validate::AttentionFlops::Full) / 4096;
+  EXPECT_NEAR(per_token / (6 * macs), 1.0, 1e-4);
 }
 
 // A missing runs file, a folder given as the runs file, and a topology folder that does not
@@ -586,6 +605,11 @@ TEST(Validate, RowsMayTakeTheirArchitectureFromAHuggingFaceConfig) {
   "q_lora_rank": 128, "kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
   "v_head_dim": 32, "vocab_size": 1000, "hidden_act": "silu", "tie_word_embeddings": false
 })");
+  (void)test::write(dir / "tiny-llama.json", R"({
+  "model_type": "llama", "hidden_size": 512, "intermediate_size": 1024,
+  "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8,
+  "vocab_size": 1000, "hidden_act": "silu"
+})");
   const std::string t = "iteration_time_s = 1.0\nep = 8\n";
   auto deep = [&](const std::string& id, const std::string& extra) {
     return test::replace(small_row(id, "g", t + extra), "num_layers = 2", "num_layers = 4");
@@ -597,7 +621,10 @@ TEST(Validate, RowsMayTakeTheirArchitectureFromAHuggingFaceConfig) {
                         "moe_ffn_hidden_size = 256\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"") +
           small_row("disagree", "g", t + "hf_config = \"tiny-deepseek.json\"") +
           deep("topk", "hf_config = \"tiny-deepseek.json\"\nmoe_top_k = 4") +
-          deep("missing", "hf_config = \"nope.json\""));
+          deep("missing", "hf_config = \"nope.json\"") +
+          deep("empty", "hf_config = \"\"") +
+          deep("dense_topk", "hf_config = \"tiny-llama.json\"\nmoe_top_k = 2") +
+          deep("act", "hf_config = \"tiny-deepseek.json\"\nactivation = \"gelu\""));
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
   std::map<std::string, validate::RowResult> r;
   for (const auto& row : report.rows) r[row.id] = row;
@@ -619,6 +646,17 @@ TEST(Validate, RowsMayTakeTheirArchitectureFromAHuggingFaceConfig) {
   EXPECT_FALSE(r["missing"].ok);
   EXPECT_NE(r["missing"].reason.find("hf_config (line "), std::string::npos) << r["missing"].reason;
   EXPECT_NE(r["missing"].reason.find("nope.json"), std::string::npos);
+  EXPECT_NE(r["empty"].reason.find("hf_config (line "), std::string::npos) << r["empty"].reason;
+  EXPECT_NE(r["empty"].reason.find("empty path"), std::string::npos);
+  // A dense config with the row's MoE fields, and a word field: named with their lines.
+  EXPECT_NE(r["dense_topk"].reason.find("moe_top_k (line "), std::string::npos)
+      << r["dense_topk"].reason;
+  EXPECT_NE(r["act"].reason.find("activation = gelu (line "), std::string::npos) << r["act"].reason;
+  EXPECT_NE(r["act"].reason.find("but the config has swiglu"), std::string::npos);
+  // Every config a row names is an input of the run (no output may overwrite it).
+  EXPECT_NE(std::find(report.hf_config_files.begin(), report.hf_config_files.end(),
+                      std::filesystem::absolute(dir / "tiny-deepseek.json").lexically_normal()),
+            report.hf_config_files.end());
 }
 
 TEST(Validate, ArchitectureScheduleAndFrameworkComeFromTheRow) {

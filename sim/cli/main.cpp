@@ -263,6 +263,7 @@ int run_validate(const std::string& file, const std::string& group, bool json,
   add_input(file);
   const auto report = trainsim::validate::run_validation(file, topo, group);
   for (const auto& t : report.topology_files) add_input(t);
+  for (const auto& h : report.hf_config_files) add_input(h);
   if (report.rows.empty()) {
     throw trainsim::InputError("--group", "no rows" + (group.empty() ? std::string() :
                                                        " in group \"" + group + "\""));

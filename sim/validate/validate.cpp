@@ -190,7 +190,17 @@ double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_
   // Per token per layer, forward multiply-adds: QKV h(q + 2kv), projection q h, MLP
   // mlp_mats h ffn, attention core 2 q s (halved for a causal model when the source does).
   const double core = attention == AttentionFlops::CausalHalf && m.causal ? 0.5 : 1.0;
-  const double attn = h * (q + 2 * kv) + q * h + core * 2.0 * q * m.seq_len;
+  double attn = h * (q + 2 * kv) + q * h + core * 2.0 * q * m.seq_len;
+  if (m.mla.enabled()) {
+    // Multi-head latent attention (DeepSeek-V2 §2.1, DeepSeek-V3 §2.1.1): the down and up
+    // projections of Q (or one Q projection) and of the joint KV latent plus the shared rope
+    // key (ModelSpec::qkv_width), the output projection from heads x v_head_dim, and the
+    // core's QK^T over nope + rope dims and AV over v_head_dim.
+    const double heads = m.heads;
+    const double qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim;
+    attn = h * static_cast<double>(m.qkv_width()) + static_cast<double>(m.attn_out_width()) * h +
+           core * heads * (qk + m.mla.v_head_dim) * m.seq_len;
+  }
   const double dense_mlp = mlp_mats * h * m.ffn_hidden;
   // MoE layers: the k routed experts and the shared experts a token passes through (the
   // router GEMM is not counted, as in Megatron-LM's num_floating_point_operations).
@@ -549,22 +559,34 @@ Report run_validation(const std::filesystem::path& runs_file,
       // embeddings). The row's own shape fields must agree with it.
       const toml::node* hn = rt->get("hf_config");
       const std::string at = " (line " + std::to_string(hn->source().begin.line) + ")";
+      if (per_layer) {
+        skip("hf_config" + at + ": per-layer rows (fwd_ms, bwd_ms) take their layer from the "
+             "row's own fields");
+        continue;
+      }
+      if (row.str("hf_config").empty()) {
+        skip("hf_config" + at + ": empty path");
+        continue;
+      }
       model::ModelSpec hf;
-      const auto hf_path =
-          std::filesystem::absolute(runs_file.parent_path() / row.str("hf_config")).lexically_normal();
+      std::filesystem::path hf_path = runs_file.parent_path() / row.str("hf_config");
       try {
+        hf_path = std::filesystem::absolute(hf_path).lexically_normal();
+        report.hf_config_files.push_back(hf_path);
         hf = config::load_hf_config(hf_path);
       } catch (const std::exception& e) {
         skip("hf_config" + at + ": " + e.what());
         continue;
       }
-      std::string disagree;
+      std::vector<std::string> disagree;
+      auto line_of = [&](const char* key) {
+        return " (line " + std::to_string(row.t.get(key)->source().begin.line) + ")";
+      };
       auto agree = [&](const char* key, double config_value) {
         const auto v = row.num(key);
         if (!v || *v == config_value) return;
-        disagree += (disagree.empty() ? "" : ", ") + std::string(key) + " = " + strf("%g", *v) +
-                    " (line " + std::to_string(row.t.get(key)->source().begin.line) +
-                    ") but the config has " + strf("%g", config_value);
+        disagree.push_back(std::string(key) + " = " + strf("%g", *v) + line_of(key) +
+                           " but the config has " + strf("%g", config_value));
       };
       agree("num_layers", hf.layers);
       agree("hidden_size", hf.hidden);
@@ -576,20 +598,29 @@ Report run_validation(const std::filesystem::path& runs_file,
         agree("moe_num_experts", hf.moe.experts);
         agree("moe_top_k", hf.moe.top_k);
         agree("moe_ffn_hidden_size", hf.moe.expert_ffn_hidden);
-      } else if (row.num("moe_num_experts")) {
-        disagree += std::string(disagree.empty() ? "" : ", ") + "moe_num_experts but the config has no experts";
+      } else {
+        for (const char* k : {"moe_num_experts", "moe_top_k", "moe_ffn_hidden_size"}) {
+          if (row.num(k)) disagree.push_back(std::string(k) + line_of(k) + " but the config has no experts");
+        }
       }
-      if (!activation.empty() && (activation == "swiglu") != (hf.activation == model::Activation::SwiGLU)) {
-        disagree += std::string(disagree.empty() ? "" : ", ") + "activation = \"" + row.str("activation") + "\"";
-      }
-      if (!norm.empty() && (norm == "rmsnorm") != (hf.norm == model::Norm::RMSNorm)) {
-        disagree += std::string(disagree.empty() ? "" : ", ") + "norm = \"" + row.str("norm") + "\"";
-      }
+      auto agree_word = [&](const char* key, bool row_says, bool config_says, const char* config_word) {
+        if (row.t.contains(key) && row_says != config_says) {
+          disagree.push_back(std::string(key) + " = " + lower(row.str(key)) + line_of(key) +
+                             " but the config has " + config_word);
+        }
+      };
+      agree_word("activation", activation == "swiglu", hf.activation == model::Activation::SwiGLU,
+                 hf.activation == model::Activation::SwiGLU ? "swiglu" : "gelu");
+      agree_word("norm", norm == "rmsnorm", hf.norm == model::Norm::RMSNorm,
+                 hf.norm == model::Norm::RMSNorm ? "rmsnorm" : "layernorm");
       if (const auto b = row.boolean("bias"); b && *b != hf.bias) {
-        disagree += std::string(disagree.empty() ? "" : ", ") + "bias = " + (*b ? "true" : "false");
+        disagree.push_back(std::string("bias = ") + (*b ? "true" : "false") + line_of("bias") +
+                           " but the config has " + (hf.bias ? "true" : "false"));
       }
       if (!disagree.empty()) {
-        skip("fields that disagree with hf_config" + at + ": " + disagree);
+        std::string why = "fields that disagree with hf_config" + at + ": ";
+        for (std::size_t k = 0; k < disagree.size(); ++k) why += (k > 0 ? ", " : "") + disagree[k];
+        skip(why);
         continue;
       }
       hf.name = md.name;
@@ -602,9 +633,10 @@ Report run_validation(const std::filesystem::path& runs_file,
       sc.inputs.hf_config_path = hf_path.string();  // a written scenario names it again
       // The notes of defaults the config replaced no longer apply.
       std::erase_if(notes, [](const std::string& n) {
-        return n == "ffn 4h" || n == "vocab 51200" || n.find("for an unknown model family") != std::string::npos;
+        return n == "ffn 4h" || n.rfind("vocab ", 0) == 0 ||
+               n.find("for an unknown model family") != std::string::npos;
       });
-      notes.emplace_back("architecture from " + std::filesystem::path(row.str("hf_config")).filename().string());
+      notes.emplace_back("architecture from " + hf_path.filename().string());
     }
     auto& tr = sc.training;
     if (lora) {

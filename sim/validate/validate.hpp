@@ -56,6 +56,8 @@ struct Report {
   /// The topology files the rows loaded (from the `topologies` folder), each once: inputs of
   /// the run that no output may overwrite.
   std::vector<std::filesystem::path> topology_files;
+  /// The rows' hf_config files (as resolved, whether or not they loaded): inputs too.
+  std::vector<std::filesystem::path> hf_config_files;
 };
 
 /// Reads, simulates and scores a runs file. `topologies` is the folder with dgx-a100.toml and
@@ -111,7 +113,9 @@ enum class AttentionFlops {
 /// num_floating_point_operations; NeMo's flops_formulas agree): 3 passes x 2 FLOPs per MAC
 /// of QKV (GQA-sized), projection, MLP (2 or 3 GEMMs), the attention core (in full or
 /// halved for a causal model, per `attention`), and the logits (6 h V per token). MoE layers
-/// count the k routed experts and the shared experts per token (no router GEMM).
+/// count the k routed experts and the shared experts per token (no router GEMM). MLA models
+/// count their down/up projections, the rope key, the output projection from heads x v_dim
+/// and a core over nope + rope (QK^T) and v (AV) dims.
 double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch,
                                  AttentionFlops attention);
 

@@ -1159,8 +1159,15 @@ class StepBuilder final : public PassEmitter {
         sc_.layout.ep > 1 ? comm(st_->ep, mc.combine_bwd, Category::EpComm, l_combine_bwd_)
                           : kNoId;
     if (mc.shared) {
-      if (tp_on() && sp_ && mc.local_tokens) wait_.push_back(tp(c_.tp_ag_bwd));
+      // On local tokens the shared experts are a sequence-parallel MLP of their own: the
+      // output gradient gathered first, the input re-gathered for the weight gradient.
+      TaskId ag_input = kNoId;
+      if (tp_on() && sp_ && mc.local_tokens) {
+        wait_.push_back(tp(c_.tp_ag_bwd));
+        if (!input_only_) ag_input = tp(c_.tp_ag_wgrad);
+      }
       compute(mc.shared_out.dgrad + mc.shared_act_bwd + mc.shared_in.dgrad, l_shared_bwd_);
+      if (ag_input != kNoId) wait_.push_back(ag_input);
       if (!input_only_) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
     }
     if (to_experts != kNoId) wait_.push_back(to_experts);
@@ -1203,7 +1210,10 @@ class StepBuilder final : public PassEmitter {
     compute(mc.expert_out.wgrad, l_expert_wgrad_);
     if (tp_on() && sp_ && !mc.local_tokens) wait_.push_back(tp(c_.tp_ag_wgrad));
     compute(mc.expert_in.wgrad, l_expert_wgrad_);
-    if (mc.shared) compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
+    if (mc.shared) {
+      if (tp_on() && sp_ && mc.local_tokens) wait_.push_back(tp(c_.tp_ag_wgrad));
+      compute(mc.shared_out.wgrad + mc.shared_in.wgrad, l_expert_wgrad_);
+    }
     if (mc.router) compute(mc.router_gemm.wgrad, l_router_bwd_);
   }
 

@@ -221,6 +221,17 @@ std::vector<net::CollectivePlan> FullFidelity::plan_copies(const RecordingModel:
     }
     return out;
   }
+  if (layout_.expert_tp() < layout_.tp) {
+    // Expert TP below TP: an EP or expert-DP group runs over the stage's ranks in the expert
+    // order (Layout::ep_group), which need not be a rectangle in (t, x) — translating it
+    // would give copies that are not groups of the layout. Take the layout's own groups.
+    const int p = coord_of(layout_, q.group.front()).p;
+    for (const auto& family : {layout_.ep_groups(p), layout_.expert_dp_groups(p)}) {
+      if (std::find(family.begin(), family.end(), q.group) == family.end()) continue;
+      for (const auto& g : family) out.push_back(model_.plan(q.op, q.bytes, g));
+      return out;
+    }
+  }
   for (const auto& g : symmetric_groups(q.group)) out.push_back(model_.plan(q.op, q.bytes, g));
   return out;
 }
