@@ -504,7 +504,9 @@ TEST(FullFidelityGroups, MoeCpCombinationsRunEveryCommTaskOnTheNetwork) {
            // Expert TP below TP: EP groups across TP ranks (and two nodes), expert-TP
            // all-gathers inside a TP group.
            {true, "tp = 2\npp = 2\ndp = 4\nep = 8\netp = 1\nsequence_parallel = true\nzero = 1\n"},
-           {true, "tp = 4\npp = 1\ndp = 4\nep = 8\netp = 2\nsequence_parallel = true\n"}}) {
+           {true, "tp = 4\npp = 1\ndp = 4\nep = 8\netp = 2\nsequence_parallel = true\n"},
+           // ep = tp with expert TP 1: each EP group is a TP group's ranks.
+           {true, "tp = 2\npp = 2\ndp = 4\nep = 2\netp = 1\nsequence_parallel = true\n"}}) {
     const auto dir = test::temp_dir("full-combo");
     Scenario sc = config::load_scenario(test::write(
         dir / "s.toml", head + (with_moe ? moe : "") + batch + "[parallel]\n" + parallel + tail));

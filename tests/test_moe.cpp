@@ -462,6 +462,32 @@ TEST(Moe, ExpertTpGatherMovesTheReceivedRows) {
   EXPECT_GT(c.etp_ag, Time::zero());
 }
 
+// With expert TP 1 under TP 2 and dp = 1, every TP rank holds whole experts trained on its
+// own tokens: the experts have two DP ranks though dense weights have none, and their
+// gradients are reduced (and ZeRO-1 shards and re-gathers them) over those ranks.
+TEST(Moe, ExpertDataParallelismWithoutDenseDataParallelismReduces) {
+  std::string text = test::replace(moe_scenario(1, "", "sequence_parallel = true\netp = 1\n"),
+                                   "tp = 1\npp = 2\ndp = 8\n", "tp = 2\npp = 2\ndp = 1\n");
+  text = test::replace(text, "gpus = 16", "gpus = 4");
+  text = test::replace(text, "global_batch = 32", "global_batch = 4");
+  const auto sc = load("edp", text);
+  ASSERT_EQ(sc.layout.dp_cp(), 1);
+  ASSERT_EQ(sc.layout.expert_dp(), 2);
+  const auto r = workload::simulate_step(sc);
+  std::size_t reduce = 0, gather = 0, dense_reduce = 0;
+  for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+    const auto& task = r.graph->task(t);
+    const std::string& l = r.graph->label(task.label);
+    if (task.category != Category::DpComm || task.duration == Time::zero()) continue;
+    reduce += l.rfind("expert-dp", 0) == 0 ? 1 : 0;
+    gather += l == "dp all_gather params" ? 1 : 0;
+    dense_reduce += l.rfind("dp reduce_scatter", 0) == 0 || l.rfind("dp all_reduce", 0) == 0 ? 1 : 0;
+  }
+  EXPECT_GT(reduce, 0U);
+  EXPECT_GT(gather, 0U);
+  EXPECT_EQ(dense_reduce, 0U);
+}
+
 TEST(Moe, LayoutRejectsIllegalExpertTensorParallelism) {
   const std::string tp2 = "tp = 2\npp = 2\ndp = 4\n";
   auto scen = [&](int ep, const std::string& extra) {

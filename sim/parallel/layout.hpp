@@ -99,8 +99,8 @@ struct Layout {
   [[nodiscard]] std::vector<std::vector<int>> dp_cp_groups(int pp_i) const;
   [[nodiscard]] std::vector<std::vector<int>> ep_groups(int pp_i) const;
   [[nodiscard]] std::vector<std::vector<int>> expert_dp_groups(int pp_i) const;
-  /// The expert-TP groups of stage pp_i (etp consecutive ranks each, inside a TP group); used
-  /// when 1 < etp < tp, where the experts' rows are gathered over them.
+  /// The expert-TP groups of stage pp_i (etp consecutive ranks each, inside a TP group): the
+  /// experts' received rows are gathered over them under SP with EP (or etp < tp), etp > 1.
   [[nodiscard]] std::vector<std::vector<int>> etp_groups(int pp_i) const;
   /// The pipeline transfers from stage `from` to stage `to`: {rank(t, c, d, from),
   /// rank(t, c, d, to)} for every (t, c, d).

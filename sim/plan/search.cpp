@@ -324,9 +324,9 @@ class Analyzer {
     double ep_comm = 0;
     if (m.moe.enabled() && L.ep > 1) {
       const int local_seq = m.seq_len / L.cp;  // 2 cp divides seq_len (validate)
-      // With expert TP below TP each rank sends its own sequence shard's rows.
-      const double rows = static_cast<double>(c.micro_batch) * local_seq * m.moe.top_k /
-                          (L.expert_tp() < L.tp ? L.tp : 1);
+      // Under SP each rank sends its own sequence shard's rows (moe_layer_cost: h/tp of T
+      // tokens or h of T/tp, the same bytes).
+      const double rows = static_cast<double>(c.micro_batch) * local_seq * m.moe.top_k / L.tp;
       const double a2a = ep_cost(rows * h * 2.0, L);
       ep_comm = mb * (static_cast<double>(m.moe_layers()) / L.pp) * 4.0 * a2a * (dual ? 0.2 : 1.0);
     }
@@ -492,12 +492,14 @@ class Analyzer {
         return std::max(gd_[k], a) - gd_[k] + std::max(gw_[k], r) - gw_[k];
       };
       t.tp_wait_bwd = (sp ? 2 * ag : 0.0) + column(0) + column(2);
-      // MoE MLP (builder moe_forward / moe_backward): without tp_comm_overlap the block's
-      // input all-gather (SP) and output reduction are waited for like the dense MLP's; with
-      // it only the attention half is counted (0 for the MLP half: safe). Backward: SP
-      // re-gathers the output gradient before the MLP (+AG), the attention half as dense.
-      t.moe_tp_wait_fwd = tco ? attn_wait_fwd : t.tp_fwd;
-      t.moe_tp_wait_bwd = (sp ? 2 * ag : 0.0) + column(0);
+      // MoE MLP (builder moe_forward / moe_backward): only the attention half is counted (0
+      // for the MLP half: safe). The block's own TP waits depend on EP and the expert TP
+      // (the wrapped block waits like the dense MLP; on local tokens there are none without
+      // shared experts, and an expert-TP gather of top-k times the bytes with etp > 1), and
+      // these times are shared by every (ep, etp). Backward: the projection's output-gradient
+      // all-gather (SP) and the QKV column, as dense.
+      t.moe_tp_wait_fwd = attn_wait_fwd;
+      t.moe_tp_wait_bwd = (sp ? ag : 0.0) + column(0);
     }
     model::ActivationOptions aopt;
     aopt.tp = tp;
@@ -801,12 +803,17 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
                 // Megatron-Core refuses EP (or expert TP below TP) with TP but without SP.
                 if ((ep > 1 || etp == 1) && tp > 1 && sp == 0) continue;
                 for (Recompute rc : rcs) {
-                  // With dp x cp = 1 there is nothing to shard or reduce: ZeRO and the DP
-                  // overlap flags are one point (zero 0, overlap_grad_reduce on).
+                  // With nothing to shard or reduce (dp x cp = 1 and no expert-DP ranks)
+                  // ZeRO and the DP overlap flags are one point (zero 0, overlap on).
                   const int dpc = dp * cp;
-                  const int zmax = dpc == 1 ? 0 : reduced ? 1 : (pp == 1 ? 3 : 1);
+                  // The expert weights' own DP group (tp/etp x dp x cp / ep) can shard
+                  // and reduce even with dp x cp = 1.
+                  const int edp =
+                      m.moe.enabled() ? (etp == 1 ? tp : 1) * dpc / ep : dpc;
+                  const bool shards = dpc > 1 || edp > 1;
+                  const int zmax = !shards ? 0 : reduced ? 1 : (pp == 1 ? 3 : 1);
                   for (int z = reduced ? zmax : 0; z <= zmax; ++z) {
-                    for (int ogr = (reduced || dpc == 1) ? 1 : 0; ogr <= 1; ++ogr) {
+                    for (int ogr = (reduced || !shards) ? 1 : 0; ogr <= 1; ++ogr) {
                       for (int opg = reduced ? (z == 1 || z == 2 ? 1 : 0) : 0; opg <= (z == 1 || z == 2 ? 1 : 0); ++opg) {
                         for (int tco = reduced ? (tp > 1 ? 1 : 0) : 0; tco <= (tp > 1 ? 1 : 0); ++tco) {
                           Candidate c;

@@ -225,7 +225,7 @@ class StepBuilder final : public PassEmitter {
   void schedule_param_gathers(const StageStreams& st, TaskId after) {
     const auto& L = sc_.layout;
     gathers_.assign(static_cast<std::size_t>(v_), {});
-    if (L.dp_cp() == 1 || (L.zero != 1 && L.zero != 2)) return;
+    if (!grad_comm() || (L.zero != 1 && L.zero != 2)) return;
     if (after == kNoId && !L.overlap_param_gather) return;
     for (int c = 0; c < v_; ++c) {
       auto& gathers = gathers_[static_cast<std::size_t>(c)];
@@ -256,7 +256,7 @@ class StepBuilder final : public PassEmitter {
   /// the optimizer step and the parameter gathers for the next step.
   void end_update(const StageStreams& st, TaskId last_compute, int group) {
     const auto& L = sc_.layout;
-    const bool dp_comm = L.dp_cp() > 1;
+    const bool dp_comm = grad_comm();
     // Megatron-LM's local DDP divides the whole gradient buffer by DP after the backward,
     // whatever DP is (GradScaling::Buffer); the reductions below wait for it.
     if (sc_.training.grad_scaling == GradScaling::Buffer && L.zero < 3) {
@@ -272,6 +272,7 @@ class StepBuilder final : public PassEmitter {
       TaskId prev = last_compute;
       for (int c = v_ - 1; c >= 0; --c) {
         for (double bytes : bucket_bytes(chunk_trainable(stage_, c))) {
+          if (L.dp_cp() == 1) break;  // only the experts have DP ranks (expert TP below TP)
           const TaskId t = g_.add_task(st.dp, dp_cost(grad_op(), bytes), Category::DpComm,
                                        l_grad_reduce_);
           g_.add_dependency(bucket_scale(st, bytes, prev), t);
@@ -909,7 +910,7 @@ class StepBuilder final : public PassEmitter {
   TaskId tp(const CommCost& c, TaskId after = kNoId) {
     return comm(st_->tp, c.time, Category::TpComm, c.label, after);
   }
-  /// An expert-TP collective (1 < etp < tp), on the TP stream.
+  /// An expert-TP collective (MoeLayerCost::etp_ag / etp_rs), on the TP stream.
   TaskId etp(Time d, LabelId label) { return comm(st_->tp, d, Category::TpComm, label); }
   /// ZeRO-3: all-gather `params` (a layer, the embedding, the head) before they are used.
   void zero3_gather(double params) {
@@ -939,7 +940,7 @@ class StepBuilder final : public PassEmitter {
     for (; gather_->next < needed; ++gather_->next) wait_.push_back(gather_->tasks[gather_->next]);
   }
   void add_grads(double params) {
-    if (!reduce_now_ || sc_.layout.zero == 3) return;
+    if (!reduce_now_ || sc_.layout.zero == 3 || sc_.layout.dp_cp() == 1) return;
     bucket_fill_ += params;
     if (bucket_fill_ >= bucket_params_) flush_bucket();
   }
@@ -989,6 +990,9 @@ class StepBuilder final : public PassEmitter {
   }
 
   bool tp_on() const { return tp_ > 1; }
+  /// Whether gradients are reduced at all: over DP x CP, or (expert TP below TP) over the
+  /// experts' own DP group, which can have ranks with dp x cp = 1.
+  bool grad_comm() const { return sc_.layout.dp_cp() > 1 || sc_.layout.expert_dp() > 1; }
   bool overlap() const { return sc_.layout.tp_comm_overlap; }
 
   /// Column-parallel GEMM preceded (SP) by the all-gather of its input.
@@ -1106,10 +1110,10 @@ class StepBuilder final : public PassEmitter {
   /// MoE MLP forward (Megatron-Core all-to-all token dispatcher): router, permute, dispatch
   /// all-to-all with the shared experts on the compute stream while it runs (part a); the
   /// local experts' grouped GEMMs and the combine all-to-all (part b); un-permute (part c).
-  /// With TP, the block is wrapped in the dense MLP's TP collectives (expert TP = TP). With
-  /// expert TP below TP (mc.local_tokens) each rank routes its own sequence shard and only the
-  /// shared experts are wrapped in TP collectives; 1 < etp < tp gathers the received rows
-  /// over the expert-TP group around the experts.
+  /// On local tokens (SP with EP, or expert TP below TP: mc.local_tokens) each rank routes its
+  /// own sequence shard, the received rows are gathered over the expert-TP group around the
+  /// experts (etp > 1), and only the shared experts are wrapped in TP collectives; otherwise
+  /// (no SP, or EP 1 with expert TP = TP) the block is wrapped in the dense MLP's.
   void moe_forward_a(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (tp_on() && sp_ && !mc.local_tokens) wait_.push_back(tp(c_.tp_ag));
@@ -1175,14 +1179,16 @@ class StepBuilder final : public PassEmitter {
   void moe_backward_b(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (mc.unsort_chunks > Time()) compute(mc.unsort_chunks, l_permute_bwd_);
-    if (mc.etp_rs > Time()) wait_.push_back(etp(mc.etp_rs, l_etp_ag_bwd_));
+    // The conjugates of the forward's: the output gradients all-gathered, the input
+    // gradients reduce-scattered.
+    if (mc.etp_ag > Time()) wait_.push_back(etp(mc.etp_ag, l_etp_ag_bwd_));
     compute(mc.expert_out.dgrad, l_expert_bwd_);
     if (!input_only_) compute(mc.expert_out.wgrad, l_expert_wgrad_);
     compute(mc.expert_act_bwd, l_expert_bwd_);
     moe_ag_input_ = kNoId;
     if (!input_only_ && tp_on() && sp_ && !mc.local_tokens) moe_ag_input_ = tp(c_.tp_ag_wgrad);
     compute(mc.expert_in.dgrad, l_expert_bwd_);
-    if (mc.etp_ag > Time()) wait_.push_back(etp(mc.etp_ag, l_etp_rs_bwd_));
+    if (mc.etp_rs > Time()) wait_.push_back(etp(mc.etp_rs, l_etp_rs_bwd_));
     if (sc_.layout.ep > 1) {
       if (mc.sort_chunks > Time()) compute(mc.sort_chunks, l_permute_bwd_);
       wait_.push_back(comm(st_->ep, mc.dispatch_bwd, Category::EpComm, l_dispatch_bwd_));
@@ -1290,7 +1296,7 @@ class StepBuilder final : public PassEmitter {
   /// Gradient reduction state for a backward or W pass: buckets are reduced during the last
   /// pass that produces weight gradients of the chunk.
   void begin_reduction() {
-    reduce_now_ = !input_only_ && sc_.layout.dp_cp() > 1 && sc_.layout.overlap_grad_reduce &&
+    reduce_now_ = !input_only_ && grad_comm() && sc_.layout.overlap_grad_reduce &&
                   sc_.layout.zero < 3 && reduce_trigger_;
     bucket_fill_ = 0;
     expert_fill_ = 0;

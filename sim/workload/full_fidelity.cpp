@@ -266,7 +266,9 @@ void FullFidelity::convert(TaskGraph& g) {
       // kind on the stage's slowest copy (net::slowest_group), and a CP ring task lasts as
       // long as the slowest hop of any ring; symmetric_groups expands any copy to all.
       if (coord_of(layout_, q.group.front()).p != stage) continue;
-      if (tp_task != is_tp_group(q.group)) continue;
+      // (An all-to-all is never a TP collective, though with expert TP 1 and ep = tp its
+      // group can be a TP group.)
+      if (task.category != Category::EpComm && tp_task != is_tp_group(q.group)) continue;
       if (!fits(task.category, q)) continue;
       if (external_of[i] == kNoId) {
         external_of[i] = static_cast<std::uint32_t>(ops_.size());

@@ -125,8 +125,8 @@ class FullFidelity {
   /// (and the pipeline-wide sync) span stages, EP tasks are all-to-alls, CP ring hops are
   /// CP tasks (a transfer and a ring step of equal time must not swap flows).
   [[nodiscard]] bool fits(Category category, const RecordingModel::Query& q) const;
-  /// A whole TP group (tp > 1): ranks t = 0..tp-1 of one (CP, DP, PP) position, in order; or,
-  /// with 1 < etp < tp, an expert-TP group (Layout::etp_groups).
+  /// A whole TP group (tp > 1): ranks t = 0..tp-1 of one (CP, DP, PP) position, in order; or
+  /// an expert-TP group (Layout::etp_groups, etp > 1).
   [[nodiscard]] bool is_tp_group(const std::vector<int>& group) const;
   /// A send/recv between two CP ranks of one (TP, DP, PP) position: a ring-attention hop.
   [[nodiscard]] bool is_cp_hop(const RecordingModel::Query& q) const;
