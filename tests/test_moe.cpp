@@ -8,6 +8,7 @@
 
 #include "config/hf_config.hpp"
 #include "config/scenario.hpp"
+#include "config/scenario_writer.hpp"
 #include "cost/cost_model.hpp"
 #include "hw/gpu.hpp"
 #include "hw/topology.hpp"
@@ -939,4 +940,120 @@ TEST(MoeRouting, PermutationKernelsMoveTheirDocumentedBytes) {
   EXPECT_EQ(c.sort_chunks,
             cost.memory_bound(2.0 * static_cast<double>(c.rows_busiest) * row));
   EXPECT_GT(c.sort_chunks, Time());
+}
+
+// Selective recompute of Megatron-Core's modules (training.recompute_modules).
+namespace {
+
+std::string one_gpu_scenario(const std::string& training_extra) {
+  return "version = 1\nname = \"rc\"\n"
+         "[model]\nlayers = 2\nhidden = 1024\nheads = 16\nkv_heads = 4\nffn_hidden = 4096\n"
+         "vocab = 32000\nseq_len = 1024\nactivation = \"swiglu\"\nnorm = \"rmsnorm\"\n"
+         "[training]\nglobal_batch = 4\nmicro_batch = 1\nrecompute = \"selective\"\n" +
+         training_extra + "[parallel]\ntp = 1\npp = 1\ndp = 1\n"
+         "[cluster]\ntopology = \"" +
+         (test::source_dir() / "topologies/single-h200.toml").string() + "\"\ngpus = 1\n";
+}
+
+double labelled(const workload::StepResult& r, const std::string& label, std::size_t* count = nullptr) {
+  double sum = 0;
+  std::size_t n = 0;
+  for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+    const auto& task = r.graph->task(t);
+    if (r.graph->label(task.label) != label) continue;
+    sum += task.duration.seconds();
+    ++n;
+  }
+  if (count != nullptr) *count = n;
+  return sum;
+}
+
+}  // namespace
+
+// Oracle: on one GPU every kernel runs on one stream, so recomputing the MLP (module "mlp")
+// lengthens the step by exactly one more forward of its three kernels per layer and
+// microbatch; the activations kept shrink by the MLP's tensors (gate, up, down input:
+// 6 bytes x ffn per token and layer, Korthikanti et al. 2022 §4); HFU counts the MLP's
+// forward FLOPs once more (6·h·ffn per token and layer for SwiGLU).
+TEST(Recompute, MlpModuleRerunsTheMlpForwardAndDropsItsTensors) {
+  const auto base = workload::simulate_step(load("rc-base", one_gpu_scenario("")));
+  const auto mlp = workload::simulate_step(
+      load("rc-mlp", one_gpu_scenario("recompute_modules = [\"core_attn\", \"mlp\"]\n")));
+  double fwd = 0;
+  std::size_t n = 0, k = 0;
+  for (const char* op : {"mlp_gate_up", "swiglu", "mlp_down"}) {
+    fwd += labelled(mlp, op, &n);
+    EXPECT_DOUBLE_EQ(labelled(mlp, std::string("recompute ") + op, &k), labelled(mlp, op));
+    EXPECT_EQ(k, n);
+    EXPECT_EQ(n, 2U * 4U);  // 2 layers x 4 microbatches
+    EXPECT_DOUBLE_EQ(labelled(base, std::string("recompute ") + op), 0.0);
+  }
+  EXPECT_NEAR(mlp.step_time.seconds() - base.step_time.seconds(), fwd, 1e-9);
+  const double tokens = 1024;
+  EXPECT_NEAR(base.stages[0].memory.activations - mlp.stages[0].memory.activations,
+              2 * 6.0 * 4096 * tokens, 1.0);
+  EXPECT_NEAR(mlp.hardware_flops - base.hardware_flops, 6.0 * 1024 * 4096 * 4 * tokens * 2,
+              1e-6 * mlp.hardware_flops);
+  // Without core_attn the attention core is kept (and not recomputed).
+  const auto none = workload::simulate_step(
+      load("rc-none", one_gpu_scenario("recompute_modules = [\"layernorm\"]\n")));
+  EXPECT_DOUBLE_EQ(labelled(none, "recompute attention"), 0.0);
+  std::size_t norms = 0;
+  (void)labelled(none, "recompute attn_norm", &norms);
+  EXPECT_EQ(norms, 2U * 4U);
+  EXPECT_LT(none.step_time, base.step_time + Time::from_seconds(labelled(none, "recompute attn_norm") +
+                                                                labelled(none, "recompute mlp_norm") + 1e-9));
+}
+
+// Module "moe" re-runs the whole MoE block in backward, its dispatch and combine included;
+// "moe_act" only the experts' activation.
+TEST(Recompute, MoeModulesRerunTheBlockOrItsActivation) {
+  auto with = [](const std::string& modules) {
+    std::string text = moe_scenario(8, "routing = \"uniform\"\n");
+    text = test::replace(text, "micro_batch = 1\n",
+                         "micro_batch = 1\nrecompute = \"selective\"\n" + modules);
+    return workload::simulate_step(load("rc-moe", text));
+  };
+  auto ep_tasks = [](const workload::StepResult& r) {
+    std::size_t n = 0;
+    for (TaskId t = 0; t < r.graph->num_tasks(); ++t) n += r.graph->task(t).category == Category::EpComm ? 1 : 0;
+    return n;
+  };
+  const auto base = with("");
+  const auto moe = with("recompute_modules = [\"core_attn\", \"moe\"]\n");
+  const auto act = with("recompute_modules = [\"core_attn\", \"moe_act\"]\n");
+  const std::size_t layers_x_mb = 4U * (32 / 8);
+  EXPECT_EQ(ep_tasks(moe) - ep_tasks(base), 2U * layers_x_mb);
+  EXPECT_GT(moe.step_time, base.step_time);
+  EXPECT_LT(moe.stages[0].memory.activations, act.stages[0].memory.activations);
+  EXPECT_LT(act.stages[0].memory.activations, base.stages[0].memory.activations);
+  std::size_t n_base = 0, n_act = 0;
+  (void)labelled(base, "expert_act", &n_base);
+  (void)labelled(act, "expert_act", &n_act);
+  EXPECT_EQ(n_act - n_base, layers_x_mb);
+  EXPECT_GT(moe.hardware_flops, base.hardware_flops);
+  EXPECT_DOUBLE_EQ(act.hardware_flops, base.hardware_flops);  // an activation has no FLOPs
+}
+
+TEST(Recompute, ModulesAreCheckedAndWrittenBack) {
+  auto err = [](const std::string& name, const std::string& extra) {
+    return load_error(name, one_gpu_scenario(extra));
+  };
+  EXPECT_NE(err("rc-x", "recompute_modules = [\"mlp\", \"attn\"]\n").find("(got \"attn\")"),
+            std::string::npos);
+  EXPECT_NE(err("rc-mla", "recompute_modules = [\"mla_up_proj\"]\n").find("not simulated yet"),
+            std::string::npos);
+  EXPECT_NE(err("rc-2", "recompute_modules = [\"mlp\", \"mlp\"]\n").find("twice"), std::string::npos);
+  const std::string full = test::replace(one_gpu_scenario("recompute_modules = [\"mlp\"]\n"),
+                                         "recompute = \"selective\"", "recompute = \"full\"");
+  const std::string e = load_error("rc-full", full);
+  EXPECT_NE(e.find("training.recompute_modules needs recompute = \"selective\""), std::string::npos) << e;
+  EXPECT_NE(e.find("s.toml:"), std::string::npos) << e;
+  // Written back, read again: the same modules and the same step.
+  const auto sc = load("rc-w", one_gpu_scenario("recompute_modules = [\"mlp\", \"layernorm\"]\n"));
+  const auto dir = test::temp_dir("rc-write");
+  const auto back = config::load_scenario(test::write(dir / "b.toml", config::scenario_toml(sc)));
+  EXPECT_TRUE(back.training.recompute_modules == sc.training.recompute_modules);
+  EXPECT_FALSE(back.training.recompute_modules.core_attn);
+  EXPECT_EQ(workload::simulate_step(back).step_time, workload::simulate_step(sc).step_time);
 }

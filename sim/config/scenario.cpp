@@ -48,7 +48,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
         "capacity_factor", "moe_layer_freq", "first_dense_layers", "routing", "zipf_exponent",
         "imbalance", "permute_fusion"}},
       {"training",
-       {"global_batch", "micro_batch", "dtype", "recompute", "optimizer", "tokens",
+       {"global_batch", "micro_batch", "dtype", "recompute", "recompute_modules", "optimizer", "tokens",
         "attention", "bias_kernels", "wgrad_accumulation", "grad_scaling", "lora"}},
       {"training.lora", {"rank", "targets"}},
       {"parallel",
@@ -489,6 +489,34 @@ void read_lora(const std::string& file, const toml::node& node, workload::LoraSp
   }
 }
 
+/// training.recompute_modules = ["core_attn", "mlp", "moe", "moe_act", "layernorm",
+/// "shared_experts"] (Megatron-Core's names; with recompute = "selective" only).
+model::RecomputeModules read_recompute_modules(Section& t, const toml::node& node) {
+  const toml::array* arr = node.as_array();
+  const char* expected = "training.recompute_modules must be an array of \"core_attn\", \"mlp\", "
+                         "\"moe\", \"moe_act\", \"layernorm\", \"shared_experts\"";
+  if (arr == nullptr) t.fail_at(node.source(), expected);
+  model::RecomputeModules m;
+  m.core_attn = false;
+  for (const toml::node& e : *arr) {
+    const auto* str = e.as_string();
+    const std::string v = str != nullptr ? str->get() : std::string();
+    if (v == "mla_up_proj") {
+      t.fail_at(e.source(), "training.recompute_modules: \"mla_up_proj\" is not simulated yet");
+    }
+    bool* flag = v == "core_attn" ? &m.core_attn : v == "mlp" ? &m.mlp : v == "moe" ? &m.moe
+                 : v == "moe_act" ? &m.moe_act : v == "layernorm" ? &m.layernorm
+                 : v == "shared_experts" ? &m.shared_experts : nullptr;
+    if (flag == nullptr) {
+      t.fail_at(e.source(), std::string(expected) + " (got " +
+                                (str != nullptr ? "\"" + v + "\"" : type_name(e)) + ")");
+    }
+    if (*flag) t.fail_at(e.source(), "training.recompute_modules names \"" + v + "\" twice");
+    *flag = true;
+  }
+  return m;
+}
+
 /// [simulation] stragglers = [{ gpu = 17, speed = 0.8, nic_bandwidth = 0.5,
 /// nvlink_bandwidth = 1.0 }, ...]: factors in [0.001, 1] (slower than nominal), full fidelity only.
 void load_stragglers(const std::string& file, const toml::node& st, workload::Scenario& sc) {
@@ -629,6 +657,12 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
                                                           {"selective", model::Recompute::Selective},
                                                           {"full", model::Recompute::Full}})
                      .value_or(model::Recompute::None);
+  if (const toml::node* rm = t.node("recompute_modules")) {
+    if (tr.recompute != model::Recompute::Selective) {
+      t.fail_at(rm->source(), "training.recompute_modules needs recompute = \"selective\"");
+    }
+    tr.recompute_modules = read_recompute_modules(t, *rm);
+  }
   (void)t.choice<int>("optimizer", {{"adam", 0}});
   tr.flash_attention = t.choice<bool>("attention", {{"flash", true}, {"unfused", false}})
                            .value_or(true);

@@ -91,6 +91,17 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                        {"wgrad_accumulation", tr.fused_wgrad_accumulation ? "fused" : "separate"},
                        {"grad_scaling", workload::grad_scaling_name(tr.grad_scaling)}};
   if (tr.tokens) training.insert("tokens", *tr.tokens);
+  if (tr.recompute == model::Recompute::Selective && !(tr.recompute_modules == model::RecomputeModules{})) {
+    const auto& rm = tr.recompute_modules;
+    toml::array modules;
+    for (const auto& [on, name] : {std::pair{rm.core_attn, "core_attn"}, std::pair{rm.mlp, "mlp"},
+                                   std::pair{rm.moe, "moe"}, std::pair{rm.moe_act, "moe_act"},
+                                   std::pair{rm.layernorm, "layernorm"},
+                                   std::pair{rm.shared_experts, "shared_experts"}}) {
+      if (on) modules.push_back(name);
+    }
+    training.insert("recompute_modules", std::move(modules));
+  }
   if (tr.lora.enabled()) {
     toml::array targets;
     if (tr.lora.qkv) targets.push_back("qkv");

@@ -14,21 +14,32 @@ double activation_bytes_per_layer(const ModelSpec& m, std::int64_t b,
   const double outside_div = opt.sequence_parallel ? t : 1.0;
   if (opt.recompute == Recompute::Full) return 2.0 * sbh / outside_div;
 
+  const bool selective = opt.recompute == Recompute::Selective;
   // Outside the TP region, bytes per sbh:
   //   attention: QKV input 2, output dropout mask 1; MLP: fc1 input 2, dropout mask 1;
-  //   two norms' inputs 2 + 2.
-  const double outside = (2 + 1 + 2 + 1 + 2 + 2) * sbh;
+  //   two norms' inputs 2 + 2. Recomputed norms do not keep their outputs (the QKV and fc1
+  //   inputs).
+  const double norm_outputs = selective && opt.modules.layernorm ? 0.0 : 2 + 2;
+  const double outside = (norm_outputs + 1 + 1 + 2 + 2) * sbh;
   // Inside the TP region (split over t):
   //   Q and K for Q·K^T (2 + 2·kv), V (2·kv), projection input 2, MLP tensors.
-  const double ffn_ratio = static_cast<double>(m.ffn_hidden) / h;
-  const double mlp_inside = m.activation == Activation::SwiGLU
-                                ? (2 + 2 + 2) * ffn_ratio  // gate, up, down input
-                                : (2 + 2) * ffn_ratio;     // GeLU input, fc2 input
-  const double inside = (2 + 2 * kv_frac + 2 * kv_frac + 2 + mlp_inside) * sbh;
+  const double inside = (2 + 2 * kv_frac + 2 * kv_frac + 2) * sbh;
+  const double mlp = selective && opt.modules.mlp ? 0.0 : mlp_activation_bytes(m, m.ffn_hidden, b, 1);
   // Attention core: softmax output 2as²b, dropout mask as²b, dropout output 2as²b.
-  const bool keep_core = opt.recompute == Recompute::None && !opt.flash_attention;
+  const bool keep_core = (opt.recompute == Recompute::None ||
+                          (selective && !opt.modules.core_attn)) &&
+                         !opt.flash_attention;
   const double core = keep_core ? 5.0 * a * s * s * bd : 0.0;
-  return outside / outside_div + (inside + core) / t;
+  return outside / outside_div + (inside + mlp + core) / t;
+}
+
+double mlp_activation_bytes(const ModelSpec& m, double ffn, std::int64_t b, int tp,
+                            bool act_recomputed) {
+  const double sb = static_cast<double>(m.seq_len) * static_cast<double>(b);
+  const double act_output = act_recomputed ? 0.0 : 2.0;  // the down / fc2 input
+  const double per = m.activation == Activation::SwiGLU ? 2 + 2 + act_output  // gate, up
+                                                        : 2 + act_output;     // act input
+  return per * ffn * sb / tp;
 }
 
 StateMemory model_state_bytes(double params, int dp, int zero_stage, double grad_bytes) {

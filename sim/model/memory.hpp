@@ -14,14 +14,27 @@ struct ActivationOptions {
   Recompute recompute = Recompute::None;
   /// FlashAttention never stores the a·s²·b softmax tensors (as with selective recompute).
   bool flash_attention = false;
+  /// With Recompute::Selective: what is recomputed (core_attn: the softmax tensors; mlp: the
+  /// MLP's tensors; layernorm: the two norms' outputs, the QKV and fc1 inputs). The MoE
+  /// modules are applied by the caller through mlp_activation_bytes.
+  RecomputeModules modules;
 };
+
+/// The bytes an MLP of width `ffn` keeps inside the TP region per micro-batch of b sequences
+/// (split over tp; Korthikanti et al. 2022 §4): SwiGLU its gate and up outputs and the down
+/// input (2 + 2 + 2 bytes per element), a two-matrix MLP the activation input and the fc2
+/// input (2 + 2); with `act_recomputed` (Megatron-Core's moe_act) the fc2 / down input is not
+/// kept.
+double mlp_activation_bytes(const ModelSpec& m, double ffn, std::int64_t b, int tp,
+                            bool act_recomputed = false);
 
 /// Activation bytes one transformer layer keeps for the backward pass, per micro-batch of b
 /// sequences, with 16-bit activations and 1-byte dropout masks. Computed tensor by tensor
 /// after Korthikanti et al. 2022 §4 (attention 11sbh + 5as²b, MLP 19sbh, norms 4sbh for a GPT
 /// shape); TP divides the tensors inside the TP region by t, SP divides the rest by t,
-/// selective recompute drops the attention-core tensors, full recompute keeps the layer
-/// input only (2sbh, /t with SP). Generalised to GQA (K, V sized by kv_heads) and SwiGLU.
+/// selective recompute drops the attention-core tensors (and what opt.modules names), full
+/// recompute keeps the layer input only (2sbh, /t with SP). Generalised to GQA (K, V sized
+/// by kv_heads) and SwiGLU.
 /// For a GPT shape this equals sbh(34 + 5as/h) and the variants of their Table 2.
 double activation_bytes_per_layer(const ModelSpec& m, std::int64_t b,
                                   const ActivationOptions& opt);

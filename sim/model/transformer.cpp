@@ -327,13 +327,29 @@ double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch) {
   return f;
 }
 
-double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r) {
+namespace {
+/// Whether selective recompute with `mods` repeats `op` of a layer (MoE or dense) forward.
+bool recomputed(const Op& op, bool moe_layer, const RecomputeModules& mods) {
+  if (op.kind == OpKind::Attention) return mods.core_attn;
+  const bool mlp_op = op.name.rfind("mlp_", 0) == 0 || op.kind == OpKind::Activation;
+  const bool moe_op = op.name == "router" || op.name.rfind("expert_", 0) == 0 ||
+                      op.name.rfind("shared_", 0) == 0;
+  if (moe_layer && moe_op) {
+    return mods.moe || (mods.shared_experts && op.name.rfind("shared_", 0) == 0);
+  }
+  return !moe_layer && mlp_op && mods.mlp;
+}
+}  // namespace
+
+double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r,
+                               const RecomputeModules& modules) {
   double f = model_flops_per_step(m, global_batch);
   if (r == Recompute::None) return f;
   auto recompute_flops = [&](int layer) {
     double x = 0;
+    const bool moe_layer = layer >= 0 && m.is_moe_layer(layer);
     for (const Op& op : layer_ops_at(m, layer, global_batch)) {
-      if (r == Recompute::Full || op.kind == OpKind::Attention) x += op.flops.fwd;
+      if (r == Recompute::Full || recomputed(op, moe_layer, modules)) x += op.flops.fwd;
     }
     return x;
   };
@@ -343,14 +359,17 @@ double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Re
   return f + extra;
 }
 
-double causal_masked_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r) {
+double causal_masked_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r,
+                                    const RecomputeModules& modules) {
   if (!m.causal) return 0;
   auto attention = [&](int layer) {
     double x = 0;
     for (const Op& op : layer_ops_at(m, layer, global_batch)) {
       if (op.kind != OpKind::Attention) continue;
       x += op.flops.total();
-      if (r != Recompute::None) x += op.flops.fwd;
+      if (r == Recompute::Full || (r == Recompute::Selective && modules.core_attn)) {
+        x += op.flops.fwd;
+      }
     }
     return x;
   };

@@ -19,6 +19,19 @@ enum class Activation { GeLU, SwiGLU };
 enum class Norm { LayerNorm, RMSNorm };
 enum class Recompute { None, Selective, Full };
 
+/// What selective recompute re-runs in backward instead of keeping for it: Megatron-Core's
+/// `--recompute-modules` (TransformerConfig.recompute_modules, core_r0.13; default
+/// ["core_attn"], Korthikanti et al. 2022's selective recompute). core_attn: the attention
+/// core; mlp: the dense layers' MLP (its TP collectives included); moe: the MoE layers' whole
+/// MLP block (router, dispatch and combine all-to-alls, experts, shared experts); moe_act: the
+/// routed experts' activation function; layernorm: the two norms; shared_experts: the shared
+/// experts. Megatron-Core's mla_up_proj is not simulated.
+struct RecomputeModules {
+  bool core_attn = true, mlp = false, moe = false, moe_act = false, layernorm = false,
+       shared_experts = false;
+  bool operator==(const RecomputeModules&) const = default;
+};
+
 const char* activation_name(Activation a);
 const char* norm_name(Norm n);
 const char* recompute_name(Recompute r);
@@ -203,11 +216,14 @@ double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch);
 /// Hardware FLOPs: model FLOPs plus what recompute repeats. Full: one more forward of every
 /// layer (not of the head): Narayanan et al. 2021 Eq. 3, 96·B·s·l·h²(1 + s/6h + V/16lh).
 /// Selective: one more attention core forward (Korthikanti et al. 2022 §5).
-double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r);
+/// Selective with `modules`: one more forward of each recomputed module's GEMMs and core.
+double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r,
+                               const RecomputeModules& modules = {});
 /// The attention-core FLOPs that a causal mask skips in one step: half of Q·K^T and P·V in
 /// forward, backward and a recomputed forward (selective or full recompute), which the
 /// model-FLOP convention above counts in full (Megatron-LM, PaLM Appendix B) while causal
 /// kernels (FlashAttention) skip the masked blocks. 0 when the model is not causal.
-double causal_masked_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r);
+double causal_masked_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r,
+                                    const RecomputeModules& modules = {});
 
 }  // namespace trainsim::model

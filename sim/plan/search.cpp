@@ -708,6 +708,9 @@ workload::Scenario apply(const workload::Scenario& base, const Candidate& c) {
   s.layout = c.layout;
   s.training.micro_batch = c.micro_batch;
   s.training.recompute = c.recompute;
+  // The search's selective recompute is the attention core's (its bounds and estimates
+  // price that one), whatever modules the base scenario names.
+  s.training.recompute_modules = {};
   return s;
 }
 

@@ -581,6 +581,7 @@ class StepBuilder final : public PassEmitter {
         add([this, idx] {
           zero3_gather(layer_params_at(idx));  // before recompute and backward
           if (sc_.training.recompute == model::Recompute::Full) layer_forward(true, idx);
+          recompute_mlp_block(idx);
           compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
           if (sc_.model.is_moe_layer(idx)) moe_backward_a(idx);
         }, moe && moe_ep);
@@ -1144,11 +1145,35 @@ class StepBuilder final : public PassEmitter {
       wait_.push_back(comm(st_->ep, mc.combine, Category::EpComm, l_combine_));
     }
   }
-  void moe_forward_c(int idx) {
+  void moe_forward_c(int idx, bool residual = true) {
     const MoeLayerCost& mc = moe_cost(idx);
     if (mc.router) compute(mc.unpermute, l_permute_);
     if (tp_on() && (!mc.local_tokens || mc.shared)) wait_.push_back(tp(sp_ ? c_.tp_rs : c_.tp_ar));
-    compute(c_.mlp_residual.fwd, c_.mlp_residual.fwd_label);
+    if (residual) compute(c_.mlp_residual.fwd, c_.mlp_residual.fwd_label);
+  }
+  /// The modules selective recompute re-runs, or nullptr without selective recompute.
+  const model::RecomputeModules* rc_modules() const {
+    return sc_.training.recompute == model::Recompute::Selective ? &sc_.training.recompute_modules
+                                                                 : nullptr;
+  }
+  /// Selective recompute before a layer's MLP backward (Megatron-Core --recompute-modules):
+  /// the MLP norm's output (layernorm); a dense layer's MLP forward with its TP collectives
+  /// (mlp); an MoE layer's whole block forward, all-to-alls included (moe).
+  void recompute_mlp_block(int idx) {
+    const model::RecomputeModules* rm = rc_modules();
+    if (rm == nullptr) return;
+    if (rm->layernorm) compute(c_.mlp_norm.fwd, c_.mlp_norm.recompute_label);
+    if (sc_.model.is_moe_layer(idx)) {
+      if (!rm->moe) return;
+      moe_forward_a(idx);
+      moe_forward_b(idx);
+      moe_forward_c(idx, false);
+      return;
+    }
+    if (!rm->mlp) return;
+    gather_then_gemm(c_.mlp_in, true);
+    compute(c_.act.fwd, c_.act.recompute_label);
+    gemm_then_reduce(c_.mlp_out, true);
   }
   /// MoE MLP backward: output gradients to the experts (combine's conjugate) while the
   /// shared experts' backward runs (part a); the experts' dgrad and wgrad, input gradients
@@ -1163,6 +1188,14 @@ class StepBuilder final : public PassEmitter {
         sc_.layout.ep > 1 ? comm(st_->ep, mc.combine_bwd, Category::EpComm, l_combine_bwd_)
                           : kNoId;
     if (mc.shared) {
+      if (const auto* rm = rc_modules(); rm != nullptr && rm->shared_experts && !rm->moe) {
+        // Recomputed: the shared experts' forward (on local tokens after their input
+        // all-gather).
+        if (tp_on() && sp_ && mc.local_tokens) wait_.push_back(tp(c_.tp_ag));
+        compute(mc.shared_in.fwd, l_shared_in_);
+        compute(mc.shared_act_fwd, l_shared_act_);
+        compute(mc.shared_out.fwd, l_shared_out_);
+      }
       // On local tokens the shared experts are a sequence-parallel MLP of their own: the
       // output gradient gathered first, the input re-gathered for the weight gradient.
       TaskId ag_input = kNoId;
@@ -1178,6 +1211,9 @@ class StepBuilder final : public PassEmitter {
   }
   void moe_backward_b(int idx) {
     const MoeLayerCost& mc = moe_cost(idx);
+    if (const auto* rm = rc_modules(); rm != nullptr && rm->moe_act && !rm->moe) {
+      compute(mc.expert_act_fwd, l_expert_act_);  // the experts' activation, recomputed
+    }
     if (mc.unsort_chunks > Time()) compute(mc.unsort_chunks, l_permute_bwd_);
     // The conjugates of the forward's: the output gradients all-gathered, the input
     // gradients reduce-scattered.
@@ -1314,10 +1350,10 @@ class StepBuilder final : public PassEmitter {
     compute(c_.mlp_norm.bwd_input, c_.mlp_norm.bwd_label);
     compute(c_.attn_residual.bwd_input, c_.attn_residual.bwd_label);
     row_backward(c_.proj);
-    if (sc_.training.recompute == model::Recompute::Selective) {
-      attention_forward(c_.attention.recompute_label);
-    }
+    const model::RecomputeModules* rm = rc_modules();
+    if (rm != nullptr && rm->core_attn) attention_forward(c_.attention.recompute_label);
     attention_backward();
+    if (rm != nullptr && rm->layernorm) compute(c_.attn_norm.fwd, c_.attn_norm.recompute_label);
     const TaskId wgrad = column_backward(c_.qkv);
     compute(c_.attn_norm.bwd_input, c_.attn_norm.bwd_label);
     return wgrad;
@@ -1750,13 +1786,15 @@ StepResult simulate_step(const Scenario& sc) {
   r.tokens_per_s = tokens / step;
   r.model_flops = model::model_flops_per_step(sc.model, sc.training.global_batch);
   r.hardware_flops =
-      model::hardware_flops_per_step(sc.model, sc.training.global_batch, sc.training.recompute);
+      model::hardware_flops_per_step(sc.model, sc.training.global_batch, sc.training.recompute,
+                                     sc.training.recompute_modules);
   // A causal FlashAttention kernel skips the masked half of the attention core (the unfused
   // path computes all of Q·K^T and P·V and masks the scores): hardware FLOPs count what runs,
   // model FLOPs keep the convention of counting it in full.
   if (sc.training.flash_attention) {
     r.hardware_flops -= model::causal_masked_flops_per_step(sc.model, sc.training.global_batch,
-                                                            sc.training.recompute);
+                                                            sc.training.recompute,
+                                                            sc.training.recompute_modules);
   }
   if (sc.training.lora.enabled()) {
     // What LoRA computes: no weight gradient of a frozen weight (recompute unchanged).
@@ -1789,6 +1827,7 @@ StepResult simulate_step(const Scenario& sc) {
   aopt.sequence_parallel = L.sequence_parallel;
   aopt.recompute = sc.training.recompute;
   aopt.flash_attention = sc.training.flash_attention;
+  aopt.modules = sc.training.recompute_modules;
   // Context parallelism: every rank keeps the activations of its seq_len / cp tokens.
   model::ModelSpec local = sc.model;
   local.seq_len = sc.model.seq_len / L.cp;
@@ -1802,10 +1841,29 @@ StepResult simulate_step(const Scenario& sc) {
     const double T = static_cast<double>(sc.training.micro_batch) * local.seq_len;
     // The formula splits the MLP tensors by tp; the experts' rows are split by etp.
     const double etp_share = static_cast<double>(L.tp) / L.expert_tp();
-    model::ModelSpec moe_shape = local;
-    moe_shape.ffn_hidden = std::max(1, static_cast<int>(std::lround(
-        rows / T * sc.model.moe.expert_ffn_hidden * etp_share + sc.model.moe.shared_ffn())));
-    act_moe_layer = model::activation_bytes_per_layer(moe_shape, sc.training.micro_batch, aopt);
+    const double routed_ffn = rows / T * sc.model.moe.expert_ffn_hidden * etp_share;
+    const auto& rm = sc.training.recompute_modules;
+    if (sc.training.recompute == model::Recompute::Selective && !(rm == model::RecomputeModules{})) {
+      // Recompute modules: the layer without its MLP, then the routed experts' tensors (none
+      // with moe; without the activation output with moe_act) and the shared experts' (none
+      // with moe or shared_experts).
+      model::ActivationOptions no_mlp = aopt;
+      no_mlp.modules.mlp = true;
+      act_moe_layer = model::activation_bytes_per_layer(local, sc.training.micro_batch, no_mlp);
+      if (!rm.moe) {
+        act_moe_layer += model::mlp_activation_bytes(local, routed_ffn, sc.training.micro_batch,
+                                                     L.tp, rm.moe_act);
+        if (!rm.shared_experts) {
+          act_moe_layer += model::mlp_activation_bytes(
+              local, static_cast<double>(sc.model.moe.shared_ffn()), sc.training.micro_batch, L.tp);
+        }
+      }
+    } else {
+      model::ModelSpec moe_shape = local;
+      moe_shape.ffn_hidden = std::max(1, static_cast<int>(std::lround(
+          routed_ffn + sc.model.moe.shared_ffn())));
+      act_moe_layer = model::activation_bytes_per_layer(moe_shape, sc.training.micro_batch, aopt);
+    }
   }
   const double b = static_cast<double>(sc.training.micro_batch);
   const double sbh = b * local.seq_len * sc.model.hidden;

@@ -94,6 +94,8 @@ struct TrainingSpec {
   std::int64_t micro_batch = 1;   ///< sequences per microbatch
   hw::Dtype dtype = hw::Dtype::BF16;
   model::Recompute recompute = model::Recompute::None;
+  /// With Recompute::Selective: the modules recomputed (Megatron-Core's --recompute-modules).
+  model::RecomputeModules recompute_modules;
   std::optional<double> tokens;   ///< training tokens, for time to train
   /// Attention kernels: FlashAttention (default) or Megatron's unfused softmax path.
   bool flash_attention = true;
