@@ -1804,14 +1804,18 @@ StepResult simulate_step(const Scenario& sc) {
   }
   if (r.moe && r.moe->dropped_fraction > 0) {
     // Rows dropped by the capacity factor skip the routed experts' GEMMs (forward,
-    // backward and a full recompute's forward): hardware FLOPs count what runs, while
-    // model FLOPs keep the Megatron convention of top-k routed rows per token.
+    // backward and a full recompute's forward, or the moe module's): hardware FLOPs count
+    // what runs, while model FLOPs keep the Megatron convention of top-k routed rows per
+    // token.
+    const bool refwd = sc.training.recompute == model::Recompute::Full ||
+                       (sc.training.recompute == model::Recompute::Selective &&
+                        sc.training.recompute_modules.moe);
     double expert = 0;
     for (const auto& op : model::layer_ops_at(sc.model, sc.model.moe.first_dense_layers,
                                               sc.training.global_batch)) {
       if (op.name != "expert_in" && op.name != "expert_out") continue;
       expert += op.flops.total();
-      if (sc.training.recompute == model::Recompute::Full) expert += op.flops.fwd;
+      if (refwd) expert += op.flops.fwd;
     }
     r.hardware_flops -= r.moe->dropped_fraction * expert * r.moe->moe_layers;
   }
