@@ -809,11 +809,15 @@ std::vector<Candidate> enumerate(const workload::Scenario& base, bool reduced) {
                   // With nothing to shard or reduce (dp x cp = 1 and no expert-DP ranks)
                   // ZeRO and the DP overlap flags are one point (zero 0, overlap on).
                   const int dpc = dp * cp;
-                  // The expert weights' own DP group (tp/etp x dp x cp / ep) can shard
-                  // and reduce even with dp x cp = 1.
-                  const int edp =
-                      m.moe.enabled() ? (etp == 1 ? tp : 1) * dpc / ep : dpc;
-                  const bool shards = dpc > 1 || edp > 1;
+                  // The expert weights' own DP group (Layout::expert_dp) can shard and
+                  // reduce even with dp x cp = 1.
+                  parallel::Layout degrees;
+                  degrees.tp = tp;
+                  degrees.dp = dp;
+                  degrees.cp = cp;
+                  degrees.ep = ep;
+                  degrees.etp = etp;
+                  const bool shards = dpc > 1 || degrees.expert_dp() > 1;
                   const int zmax = !shards ? 0 : reduced ? 1 : (pp == 1 ? 3 : 1);
                   for (int z = reduced ? zmax : 0; z <= zmax; ++z) {
                     for (int ogr = (reduced || !shards) ? 1 : 0; ogr <= 1; ++ogr) {

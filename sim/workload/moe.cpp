@@ -45,7 +45,7 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   // etp = tp: the all-gather dispatcher) the block runs on the TP group's gathered T tokens.
   const int etp = L.expert_tp();
   c.local_tokens = L.sequence_parallel && (L.ep > 1 || etp < tp);
-  const std::int64_t T_route = T / tp * etp;
+  c.tokens_routed = c.local_tokens ? T / tp * etp : T;
   const hw::Dtype dt = kernels.dtype;
   const double elem = 2.0;  // 16-bit activations
   c.router = moe.experts > 1;
@@ -60,7 +60,7 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
     c.shared_act_fwd = cost.memory_bound((swiglu ? 3 : 2) * a);
     c.shared_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * a);
   }
-  const model::RoutingResult r = model::route_tokens(moe, c.local_tokens ? T_route : T, L.ep, seed, layer);
+  const model::RoutingResult r = model::route_tokens(moe, c.tokens_routed, L.ep, seed, layer);
   const int busy = r.busiest_rank();
   c.imbalance = r.imbalance();
   c.rows_busiest = r.rows_processed(busy);
@@ -77,10 +77,10 @@ MoeLayerCost moe_layer_cost(const model::ModelSpec& m, const parallel::Layout& L
   c.expert_act_bwd = cost.memory_bound((swiglu ? 5 : 3) * act);
   // A row as the rank's permutation and all-to-alls see it: h/tp of each of T tokens, or the
   // whole h of its own T/tp tokens (local_tokens), the same bytes per token; written h/etp of
-  // T_route or T tokens.
+  // each routed token.
   const double row = static_cast<double>(h) / etp * elem;
   if (moe.experts > 1) {
-    const double t = static_cast<double>(c.local_tokens ? T_route : T);
+    const double t = static_cast<double>(c.tokens_routed);
     const double rk = t * moe.top_k;  // routed rows R
     const double accumulate = 3 * t;  // autograd: router + permutation input gradients
     if (moe.permute_fusion) {

@@ -58,6 +58,7 @@ struct MoeLayerCost {
   Time dispatch, combine;           ///< forward all-to-alls
   Time dispatch_bwd, combine_bwd;   ///< their conjugates in backward
   double imbalance = 1;             ///< max / mean rows per EP rank
+  std::int64_t tokens_routed = 0;   ///< tokens one EP rank routes (T, or T·etp/tp on local tokens)
   std::int64_t rows_busiest = 0;    ///< rows the simulated (busiest) rank's experts process
   std::int64_t rows_sent = 0;       ///< rows the busiest sender sends to other EP ranks
   std::int64_t dropped = 0;         ///< rows dropped (capacity factor), whole EP group
