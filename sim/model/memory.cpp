@@ -24,7 +24,9 @@ double activation_bytes_per_layer(const ModelSpec& m, std::int64_t b,
   // Inside the TP region (split over t):
   //   Q and K for Q·K^T (2 + 2·kv), V (2·kv), projection input 2, MLP tensors.
   const double inside = (2 + 2 * kv_frac + 2 * kv_frac + 2) * sbh;
-  const double mlp = selective && opt.modules.mlp ? 0.0 : mlp_activation_bytes(m, m.ffn_hidden, b, 1);
+  const double mlp = !opt.with_mlp || (selective && opt.modules.mlp)
+                         ? 0.0
+                         : mlp_activation_bytes(m, m.ffn_hidden, b, 1);
   // Attention core: softmax output 2as²b, dropout mask as²b, dropout output 2as²b.
   const bool keep_core = (opt.recompute == Recompute::None ||
                           (selective && !opt.modules.core_attn)) &&

@@ -18,6 +18,9 @@ struct ActivationOptions {
   /// MLP's tensors; layernorm: the two norms' outputs, the QKV and fc1 inputs). The MoE
   /// modules are applied by the caller through mlp_activation_bytes.
   RecomputeModules modules;
+  /// false: leave the MLP's tensors out (an MoE layer's, which the caller adds from its
+  /// experts' rows with mlp_activation_bytes).
+  bool with_mlp = true;
 };
 
 /// The bytes an MLP of width `ffn` keeps inside the TP region per micro-batch of b sequences

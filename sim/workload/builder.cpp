@@ -270,9 +270,11 @@ class StepBuilder final : public PassEmitter {
       // Without overlap Megatron-Core reduces bucket by bucket, each collective synchronous
       // with the compute stream, so each bucket's scaling waits for the previous reduction.
       TaskId prev = last_compute;
+      // With dp x cp = 1 only the experts have DP ranks (expert TP below TP).
+      const bool dense_dp = L.dp_cp() > 1;
       for (int c = v_ - 1; c >= 0; --c) {
-        for (double bytes : bucket_bytes(chunk_trainable(stage_, c))) {
-          if (L.dp_cp() == 1) break;  // only the experts have DP ranks (expert TP below TP)
+        for (double bytes : dense_dp ? bucket_bytes(chunk_trainable(stage_, c))
+                                     : std::vector<double>()) {
           const TaskId t = g_.add_task(st.dp, dp_cost(grad_op(), bytes), Category::DpComm,
                                        l_grad_reduce_);
           g_.add_dependency(bucket_scale(st, bytes, prev), t);
@@ -1757,7 +1759,7 @@ StepResult simulate_step(const Scenario& sc) {
   }
   if (!builder.moe_costs().empty()) {
     MoeStats ms;
-    double imb = 0, dispatch = 0, combine = 0, rows = 0;
+    double imb = 0, dispatch = 0, combine = 0, rows = 0, routed = 0;
     std::int64_t dropped = 0;
     for (const auto& mc : builder.moe_costs()) {
       ms.imbalance_max = std::max(ms.imbalance_max, mc.imbalance);
@@ -1766,17 +1768,13 @@ StepResult simulate_step(const Scenario& sc) {
       combine += mc.a2a_combine_bytes;
       rows += static_cast<double>(mc.rows_sent);
       dropped += mc.dropped;
+      routed += static_cast<double>(mc.tokens_routed) * L.ep * sc.model.moe.top_k;
     }
     const auto n_layers = static_cast<double>(builder.moe_costs().size());
     ms.imbalance_mean = imb / n_layers;
     ms.a2a_dispatch_bytes_per_layer = dispatch / n_layers;
     ms.a2a_combine_bytes_per_layer = combine / n_layers;
     ms.rows_sent_per_layer = rows / n_layers;
-    // Tokens one EP rank routes (moe_layer_cost): T, or T·etp/tp with expert TP below TP.
-    std::int64_t tokens_per_rank = sc.training.micro_batch * (sc.model.seq_len / L.cp);
-    if (L.expert_tp() < L.tp) tokens_per_rank = tokens_per_rank / L.tp * L.expert_tp();
-    const double routed =
-        n_layers * L.ep * static_cast<double>(tokens_per_rank) * sc.model.moe.top_k;
     ms.dropped_fraction = static_cast<double>(dropped) / routed;
     ms.moe_layers = sc.model.moe_layers();
     r.moe = ms;
@@ -1836,37 +1834,32 @@ StepResult simulate_step(const Scenario& sc) {
   model::ModelSpec local = sc.model;
   local.seq_len = sc.model.seq_len / L.cp;
   const double act_layer = model::activation_bytes_per_layer(local, sc.training.micro_batch, aopt);
-  // MoE layers: the MLP tensors scale with the rows the (busiest) rank's experts process,
-  // rows / T times the expert ffn size, plus the shared experts.
+  // MoE layers: the layer without its MLP, then the routed experts' tensors for the rows the
+  // (busiest) rank's experts process — rows / T times the expert ffn size — and the shared
+  // experts'. Recompute modules: none with moe; the routed ones without their activation
+  // output with moe_act; no shared ones with shared_experts. Full recompute keeps the input.
   double act_moe_layer = act_layer;
-  if (sc.model.moe.enabled()) {
+  if (sc.model.moe.enabled() && sc.training.recompute != model::Recompute::Full) {
     double rows = 0;
     for (const auto& mc : builder.moe_costs()) rows = std::max(rows, static_cast<double>(mc.rows_busiest));
     const double T = static_cast<double>(sc.training.micro_batch) * local.seq_len;
     // The formula splits the MLP tensors by tp; the experts' rows are split by etp.
     const double etp_share = static_cast<double>(L.tp) / L.expert_tp();
     const double routed_ffn = rows / T * sc.model.moe.expert_ffn_hidden * etp_share;
-    const auto& rm = sc.training.recompute_modules;
-    if (sc.training.recompute == model::Recompute::Selective && !(rm == model::RecomputeModules{})) {
-      // Recompute modules: the layer without its MLP, then the routed experts' tensors (none
-      // with moe; without the activation output with moe_act) and the shared experts' (none
-      // with moe or shared_experts).
-      model::ActivationOptions no_mlp = aopt;
-      no_mlp.modules.mlp = true;
-      act_moe_layer = model::activation_bytes_per_layer(local, sc.training.micro_batch, no_mlp);
-      if (!rm.moe) {
-        act_moe_layer += model::mlp_activation_bytes(local, routed_ffn, sc.training.micro_batch,
-                                                     L.tp, rm.moe_act);
-        if (!rm.shared_experts) {
-          act_moe_layer += model::mlp_activation_bytes(
-              local, static_cast<double>(sc.model.moe.shared_ffn()), sc.training.micro_batch, L.tp);
-        }
+    const bool selective = sc.training.recompute == model::Recompute::Selective;
+    model::RecomputeModules rm;  // what recompute re-runs of the MoE block: nothing without it
+    rm.core_attn = false;
+    if (selective) rm = sc.training.recompute_modules;
+    model::ActivationOptions no_mlp = aopt;
+    no_mlp.with_mlp = false;
+    act_moe_layer = model::activation_bytes_per_layer(local, sc.training.micro_batch, no_mlp);
+    if (!rm.moe) {
+      act_moe_layer += model::mlp_activation_bytes(local, routed_ffn, sc.training.micro_batch,
+                                                   L.tp, rm.moe_act);
+      if (!rm.shared_experts) {
+        act_moe_layer += model::mlp_activation_bytes(
+            local, static_cast<double>(sc.model.moe.shared_ffn()), sc.training.micro_batch, L.tp);
       }
-    } else {
-      model::ModelSpec moe_shape = local;
-      moe_shape.ffn_hidden = std::max(1, static_cast<int>(std::lround(
-          routed_ffn + sc.model.moe.shared_ffn())));
-      act_moe_layer = model::activation_bytes_per_layer(moe_shape, sc.training.micro_batch, aopt);
     }
   }
   const double b = static_cast<double>(sc.training.micro_batch);
