@@ -206,7 +206,7 @@ TEST(FullFidelityTest, StagePricesTheSlowestCopyOfAGroupThatSpansTwoNodes) {
 }
 
 // All-to-alls start n(n-1) flows per group at once and the flow model's cost grows with the
-// square of their count: DeepSeek-V3's shipped scenario in full fidelity (224M all-to-all
+// square of their count: DeepSeek-V3's shipped scenario in full fidelity (228M all-to-all
 // flows) ran for hours. It is refused after building, before any flow starts.
 TEST(FullFidelityTest, TooManyAllToAllFlowsAreRefusedUpFront) {
   Scenario sc = config::load_scenario(test::source_dir() / "scenarios/deepseek-v3-h800.toml");
@@ -217,7 +217,7 @@ TEST(FullFidelityTest, TooManyAllToAllFlowsAreRefusedUpFront) {
   } catch (const InputError& e) {
     const std::string what = e.what();
     EXPECT_EQ(e.key(), "simulation.fidelity");
-    EXPECT_NE(what.find("this step would run 224501760 all-to-all flows (limit 16000000"),
+    EXPECT_NE(what.find("this step would run 228372480 all-to-all flows (limit 16000000"),
               std::string::npos)
         << what;
   }

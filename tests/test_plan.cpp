@@ -407,6 +407,49 @@ TEST(PlanSearch, MoeLowerBoundsHoldForFoldedExperts) {
   EXPECT_GT(checked, 0);
 }
 
+// Multi-token prediction on the last stage (a layer of the last layer's kind, one more head,
+// eh_proj, the embedding copy): the bounds still hold for a dense and an MoE model, pipelined
+// layouts included, and a written best layout keeps the modules.
+TEST(PlanSearch, BoundsHoldWithMultiTokenPrediction) {
+  for (const char* file : {"llama3-70b-h100.toml", "mixtral-8x7b-h100.toml"}) {
+    auto sc = small(file, 4, 8, 16);
+    sc.model.mtp_layers = 1;
+    plan::SearchOptions opt;
+    opt.des_max = 60;
+    opt.threads = 2;
+    const auto r = plan::search(sc, opt);
+    ASSERT_FALSE(r.ranking.empty()) << file;
+    (void)expect_bounds_hold(r, [](const plan::Evaluated&) { return true; });
+    // The pipelined layouts (the module on the last stage), pruned ones included, against
+    // their own simulations.
+    int piped = 0;
+    for (const auto& e : r.all) {
+      if (e.status == plan::Status::InvalidLayout || e.c.layout.pp == 1 || piped >= 24) continue;
+      const auto run = workload::simulate_step(plan::apply(sc, e.c));
+      EXPECT_LE(e.lower_bound_s, run.step_time.seconds() * (1 + 1e-9)) << plan::candidate_key(e.c);
+      EXPECT_LE(e.memory_lb_bytes, run.memory.total * (1 + 1e-9)) << plan::candidate_key(e.c);
+      ++piped;
+    }
+    EXPECT_GT(piped, 0) << file;
+    EXPECT_EQ(plan::apply(sc, r.all[r.ranking.front()].c).model.mtp_layers, 1);
+    // The bounds count the module: above those of the same layouts without it.
+    auto sc0 = sc;
+    sc0.model.mtp_layers = 0;
+    const auto r0 = plan::search(sc0, opt);
+    std::map<std::string, const plan::Evaluated*> without;
+    for (const auto& e : r0.all) without[plan::candidate_key(e.c)] = &e;
+    int compared = 0;
+    for (const auto& e : r.all) {
+      const auto it = without.find(plan::candidate_key(e.c));
+      if (e.status == plan::Status::InvalidLayout || it == without.end()) continue;
+      EXPECT_GT(e.lower_bound_s, it->second->lower_bound_s) << plan::candidate_key(e.c);
+      EXPECT_GT(e.memory_lb_bytes, it->second->memory_lb_bytes) << plan::candidate_key(e.c);
+      ++compared;
+    }
+    EXPECT_GT(compared, 0) << file;
+  }
+}
+
 TEST(PlanSearch, EnumeratesEpForMoeAndCpForAnyModel) {
   // Dense GPT-3: ep stays 1; cp takes the divisors of gpus / tp that split seq_len into 2 cp
   // chunks.

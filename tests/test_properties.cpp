@@ -38,6 +38,7 @@ constexpr int kScenarios = 40;  // random scenarios per property
 struct Draw {
   std::string text;
   int tp = 1, pp = 1, dp = 1, gpus = 8, layers = 2, hidden = 512, seq = 256, mb = 1, m = 1;
+  int mtp = 0;  ///< multi-token prediction modules
   bool sp = false;
   std::string topo;
 };
@@ -48,6 +49,7 @@ std::string scenario_text(const Draw& d) {
   t += "hidden = " + std::to_string(d.hidden) + "\n";
   t += "heads = 8\nvocab = 32000\n";
   t += "seq_len = " + std::to_string(d.seq) + "\n";
+  if (d.mtp > 0) t += "mtp_layers = " + std::to_string(d.mtp) + "\n";
   t += "[training]\n";
   t += "global_batch = " + std::to_string(d.mb * d.dp * d.m) + "\n";
   t += "micro_batch = " + std::to_string(d.mb) + "\n";
@@ -78,6 +80,7 @@ Draw draw(std::uint64_t seed) {
   d.mb = pick({1, 2});
   d.m = d.pp * pick({1, 2});
   d.sp = d.tp > 1 && pick({0, 1}) == 1;
+  d.mtp = pick({0, 0, 1});  // drawn last: the draws above stay what they were
   d.text = scenario_text(d);
   return d;
 }

@@ -28,7 +28,7 @@ const std::set<std::string>& no_cost_fields() {
       "norm_topk_prob", "routed_scaling_factor", "scoring_func", "topk_method", "n_group",
       "topk_group", "aux_loss_alpha", "seq_aux", "ep_size", "max_window_layers",
       "use_sliding_window", "sliding_window", "attention_bias", "mlp_bias", "pretraining_tp",
-      "mlp_only_layers", "num_nextn_predict_layers", "rope_interleave", "model_type",
+      "mlp_only_layers", "rope_interleave", "model_type",
       "hidden_act", "tie_word_embeddings", "head_dim", "_name_or_path", "qkv_bias"};
   return f;
 }
@@ -40,7 +40,7 @@ const std::set<std::string>& mapped_fields() {
       "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
       "shared_expert_intermediate_size", "first_k_dense_replace", "moe_layer_freq",
       "decoder_sparse_step", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
-      "qk_rope_head_dim", "v_head_dim"};
+      "qk_rope_head_dim", "v_head_dim", "num_nextn_predict_layers"};
   return f;
 }
 
@@ -194,10 +194,6 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
     r.fail("mlp_only_layers", "mlp_only_layers (dense layers at given indices) is not "
                               "supported; only an empty list");
   }
-  if (r.integer_or("num_nextn_predict_layers", 0, 0, 1000) > 0) {
-    r.fail("num_nextn_predict_layers", "multi-token prediction modules "
-                                       "(num_nextn_predict_layers > 0) are not modelled");
-  }
   if (r.integer_or("pretraining_tp", 1, 1, 1) != 1) r.fail("pretraining_tp", "pretraining_tp must be 1");
 
   model::ModelSpec m;
@@ -248,6 +244,8 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
     m.mla.qk_rope_head_dim = static_cast<int>(r.integer_req("qk_rope_head_dim", 1, 100000));
     m.mla.v_head_dim = static_cast<int>(r.integer_req("v_head_dim", 1, 100000));
     m.kv_heads = m.heads;
+    // Multi-token prediction modules (DeepSeek-V3 report §2.2; its config has 1).
+    m.mtp_layers = static_cast<int>(r.integer_or("num_nextn_predict_layers", 0, 0, 1000));
   }
   if (m.moe.enabled()) {
     m.moe.top_k = static_cast<int>(r.integer_req("num_experts_per_tok", 1, m.moe.experts));
@@ -276,7 +274,6 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
         {"seq_aux", {"deepseek_v3"}, NoCost::Bool},
         {"ep_size", {"deepseek_v3"}, NoCost::Number},
         {"rope_interleave", {"deepseek_v3"}, NoCost::Bool},
-        {"num_nextn_predict_layers", {"deepseek_v3"}, NoCost::Number},
         {"max_window_layers", {"qwen2", "qwen3", "qwen3_moe"}, NoCost::Number},
         {"rope_scaling", {}, NoCost::ObjectOrNull},
         {"rope_theta", {}, NoCost::Number},
@@ -321,7 +318,7 @@ model::ModelSpec load_hf_config(const std::filesystem::path& path) {
       {"deepseek_v3",
        {"n_routed_experts", "moe_intermediate_size", "n_shared_experts", "first_k_dense_replace",
         "moe_layer_freq", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
-        "v_head_dim", "num_experts_per_tok"}}};
+        "v_head_dim", "num_experts_per_tok", "num_nextn_predict_layers"}}};
   static const std::set<std::string> common = {"num_hidden_layers", "hidden_size",
                                                "num_attention_heads", "num_key_value_heads",
                                                "intermediate_size", "vocab_size"};

@@ -23,13 +23,14 @@ namespace trainsim::config {
 /// moe_layer_freq (layer i is MoE iff i >= first_k_dense_replace and i % moe_layer_freq == 0,
 /// modeling_deepseek.py) -> first_dense_layers = first_k_dense_replace rounded up to a multiple
 /// of the frequency, layer_freq = moe_layer_freq; Qwen's decoder_sparse_step must be 1. MLA:
-/// q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim.
+/// q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim. DeepSeek's
+/// num_nextn_predict_layers -> mtp_layers (multi-token prediction modules).
 /// The shape is checked (ModelSpec::validate) here: a failure names this file's field.
 /// Fields that do not change the cost of a training step (rope settings, token ids,
 /// initialisation, router loss coefficients, inference-only settings) are accepted. Fields
 /// it cannot honour are errors: any unknown field, a model_type outside the families above,
 /// hidden_act other than "silu", attention or MLP biases, sliding-window attention,
-/// mlp_only_layers, multi-token prediction (num_nextn_predict_layers > 0), quantization, a
+/// mlp_only_layers, quantization, a
 /// DeepSeek config in which no layer is an MoE layer.
 /// Throws ConfigError("file:line:col: message", the line of the offending field).
 model::ModelSpec load_hf_config(const std::filesystem::path& file);

@@ -42,7 +42,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"model",
        {"name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len",
         "activation", "norm", "tied_embeddings", "causal", "hf_config", "moe", "head_dim",
-        "bias"}},
+        "bias", "mtp_layers"}},
       {"model.moe",
        {"experts", "top_k", "expert_ffn_hidden", "shared_experts", "shared_ffn_hidden",
         "capacity_factor", "moe_layer_freq", "first_dense_layers", "routing", "zipf_exponent",
@@ -299,7 +299,7 @@ void check_version(Section& top) {
 }
 
 /// [model] with hf_config: the shape comes from the Hugging Face config; only name, seq_len,
-/// causal and [model.moe]'s routing keys may be given alongside.
+/// causal, mtp_layers and [model.moe]'s routing keys may be given alongside.
 void load_hf_model(const std::string& file, const std::filesystem::path& scenario, Section& m,
                    model::ModelSpec& md, std::string& hf_path) {
   for (const char* k : {"layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab",
@@ -640,6 +640,9 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   md.bias = m.boolean("bias").value_or(false);
   md.head_size = static_cast<int>(m.bounded("head_dim", 0, 1, 100000));
   }  // shape given in the scenario
+  // Multi-token prediction: a training choice (Megatron-Core --mtp-num-layers), so it may
+  // override the Hugging Face config's num_nextn_predict_layers.
+  md.mtp_layers = static_cast<int>(m.bounded("mtp_layers", md.mtp_layers, 0, 1000));
   md.causal = m.boolean("causal").value_or(true);
   if (const toml::node* mn = m.node("moe")) read_moe(file, mn, md, m.has("hf_config"));
 

@@ -61,6 +61,8 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
                                        {"causal", md.causal},
                                        {"bias", md.bias}};
   if (md.head_size > 0 && !hf) model.insert("head_dim", md.head_size);
+  // With hf_config always: the scenario may override the config's num_nextn_predict_layers.
+  if (md.mtp_layers > 0 || hf) model.insert("mtp_layers", md.mtp_layers);
   if (md.moe.enabled()) {
     const auto& moe = md.moe;
     toml::table t = hf ? toml::table{{"capacity_factor", moe.capacity_factor},

@@ -74,6 +74,10 @@ void ModelSpec::validate() const {
                            ") sizes shared experts, but model.moe.shared_experts is 0");
     }
   }
+  if (mtp_layers < 0) {
+    throw InputError("model.mtp_layers", "model.mtp_layers must be >= 0 (got " +
+                                             std::to_string(mtp_layers) + ")");
+  }
   if (mla.enabled()) {
     positive("mla.kv_lora_rank", mla.kv_lora_rank);
     positive("mla.qk_nope_head_dim", mla.qk_nope_head_dim);
@@ -150,10 +154,19 @@ double ModelSpec::head_params() const {
   return (tied_embeddings ? 0.0 : static_cast<double>(vocab) * hidden) + final_norm;
 }
 
+double ModelSpec::mtp_extra_params() const {
+  const double norm_weights = (norm == Norm::LayerNorm ? 2.0 : 1.0) * hidden;
+  return 2.0 * hidden * static_cast<double>(hidden) + 3.0 * norm_weights;
+}
+
+double ModelSpec::mtp_params() const {
+  return mtp_layers * (params_of_layer(layers) + mtp_extra_params());
+}
+
 double ModelSpec::total_params() const {
   double p = 0;
   for (int i = 0; i < layers; ++i) p += params_of_layer(i);
-  return p + embedding_params() + head_params();
+  return p + embedding_params() + head_params() + mtp_params();
 }
 
 namespace {
@@ -297,6 +310,16 @@ std::vector<Op> head_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   return ops;
 }
 
+std::vector<Op> mtp_ops(const ModelSpec& m, std::int64_t b, int elem_bytes) {
+  const std::int64_t tokens = b * m.seq_len;
+  const double act = static_cast<double>(tokens) * m.hidden * elem_bytes;
+  std::vector<Op> ops;
+  ops.push_back(elementwise("mtp_enorm", OpKind::Norm, Shard::Replicated, 2 * act, 3 * act));
+  ops.push_back(elementwise("mtp_hnorm", OpKind::Norm, Shard::Replicated, 2 * act, 3 * act));
+  ops.push_back(gemm("mtp_eh_proj", Shard::Column, tokens, m.hidden, 2 * static_cast<std::int64_t>(m.hidden)));
+  return ops;
+}
+
 double cp_attention_fwd_flops(const ModelSpec& m, std::int64_t b, int cp, int rank,
                               bool load_balanced) {
   const int n = load_balanced ? 2 * cp : cp;
@@ -323,7 +346,15 @@ double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch) {
   }
   const int n_moe = m.moe_layers();
   double f = dense * (m.layers - n_moe) + moe * n_moe;
-  for (const Op& op : head_ops(m, global_batch)) f += op.flops.total();
+  double head = 0;
+  for (const Op& op : head_ops(m, global_batch)) head += op.flops.total();
+  f += head;
+  if (m.mtp_layers > 0) {
+    double module = m.is_moe_layer(m.layers) ? moe : dense;
+    module += head;
+    for (const Op& op : mtp_ops(m, global_batch)) module += op.flops.total();
+    f += m.mtp_layers * module;
+  }
   return f;
 }
 
@@ -356,6 +387,9 @@ double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Re
   const int n_moe = m.moe_layers();
   double extra = recompute_flops(m.moe.enabled() ? -1 : 0) * (m.layers - n_moe);
   if (n_moe > 0) extra += recompute_flops(m.moe.first_dense_layers) * n_moe;
+  // MTP layers are recomputed like the decoder's (the builder runs them through the same
+  // layer code).
+  if (m.mtp_layers > 0) extra += recompute_flops(m.layers) * m.mtp_layers;
   return f + extra;
 }
 
@@ -376,6 +410,7 @@ double causal_masked_flops_per_step(const ModelSpec& m, std::int64_t global_batc
   const int n_moe = m.moe_layers();
   double f = attention(m.moe.enabled() ? -1 : 0) * (m.layers - n_moe);
   if (n_moe > 0) f += attention(m.moe.first_dense_layers) * n_moe;
+  f += attention(m.layers) * m.mtp_layers;
   return f / 2;
 }
 

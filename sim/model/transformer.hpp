@@ -104,6 +104,15 @@ struct ModelSpec {
   /// MoE experts and the LM head never do here.
   bool bias = false;
   int head_size = 0;       ///< explicit head dimension (Qwen3: 128); 0: hidden / heads
+  /// Multi-token prediction depth D (DeepSeek-V3 report §2.2, Eq. 21-25; Megatron-Core
+  /// `mtp_num_layers`; Hugging Face `num_nextn_predict_layers`). MTP module k (1..D) embeds
+  /// the tokens shifted by k with the shared embedding, normalises them and the previous
+  /// depth's hidden state (two RMSNorms), projects their concatenation 2h -> h (eh_proj),
+  /// runs one transformer layer of the last layer's kind and predicts with its own final
+  /// norm and the shared output head. The modules sit after the last layer (on the last
+  /// pipeline stage, as Megatron-Core places them); their layers have the indices
+  /// layers .. layers + D - 1. 0: no MTP.
+  int mtp_layers = 0;
   MoeSpec moe;
   MlaSpec mla;
 
@@ -114,12 +123,18 @@ struct ModelSpec {
   [[nodiscard]] std::int64_t attn_out_width() const;
   /// Head dimension the attention core runs at (MLA: (qk_nope + qk_rope + v) / 2).
   [[nodiscard]] int core_head_dim() const;
-  /// Whether layer `i` (0-based) has an MoE MLP.
+  /// Whether layer `i` (0-based) has an MoE MLP. An MTP layer (i >= layers) is of the last
+  /// layer's kind (Megatron-Core's FLOP count, `last_layer_is_moe`).
   [[nodiscard]] bool is_moe_layer(int i) const {
+    if (i >= layers && layers > 0) i = layers - 1;
     return moe.enabled() && i >= moe.first_dense_layers &&
            (i - moe.first_dense_layers) % moe.layer_freq == 0;
   }
+  /// MoE layers among the `layers` decoder layers (MTP layers not counted).
   [[nodiscard]] int moe_layers() const;
+  /// Weights of one MTP module besides its transformer layer: the eh_proj matrix (2h x h)
+  /// and three norms (enorm, hnorm, final norm). The embedding and output head are shared.
+  [[nodiscard]] double mtp_extra_params() const;
   /// Attention and norm weights of one layer (no MLP).
   [[nodiscard]] double attention_params() const;
   /// Router, routed experts and shared experts of one MoE layer.
@@ -135,6 +150,8 @@ struct ModelSpec {
   [[nodiscard]] double params_of_layer(int i) const;
   /// Input embedding (V·h).
   [[nodiscard]] double embedding_params() const;
+  /// All weights of the MTP modules: D x (their layer + mtp_extra_params()).
+  [[nodiscard]] double mtp_params() const;
   /// Output projection (V·h, 0 when tied) plus the final norm.
   [[nodiscard]] double head_params() const;
   [[nodiscard]] double total_params() const;
@@ -198,6 +215,13 @@ std::vector<Op> layer_ops_at(const ModelSpec& m, int i, std::int64_t b, int elem
 Op embedding_op(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 /// Final norm, LM head GEMM (vocab-parallel) and cross-entropy loss (last stage).
 std::vector<Op> head_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
+/// The ops of one MTP module besides its transformer layer and its head (which are
+/// layer_ops_at(m, m.layers, b) and head_ops), in forward order: enorm on the shifted
+/// tokens' embedding, hnorm on the previous depth's hidden state (memory-bound norms), and
+/// eh_proj, the GEMM [b·s x 2h]·[2h x h] on their concatenation (Megatron-Core
+/// MultiTokenPredictionLayer: a column-parallel linear). The shifted tokens' embedding
+/// lookup is embedding_op.
+std::vector<Op> mtp_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 
 /// Forward attention-core FLOPs one context-parallel rank computes for a micro-batch of b
 /// sequences (Q·K^T and P·V, 2 FLOPs per multiply-add, the causal mask honoured: a query
@@ -211,7 +235,8 @@ double cp_attention_fwd_flops(const ModelSpec& m, std::int64_t b, int cp, int ra
                               bool load_balanced);
 
 /// Model FLOPs of one training step over `global_batch` sequences (Megatron convention).
-/// MoE layers count the activated experts only (k routed + shared) and the router.
+/// MoE layers count the activated experts only (k routed + shared) and the router. Each MTP
+/// module adds its layer, eh_proj and one more LM head (the GEMMs of mtp_ops and head_ops).
 double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch);
 /// Hardware FLOPs: model FLOPs plus what recompute repeats. Full: one more forward of every
 /// layer (not of the head): Narayanan et al. 2021 Eq. 3, 96·B·s·l·h²(1 + s/6h + V/16lh).

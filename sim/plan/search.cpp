@@ -72,6 +72,7 @@ struct LayerTimes {
   double wgrad = 0;      ///< the wgrad part of bwd
   double recompute = 0;  ///< GEMM + attention forward repeated (full) or attention (selective)
   double head = 0;       ///< LM head GEMM fwd + dgrad + wgrad
+  double mtp_proj = 0;   ///< one MTP module's eh_proj GEMM fwd + dgrad + wgrad
   double tp_fwd = 0, tp_bwd = 0;  ///< TP collectives per layer (blocking time, not overlapped)
   double mem_fwd = 0, mem_bwd = 0;  ///< memory-bound kernels (norms, activation, residuals)
   /// Time the compute stream must wait for TP collectives in one layer's forward / backward,
@@ -141,7 +142,8 @@ class Analyzer {
         expert_params = 0;
       }
     }
-    const bool tied_copy = m.tied_embeddings && shape.chain_length() > 1;
+    // The last stage's copy of the embedding (tied head or MTP; builder embedding_copy_on_last).
+    const bool tied_copy = (m.tied_embeddings || m.mtp_layers > 0) && shape.chain_length() > 1;
     const double emb_params = m.embedding_params() / L.tp;
     const double head_params = (m.head_params() + (tied_copy ? m.embedding_params() : 0.0)) / L.tp;
     const std::int64_t mb_count = base_.training.global_batch / (c.micro_batch * L.dp);
@@ -175,6 +177,14 @@ class Analyzer {
     const double moe_recompute =
         full ? moe_fwd_pass : lt.recompute + cpw_rc;  // selective: the attention core only
     const double per_moe_layer = moe_fwd_pass + moe_bwd_pass + moe_recompute;
+    // MTP modules (last of the chain): a layer of the last layer's kind, one more head and
+    // eh_proj; their weights besides the layer (eh_proj split by TP, three norms).
+    const bool mtp_moe = m.is_moe_layer(m.layers);
+    const double mtp_compute = m.mtp_layers * ((mtp_moe ? per_moe_layer : per_layer) + lt.head + lt.mtp_proj);
+    const double mtp_params =
+        m.mtp_layers * ((mtp_moe ? moe_layer_params : layer_params) + m.mtp_extra_params() -
+                        2.0 * h * h * (1.0 - 1.0 / L.tp));
+    const double mtp_act = m.mtp_layers * ((mtp_moe ? lt.moe_act_bytes : lt.act_bytes) + lt.head_act);
     const int dpc = L.dp_cp();
 
     Result r;
@@ -199,9 +209,10 @@ class Analyzer {
           chunk_act += lt.emb_act;
         }
         if (shape.last_of_chain(vs)) {
-          chunk_params += head_params;
-          chunk_act += lt.head_act;
-          compute += lt.head;
+          chunk_params += head_params + mtp_params;
+          chunk_act += lt.head_act + mtp_act;
+          compute += lt.head + mtp_compute;
+          if (mtp_moe) experts += m.mtp_layers * expert_params;
         }
         params += chunk_params;
         min_chunk = std::min(min_chunk, chunk_act);
@@ -447,6 +458,11 @@ class Analyzer {
       if (op.kind != model::OpKind::Gemm) continue;
       const workload::GemmTimes g = gemm(mdl, op, tp, sp);
       t.head += (g.fwd + g.dgrad + g.wgrad).seconds();
+    }
+    for (const model::Op& op : model::mtp_ops(mdl, b)) {
+      if (op.kind != model::OpKind::Gemm) continue;
+      const workload::GemmTimes g = gemm(mdl, op, tp, sp);
+      t.mtp_proj += (g.fwd + g.dgrad + g.wgrad).seconds();
     }
     const double act = static_cast<double>(b) * mdl.seq_len * mdl.hidden * 2.0;
     double ag = 0, rs = 0, ar = 0;

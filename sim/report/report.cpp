@@ -205,8 +205,9 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   const auto& L = sc.layout;
   os << "trainsim " << TRAINSIM_VERSION << " — " << sc.name << "\n";
   os << "  model      " << sc.model.name << ": " << fmt("%.1f", sc.model.total_params() / 1e9)
-     << "B params, " << sc.model.layers << " layers, h=" << sc.model.hidden
-     << ", seq=" << sc.model.seq_len << "\n";
+     << "B params, " << sc.model.layers << " layers"
+     << (sc.model.mtp_layers > 0 ? " + " + std::to_string(sc.model.mtp_layers) + " MTP" : "")
+     << ", h=" << sc.model.hidden << ", seq=" << sc.model.seq_len << "\n";
   os << "  cluster    " << sc.gpus << " x " << sc.gpu.display_name << " (" << sc.topology.name
      << ")\n";
   if (sc.inputs.scenario_fnv1a64 != 0) {

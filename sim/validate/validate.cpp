@@ -73,7 +73,7 @@ constexpr std::array kNumberFields{
     "ep", "etp", "vp", "layers_per_virtual_stage", "global_batch_size", "micro_batch_size",
     "num_gpus", "gpus_per_node", "ffn_hidden_size", "vocab_size", "moe_num_experts", "moe_top_k",
     "moe_ffn_hidden_size", "lora_rank", "iteration_time_s", "tflops_per_gpu", "mfu",
-    "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms", "zero"};
+    "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms", "zero", "mtp_layers"};
 constexpr std::array kStringFields{
     "model", "source", "gpu", "precision", "recompute", "framework", "tflops_kind", "overlap",
     "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
@@ -208,8 +208,13 @@ double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_
                          (static_cast<double>(m.moe.top_k) * m.moe.expert_ffn_hidden +
                           m.moe.shared_ffn());
   const int n_moe = m.moe_layers();
-  const double macs = attn * m.layers + dense_mlp * (m.layers - n_moe) + moe_mlp * n_moe;
-  const double per_token = 3 * 2 * (macs + h * static_cast<double>(m.vocab));
+  double macs = attn * m.layers + dense_mlp * (m.layers - n_moe) + moe_mlp * n_moe;
+  // MTP (Megatron-Core core_r0.13 num_floating_point_operations): each module counts as one
+  // more layer of the last layer's kind, its eh_proj (2h x h) and three norms (3h), and one
+  // more logit GEMM.
+  const int D = m.mtp_layers;
+  macs += D * (attn + (m.is_moe_layer(m.layers) ? moe_mlp : dense_mlp) + 3 * h + 2 * h * h);
+  const double per_token = 3 * 2 * (macs + (D + 1) * h * static_cast<double>(m.vocab));
   return per_token * tokens;
 }
 
@@ -637,6 +642,19 @@ Report run_validation(const std::filesystem::path& runs_file,
                n.find("for an unknown model family") != std::string::npos;
       });
       notes.emplace_back("architecture from " + hf_path.filename().string());
+    }
+    // Multi-token prediction modules: the row's mtp_layers, else the config's
+    // num_nextn_predict_layers (a training choice the source may not print).
+    if (const auto mtp = row.num("mtp_layers")) {
+      if (!(*mtp >= 0 && *mtp <= 1000 && std::floor(*mtp) == *mtp)) {
+        skip("mtp_layers = " + strf("%g", *mtp) + " (line " +
+             std::to_string(rt->get("mtp_layers")->source().begin.line) +
+             "): must be a whole number in [0, 1000]");
+        continue;
+      }
+      md.mtp_layers = static_cast<int>(*mtp);
+    } else if (md.mtp_layers > 0) {
+      notes.emplace_back(strf("%d multi-token-prediction module(s) from the config", md.mtp_layers));
     }
     auto& tr = sc.training;
     if (lora) {

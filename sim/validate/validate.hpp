@@ -115,7 +115,8 @@ enum class AttentionFlops {
 /// halved for a causal model, per `attention`), and the logits (6 h V per token). MoE layers
 /// count the k routed experts and the shared experts per token (no router GEMM). MLA models
 /// count their down/up projections, the rope key, the output projection from heads x v_dim
-/// and a core over nope + rope (QK^T) and v (AV) dims.
+/// and a core over nope + rope (QK^T) and v (AV) dims. Each MTP module counts one more
+/// layer of the last layer's kind, its eh_proj and norms (2h^2 + 3h) and one more logit GEMM.
 double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_batch,
                                  AttentionFlops attention);
 

@@ -65,6 +65,8 @@ struct LayerCosts {
   OpCost attn_norm, qkv, attention, proj, attn_residual, mlp_norm, mlp_in, act, mlp_out,
       mlp_residual;
   OpCost embedding, final_norm, lm_head, loss;
+  OpCost mtp_norm, mtp_proj;             // MTP: enorm / hnorm (alike), eh_proj (2h -> h)
+  double mtp_params = 0;                 // per rank, one MTP module besides its layer
   CommCost tp_ag, tp_rs, tp_ar;          // of one [b, s, h] activation
   CommCost tp_ag_bwd, tp_rs_bwd;         // conjugates in backward (same sizes, own labels)
   CommCost tp_ag_wgrad;                  // SP: input all-gather for the weight gradient
@@ -123,6 +125,10 @@ class StepBuilder final : public PassEmitter {
     for (int l = 0; l < layers_of(vs); ++l) n += sc_.model.is_moe_layer(first_layer_of(vs) + l);
     return n;
   }
+  /// MTP modules on virtual stage `vs`: all of them on the last of the chain.
+  int mtp_of(int vs) const { return shape_.last_of_chain(vs) ? sc_.model.mtp_layers : 0; }
+  /// Global index of MTP module k's layer (0-based k).
+  int mtp_layer(int k) const { return sc_.model.layers + k; }
   /// Per-rank parameters of layer `i` without its routed experts.
   double layer_params_at(int i) const {
     return sc_.model.is_moe_layer(i) ? c_.moe_layer_params : c_.layer_params;
@@ -143,7 +149,9 @@ class StepBuilder final : public PassEmitter {
     return p;
   }
   double chunk_expert_params(int stage, int chunk) const {
-    return moe_layers_of(shape_.vs_of(stage, chunk)) * c_.expert_params;
+    const int vs = shape_.vs_of(stage, chunk);
+    const int mtp_moe = sc_.model.is_moe_layer(mtp_layer(0)) ? mtp_of(vs) : 0;
+    return (moe_layers_of(vs) + mtp_moe) * c_.expert_params;
   }
   /// MoE statistics of the layers costed so far (all stages).
   const std::vector<MoeLayerCost>& moe_costs() const { return moe_all_; }
@@ -151,19 +159,27 @@ class StepBuilder final : public PassEmitter {
   /// Parameters in model chunk `chunk` of `stage`, per rank, routed experts excluded: its
   /// layers, the embedding on the first virtual stage, the head on the last (with tied
   /// embeddings and pp > 1, the last stage keeps its own copy of the embedding, as
-  /// Megatron-LM does).
+  /// Megatron-LM does), and the MTP modules on the last.
   double chunk_params(int stage, int chunk) const {
     const int vs = shape_.vs_of(stage, chunk);
     const int moe = moe_layers_of(vs);
     double p = (layers_of(vs) - moe) * c_.layer_params + moe * c_.moe_layer_params;
     if (shape_.first_of_chain(vs)) p += embedding_params();
-    if (shape_.last_of_chain(vs)) p += head_params();
+    if (shape_.last_of_chain(vs)) p += head_params() + mtp_of(vs) * mtp_module_params();
     return p;
   }
+  /// One MTP module on one rank, routed experts excluded.
+  double mtp_module_params() const { return layer_params_at(mtp_layer(0)) + c_.mtp_params; }
   double embedding_params() const { return sc_.model.embedding_params() / tp_; }
+  /// With pp > 1 the last stage keeps its own copy of the embedding table when the head is
+  /// tied to it or MTP looks tokens up in it (Megatron-Core's embedding group), and the two
+  /// copies all-reduce their gradients.
+  bool embedding_copy_on_last() const {
+    return (sc_.model.tied_embeddings || sc_.model.mtp_layers > 0) && shape_.chain_length() > 1;
+  }
   double head_params() const {
-    const bool tied_copy = sc_.model.tied_embeddings && shape_.chain_length() > 1;
-    return (sc_.model.head_params() + (tied_copy ? sc_.model.embedding_params() : 0.0)) / tp_;
+    return (sc_.model.head_params() +
+            (embedding_copy_on_last() ? sc_.model.embedding_params() : 0.0)) / tp_;
   }
   /// The trainable subset of the parameters above (gradients, their reduction, optimizer
   /// state, parameter all-gathers): with LoRA (TrainingSpec::lora, dense models only) the
@@ -174,6 +190,7 @@ class StepBuilder final : public PassEmitter {
   double head_trainable() const { return lora() ? 0.0 : head_params(); }
   double chunk_trainable(int stage, int chunk) const {
     if (!lora()) return chunk_params(stage, chunk);
+    // LoRA: dense models without MTP (validate_lora).
     return layers_of(shape_.vs_of(stage, chunk)) * c_.layer_trainable;
   }
   double stage_trainable(int stage) const {
@@ -294,9 +311,9 @@ class StepBuilder final : public PassEmitter {
         }
       }
     }
-    // Tied embeddings with pp > 1: the first and the last stage all-reduce the embedding
-    // gradient between them (Megatron-LM's embedding group) before the optimizer.
-    if (sc_.model.tied_embeddings && shape_.chain_length() > 1 && !shape_.dual && !lora() &&
+    // Tied embeddings or MTP with pp > 1: the first and the last stage all-reduce the
+    // embedding gradient between them (Megatron-LM's embedding group) before the optimizer.
+    if (embedding_copy_on_last() && !shape_.dual && !lora() &&
         (stage_ == 0 || stage_ == sc_.layout.pp - 1)) {
       // One pair per (TP, CP, DP) position; the slowest placement prices them all.
       const Time t = net::slowest_group(comm_, CollectiveOp::AllReduce,
@@ -535,18 +552,46 @@ class StepBuilder final : public PassEmitter {
           zero3_gather(head_params());
           head_forward();
         }
+      });
+      for (int k = 0; k < mtp_of(vs); ++k) {
+        const int idx = mtp_layer(k);
+        const bool moe = sc_.model.is_moe_layer(idx);
+        add([this, idx, moe] {
+          wait_for_params(mtp_module_params());
+          if (moe) {
+            for (TaskId t : gather_->expert_tasks) wait_.push_back(t);
+            gather_->expert_tasks.clear();
+          }
+          zero3_gather(mtp_module_params());
+          mtp_forward_in();
+          layer_forward_a(false, idx);
+        }, moe && moe_ep);
+        if (moe) {
+          add([this, idx] { moe_forward_b(idx); }, moe_ep);
+          add([this, idx] { moe_forward_c(idx); });
+        }
+        add([this] { head_forward(); });
+      }
+      add([this] {
         gather_->tasks.clear();  // later microbatches find the parameters in place
         gather_ = nullptr;
       });
     } else if (op.kind == PassKind::BackwardWeight) {
       // Zero-bubble W pass: the weight-gradient GEMMs of the chunk, in backward order.
-      add([this, nl, first_layer, first_vs, last_vs] {
+      add([this, nl, first_layer, first_vs, last_vs, vs] {
         input_only_ = false;
         begin_reduction();
         if (last_vs) {
-          const TaskId wgrad = column_weight_grad(c_.lm_head);
-          zero3_reduce(head_params(), wgrad);
-          add_grads(head_trainable());
+          TaskId wgrad = column_weight_grad(c_.lm_head);
+          for (int k = mtp_of(vs) - 1; k >= 0; --k) {
+            const int idx = mtp_layer(k);
+            column_weight_grad(c_.lm_head);  // the shared head, once per MTP depth
+            layer_weight_grads(idx);
+            wgrad = column_weight_grad(c_.mtp_proj);
+            if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+          }
+          zero3_reduce(head_params() + mtp_of(vs) * mtp_module_params(), wgrad);
+          add_grads(head_trainable() + mtp_of(vs) * mtp_module_params());
         }
         for (int l = 0; l < nl; ++l) {
           const int idx = first_layer + nl - 1 - l;
@@ -577,24 +622,37 @@ class StepBuilder final : public PassEmitter {
           }
         }
       });
+      // MTP modules, deepest first: their gradient reaches the last layer's output through
+      // hnorm, so the decoder's backward follows them.
+      for (int k = mtp_of(vs) - 1; k >= 0; --k) {
+        const int idx = mtp_layer(k);
+        const bool moe = sc_.model.is_moe_layer(idx);
+        add([this, idx, moe] {
+          zero3_gather(mtp_module_params());
+          head_backward();  // the shared head's weight gradient accumulates into the main one
+          layer_backward_a(idx);
+        }, moe && moe_ep);
+        if (moe) add([this, idx] { moe_backward_b(idx); }, moe_ep);
+        add([this, idx] {
+          layer_backward_c(idx);
+          const TaskId wgrad = mtp_backward_in();
+          if (!input_only_) {
+            zero3_reduce(mtp_module_params(), wgrad);
+            add_grads(mtp_module_params());
+            if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+          }
+        });
+      }
       for (int l = 0; l < nl; ++l) {
         const int idx = first_layer + nl - 1 - l;  // backward runs the layers in reverse
         const bool moe = sc_.model.is_moe_layer(idx);
         add([this, idx] {
           zero3_gather(layer_params_at(idx));  // before recompute and backward
-          if (sc_.training.recompute == model::Recompute::Full) layer_forward(true, idx);
-          recompute_mlp_block(idx);
-          compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
-          if (sc_.model.is_moe_layer(idx)) moe_backward_a(idx);
+          layer_backward_a(idx);
         }, moe && moe_ep);
         if (moe) add([this, idx] { moe_backward_b(idx); }, moe_ep);
         add([this, idx] {
-          if (sc_.model.is_moe_layer(idx)) {
-            moe_backward_c(idx);
-          } else {
-            dense_mlp_backward();
-          }
-          const TaskId wgrad = attention_block_backward();
+          const TaskId wgrad = layer_backward_c(idx);
           if (!input_only_) {
             zero3_reduce(layer_params_at(idx), wgrad);
             add_grads(layer_trainable_at(idx));
@@ -714,6 +772,14 @@ class StepBuilder final : public PassEmitter {
     c_.final_norm = op_cost(head[0], "final_norm");
     c_.lm_head = op_cost(head[1], "lm_head");
     c_.loss = op_cost(head[2], "loss");
+    if (mdl.mtp_layers > 0) {
+      const auto mtp = model::mtp_ops(mdl, b);
+      c_.mtp_norm = op_cost(mtp[0], "mtp_norm");
+      c_.mtp_proj = op_cost(mtp[2], "mtp_eh_proj");
+      // eh_proj split by TP (column-parallel); enorm, hnorm and the final norm replicated.
+      const double eh = 2.0 * mdl.hidden * static_cast<double>(mdl.hidden);
+      c_.mtp_params = sc_.model.mtp_extra_params() - eh + eh / tp_;
+    }
     // Per rank: QKV (KV heads replicated when tp > kv_heads), projection, MLP, norms.
     const double h = mdl.hidden;
     const double mats = mdl.activation == model::Activation::SwiGLU ? 3.0 : 2.0;
@@ -832,8 +898,10 @@ class StepBuilder final : public PassEmitter {
     if (!sc_.model.moe.enabled()) return;
     for (int c = 0; c < v_; ++c) {
       const int vs = shape_.vs_of(stage_, c);
-      for (int l = 0; l < layers_of(vs); ++l) {
-        const int idx = first_layer_of(vs) + l;
+      std::vector<int> idxs;
+      for (int l = 0; l < layers_of(vs); ++l) idxs.push_back(first_layer_of(vs) + l);
+      for (int k = 0; k < mtp_of(vs); ++k) idxs.push_back(mtp_layer(k));
+      for (const int idx : idxs) {
         if (!sc_.model.is_moe_layer(idx) || moe_.count(idx) != 0) continue;
         MoeLayerCost mc = moe_layer_cost(sc_.model, sc_.layout, sc_.training.gemm_kernels(),
                                          sc_.training.micro_batch, cost_, comm_, sc_.seed, idx,
@@ -1369,6 +1437,47 @@ class StepBuilder final : public PassEmitter {
     if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
     compute(c_.embedding.bwd_input, c_.embedding.bwd_label);
   }
+  /// Backward of layer `idx` up to (MoE) the dispatch all-to-all's gradient: recompute, the
+  /// MLP residual, and for an MoE layer the combine side (moe_backward_a).
+  void layer_backward_a(int idx) {
+    if (sc_.training.recompute == model::Recompute::Full) layer_forward(true, idx);
+    recompute_mlp_block(idx);
+    compute(c_.mlp_residual.bwd_input, c_.mlp_residual.bwd_label);
+    if (sc_.model.is_moe_layer(idx)) moe_backward_a(idx);
+  }
+  /// The rest of layer `idx`'s backward: the MLP (or the MoE block's last part) and the
+  /// attention block; returns the QKV weight-gradient task.
+  TaskId layer_backward_c(int idx) {
+    if (sc_.model.is_moe_layer(idx)) {
+      moe_backward_c(idx);
+    } else {
+      dense_mlp_backward();
+    }
+    return attention_block_backward();
+  }
+  /// An MTP module's input (DeepSeek-V3 report §2.2; Megatron-Core
+  /// MultiTokenPredictionLayer): the shifted tokens' embedding (the shared table's lookup
+  /// with its TP reduction), enorm and hnorm, and eh_proj — column-parallel, its [b, s, h/t]
+  /// output all-gathered over TP (all_gather_last_dim) and, with SP, cut back to the
+  /// sequence shard.
+  void mtp_forward_in() {
+    embedding_forward();
+    compute(c_.mtp_norm.fwd, c_.mtp_norm.fwd_label);
+    compute(c_.mtp_norm.fwd, c_.mtp_norm.fwd_label);
+    gather_then_gemm(c_.mtp_proj, false);
+    if (tp_on()) wait_.push_back(tp(c_.tp_ag));
+  }
+  /// Backward of mtp_forward_in after the module's layer: the all-gather's conjugate
+  /// (reduce-scatter), eh_proj's dgrad and wgrad, the two norms and the embedding's
+  /// scatter-add. Returns eh_proj's weight-gradient task (kNoId in a B-only pass).
+  TaskId mtp_backward_in() {
+    if (tp_on()) wait_.push_back(tp(c_.tp_rs_bwd));
+    const TaskId wgrad = column_backward(c_.mtp_proj);
+    compute(c_.mtp_norm.bwd_input, c_.mtp_norm.bwd_label);
+    compute(c_.mtp_norm.bwd_input, c_.mtp_norm.bwd_label);
+    embedding_backward();
+    return wgrad;
+  }
   void head_forward() {
     compute(c_.final_norm.fwd, c_.final_norm.fwd_label);
     gather_then_gemm(c_.lm_head, false);
@@ -1574,6 +1683,7 @@ void validate_lora(const Scenario& sc) {
   }
   if (sc.model.moe.enabled()) no("MoE layers");
   if (sc.model.mla.enabled()) no("MLA attention");
+  if (sc.model.mtp_layers > 0) no("multi-token prediction (model.mtp_layers)");
   if (sc.layout.zero >= 3) no("ZeRO-3");
   switch (sc.layout.schedule) {
     case parallel::ScheduleKind::GPipe:
@@ -1867,6 +1977,11 @@ StepResult simulate_step(const Scenario& sc) {
   // Embedding output kept for the first layer (sharded with SP); fp32 logits for the loss.
   const double emb_act = 2.0 * sbh / (L.sequence_parallel ? L.tp : 1);
   const double head_act = 4.0 * b * local.seq_len * static_cast<double>(sc.model.vocab) / L.tp;
+  // One MTP module: its layer, its own fp32 logits, the inputs enorm and hnorm keep
+  // (sharded with SP) and eh_proj's [b, s, 2h] input.
+  const double sp_div = L.sequence_parallel ? L.tp : 1;
+  const double mtp_act = (sc.model.is_moe_layer(sc.model.layers) ? act_moe_layer : act_layer) +
+                         head_act + 2.0 * 2.0 * sbh / sp_div + 2.0 * 2.0 * sbh;
   const int v = builder.chunks();
   const PipelineShape shape = builder.shape();
   double worst = -1;
@@ -1909,7 +2024,7 @@ StepResult simulate_step(const Scenario& sc) {
         const int moe_layers = builder.moe_layers_of(vs);
         double bts = (builder.layers_of(vs) - moe_layers) * act_layer + moe_layers * act_moe_layer;
         if (shape.first_of_chain(vs)) bts += emb_act;
-        if (shape.last_of_chain(vs)) bts += head_act;
+        if (shape.last_of_chain(vs)) bts += head_act + sc.model.mtp_layers * mtp_act;
         bytes.push_back(bts);
       }
     }

@@ -306,7 +306,7 @@ model::Op rank_op(const model::ModelSpec& model, int tp, bool sp, const model::O
 /// checks of Layout::validate, model checks), std::invalid_argument for a bad topology,
 /// DeadlockError / InternalError if the engine's invariants break.
 /// Throws InputError (key "training.lora") when the scenario asks for LoRA with what the
-/// LoRA model does not cover: MoE or MLA models, ZeRO-3, or a schedule other than gpipe,
+/// LoRA model does not cover: MoE, MLA or MTP models, ZeRO-3, or a schedule other than gpipe,
 /// 1f1b and interleaved (zero-bubble and DualPipe split weight passes, PipeDream stashes
 /// weights); also when it targets no GEMM, and (key "training.lora.rank") when its rank is
 /// above the targeted weights' full rank. Does nothing without LoRA.

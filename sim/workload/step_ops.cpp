@@ -59,6 +59,12 @@ std::vector<StepKernel> microbatch_kernels(const Scenario& sc) {
                                     "no virtual stages)");
   }
   const auto& mdl = sc.model;
+  if (mdl.moe.enabled() || mdl.mla.enabled() || mdl.mtp_layers > 0) {
+    const char* key = mdl.moe.enabled() ? "model.moe" : mdl.mla.enabled() ? "model.hf_config"
+                                                                          : "model.mtp_layers";
+    throw InputError(key, "the one-GPU step runs dense multi-head (or grouped-query) attention "
+                          "layers only: no MoE, MLA or multi-token prediction modules");
+  }
   const std::int64_t b = sc.training.micro_batch;
   std::vector<model::Op> layer;
   for (const auto& op : model::layer_ops(mdl, b)) layer.push_back(rank_op(sc, op));
@@ -119,6 +125,9 @@ std::vector<GemmShape> scenario_gemm_shapes(const Scenario& sc) {
   };
   for (const auto& op : model::layer_ops(sc.model, b)) add(op);
   for (const auto& op : model::head_ops(sc.model, b)) add(op);
+  if (sc.model.mtp_layers > 0) {
+    for (const auto& op : model::mtp_ops(sc.model, b)) add(op);
+  }
   return {shapes.begin(), shapes.end()};
 }
 

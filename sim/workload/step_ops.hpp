@@ -33,7 +33,8 @@ struct StepKernel {
 /// The kernels of one microbatch (forward over every layer, then backward in reverse with
 /// the scenario's recompute) on a rank that holds all layers (pp = 1), embedding and head
 /// included, as one TP rank runs them (rank_op). Throws InputError (key "parallel.pp") when
-/// pp > 1 or virtual stages > 1.
+/// pp > 1 or virtual stages > 1, and (keys "model.moe", "model.hf_config", "model.mtp_layers")
+/// for MoE, MLA or MTP models, whose layers it does not list.
 std::vector<StepKernel> microbatch_kernels(const Scenario& sc);
 
 /// The optimizer kernel of the step: Adam over the rank's parameters, 28 bytes each (fp32
