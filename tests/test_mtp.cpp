@@ -147,6 +147,48 @@ TEST(Mtp, ModuleLivesOnTheLastStageWithAnEmbeddingCopy) {
   EXPECT_GT(r1.step_time, r0.step_time);
 }
 
+// ZeRO-3 gathers each weight before its use: the module's own, and the shared embedding table
+// again for the module's lookup (forward); the backward re-gathers the module's weights.
+TEST(Mtp, ZeroThreeGathersTheModuleAndTheSharedTableAgain) {
+  auto z3 = [](int mtp) {
+    std::string t = gpt(4, mtp, 1, 2);
+    t = test::replace(t, "dp = 1", "dp = 2\nzero = 3");
+    return test::replace(t, "global_batch = 4", "global_batch = 8");
+  };
+  auto gathers = [](const workload::StepResult& r) {
+    int n = 0;
+    for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {
+      n += r.graph->label(r.graph->task(t).label) == "dp all_gather params";
+    }
+    return n;
+  };
+  const auto r0 = simulate_step(load(z3(0), "z3a"));
+  const auto r1 = simulate_step(load(z3(1), "z3b"));
+  EXPECT_EQ(gathers(r1) - gathers(r0), 2 * 3);  // 2 microbatches x (module, table, module)
+}
+
+// DualPipe: each end rank holds the first stage of one chain and the last of the other, so the
+// module shares that rank's embedding table: no copy, no first/last embedding all-reduce.
+TEST(Mtp, DualPipeEndRanksShareTheirEmbedding) {
+  auto dual = [](int mtp) {
+    std::string t = gpt(4, mtp, 2, 2);
+    t = test::replace(t, "global_batch = 4", "global_batch = 8");
+    return test::replace(t, "dp = 1", "dp = 1\nschedule = \"dualpipe\"");
+  };
+  const auto r0 = simulate_step(load(dual(0), "dual0"));
+  const Scenario sc = load(dual(1), "dual1");
+  const auto r1 = simulate_step(sc);
+  const model::ModelSpec& m = sc.model;
+  for (int s = 0; s < 2; ++s) {
+    EXPECT_DOUBLE_EQ(r1.stages[s].params - r0.stages[s].params,
+                     m.params_per_layer() + m.mtp_extra_params())
+        << s;
+  }
+  for (TaskId t = 0; t < r1.graph->num_tasks(); ++t) {
+    EXPECT_NE(r1.graph->label(r1.graph->task(t).label).rfind("embedding grad all_reduce", 0), 0U);
+  }
+}
+
 // An MoE model's MTP layer is an MoE layer (the last layer's kind): its experts join the last
 // stage's expert weights and its all-to-alls run there.
 TEST(Mtp, MoeModulesRouteTheirTokensOnTheLastStage) {
@@ -159,7 +201,8 @@ TEST(Mtp, MoeModulesRouteTheirTokensOnTheLastStage) {
   const auto r0 = simulate_step(load(t0, "moe0"));
   const auto r1 = simulate_step(load(t1, "moe1"));
   ASSERT_TRUE(r1.moe);
-  EXPECT_EQ(r1.moe->moe_layers, r0.moe->moe_layers);  // decoder layers: the report's count
+  // The routing statistics average over the decoder's MoE layers and the module's.
+  EXPECT_EQ(r1.moe->moe_layers, r0.moe->moe_layers + 1);
   auto dispatches = [](const workload::StepResult& r) {
     int n = 0;
     for (TaskId t = 0; t < r.graph->num_tasks(); ++t) {

@@ -142,8 +142,10 @@ class Analyzer {
         expert_params = 0;
       }
     }
-    // The last stage's copy of the embedding (tied head or MTP; builder embedding_copy_on_last).
-    const bool tied_copy = (m.tied_embeddings || m.mtp_layers > 0) && shape.chain_length() > 1;
+    // The last stage's copy of the embedding (tied head or MTP; builder embedding_copy_on_last;
+    // DualPipe's end ranks share theirs).
+    const bool tied_copy =
+        (m.tied_embeddings || m.mtp_layers > 0) && shape.chain_length() > 1 && !dual;
     const double emb_params = m.embedding_params() / L.tp;
     const double head_params = (m.head_params() + (tied_copy ? m.embedding_params() : 0.0)) / L.tp;
     const std::int64_t mb_count = base_.training.global_batch / (c.micro_batch * L.dp);

@@ -173,9 +173,12 @@ class StepBuilder final : public PassEmitter {
   double embedding_params() const { return sc_.model.embedding_params() / tp_; }
   /// With pp > 1 the last stage keeps its own copy of the embedding table when the head is
   /// tied to it or MTP looks tokens up in it (Megatron-Core's embedding group), and the two
-  /// copies all-reduce their gradients.
+  /// copies all-reduce their gradients. DualPipe's end ranks hold both ends of the model (the
+  /// first stage of one chain, the last of the other), so they share the one table (DeepSeek-V3
+  /// §3.2.3: MTP's embedding and head are the main model's, physically).
   bool embedding_copy_on_last() const {
-    return (sc_.model.tied_embeddings || sc_.model.mtp_layers > 0) && shape_.chain_length() > 1;
+    return (sc_.model.tied_embeddings || sc_.model.mtp_layers > 0) &&
+           shape_.chain_length() > 1 && !shape_.dual;
   }
   double head_params() const {
     return (sc_.model.head_params() +
@@ -313,7 +316,7 @@ class StepBuilder final : public PassEmitter {
     }
     // Tied embeddings or MTP with pp > 1: the first and the last stage all-reduce the
     // embedding gradient between them (Megatron-LM's embedding group) before the optimizer.
-    if (embedding_copy_on_last() && !shape_.dual && !lora() &&
+    if (embedding_copy_on_last() && !lora() &&
         (stage_ == 0 || stage_ == sc_.layout.pp - 1)) {
       // One pair per (TP, CP, DP) position; the slowest placement prices them all.
       const Time t = net::slowest_group(comm_, CollectiveOp::AllReduce,
@@ -563,6 +566,8 @@ class StepBuilder final : public PassEmitter {
             gather_->expert_tasks.clear();
           }
           zero3_gather(mtp_module_params());
+          // ZeRO-3 (pp = 1): the shared table the module looks its tokens up in, again.
+          zero3_gather(embedding_params());
           mtp_forward_in();
           layer_forward_a(false, idx);
         }, moe && moe_ep);
@@ -1886,7 +1891,9 @@ StepResult simulate_step(const Scenario& sc) {
     ms.a2a_combine_bytes_per_layer = combine / n_layers;
     ms.rows_sent_per_layer = rows / n_layers;
     ms.dropped_fraction = static_cast<double>(dropped) / routed;
-    ms.moe_layers = sc.model.moe_layers();
+    // The decoder's MoE layers and the MTP modules' (MoE when the last layer is).
+    ms.moe_layers = sc.model.moe_layers() +
+                    (sc.model.is_moe_layer(sc.model.layers) ? sc.model.mtp_layers : 0);
     r.moe = ms;
   }
   const double step = r.step_time.seconds();

@@ -175,7 +175,7 @@ struct MemoryBreakdown {
 
 /// Routing statistics of the MoE layers (one draw per layer per step, EP group 0).
 struct MoeStats {
-  int moe_layers = 0;
+  int moe_layers = 0;              ///< MoE layers of the model, MTP modules' included
   double imbalance_max = 1;        ///< max over layers of max / mean rows per EP rank
   double imbalance_mean = 1;       ///< mean over layers
   /// Off-rank bytes of the busiest EP rank per MoE layer, forward dispatch (dispatch dtype) and
