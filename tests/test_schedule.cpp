@@ -71,6 +71,31 @@ TEST(Layout, LayersSpreadWithFewerOnTheEndStages) {
   EXPECT_THROW(layers_per_virtual_stage(4, 8, 1), InputError);
 }
 
+// Megatron-Core's --decoder-first/last-pipeline-num-layers: the ends as given, the middle
+// stages the rest evenly, which must divide (DeepSeek-V3's 61 layers on PP 8: 7 + 6 x 8 + 6).
+TEST(Layout, FirstAndLastStageLayersAsGivenTheMiddleEven) {
+  EXPECT_EQ(layers_per_virtual_stage(61, 8, 1, 7, 6), (std::vector<int>{7, 8, 8, 8, 8, 8, 8, 6}));
+  EXPECT_EQ(layers_per_virtual_stage(61, 8, 1, 5, 0), (std::vector<int>{5, 8, 8, 8, 8, 8, 8, 8}));
+  EXPECT_EQ(layers_per_virtual_stage(61, 8, 1, 0, 12), (std::vector<int>{7, 7, 7, 7, 7, 7, 7, 12}));
+  EXPECT_EQ(layers_per_virtual_stage(10, 2, 1, 4, 6), (std::vector<int>{4, 6}));
+  EXPECT_EQ(layers_per_virtual_stage(24, 2, 2, 3, 3), (std::vector<int>{3, 9, 9, 3}));
+  auto key = [](int layers, int stages, int first, int last) {
+    try {
+      (void)layers_per_virtual_stage(layers, stages, 1, first, last);
+    } catch (const InputError& e) {
+      return e.key();
+    }
+    return std::string("none");
+  };
+  EXPECT_EQ(key(61, 8, 5, 5), "parallel.first_stage_layers");  // 51 over 6 middle stages
+  EXPECT_EQ(key(61, 8, 0, 5), "none");  // 56 over 7: 8 each
+  EXPECT_EQ(key(61, 8, 0, 6), "parallel.last_stage_layers");   // 55 over 7
+  EXPECT_EQ(key(10, 2, 4, 5), "parallel.first_stage_layers");  // one layer left for no stage
+  EXPECT_EQ(key(10, 1, 4, 0), "parallel.first_stage_layers");  // one stage
+  EXPECT_EQ(key(8, 4, 3, 3), "none");  // 2 layers for 2 stages
+  EXPECT_EQ(key(8, 4, 4, 3), "parallel.first_stage_layers");   // 1 layer for 2 stages
+}
+
 TEST(Layout, RankOrderIsTpFastestThenDpThenPp) {
   Layout L;
   L.tp = 8;

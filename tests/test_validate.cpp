@@ -257,6 +257,43 @@ std::string validation_error(const std::filesystem::path& runs) {
 }
 }  // namespace
 
+// Rows may state multi-token prediction modules and uneven pipeline ends; bad values skip
+// the row naming the field and line, and a split that does not divide is skipped with the
+// layout's reason.
+TEST(Validate, RowsStateMtpModulesAndUnevenPipelineEnds) {
+  const auto dir = test::temp_dir("validate-mtp");
+  const std::string piped = "iteration_time_s = 1.0\n";
+  auto pp2 = [](std::string row) {
+    row = test::replace(row, "num_layers = 2", "num_layers = 4");
+    row = test::replace(row, "pp = 1", "pp = 2");
+    return test::replace(row, "dp = 8", "dp = 4");
+  };
+  const auto runs = test::write(
+      dir / "runs.toml",
+      pp2(small_row("plain", "g", piped)) + pp2(small_row("mtp", "g", piped + "mtp_layers = 1")) +
+          pp2(small_row("mtp0", "g", piped + "mtp_layers = 0")) +
+          pp2(small_row("mtp_frac", "g", piped + "mtp_layers = 1.5")) +
+          pp2(small_row("ends", "g", piped + "first_stage_layers = 1")) +
+          pp2(small_row("ends_bad", "g", piped + "first_stage_layers = 4")) +
+          pp2(small_row("ends_zero", "g", piped + "last_stage_layers = 0")));
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  std::map<std::string, const validate::RowResult*> by_id;
+  for (const auto& r : report.rows) by_id[r.id] = &r;
+  ASSERT_EQ(by_id.size(), 7U);
+  for (const char* ok : {"plain", "mtp", "mtp0", "ends"}) {
+    EXPECT_TRUE(by_id.at(ok)->ok) << ok << ": " << by_id.at(ok)->reason;
+  }
+  EXPECT_GT(by_id.at("mtp")->predicted, by_id.at("plain")->predicted);  // iteration time
+  EXPECT_EQ(by_id.at("mtp0")->predicted, by_id.at("plain")->predicted);
+  EXPECT_NE(by_id.at("ends")->predicted, by_id.at("plain")->predicted);
+  EXPECT_NE(by_id.at("mtp_frac")->reason.find("mtp_layers = 1.5 (line "), std::string::npos)
+      << by_id.at("mtp_frac")->reason;
+  EXPECT_NE(by_id.at("ends_bad")->reason.find("first_stage_layers"), std::string::npos)
+      << by_id.at("ends_bad")->reason;
+  EXPECT_NE(by_id.at("ends_zero")->reason.find("last_stage_layers = 0 (line "), std::string::npos)
+      << by_id.at("ends_zero")->reason;
+}
+
 TEST(Validate, ImpossibleRowValuesAreSkippedWithTheReason) {
   // A published value of 0, below 0, NaN or infinite, and counts that are fractions or beyond
   // int, were scored (error +inf%, nan%) or truncated and wrapped into another run.

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 #include <tuple>
 
 #include "config/scenario.hpp"
+#include "config/scenario_writer.hpp"
 #include "cost/cost_model.hpp"
 #include "core/error.hpp"
 #include "model/memory.hpp"
@@ -564,4 +566,49 @@ TEST(Workload, EmbeddingBackwardWritesTheDenseTableGradient) {
     EXPECT_EQ(o.busy.count_ps(), (expected * microbatches).count_ps());
   }
   EXPECT_TRUE(found);
+}
+
+// Uneven pipeline ends (Megatron-Core --decoder-first/last-pipeline-num-layers): a split equal
+// to the default one is the same step to the picosecond; moving a layer moves its weights
+// and its time between the stages; a split that does not divide names its key and line; a
+// written scenario keeps it.
+TEST(Workload, FirstAndLastStageLayersMoveLayersBetweenStages) {
+  const auto dir = test::temp_dir("workload-uneven");
+  const std::string base = test::small_scenario();  // 4 layers, pp 2: 2 + 2 by default
+  const std::string parallel = "sequence_parallel = true\n";
+  auto with = [&](const std::string& keys) {
+    return test::replace(base, parallel, parallel + keys);
+  };
+  const Scenario even = config::load_scenario(test::write(dir / "even.toml", base));
+  const Scenario same = config::load_scenario(
+      test::write(dir / "same.toml", with("first_stage_layers = 2\nlast_stage_layers = 2\n")));
+  const Scenario moved =
+      config::load_scenario(test::write(dir / "moved.toml", with("first_stage_layers = 1\n")));
+  const auto r_even = simulate_step(even);
+  const auto r_same = simulate_step(same);
+  const auto r_moved = simulate_step(moved);
+  EXPECT_EQ(r_same.step_time, r_even.step_time);
+  EXPECT_EQ(r_moved.stages[0].layers, 1);
+  EXPECT_EQ(r_moved.stages[1].layers, 3);
+  const double layer = workload::attention_params_per_rank(even.model, 2) +
+                       workload::dense_mlp_params_per_rank(even.model, 2, even.model.ffn_hidden);
+  EXPECT_NEAR(r_even.stages[0].params - r_moved.stages[0].params, layer, 1e-6 * layer);
+  EXPECT_NEAR(r_moved.stages[1].params - r_even.stages[1].params, layer, 1e-6 * layer);
+  EXPECT_GT(r_moved.stages[1].breakdown.compute, r_even.stages[1].breakdown.compute);
+  EXPECT_LT(r_moved.stages[0].breakdown.compute, r_even.stages[0].breakdown.compute);
+  std::ostringstream table;
+  report::print_table(table, moved, r_moved);
+  EXPECT_NE(table.str().find("first stage 1 layers"), std::string::npos);
+  const Scenario again =
+      config::load_scenario(test::write(dir / "again.toml", config::scenario_toml(moved)));
+  EXPECT_EQ(again.layout.first_stage_layers, 1);
+  EXPECT_EQ(again.layout.last_stage_layers, 0);
+  try {
+    (void)config::load_scenario(test::write(dir / "bad.toml", with("last_stage_layers = 4\n")));
+    ADD_FAILURE() << "a split leaving no layer for a stage loaded";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("bad.toml:"), std::string::npos) << what;
+    EXPECT_NE(what.find("last_stage_layers"), std::string::npos) << what;
+  }
 }

@@ -54,7 +54,7 @@ const std::map<std::string, std::vector<std::string>>& all_keys() {
       {"parallel",
        {"tp", "pp", "dp", "ep", "etp", "cp", "sequence_parallel", "virtual_stages", "schedule", "zero",
         "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "dp_bucket_params",
-        "optimizer_post_validation", "cp_comm"}},
+        "optimizer_post_validation", "cp_comm", "first_stage_layers", "last_stage_layers"}},
       {"cluster", {"topology", "gpus", "profile"}},
       {"simulation", {"fidelity", "seed", "sm_contention", "stragglers", "steps"}},
       {"cost", {"gpu_hour_usd"}},
@@ -761,6 +761,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   }
   L.sequence_parallel = p.boolean("sequence_parallel").value_or(false);
   L.virtual_stages = static_cast<int>(p.bounded("virtual_stages", 1, 1, 1024));
+  L.first_stage_layers = static_cast<int>(p.bounded("first_stage_layers", 0, 1, 100000));
+  L.last_stage_layers = static_cast<int>(p.bounded("last_stage_layers", 0, 1, 100000));
   L.schedule = p.choice<parallel::ScheduleKind>(
                     "schedule", {{"gpipe", parallel::ScheduleKind::GPipe},
                                  {"pipedream", parallel::ScheduleKind::PipeDream},

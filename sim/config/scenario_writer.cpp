@@ -131,6 +131,8 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
       {"cp_comm", L.cp_comm == parallel::Layout::CpComm::P2P ? "p2p" : "all_gather"}};
   if (L.dp_bucket_params > 0) parallel.insert("dp_bucket_params", L.dp_bucket_params);
   if (L.etp > 0) parallel.insert("etp", L.etp);
+  if (L.first_stage_layers > 0) parallel.insert("first_stage_layers", L.first_stage_layers);
+  if (L.last_stage_layers > 0) parallel.insert("last_stage_layers", L.last_stage_layers);
 
   const std::filesystem::path topo =
       topology.empty() ? std::filesystem::path(sc.inputs.topology_path) : topology;

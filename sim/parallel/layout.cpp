@@ -74,6 +74,11 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                          str(static_cast<std::int64_t>(pp) * virtual_stages) +
                          ") exceeds model.layers (" + str(m.layers) + ")");
   }
+  if (first_stage_layers != 0 || last_stage_layers != 0) {
+    // The model chain: pp x v virtual stages (DualPipe: two chains of pp, one per direction).
+    (void)layers_per_virtual_stage(m.layers, pp * virtual_stages, 1, first_stage_layers,
+                                   last_stage_layers);
+  }
   if (sequence_parallel && tp == 1) {
     throw InputError("parallel.sequence_parallel", "parallel.sequence_parallel needs tp > 1");
   }
@@ -353,11 +358,38 @@ std::vector<std::vector<int>> Layout::pp_pairs(int from, int to) const {
   return out;
 }
 
-std::vector<int> layers_per_virtual_stage(int layers, int pp, int v) {
+std::vector<int> layers_per_virtual_stage(int layers, int pp, int v, int first, int last) {
   const int stages = pp * v;
   if (stages < 1 || layers < stages) {
     throw InputError("parallel.pp", "cannot split " + str(layers) + " layers over " +
                                         str(stages) + " pipeline stages");
+  }
+  if (first > 0 || last > 0) {
+    const char* key = first > 0 ? "parallel.first_stage_layers" : "parallel.last_stage_layers";
+    if (first < 0 || last < 0) {
+      throw InputError(first < 0 ? "parallel.first_stage_layers" : "parallel.last_stage_layers",
+                       "first_stage_layers and last_stage_layers must be >= 0");
+    }
+    if (stages < 2) {
+      throw InputError(key, std::string(key) + " needs at least two pipeline stages (pp x "
+                                               "virtual_stages >= 2)");
+    }
+    const int middle_stages = stages - (first > 0 ? 1 : 0) - (last > 0 ? 1 : 0);
+    const int middle = layers - first - last;
+    if (middle < middle_stages || (middle_stages == 0 && middle != 0) ||
+        (middle_stages > 0 && middle % middle_stages != 0)) {
+      throw InputError(key, "parallel.first_stage_layers (" + str(first) +
+                                ") and last_stage_layers (" + str(last) + ") leave " +
+                                str(middle) + " of model.layers (" + str(layers) + ") for " +
+                                str(middle_stages) +
+                                " middle stages: each needs the same number of layers, at "
+                                "least one (Megatron-Core's rule)");
+    }
+    std::vector<int> out(static_cast<std::size_t>(stages),
+                         middle_stages > 0 ? middle / middle_stages : 0);
+    if (first > 0) out.front() = first;
+    if (last > 0) out.back() = last;
+    return out;
   }
   const int per = (layers + stages - 1) / stages;
   std::vector<int> out(static_cast<std::size_t>(stages), per);

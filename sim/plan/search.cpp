@@ -112,7 +112,9 @@ class Analyzer {
     const bool dual = L.schedule == ScheduleKind::DualPipe;
     const workload::PipelineShape shape{L.pp, L.virtual_stages, dual};
     const int v = dual ? 2 : L.virtual_stages;
-    const auto layers = parallel::layers_per_virtual_stage(m.layers, shape.chain_length(), 1);
+    const auto layers = parallel::layers_per_virtual_stage(m.layers, shape.chain_length(), 1,
+                                                           L.first_stage_layers,
+                                                           L.last_stage_layers);
     // MoE layers of each chain position (as the builder's moe_layers_of).
     moe_of_.assign(layers.size(), 0);
     if (m.moe.enabled()) {

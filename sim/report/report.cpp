@@ -141,6 +141,8 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r,
   if (L.cp > 1) lay["cp_comm"] = L.cp_comm == parallel::Layout::CpComm::P2P ? "p2p" : "all_gather";
   lay["sequence_parallel"] = L.sequence_parallel;
   lay["virtual_stages"] = L.virtual_stages;
+  if (L.first_stage_layers > 0) lay["first_stage_layers"] = L.first_stage_layers;
+  if (L.last_stage_layers > 0) lay["last_stage_layers"] = L.last_stage_layers;
   lay["schedule"] = std::string(parallel::schedule_name(L.schedule));
   lay["zero"] = L.zero;
   lay["micro_batch"] = sc.training.micro_batch;
@@ -238,6 +240,8 @@ void print_table(std::ostream& os, const workload::Scenario& sc, const workload:
   }
   os << ", schedule " << parallel::schedule_name(L.schedule);
   if (L.virtual_stages > 1) os << " (v=" << L.virtual_stages << ")";
+  if (L.first_stage_layers > 0) os << ", first stage " << L.first_stage_layers << " layers";
+  if (L.last_stage_layers > 0) os << ", last stage " << L.last_stage_layers << " layers";
   os << ", ZeRO " << L.zero << ", recompute " << model::recompute_name(sc.training.recompute)
      << ", microbatch " << sc.training.micro_batch << " x " << r.microbatches << " per pipeline";
   if (sc.training.lora.enabled()) os << ", LoRA r=" << sc.training.lora.rank << " (frozen base)";

@@ -73,7 +73,8 @@ constexpr std::array kNumberFields{
     "ep", "etp", "vp", "layers_per_virtual_stage", "global_batch_size", "micro_batch_size",
     "num_gpus", "gpus_per_node", "ffn_hidden_size", "vocab_size", "moe_num_experts", "moe_top_k",
     "moe_ffn_hidden_size", "lora_rank", "iteration_time_s", "tflops_per_gpu", "mfu",
-    "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms", "zero", "mtp_layers"};
+    "tokens_per_s_per_gpu", "fwd_ms", "bwd_ms", "zero", "mtp_layers", "first_stage_layers",
+    "last_stage_layers"};
 constexpr std::array kStringFields{
     "model", "source", "gpu", "precision", "recompute", "framework", "tflops_kind", "overlap",
     "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
@@ -444,7 +445,7 @@ Report run_validation(const std::filesystem::path& runs_file,
                           "tp", "pp", "dp", "cp", "ep", "etp", "vp", "layers_per_virtual_stage",
                           "global_batch_size", "micro_batch_size", "num_gpus", "ffn_hidden_size",
                           "vocab_size", "moe_num_experts", "moe_top_k", "moe_ffn_hidden_size",
-                          "lora_rank"}) {
+                          "lora_rank", "first_stage_layers", "last_stage_layers"}) {
       const auto v = row.num(k);
       if (!v || (*v >= 1 && *v <= 2147483647.0 && std::floor(*v) == *v)) continue;
       bad_counts += (bad_counts.empty() ? "" : ", ") + std::string(k) + " = " + strf("%g", *v) +
@@ -774,6 +775,9 @@ Report run_validation(const std::filesystem::path& runs_file,
     // (Llama 3 405B: 126 layers over PP 8 x VP 8).
     L.virtual_stages = v;
     L.schedule = v > 1 ? parallel::ScheduleKind::Interleaved : parallel::ScheduleKind::OneFOneB;
+    // Uneven pipeline ends (Megatron-Core --decoder-first/last-pipeline-num-layers).
+    L.first_stage_layers = static_cast<int>(row.num("first_stage_layers").value_or(0));
+    L.last_stage_layers = static_cast<int>(row.num("last_stage_layers").value_or(0));
     // The row's pipeline schedule, where it has a pipeline: Megatron's 1F1B (PipeDream-Flush;
     // interleaved with vp > 1), GPipe, PipeDream-2BW, the zero-bubble ZB-H1 / ZB-H2 and
     // DualPipe. A name that could be several ("ZB-H1/ZB-2p/ZB-V") is not guessed.

@@ -98,7 +98,8 @@ class StepBuilder final : public PassEmitter {
     sp_ = L.sequence_parallel;
     shape_ = PipelineShape{L.pp, L.virtual_stages, L.schedule == parallel::ScheduleKind::DualPipe};
     v_ = shape_.dual ? 2 : L.virtual_stages;  // model chunks per rank
-    layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, shape_.chain_length(), 1);
+    layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, shape_.chain_length(), 1,
+                                                 L.first_stage_layers, L.last_stage_layers);
     first_layer_.assign(layers_.size(), 0);
     for (std::size_t i = 1; i < layers_.size(); ++i) {
       first_layer_[i] = first_layer_[i - 1] + layers_[i - 1];
