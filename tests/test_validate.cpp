@@ -294,6 +294,44 @@ TEST(Validate, RowsStateMtpModulesAndUnevenPipelineEnds) {
       << by_id.at("ends_zero")->reason;
 }
 
+// Rows may name selective recompute's modules (Megatron-Core --recompute-modules); names
+// that are not simulated, or modules without selective recompute, skip the row with its line.
+TEST(Validate, RowsNameSelectiveRecomputeModules) {
+  const auto dir = test::temp_dir("validate-rcm");
+  const std::string t = "iteration_time_s = 1.0\n";
+  const std::string sel = t + "recompute = \"selective\"\n";
+  const auto runs = test::write(
+      dir / "runs.toml",
+      small_row("attn", "g", sel) + small_row("mlp", "g", sel + "recompute_modules = \"mlp\"") +
+          small_row("both", "g", sel + "recompute_modules = \"core_attn, mlp layernorm\"") +
+          small_row("mla", "g", sel + "recompute_modules = \"mla_up_proj, mlp\"") +
+          small_row("typo", "g", sel + "recompute_modules = \"mpl\"") +
+          small_row("empty", "g", sel + "recompute_modules = \" , \"") +
+          small_row("none", "g", t + "recompute = \"none\"\nrecompute_modules = \"mlp\""));
+  const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
+  std::map<std::string, const validate::RowResult*> by_id;
+  for (const auto& r : report.rows) by_id[r.id] = &r;
+  ASSERT_EQ(by_id.size(), 7U);
+  for (const char* ok : {"attn", "mlp", "both"}) {
+    EXPECT_TRUE(by_id.at(ok)->ok) << ok << ": " << by_id.at(ok)->reason;
+  }
+  // Recomputing the MLP costs more than the attention core; both modules more still.
+  EXPECT_GT(by_id.at("mlp")->predicted, by_id.at("attn")->predicted);
+  EXPECT_GT(by_id.at("both")->predicted, by_id.at("mlp")->predicted);
+  EXPECT_NE(by_id.at("both")->scenario_toml.find("recompute_modules"), std::string::npos);
+  EXPECT_NE(by_id.at("mla")->reason.find("modules not simulated: \"mla_up_proj\""),
+            std::string::npos)
+      << by_id.at("mla")->reason;
+  EXPECT_NE(by_id.at("typo")->reason.find("\"mpl\""), std::string::npos) << by_id.at("typo")->reason;
+  EXPECT_NE(by_id.at("empty")->reason.find("names no module"), std::string::npos)
+      << by_id.at("empty")->reason;
+  EXPECT_NE(by_id.at("none")->reason.find("needs recompute = \"selective\""), std::string::npos)
+      << by_id.at("none")->reason;
+  for (const char* bad : {"mla", "typo", "empty", "none"}) {
+    EXPECT_NE(by_id.at(bad)->reason.find("(line "), std::string::npos) << bad;
+  }
+}
+
 TEST(Validate, ImpossibleRowValuesAreSkippedWithTheReason) {
   // A published value of 0, below 0, NaN or infinite, and counts that are fractions or beyond
   // int, were scored (error +inf%, nan%) or truncated and wrapped into another run.

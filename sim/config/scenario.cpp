@@ -504,9 +504,7 @@ model::RecomputeModules read_recompute_modules(Section& t, const toml::node& nod
     if (v == "mla_up_proj") {
       t.fail_at(e.source(), "training.recompute_modules: \"mla_up_proj\" is not simulated yet");
     }
-    bool* flag = v == "core_attn" ? &m.core_attn : v == "mlp" ? &m.mlp : v == "moe" ? &m.moe
-                 : v == "moe_act" ? &m.moe_act : v == "layernorm" ? &m.layernorm
-                 : v == "shared_experts" ? &m.shared_experts : nullptr;
+    bool* flag = model::recompute_module_flag(m, v);
     if (flag == nullptr) {
       t.fail_at(e.source(), std::string(expected) + " (got " +
                                 (str != nullptr ? "\"" + v + "\"" : type_name(e)) + ")");

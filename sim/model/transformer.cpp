@@ -27,6 +27,16 @@ const char* recompute_name(Recompute r) {
   return "?";
 }
 
+bool* recompute_module_flag(RecomputeModules& m, std::string_view name) {
+  if (name == "core_attn") return &m.core_attn;
+  if (name == "mlp") return &m.mlp;
+  if (name == "moe") return &m.moe;
+  if (name == "moe_act") return &m.moe_act;
+  if (name == "layernorm") return &m.layernorm;
+  if (name == "shared_experts") return &m.shared_experts;
+  return nullptr;
+}
+
 void ModelSpec::validate() const {
   auto positive = [](const char* field, std::int64_t v) {
     if (v <= 0) {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace trainsim::model {
@@ -31,6 +32,11 @@ struct RecomputeModules {
        shared_experts = false;
   bool operator==(const RecomputeModules&) const = default;
 };
+
+/// The flag of `modules` that Megatron-Core's module `name` sets ("core_attn", "mlp", "moe",
+/// "moe_act", "layernorm", "shared_experts"); nullptr for any other name (including
+/// "mla_up_proj", which is not simulated).
+bool* recompute_module_flag(RecomputeModules& modules, std::string_view name);
 
 const char* activation_name(Activation a);
 const char* norm_name(Norm n);

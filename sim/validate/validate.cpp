@@ -78,7 +78,7 @@ constexpr std::array kNumberFields{
 constexpr std::array kStringFields{
     "model", "source", "gpu", "precision", "recompute", "framework", "tflops_kind", "overlap",
     "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
-    "pipeline_schedule", "activation", "norm", "hf_config"};
+    "pipeline_schedule", "activation", "norm", "hf_config", "recompute_modules"};
 constexpr std::array kBoolFields{"sp", "bias"};
 /// The fields every row needs (a per-layer row: all but global_batch_size).
 constexpr std::array kRequiredFields{"num_layers", "hidden_size", "num_heads", "seq_len",
@@ -736,6 +736,44 @@ Report run_validation(const std::filesystem::path& runs_file,
              "): expected \"full\", \"selective\" or \"none\"");
         continue;
       }
+    }
+    // Selective recompute's modules (Megatron-Core --recompute-modules), separated by commas
+    // or spaces: "moe, mlp, layernorm". Without the field: the attention core.
+    if (row.t.contains("recompute_modules")) {
+      const std::string at =
+          " (line " + std::to_string(rt->get("recompute_modules")->source().begin.line) + ")";
+      if (tr.recompute != model::Recompute::Selective) {
+        skip("recompute_modules" + at + " needs recompute = \"selective\"");
+        continue;
+      }
+      model::RecomputeModules mods;
+      mods.core_attn = false;
+      std::string unknown;
+      int named = 0;
+      std::string word_text;
+      const std::string text = lower(row.str("recompute_modules")) + ",";
+      for (const char ch : text) {
+        if (ch != ',' && ch != ' ' && ch != ';') {
+          word_text += ch;
+          continue;
+        }
+        if (word_text.empty()) continue;
+        if (bool* flag = model::recompute_module_flag(mods, word_text)) {
+          *flag = true;
+          ++named;
+        } else {
+          unknown += (unknown.empty() ? "\"" : ", \"") + word_text + "\"";
+        }
+        word_text.clear();
+      }
+      if (!unknown.empty() || named == 0) {
+        skip("recompute_modules" + at + ": " +
+             (named == 0 && unknown.empty() ? std::string("names no module")
+                                            : "modules not simulated: " + unknown) +
+             " (simulated: core_attn, mlp, moe, moe_act, layernorm, shared_experts)");
+        continue;
+      }
+      tr.recompute_modules = mods;
     }
     auto& L = sc.layout;
     L.tp = static_cast<int>(*row.num("tp"));
