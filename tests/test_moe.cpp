@@ -1048,7 +1048,8 @@ TEST(Recompute, ModulesAreCheckedAndWrittenBack) {
   };
   EXPECT_NE(err("rc-x", "recompute_modules = [\"mlp\", \"attn\"]\n").find("(got \"attn\")"),
             std::string::npos);
-  EXPECT_NE(err("rc-mla", "recompute_modules = [\"mla_up_proj\"]\n").find("not simulated yet"),
+  EXPECT_NE(err("rc-mla", "recompute_modules = [\"mla_up_proj\"]\n")
+                .find("\"mla_up_proj\" needs a model with multi-head latent attention"),
             std::string::npos);
   EXPECT_NE(err("rc-2", "recompute_modules = [\"mlp\", \"mlp\"]\n").find("twice"), std::string::npos);
   const std::string full = test::replace(one_gpu_scenario("recompute_modules = [\"mlp\"]\n"),
@@ -1063,4 +1064,61 @@ TEST(Recompute, ModulesAreCheckedAndWrittenBack) {
   EXPECT_TRUE(back.training.recompute_modules == sc.training.recompute_modules);
   EXPECT_FALSE(back.training.recompute_modules.core_attn);
   EXPECT_EQ(workload::simulate_step(back).step_time, workload::simulate_step(sc).step_time);
+}
+
+// mla_up_proj (DeepSeek-V3 §3.2.3): the backward re-runs MLA's two up projections before the
+// attention core, and the layer keeps its latents instead of Q, K and V. Oracles on one GPU
+// (every kernel back to back): the backward passes grow by exactly the up projections'
+// forward time per layer, the activations shrink by 2 x heads x (2 (nope + rope) + v) x s x b
+// bytes per layer, the hardware FLOPs grow by the up projections' forward FLOPs.
+TEST(Recompute, MlaUpProjReRunsTheUpProjectionsAndKeepsTheLatents) {
+  const auto dir = test::temp_dir("rc-mla-up");
+  (void)test::write(dir / "tiny-ds.json", R"({
+  "model_type": "deepseek_v3", "hidden_size": 512, "intermediate_size": 1024,
+  "moe_intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+  "num_key_value_heads": 8, "n_shared_experts": 1, "n_routed_experts": 8,
+  "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+  "q_lora_rank": 128, "kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+  "v_head_dim": 32, "vocab_size": 1000, "hidden_act": "silu", "tie_word_embeddings": false
+})");
+  auto scenario = [&](const std::string& name, const std::string& modules) {
+    const std::string text =
+        "version = 1\n[model]\nhf_config = \"tiny-ds.json\"\nseq_len = 256\n"
+        "[training]\nglobal_batch = 2\nmicro_batch = 1\nrecompute = \"selective\"\n"
+        "recompute_modules = [" + modules + "]\n[parallel]\ntp = 1\npp = 1\ndp = 1\n"
+        "[cluster]\ntopology = \"" + (test::source_dir() / "topologies/single-h200.toml").string() +
+        "\"\ngpus = 1\n";
+    return config::load_scenario(test::write(dir / (name + ".toml"), text));
+  };
+  const auto base_sc = scenario("base", "\"layernorm\"");
+  const auto up_sc = scenario("up", "\"layernorm\", \"mla_up_proj\"");
+  const auto base = workload::simulate_step(base_sc);
+  const auto up = workload::simulate_step(up_sc);
+  auto backward_ps = [](const workload::StepResult& r) {
+    std::int64_t b = 0;
+    for (const auto& p : r.passes) {
+      if (p.kind != parallel::PassKind::Forward) b += (p.end - p.start).count_ps();
+    }
+    return b;
+  };
+  const cost::CostModel cost(up_sc.gpu, nullptr);
+  std::int64_t per_layer = 0;
+  double flops = 0;
+  for (const auto& op : model::mla_up_ops(up_sc.model, 1)) {
+    per_layer += workload::gemm_times(cost, workload::rank_op(up_sc, op),
+                                      up_sc.training.gemm_kernels())
+                     .fwd.count_ps();
+    flops += op.flops.fwd;
+  }
+  const int layers = up_sc.model.layers;
+  EXPECT_GT(per_layer, 0);
+  EXPECT_EQ(backward_ps(up) - backward_ps(base), 2 * layers * per_layer);  // 2 microbatches
+  const double qkv = 2.0 * 8 * (2 * (32 + 16) + 32) * 256;
+  EXPECT_DOUBLE_EQ(base.memory.activations - up.memory.activations, layers * qkv);
+  EXPECT_NEAR((up.hardware_flops - base.hardware_flops) / (2 * layers * flops), 1.0, 1e-12);
+  EXPECT_DOUBLE_EQ(up.model_flops, base.model_flops);
+  // Written back with the module.
+  const auto again = config::load_scenario(
+      test::write(dir / "again.toml", config::scenario_toml(up_sc)));
+  EXPECT_TRUE(again.training.recompute_modules.mla_up_proj);
 }

@@ -490,20 +490,18 @@ void read_lora(const std::string& file, const toml::node& node, workload::LoraSp
 }
 
 /// training.recompute_modules = ["core_attn", "mlp", "moe", "moe_act", "layernorm",
-/// "shared_experts"] (Megatron-Core's names; with recompute = "selective" only).
+/// "shared_experts", "mla_up_proj"] (Megatron-Core's names; with recompute = "selective"
+/// only; mla_up_proj with an MLA model, workload::validate_training).
 model::RecomputeModules read_recompute_modules(Section& t, const toml::node& node) {
   const toml::array* arr = node.as_array();
   const char* expected = "training.recompute_modules must be an array of \"core_attn\", \"mlp\", "
-                         "\"moe\", \"moe_act\", \"layernorm\", \"shared_experts\"";
+                         "\"moe\", \"moe_act\", \"layernorm\", \"shared_experts\", \"mla_up_proj\"";
   if (arr == nullptr) t.fail_at(node.source(), expected);
   model::RecomputeModules m;
   m.core_attn = false;
   for (const toml::node& e : *arr) {
     const auto* str = e.as_string();
     const std::string v = str != nullptr ? str->get() : std::string();
-    if (v == "mla_up_proj") {
-      t.fail_at(e.source(), "training.recompute_modules: \"mla_up_proj\" is not simulated yet");
-    }
     bool* flag = model::recompute_module_flag(m, v);
     if (flag == nullptr) {
       t.fail_at(e.source(), std::string(expected) + " (got " +

@@ -99,7 +99,8 @@ std::string scenario_toml(const workload::Scenario& sc, const std::filesystem::p
     for (const auto& [on, name] : {std::pair{rm.core_attn, "core_attn"}, std::pair{rm.mlp, "mlp"},
                                    std::pair{rm.moe, "moe"}, std::pair{rm.moe_act, "moe_act"},
                                    std::pair{rm.layernorm, "layernorm"},
-                                   std::pair{rm.shared_experts, "shared_experts"}}) {
+                                   std::pair{rm.shared_experts, "shared_experts"},
+                                   std::pair{rm.mla_up_proj, "mla_up_proj"}}) {
       if (on) modules.push_back(name);
     }
     training.insert("recompute_modules", std::move(modules));

@@ -20,10 +20,25 @@ double activation_bytes_per_layer(const ModelSpec& m, std::int64_t b,
   //   two norms' inputs 2 + 2. Recomputed norms do not keep their outputs (the QKV and fc1
   //   inputs).
   const double norm_outputs = selective && opt.modules.layernorm ? 0.0 : 2 + 2;
-  const double outside = (norm_outputs + 1 + 1 + 2 + 2) * sbh;
+  double outside = (norm_outputs + 1 + 1 + 2 + 2) * sbh;
   // Inside the TP region (split over t):
   //   Q and K for Q·K^T (2 + 2·kv), V (2·kv), projection input 2, MLP tensors.
-  const double inside = (2 + 2 * kv_frac + 2 * kv_frac + 2) * sbh;
+  double inside = (2 + 2 * kv_frac + 2 * kv_frac + 2) * sbh;
+  if (m.mla.enabled()) {
+    // Multi-head latent attention (Megatron-Core MLASelfAttention): Q and K of heads x
+    // (qk_nope + qk_rope), V and the projection input of heads x v_head_dim, 2 bytes each;
+    // mla_up_proj recompute keeps the latents instead of Q, K and V. The latents come from
+    // down projections that TP does not split (sharded with SP like the layer input): the
+    // q latent before and after its norm (2 + 2 bytes x q_lora), the kv latent with the rope
+    // key (2 x (kv_lora + qk_rope)) and the normed kv latent (2 x kv_lora).
+    const auto& a_mla = m.mla;
+    const double sb = s * bd, heads = a, qk = a_mla.qk_nope_head_dim + a_mla.qk_rope_head_dim;
+    const bool up_recomputed = selective && opt.modules.mla_up_proj;
+    inside = ((up_recomputed ? 0.0 : 2 * heads * (2 * qk + a_mla.v_head_dim)) +
+              2 * heads * a_mla.v_head_dim) * sb;
+    outside += (4.0 * a_mla.q_lora_rank + 2.0 * (a_mla.kv_lora_rank + a_mla.qk_rope_head_dim) +
+                2.0 * a_mla.kv_lora_rank) * sb;
+  }
   const double mlp = !opt.with_mlp || (selective && opt.modules.mlp)
                          ? 0.0
                          : mlp_activation_bytes(m, m.ffn_hidden, b, 1);

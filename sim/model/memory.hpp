@@ -38,7 +38,9 @@ double mlp_activation_bytes(const ModelSpec& m, double ffn, std::int64_t b, int 
 /// selective recompute drops the attention-core tensors (and what opt.modules names), full
 /// recompute keeps the layer input only (2sbh, /t with SP). Generalised to GQA (K, V sized
 /// by kv_heads) and SwiGLU.
-/// For a GPT shape this equals sbh(34 + 5as/h) and the variants of their Table 2.
+/// For a GPT shape this equals sbh(34 + 5as/h) and the variants of their Table 2. MLA models
+/// keep Q, K, V at their own widths and the latents (see the code; mla_up_proj recompute
+/// drops Q, K and V).
 double activation_bytes_per_layer(const ModelSpec& m, std::int64_t b,
                                   const ActivationOptions& opt);
 

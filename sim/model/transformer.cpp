@@ -34,6 +34,7 @@ bool* recompute_module_flag(RecomputeModules& m, std::string_view name) {
   if (name == "moe_act") return &m.moe_act;
   if (name == "layernorm") return &m.layernorm;
   if (name == "shared_experts") return &m.shared_experts;
+  if (name == "mla_up_proj") return &m.mla_up_proj;
   return nullptr;
 }
 
@@ -294,6 +295,20 @@ std::vector<Op> layer_ops_at(const ModelSpec& m, int i, std::int64_t b, int elem
   return ops;
 }
 
+std::vector<Op> mla_up_ops(const ModelSpec& m, std::int64_t b) {
+  std::vector<Op> ops;
+  if (!m.mla.enabled()) return ops;
+  const std::int64_t tokens = b * m.seq_len;
+  const std::int64_t H = m.heads;
+  if (m.mla.q_lora_rank > 0) {
+    ops.push_back(gemm("mla_q_up", Shard::Column, tokens,
+                       H * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim), m.mla.q_lora_rank));
+  }
+  ops.push_back(gemm("mla_kv_up", Shard::Column, tokens,
+                     H * (m.mla.qk_nope_head_dim + m.mla.v_head_dim), m.mla.kv_lora_rank));
+  return ops;
+}
+
 Op embedding_op(const ModelSpec& m, std::int64_t b, int elem_bytes) {
   const double act = static_cast<double>(b) * m.seq_len * m.hidden * elem_bytes;
   // Forward gathers rows (read + write); backward scatter-adds into the table.
@@ -391,6 +406,10 @@ double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Re
     const bool moe_layer = layer >= 0 && m.is_moe_layer(layer);
     for (const Op& op : layer_ops_at(m, layer, global_batch)) {
       if (r == Recompute::Full || recomputed(op, moe_layer, modules)) x += op.flops.fwd;
+    }
+    // mla_up_proj: the up projections again (full recompute repeated the whole QKV above).
+    if (r == Recompute::Selective && modules.mla_up_proj) {
+      for (const Op& op : mla_up_ops(m, global_batch)) x += op.flops.fwd;
     }
     return x;
   };

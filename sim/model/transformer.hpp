@@ -26,16 +26,17 @@ enum class Recompute { None, Selective, Full };
 /// core; mlp: the dense layers' MLP (its TP collectives included); moe: the MoE layers' whole
 /// MLP block (router, dispatch and combine all-to-alls, experts, shared experts); moe_act: the
 /// routed experts' activation function; layernorm: the two norms; shared_experts: the shared
-/// experts. Megatron-Core's mla_up_proj is not simulated.
+/// experts; mla_up_proj: multi-head latent attention's up projections (Q from the q latent,
+/// K and V from the kv latent), re-run from the kept latents (DeepSeek-V3 report §3.2.3,
+/// "Recomputation of RMSNorm and MLA Up-Projection").
 struct RecomputeModules {
   bool core_attn = true, mlp = false, moe = false, moe_act = false, layernorm = false,
-       shared_experts = false;
+       shared_experts = false, mla_up_proj = false;
   bool operator==(const RecomputeModules&) const = default;
 };
 
 /// The flag of `modules` that Megatron-Core's module `name` sets ("core_attn", "mlp", "moe",
-/// "moe_act", "layernorm", "shared_experts"); nullptr for any other name (including
-/// "mla_up_proj", which is not simulated).
+/// "moe_act", "layernorm", "shared_experts", "mla_up_proj"); nullptr for any other name.
 bool* recompute_module_flag(RecomputeModules& modules, std::string_view name);
 
 const char* activation_name(Activation a);
@@ -217,6 +218,11 @@ std::vector<Op> layer_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2
 std::vector<Op> moe_mlp_ops(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 /// The ops of layer `i`: layer_ops with the MLP replaced by moe_mlp_ops on MoE layers.
 std::vector<Op> layer_ops_at(const ModelSpec& m, int i, std::int64_t b, int elem_bytes = 2);
+/// MLA's up projections, unsharded, for a micro-batch of b sequences (what mla_up_proj
+/// recompute re-runs; their FLOPs are part of the "qkv" op's): q_up [b·s x q_lora]·[q_lora x
+/// heads·(qk_nope + qk_rope)] (absent without a q latent, q_lora_rank 0) and kv_up
+/// [b·s x kv_lora]·[kv_lora x heads·(qk_nope + v)], both column-parallel. Empty without MLA.
+std::vector<Op> mla_up_ops(const ModelSpec& m, std::int64_t b);
 /// Embedding lookup (first pipeline stage).
 Op embedding_op(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);
 /// Final norm, LM head GEMM (vocab-parallel) and cross-entropy loss (last stage).
@@ -247,7 +253,8 @@ double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch);
 /// Hardware FLOPs: model FLOPs plus what recompute repeats. Full: one more forward of every
 /// layer (not of the head): Narayanan et al. 2021 Eq. 3, 96·B·s·l·h²(1 + s/6h + V/16lh).
 /// Selective: one more attention core forward (Korthikanti et al. 2022 §5).
-/// Selective with `modules`: one more forward of each recomputed module's GEMMs and core.
+/// Selective with `modules`: one more forward of each recomputed module's GEMMs and core
+/// (mla_up_proj: MLA's up projections, mla_up_ops).
 double hardware_flops_per_step(const ModelSpec& m, std::int64_t global_batch, Recompute r,
                                const RecomputeModules& modules = {});
 /// The attention-core FLOPs that a causal mask skips in one step: half of Q·K^T and P·V in

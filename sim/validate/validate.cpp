@@ -770,7 +770,8 @@ Report run_validation(const std::filesystem::path& runs_file,
         skip("recompute_modules" + at + ": " +
              (named == 0 && unknown.empty() ? std::string("names no module")
                                             : "modules not simulated: " + unknown) +
-             " (simulated: core_attn, mlp, moe, moe_act, layernorm, shared_experts)");
+             " (simulated: core_attn, mlp, moe, moe_act, layernorm, shared_experts, "
+             "mla_up_proj)");
         continue;
       }
       tr.recompute_modules = mods;

@@ -66,6 +66,7 @@ struct LayerCosts {
       mlp_residual;
   OpCost embedding, final_norm, lm_head, loss;
   OpCost mtp_norm, mtp_proj;             // MTP: enorm / hnorm (alike), eh_proj (2h -> h)
+  std::vector<OpCost> mla_up;            // MLA's up projections, with mla_up_proj recompute
   double mtp_params = 0;                 // per rank, one MTP module besides its layer
   CommCost tp_ag, tp_rs, tp_ar;          // of one [b, s, h] activation
   CommCost tp_ag_bwd, tp_rs_bwd;         // conjugates in backward (same sizes, own labels)
@@ -778,6 +779,9 @@ class StepBuilder final : public PassEmitter {
     c_.final_norm = op_cost(head[0], "final_norm");
     c_.lm_head = op_cost(head[1], "lm_head");
     c_.loss = op_cost(head[2], "loss");
+    if (rc_modules() != nullptr && rc_modules()->mla_up_proj) {
+      for (const Op& op : model::mla_up_ops(mdl, b)) c_.mla_up.push_back(op_cost(op, op.name));
+    }
     if (mdl.mtp_layers > 0) {
       const auto mtp = model::mtp_ops(mdl, b);
       c_.mtp_norm = op_cost(mtp[0], "mtp_norm");
@@ -1427,6 +1431,8 @@ class StepBuilder final : public PassEmitter {
     compute(c_.attn_residual.bwd_input, c_.attn_residual.bwd_label);
     row_backward(c_.proj);
     const model::RecomputeModules* rm = rc_modules();
+    // mla_up_proj: Q, K and V again from the kept latents, before the core needs them.
+    for (const OpCost& up : c_.mla_up) compute(up.fwd, up.recompute_label);
     if (rm != nullptr && rm->core_attn) attention_forward(c_.attention.recompute_label);
     attention_backward();
     if (rm != nullptr && rm->layernorm) compute(c_.attn_norm.fwd, c_.attn_norm.recompute_label);
@@ -1704,6 +1710,12 @@ void validate_lora(const Scenario& sc) {
 
 void validate_training(const Scenario& sc) {
   validate_lora(sc);
+  if (sc.training.recompute == model::Recompute::Selective &&
+      sc.training.recompute_modules.mla_up_proj && !sc.model.mla.enabled()) {
+    throw InputError("training.recompute_modules",
+                     "training.recompute_modules: \"mla_up_proj\" needs a model with multi-head "
+                     "latent attention (a DeepSeek hf_config)");
+  }
   const auto& L = sc.layout;
   if (sc.training.grad_scaling == GradScaling::Buffer && L.overlap_grad_reduce &&
       L.dp_cp() > 1 && L.zero < 3) {

@@ -311,7 +311,8 @@ model::Op rank_op(const model::ModelSpec& model, int tp, bool sp, const model::O
 /// weights); also when it targets no GEMM, and (key "training.lora.rank") when its rank is
 /// above the targeted weights' full rank. Does nothing without LoRA.
 void validate_lora(const Scenario& scenario);
-/// The training options that depend on each other: validate_lora, and a grad_scaling of
+/// The training options that depend on each other: validate_lora, the mla_up_proj recompute
+/// module without an MLA model (key training.recompute_modules), and a grad_scaling of
 /// "buffer" (Megatron-LM's local DDP, which reduces after the backward) with an overlapped
 /// gradient reduction. Throws InputError naming the key; config::load_scenario runs it so
 /// that the error points at the file's line.
