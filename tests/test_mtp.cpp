@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <string>
 
 #include "config/scenario.hpp"
@@ -165,6 +166,24 @@ TEST(Mtp, ZeroThreeGathersTheModuleAndTheSharedTableAgain) {
   const auto r0 = simulate_step(load(z3(0), "z3a"));
   const auto r1 = simulate_step(load(z3(1), "z3b"));
   EXPECT_EQ(gathers(r1) - gathers(r0), 2 * 3);  // 2 microbatches x (module, table, module)
+  // The shared head's gradient is reduced once every head's weight gradient is in it: its
+  // reduce-scatter (the largest of a microbatch: V x h) starts after the module's LM head
+  // weight gradient, not after the main head's.
+  const auto& g = *r1.graph;
+  Time head_rs_start, last_head_wgrad;
+  Time longest;
+  for (TaskId t = 0; t < g.num_tasks(); ++t) {
+    if (g.task(t).microbatch != 0) continue;
+    const std::string& l = g.label(g.task(t).label);
+    const Time d = r1.task_end[t] - r1.task_start[t];
+    if (l == "dp reduce_scatter grads" && d > longest) {
+      longest = d;
+      head_rs_start = r1.task_start[t];
+    }
+    if (l == "lm_head wgrad") last_head_wgrad = std::max(last_head_wgrad, r1.task_end[t]);
+  }
+  EXPECT_GT(longest, Time::zero());
+  EXPECT_GE(head_rs_start, last_head_wgrad);
 }
 
 // DualPipe: each end rank holds the first stage of one chain and the last of the other, so the
@@ -186,6 +205,57 @@ TEST(Mtp, DualPipeEndRanksShareTheirEmbedding) {
   }
   for (TaskId t = 0; t < r1.graph->num_tasks(); ++t) {
     EXPECT_NE(r1.graph->label(r1.graph->task(t).label).rfind("embedding grad all_reduce", 0), 0U);
+  }
+}
+
+// eh_proj's TP collectives move its [b, s, 2h] input (SP all-gather forward, re-gather for
+// the weight gradient, reduce-scatter of the input gradient): twice the bytes of the layers'
+// [b, s, h] ones, so longer on the same group.
+TEST(Mtp, ProjectionCollectivesCarryTheConcatenatedInput) {
+  std::string t = gpt(2, 1, 1, 2);
+  t = test::replace(t, "tp = 1", "tp = 2\nsequence_parallel = true");
+  const auto r = simulate_step(load(t, "eh-tp"));
+  std::map<std::string, std::pair<int, Time>> seen;  // label -> (count, duration)
+  for (TaskId id = 0; id < r.graph->num_tasks(); ++id) {
+    auto& e = seen[r.graph->label(r.graph->task(id).label)];
+    ++e.first;
+    e.second = r.task_end[id] - r.task_start[id];
+  }
+  for (const char* l : {"tp all_gather (eh_proj input)", "tp all_gather (eh_proj wgrad input)",
+                        "tp reduce_scatter (eh_proj bwd)"}) {
+    EXPECT_EQ(seen[l].first, 2) << l;  // one per microbatch
+  }
+  EXPECT_GT(seen["tp all_gather (eh_proj input)"].second, seen["tp all_gather"].second);
+  EXPECT_GT(seen["tp reduce_scatter (eh_proj bwd)"].second,
+            seen["tp reduce_scatter bwd"].second);
+}
+
+// Zero-bubble schedules split the backward into B (input gradients) and W (weight gradients):
+// together they run exactly the kernels of one whole backward, the modules' included (each
+// weight gradient once; the shared LM head's once per depth plus the main head's).
+TEST(Mtp, ZeroBubbleSplitsRunTheSameKernelsAsOneF1B) {
+  const std::string moe = "[model.moe]\nexperts = 4\ntop_k = 2\nexpert_ffn_hidden = 1024\n"
+                          "shared_experts = 1\n";
+  for (const std::string& extra : {std::string(), moe}) {
+    auto kernels = [&](const char* schedule) {
+      std::string t = gpt(4, 2, 2, 8, extra);
+      t = test::replace(t, "tp = 1", "tp = 2\nsequence_parallel = true");
+      t = test::replace(t, "dp = 1", std::string("dp = 2\nschedule = \"") + schedule + "\"" +
+                                         (extra.empty() ? "" : "\nep = 2"));
+      t = test::replace(t, "global_batch = 4", "global_batch = 16");
+      const auto r = simulate_step(load(t, schedule));
+      std::map<std::string, int> n;
+      for (TaskId id = 0; id < r.graph->num_tasks(); ++id) {
+        if (r.graph->task(id).category != Category::Compute) continue;
+        ++n[r.graph->label(r.graph->task(id).label)];
+      }
+      return n;
+    };
+    const auto base = kernels("1f1b");
+    EXPECT_EQ(base.at("lm_head wgrad"), 4 * 3);  // 4 microbatches x (main + 2 modules)
+    EXPECT_EQ(base.at("mtp_eh_proj wgrad"), 4 * 2);
+    EXPECT_EQ(kernels("zb-h1"), base) << (extra.empty() ? "dense" : "moe");
+    EXPECT_EQ(kernels("zb-h2"), base) << (extra.empty() ? "dense" : "moe");
   }
 }
 

@@ -78,7 +78,11 @@ TEST(Layout, FirstAndLastStageLayersAsGivenTheMiddleEven) {
   EXPECT_EQ(layers_per_virtual_stage(61, 8, 1, 5, 0), (std::vector<int>{5, 8, 8, 8, 8, 8, 8, 8}));
   EXPECT_EQ(layers_per_virtual_stage(61, 8, 1, 0, 12), (std::vector<int>{7, 7, 7, 7, 7, 7, 7, 12}));
   EXPECT_EQ(layers_per_virtual_stage(10, 2, 1, 4, 6), (std::vector<int>{4, 6}));
-  EXPECT_EQ(layers_per_virtual_stage(24, 2, 2, 3, 3), (std::vector<int>{3, 9, 9, 3}));
+  // With v model chunks per rank the ends are per rank, spread over the rank's chunks, in
+  // virtual-stage order (chunk x pp + rank): pp 4, v 2, 32 layers, first 2, last 6 -> the
+  // middle ranks get 24 / (2 x 2) = 6 per chunk.
+  EXPECT_EQ(layers_per_virtual_stage(32, 4, 2, 2, 6),
+            (std::vector<int>{1, 6, 6, 3, 1, 6, 6, 3}));
   auto key = [](int layers, int stages, int first, int last) {
     try {
       (void)layers_per_virtual_stage(layers, stages, 1, first, last);
@@ -94,6 +98,20 @@ TEST(Layout, FirstAndLastStageLayersAsGivenTheMiddleEven) {
   EXPECT_EQ(key(10, 1, 4, 0), "parallel.first_stage_layers");  // one stage
   EXPECT_EQ(key(8, 4, 3, 3), "none");  // 2 layers for 2 stages
   EXPECT_EQ(key(8, 4, 4, 3), "parallel.first_stage_layers");   // 1 layer for 2 stages
+  auto key_v = [](int layers, int pp, int v, int first, int last) {
+    try {
+      (void)layers_per_virtual_stage(layers, pp, v, first, last);
+    } catch (const InputError& e) {
+      return e.key();
+    }
+    return std::string("none");
+  };
+  EXPECT_EQ(key_v(24, 2, 2, 3, 3), "parallel.first_stage_layers");  // 3 over 2 chunks
+  EXPECT_EQ(key_v(24, 2, 2, 4, 3), "parallel.last_stage_layers");
+  EXPECT_EQ(key_v(24, 2, 2, 4, 20), "none");
+  EXPECT_EQ(key_v(30, 4, 2, 2, 6), "parallel.first_stage_layers");  // 22 over 4 chunks
+  EXPECT_EQ(key_v(8, 4, 1, -1, 0), "parallel.first_stage_layers");
+  EXPECT_EQ(key_v(8, 4, 1, 0, -2), "parallel.last_stage_layers");
 }
 
 TEST(Layout, RankOrderIsTpFastestThenDpThenPp) {

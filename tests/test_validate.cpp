@@ -275,7 +275,7 @@ TEST(Validate, RowsStateMtpModulesAndUnevenPipelineEnds) {
           pp2(small_row("mtp_frac", "g", piped + "mtp_layers = 1.5")) +
           pp2(small_row("ends", "g", piped + "first_stage_layers = 1")) +
           pp2(small_row("ends_bad", "g", piped + "first_stage_layers = 4")) +
-          pp2(small_row("ends_zero", "g", piped + "last_stage_layers = 0")));
+          pp2(small_row("ends_zero", "g", piped + "last_stage_layers = -1")));
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
   std::map<std::string, const validate::RowResult*> by_id;
   for (const auto& r : report.rows) by_id[r.id] = &r;
@@ -290,7 +290,7 @@ TEST(Validate, RowsStateMtpModulesAndUnevenPipelineEnds) {
       << by_id.at("mtp_frac")->reason;
   EXPECT_NE(by_id.at("ends_bad")->reason.find("first_stage_layers"), std::string::npos)
       << by_id.at("ends_bad")->reason;
-  EXPECT_NE(by_id.at("ends_zero")->reason.find("last_stage_layers = 0 (line "), std::string::npos)
+  EXPECT_NE(by_id.at("ends_zero")->reason.find("last_stage_layers = -1 (line "), std::string::npos)
       << by_id.at("ends_zero")->reason;
 }
 

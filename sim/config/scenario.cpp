@@ -757,8 +757,8 @@ workload::Scenario load_scenario(const std::filesystem::path& path, bool check_s
   }
   L.sequence_parallel = p.boolean("sequence_parallel").value_or(false);
   L.virtual_stages = static_cast<int>(p.bounded("virtual_stages", 1, 1, 1024));
-  L.first_stage_layers = static_cast<int>(p.bounded("first_stage_layers", 0, 1, 100000));
-  L.last_stage_layers = static_cast<int>(p.bounded("last_stage_layers", 0, 1, 100000));
+  L.first_stage_layers = static_cast<int>(p.bounded("first_stage_layers", 0, 0, 100000));
+  L.last_stage_layers = static_cast<int>(p.bounded("last_stage_layers", 0, 0, 100000));
   L.schedule = p.choice<parallel::ScheduleKind>(
                     "schedule", {{"gpipe", parallel::ScheduleKind::GPipe},
                                  {"pipedream", parallel::ScheduleKind::PipeDream},

@@ -375,7 +375,7 @@ double model_flops_per_step(const ModelSpec& m, std::int64_t global_batch) {
   for (const Op& op : head_ops(m, global_batch)) head += op.flops.total();
   f += head;
   if (m.mtp_layers > 0) {
-    double module = m.is_moe_layer(m.layers) ? moe : dense;
+    double module = m.mtp_is_moe() ? moe : dense;
     module += head;
     for (const Op& op : mtp_ops(m, global_batch)) module += op.flops.total();
     f += m.mtp_layers * module;

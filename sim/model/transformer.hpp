@@ -139,6 +139,8 @@ struct ModelSpec {
   }
   /// MoE layers among the `layers` decoder layers (MTP layers not counted).
   [[nodiscard]] int moe_layers() const;
+  /// Whether the MTP modules' layers are MoE layers (the last layer's kind).
+  [[nodiscard]] bool mtp_is_moe() const { return is_moe_layer(layers); }
   /// Weights of one MTP module besides its transformer layer: the eh_proj matrix (2h x h)
   /// and three norms (enorm, hnorm, final norm). The embedding and output head are shared.
   [[nodiscard]] double mtp_extra_params() const;

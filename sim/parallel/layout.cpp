@@ -75,8 +75,7 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
                          ") exceeds model.layers (" + str(m.layers) + ")");
   }
   if (first_stage_layers != 0 || last_stage_layers != 0) {
-    // The model chain: pp x v virtual stages (DualPipe: two chains of pp, one per direction).
-    (void)layers_per_virtual_stage(m.layers, pp * virtual_stages, 1, first_stage_layers,
+    (void)layers_per_virtual_stage(m.layers, pp, virtual_stages, first_stage_layers,
                                    last_stage_layers);
   }
   if (sequence_parallel && tp == 1) {
@@ -194,12 +193,13 @@ void Layout::validate(const model::ModelSpec& m, int gpus, std::int64_t global_b
   // per layer per microbatch (TP + SP + full recompute), for every simulated step (one more
   // for schedules that never flush). Refuse graphs that would not fit in memory (~100 bytes
   // per task).
-  const double tasks = 50.0 * static_cast<double>(m_count) * static_cast<double>(m.layers) *
-                       (steps + 1);
+  const double layers = static_cast<double>(m.layers) + m.mtp_layers;  // MTP modules: one each
+  const double tasks = 50.0 * static_cast<double>(m_count) * layers * (steps + 1);
   if (tasks > kMaxSimulatedTasks) {
     throw InputError("training.global_batch",
                      "this run has " + str(m_count) + " microbatches per pipeline x " +
-                         str(m.layers) + " layers x " + str(steps) + " steps, about " +
+                         str(static_cast<std::int64_t>(layers)) + " layers x " + str(steps) +
+                         " steps, about " +
                          str(static_cast<std::int64_t>(tasks)) + " tasks to simulate (limit " +
                          str(static_cast<std::int64_t>(kMaxSimulatedTasks)) +
                          "); use a larger micro_batch or dp, a smaller global_batch or "
@@ -364,31 +364,45 @@ std::vector<int> layers_per_virtual_stage(int layers, int pp, int v, int first, 
     throw InputError("parallel.pp", "cannot split " + str(layers) + " layers over " +
                                         str(stages) + " pipeline stages");
   }
+  if (first < 0 || last < 0) {
+    throw InputError(first < 0 ? "parallel.first_stage_layers" : "parallel.last_stage_layers",
+                     "parallel.first_stage_layers and last_stage_layers must be >= 0");
+  }
   if (first > 0 || last > 0) {
     const char* key = first > 0 ? "parallel.first_stage_layers" : "parallel.last_stage_layers";
-    if (first < 0 || last < 0) {
-      throw InputError(first < 0 ? "parallel.first_stage_layers" : "parallel.last_stage_layers",
-                       "first_stage_layers and last_stage_layers must be >= 0");
+    if (pp < 2) {
+      throw InputError(key, std::string(key) + " needs pp >= 2");
     }
-    if (stages < 2) {
-      throw InputError(key, std::string(key) + " needs at least two pipeline stages (pp x "
-                                               "virtual_stages >= 2)");
+    // Megatron-Core (TransformerConfig): the first and last pipeline ranks' layers are spread
+    // over their v model chunks, so each must divide by v; the middle ranks share the rest,
+    // v chunks each, evenly.
+    for (const auto& [n, k] : {std::pair{first, "parallel.first_stage_layers"},
+                               std::pair{last, "parallel.last_stage_layers"}}) {
+      if (n % v != 0) {
+        throw InputError(k, std::string(k) + " (" + str(n) + ") must be a multiple of "
+                                "parallel.virtual_stages (" + str(v) + "): the rank's layers "
+                                "are spread over its model chunks");
+      }
     }
-    const int middle_stages = stages - (first > 0 ? 1 : 0) - (last > 0 ? 1 : 0);
+    const int middle_ranks = pp - (first > 0 ? 1 : 0) - (last > 0 ? 1 : 0);
     const int middle = layers - first - last;
-    if (middle < middle_stages || (middle_stages == 0 && middle != 0) ||
-        (middle_stages > 0 && middle % middle_stages != 0)) {
+    const int middle_chunks = middle_ranks * v;
+    if (middle < middle_chunks || (middle_chunks == 0 && middle != 0) ||
+        (middle_chunks > 0 && middle % middle_chunks != 0)) {
       throw InputError(key, "parallel.first_stage_layers (" + str(first) +
                                 ") and last_stage_layers (" + str(last) + ") leave " +
                                 str(middle) + " of model.layers (" + str(layers) + ") for " +
-                                str(middle_stages) +
-                                " middle stages: each needs the same number of layers, at "
+                                str(middle_ranks) + " middle pipeline ranks of " + str(v) +
+                                " model chunks: each chunk needs the same number of layers, at "
                                 "least one (Megatron-Core's rule)");
     }
-    std::vector<int> out(static_cast<std::size_t>(stages),
-                         middle_stages > 0 ? middle / middle_stages : 0);
-    if (first > 0) out.front() = first;
-    if (last > 0) out.back() = last;
+    std::vector<int> out(static_cast<std::size_t>(stages));
+    for (int vs = 0; vs < stages; ++vs) {
+      const int rank = vs % pp;
+      out[static_cast<std::size_t>(vs)] = rank == 0 && first > 0        ? first / v
+                                          : rank == pp - 1 && last > 0 ? last / v
+                                                                       : middle / middle_chunks;
+    }
     return out;
   }
   const int per = (layers + stages - 1) / stages;

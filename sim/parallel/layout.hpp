@@ -27,10 +27,11 @@ struct Layout {
   int etp = 0;
   bool sequence_parallel = false;
   int virtual_stages = 1;  ///< model chunks per pipeline rank (VPP), interleaved only
-  /// Layers of the first and of the last virtual stage of the model chain (Megatron-Core
+  /// Layers of the first and of the last pipeline rank (Megatron-Core
   /// --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers; 0: the even
-  /// split). The other stages share the rest evenly. Uneven stages balance the embedding,
-  /// the LM head and multi-token-prediction modules against the layers.
+  /// split), spread over the rank's virtual_stages model chunks; the other ranks share the
+  /// rest evenly. Uneven stages balance the embedding, the LM head and multi-token-prediction
+  /// modules against the layers.
   int first_stage_layers = 0, last_stage_layers = 0;
   ScheduleKind schedule = ScheduleKind::OneFOneB;
   int zero = 0;            ///< ZeRO stage 0..3 (1 = distributed optimizer)
@@ -122,10 +123,11 @@ struct Layout {
 /// Layers of each virtual pipeline stage (pp * v of them, in virtual-stage order). Layers are
 /// spread evenly; when they do not divide, the first and last stages (which also hold the
 /// embedding and the LM head) get one layer fewer, as in Llama 3 405B's 126 layers on 16
-/// stages (Dubey et al. 2024 §3.3.2). A positive `first` / `last` fixes the first / last
-/// stage's layers and the stages between share the rest evenly, which must divide as
-/// Megatron-Core requires (TransformerConfig: the middle stages' layers divisible by their
-/// count). Throws InputError (key parallel.pp) when a stage would get no layer, and (keys
+/// stages (Dubey et al. 2024 §3.3.2). A positive `first` / `last` gives the first / last
+/// pipeline rank that many layers, first / v (last / v) in each of its v chunks, and the
+/// ranks between share the rest, the same number in every chunk; as Megatron-Core requires
+/// (TransformerConfig), first and last divide by v and the rest by the middle chunks' count.
+/// Throws InputError (key parallel.pp) when a stage would get no layer, and (keys
 /// parallel.first_stage_layers / last_stage_layers) for a split that does not work.
 std::vector<int> layers_per_virtual_stage(int layers, int pp, int v, int first = 0, int last = 0);
 

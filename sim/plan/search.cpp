@@ -112,9 +112,8 @@ class Analyzer {
     const bool dual = L.schedule == ScheduleKind::DualPipe;
     const workload::PipelineShape shape{L.pp, L.virtual_stages, dual};
     const int v = dual ? 2 : L.virtual_stages;
-    const auto layers = parallel::layers_per_virtual_stage(m.layers, shape.chain_length(), 1,
-                                                           L.first_stage_layers,
-                                                           L.last_stage_layers);
+    const auto layers = parallel::layers_per_virtual_stage(
+        m.layers, L.pp, dual ? 1 : L.virtual_stages, L.first_stage_layers, L.last_stage_layers);
     // MoE layers of each chain position (as the builder's moe_layers_of).
     moe_of_.assign(layers.size(), 0);
     if (m.moe.enabled()) {
@@ -144,10 +143,7 @@ class Analyzer {
         expert_params = 0;
       }
     }
-    // The last stage's copy of the embedding (tied head or MTP; builder embedding_copy_on_last;
-    // DualPipe's end ranks share theirs).
-    const bool tied_copy =
-        (m.tied_embeddings || m.mtp_layers > 0) && shape.chain_length() > 1 && !dual;
+    const bool tied_copy = workload::embedding_copy_on_last_stage(m, L);
     const double emb_params = m.embedding_params() / L.tp;
     const double head_params = (m.head_params() + (tied_copy ? m.embedding_params() : 0.0)) / L.tp;
     const std::int64_t mb_count = base_.training.global_batch / (c.micro_batch * L.dp);
@@ -183,11 +179,11 @@ class Analyzer {
     const double per_moe_layer = moe_fwd_pass + moe_bwd_pass + moe_recompute;
     // MTP modules (last of the chain): a layer of the last layer's kind, one more head and
     // eh_proj; their weights besides the layer (eh_proj split by TP, three norms).
-    const bool mtp_moe = m.is_moe_layer(m.layers);
+    const bool mtp_moe = m.mtp_is_moe();
     const double mtp_compute = m.mtp_layers * ((mtp_moe ? per_moe_layer : per_layer) + lt.head + lt.mtp_proj);
     const double mtp_params =
-        m.mtp_layers * ((mtp_moe ? moe_layer_params : layer_params) + m.mtp_extra_params() -
-                        2.0 * h * h * (1.0 - 1.0 / L.tp));
+        m.mtp_layers * ((mtp_moe ? moe_layer_params : layer_params) +
+                        workload::mtp_extra_params_per_rank(m, L.tp));
     const double mtp_act = m.mtp_layers * ((mtp_moe ? lt.moe_act_bytes : lt.act_bytes) + lt.head_act);
     const int dpc = L.dp_cp();
 

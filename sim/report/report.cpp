@@ -104,6 +104,7 @@ std::string to_json(const workload::Scenario& sc, const workload::StepResult& r,
   if (sc.inputs.scenario_fnv1a64 != 0) j["inputs"] = inputs_json(sc);
   j["scenario"] = sc.name;
   j["model"] = sc.model.name;
+  if (sc.model.mtp_layers > 0) j["mtp_layers"] = sc.model.mtp_layers;
   j["gpu"] = sc.gpu.display_name;
   j["gpus"] = sc.gpus;
   j["step_time_s"] = r.step_time.seconds();

@@ -214,7 +214,7 @@ double megatron_core_model_flops(const model::ModelSpec& m, std::int64_t global_
   // more layer of the last layer's kind, its eh_proj (2h x h) and three norms (3h), and one
   // more logit GEMM.
   const int D = m.mtp_layers;
-  macs += D * (attn + (m.is_moe_layer(m.layers) ? moe_mlp : dense_mlp) + 3 * h + 2 * h * h);
+  macs += D * (attn + (m.mtp_is_moe() ? moe_mlp : dense_mlp) + 3 * h + 2 * h * h);
   const double per_token = 3 * 2 * (macs + (D + 1) * h * static_cast<double>(m.vocab));
   return per_token * tokens;
 }
@@ -445,7 +445,7 @@ Report run_validation(const std::filesystem::path& runs_file,
                           "tp", "pp", "dp", "cp", "ep", "etp", "vp", "layers_per_virtual_stage",
                           "global_batch_size", "micro_batch_size", "num_gpus", "ffn_hidden_size",
                           "vocab_size", "moe_num_experts", "moe_top_k", "moe_ffn_hidden_size",
-                          "lora_rank", "first_stage_layers", "last_stage_layers"}) {
+                          "lora_rank"}) {
       const auto v = row.num(k);
       if (!v || (*v >= 1 && *v <= 2147483647.0 && std::floor(*v) == *v)) continue;
       bad_counts += (bad_counts.empty() ? "" : ", ") + std::string(k) + " = " + strf("%g", *v) +
@@ -814,9 +814,23 @@ Report run_validation(const std::filesystem::path& runs_file,
     // (Llama 3 405B: 126 layers over PP 8 x VP 8).
     L.virtual_stages = v;
     L.schedule = v > 1 ? parallel::ScheduleKind::Interleaved : parallel::ScheduleKind::OneFOneB;
-    // Uneven pipeline ends (Megatron-Core --decoder-first/last-pipeline-num-layers).
-    L.first_stage_layers = static_cast<int>(row.num("first_stage_layers").value_or(0));
-    L.last_stage_layers = static_cast<int>(row.num("last_stage_layers").value_or(0));
+    // Uneven pipeline ends (Megatron-Core --decoder-first/last-pipeline-num-layers; 0: even).
+    std::string bad_ends;
+    for (auto [k, field] : {std::pair{"first_stage_layers", &L.first_stage_layers},
+                            std::pair{"last_stage_layers", &L.last_stage_layers}}) {
+      const auto n = row.num(k);
+      if (!n) continue;
+      if (!(*n >= 0 && *n <= 100000 && std::floor(*n) == *n)) {
+        bad_ends += (bad_ends.empty() ? "" : ", ") + std::string(k) + " = " + strf("%g", *n) +
+                    " (line " + std::to_string(rt->get(k)->source().begin.line) + ")";
+        continue;
+      }
+      *field = static_cast<int>(*n);
+    }
+    if (!bad_ends.empty()) {
+      skip("fields that must be whole numbers in [0, 100000]: " + bad_ends);
+      continue;
+    }
     // The row's pipeline schedule, where it has a pipeline: Megatron's 1F1B (PipeDream-Flush;
     // interleaved with vp > 1), GPipe, PipeDream-2BW, the zero-bubble ZB-H1 / ZB-H2 and
     // DualPipe. A name that could be several ("ZB-H1/ZB-2p/ZB-V") is not guessed.

@@ -60,6 +60,13 @@ struct CommCost {
   Time time;
 };
 
+/// The TP collectives of a column-parallel GEMM's input (one activation of its input width):
+/// the SP all-gather before the forward, the SP re-gather for the weight gradient, and the
+/// input gradient's reduce-scatter (SP) or all-reduce.
+struct ColumnComm {
+  CommCost ag, ag_wgrad, rs_bwd, ar_bwd;
+};
+
 /// Per-rank costs of a layer, the head and the embedding, computed once per step.
 struct LayerCosts {
   OpCost attn_norm, qkv, attention, proj, attn_residual, mlp_norm, mlp_in, act, mlp_out,
@@ -72,6 +79,8 @@ struct LayerCosts {
   CommCost tp_ag_bwd, tp_rs_bwd;         // conjugates in backward (same sizes, own labels)
   CommCost tp_ag_wgrad;                  // SP: input all-gather for the weight gradient
   CommCost tp_ar_bwd;
+  ColumnComm col;                        // the above, for GEMMs with a [b, s, h] input
+  ColumnComm mtp_col;                    // MTP's eh_proj: [b, s, 2h] input
   CommCost head_ag, head_rs, head_ar;    // around the LM head
   double layer_params = 0;               // per rank, dense layer
   double layer_trainable = 0;            // per rank, dense layer: LoRA adapters, else all
@@ -99,7 +108,8 @@ class StepBuilder final : public PassEmitter {
     sp_ = L.sequence_parallel;
     shape_ = PipelineShape{L.pp, L.virtual_stages, L.schedule == parallel::ScheduleKind::DualPipe};
     v_ = shape_.dual ? 2 : L.virtual_stages;  // model chunks per rank
-    layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, shape_.chain_length(), 1,
+    // One chain of pp x v virtual stages (DualPipe: each of its two chains has pp).
+    layers_ = parallel::layers_per_virtual_stage(sc_.model.layers, L.pp, shape_.dual ? 1 : v_,
                                                  L.first_stage_layers, L.last_stage_layers);
     first_layer_.assign(layers_.size(), 0);
     for (std::size_t i = 1; i < layers_.size(); ++i) {
@@ -152,7 +162,7 @@ class StepBuilder final : public PassEmitter {
   }
   double chunk_expert_params(int stage, int chunk) const {
     const int vs = shape_.vs_of(stage, chunk);
-    const int mtp_moe = sc_.model.is_moe_layer(mtp_layer(0)) ? mtp_of(vs) : 0;
+    const int mtp_moe = sc_.model.mtp_is_moe() ? mtp_of(vs) : 0;
     return (moe_layers_of(vs) + mtp_moe) * c_.expert_params;
   }
   /// MoE statistics of the layers costed so far (all stages).
@@ -178,10 +188,7 @@ class StepBuilder final : public PassEmitter {
   /// copies all-reduce their gradients. DualPipe's end ranks hold both ends of the model (the
   /// first stage of one chain, the last of the other), so they share the one table (DeepSeek-V3
   /// §3.2.3: MTP's embedding and head are the main model's, physically).
-  bool embedding_copy_on_last() const {
-    return (sc_.model.tied_embeddings || sc_.model.mtp_layers > 0) &&
-           shape_.chain_length() > 1 && !shape_.dual;
-  }
+  bool embedding_copy_on_last() const { return embedding_copy_on_last_stage(sc_.model, sc_.layout); }
   double head_params() const {
     return (sc_.model.head_params() +
             (embedding_copy_on_last() ? sc_.model.embedding_params() : 0.0)) / tp_;
@@ -568,7 +575,7 @@ class StepBuilder final : public PassEmitter {
             gather_->expert_tasks.clear();
           }
           zero3_gather(mtp_module_params());
-          // ZeRO-3 (pp = 1): the shared table the module looks its tokens up in, again.
+          // ZeRO-3: the shared table the module looks its tokens up in, gathered again.
           zero3_gather(embedding_params());
           mtp_forward_in();
           layer_forward_a(false, idx);
@@ -594,7 +601,7 @@ class StepBuilder final : public PassEmitter {
             const int idx = mtp_layer(k);
             column_weight_grad(c_.lm_head);  // the shared head, once per MTP depth
             layer_weight_grads(idx);
-            wgrad = column_weight_grad(c_.mtp_proj);
+            wgrad = column_weight_grad(c_.mtp_proj, c_.mtp_col);
             if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
           }
           zero3_reduce(head_params() + mtp_of(vs) * mtp_module_params(), wgrad);
@@ -617,13 +624,16 @@ class StepBuilder final : public PassEmitter {
     } else {
       // Whole backward, or (zero-bubble B pass) the activation-gradient part only.
       const bool input_only = op.kind == PassKind::BackwardInput;
-      add([this, input_only, last_vs] {
+      const int mtp = mtp_of(vs);
+      add([this, input_only, last_vs, mtp] {
         input_only_ = input_only;
         begin_reduction();
         if (last_vs) {
           zero3_gather(head_params());
           const TaskId wgrad = head_backward();
-          if (!input_only_) {
+          // With MTP the head's gradient (and the last stage's embedding copy's) is complete
+          // only after the modules' backward: reduced there.
+          if (!input_only_ && mtp == 0) {
             zero3_reduce(head_params(), wgrad);
             add_grads(head_trainable());
           }
@@ -631,7 +641,7 @@ class StepBuilder final : public PassEmitter {
       });
       // MTP modules, deepest first: their gradient reaches the last layer's output through
       // hnorm, so the decoder's backward follows them.
-      for (int k = mtp_of(vs) - 1; k >= 0; --k) {
+      for (int k = mtp - 1; k >= 0; --k) {
         const int idx = mtp_layer(k);
         const bool moe = sc_.model.is_moe_layer(idx);
         add([this, idx, moe] {
@@ -640,13 +650,17 @@ class StepBuilder final : public PassEmitter {
           layer_backward_a(idx);
         }, moe && moe_ep);
         if (moe) add([this, idx] { moe_backward_b(idx); }, moe_ep);
-        add([this, idx] {
+        add([this, idx, k] {
           layer_backward_c(idx);
           const TaskId wgrad = mtp_backward_in();
           if (!input_only_) {
             zero3_reduce(mtp_module_params(), wgrad);
             add_grads(mtp_module_params());
             if (sc_.model.is_moe_layer(idx)) add_expert_grads(c_.expert_params);
+            if (k == 0) {  // the last module: the shared head and the embedding copy are done
+              zero3_reduce(head_params(), last_);
+              add_grads(head_trainable());
+            }
           }
         });
       }
@@ -787,8 +801,7 @@ class StepBuilder final : public PassEmitter {
       c_.mtp_norm = op_cost(mtp[0], "mtp_norm");
       c_.mtp_proj = op_cost(mtp[2], "mtp_eh_proj");
       // eh_proj split by TP (column-parallel); enorm, hnorm and the final norm replicated.
-      const double eh = 2.0 * mdl.hidden * static_cast<double>(mdl.hidden);
-      c_.mtp_params = sc_.model.mtp_extra_params() - eh + eh / tp_;
+      c_.mtp_params = mtp_extra_params_per_rank(mdl, tp_);
     }
     // Per rank: QKV (KV heads replicated when tp > kv_heads), projection, MLP, norms.
     const double h = mdl.hidden;
@@ -933,6 +946,14 @@ class StepBuilder final : public PassEmitter {
     c_.tp_rs_bwd = tp_comm(CollectiveOp::ReduceScatter, act, "tp reduce_scatter bwd");
     c_.tp_ag_wgrad = tp_comm(CollectiveOp::AllGather, act, "tp all_gather (wgrad input)");
     c_.tp_ar_bwd = tp_comm(CollectiveOp::AllReduce, act, "tp all_reduce bwd");
+    c_.col = {c_.tp_ag, c_.tp_ag_wgrad, c_.tp_rs_bwd, c_.tp_ar_bwd};
+    if (mdl.mtp_layers > 0) {
+      const double in = 2 * act;  // eh_proj's input: the concatenation [b, s, 2h]
+      c_.mtp_col = {tp_comm(CollectiveOp::AllGather, in, "tp all_gather (eh_proj input)"),
+                    tp_comm(CollectiveOp::AllGather, in, "tp all_gather (eh_proj wgrad input)"),
+                    tp_comm(CollectiveOp::ReduceScatter, in, "tp reduce_scatter (eh_proj bwd)"),
+                    tp_comm(CollectiveOp::AllReduce, in, "tp all_reduce (eh_proj bwd)")};
+    }
   }
 
   Time dp_cost(CollectiveOp op, double bytes) {
@@ -1376,17 +1397,19 @@ class StepBuilder final : public PassEmitter {
   static bool trains(const OpCost& gemm) { return gemm.bwd_weight > Time::zero(); }
   /// Backward of a column-parallel GEMM: dgrad, then the input-gradient reduce-scatter (SP)
   /// or all-reduce overlapped with wgrad; with SP, wgrad also waits for the re-gathered input.
-  TaskId column_backward(const OpCost& gemm) {
+  TaskId column_backward(const OpCost& gemm) { return column_backward(gemm, c_.col); }
+  /// The same with the collectives `cc` of the GEMM's input width.
+  TaskId column_backward(const OpCost& gemm, const ColumnComm& cc) {
     if (input_only_ || !trains(gemm)) {
       compute(gemm.bwd_input, gemm.dgrad_label);
-      if (tp_on()) wait_.push_back(tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd));
+      if (tp_on()) wait_.push_back(tp(sp_ ? cc.rs_bwd : cc.ar_bwd));
       return kNoId;
     }
     TaskId ag_input = kNoId;
-    if (tp_on() && sp_) ag_input = tp(c_.tp_ag_wgrad);
+    if (tp_on() && sp_) ag_input = tp(cc.ag_wgrad);
     compute(gemm.bwd_input, gemm.dgrad_label);
     TaskId red = kNoId;
-    if (tp_on()) red = tp(sp_ ? c_.tp_rs_bwd : c_.tp_ar_bwd);
+    if (tp_on()) red = tp(sp_ ? cc.rs_bwd : cc.ar_bwd);
     if (ag_input != kNoId) wait_.push_back(ag_input);
     const TaskId wgrad = compute(gemm.bwd_weight, gemm.wgrad_label);
     if (red != kNoId) wait_.push_back(red);
@@ -1394,8 +1417,9 @@ class StepBuilder final : public PassEmitter {
   }
 
   /// W pass of a column-parallel GEMM: (SP) re-gather its input, then the weight gradient.
-  TaskId column_weight_grad(const OpCost& gemm) {
-    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_wgrad));
+  TaskId column_weight_grad(const OpCost& gemm) { return column_weight_grad(gemm, c_.col); }
+  TaskId column_weight_grad(const OpCost& gemm, const ColumnComm& cc) {
+    if (tp_on() && sp_) wait_.push_back(tp(cc.ag_wgrad));
     return compute(gemm.bwd_weight, gemm.wgrad_label);
   }
   /// W pass of one layer: the four weight-gradient GEMMs in backward order.
@@ -1467,24 +1491,28 @@ class StepBuilder final : public PassEmitter {
     }
     return attention_block_backward();
   }
-  /// An MTP module's input (DeepSeek-V3 report §2.2; Megatron-Core
+  /// An MTP module's input (DeepSeek-V3 report §2.2; Megatron-Core core_r0.13
   /// MultiTokenPredictionLayer): the shifted tokens' embedding (the shared table's lookup
-  /// with its TP reduction), enorm and hnorm, and eh_proj — column-parallel, its [b, s, h/t]
-  /// output all-gathered over TP (all_gather_last_dim) and, with SP, cut back to the
-  /// sequence shard.
+  /// with its TP reduction), enorm and hnorm, and eh_proj — a column-parallel linear on their
+  /// [b, s, 2h] concatenation (with SP its input all-gathered first), its [b, s, h/t] output
+  /// all-gathered over TP (gather_from_tensor_model_parallel_region) and, with SP, cut back
+  /// to the sequence shard (scatter_to_sequence_parallel_region: a local split).
   void mtp_forward_in() {
     embedding_forward();
     compute(c_.mtp_norm.fwd, c_.mtp_norm.fwd_label);
     compute(c_.mtp_norm.fwd, c_.mtp_norm.fwd_label);
-    gather_then_gemm(c_.mtp_proj, false);
+    if (tp_on() && sp_) wait_.push_back(tp(c_.mtp_col.ag));
+    compute(c_.mtp_proj.fwd, c_.mtp_proj.fwd_label);
     if (tp_on()) wait_.push_back(tp(c_.tp_ag));
   }
-  /// Backward of mtp_forward_in after the module's layer: the all-gather's conjugate
-  /// (reduce-scatter), eh_proj's dgrad and wgrad, the two norms and the embedding's
-  /// scatter-add. Returns eh_proj's weight-gradient task (kNoId in a B-only pass).
+  /// Backward of mtp_forward_in after the module's layer: with SP the sequence split's
+  /// conjugate (an all-gather of [b, s, h]; the TP gather's conjugate is a local split),
+  /// eh_proj's dgrad and wgrad with its [b, s, 2h] input gradient reduced (and, SP, its input
+  /// re-gathered), the two norms and the embedding's scatter-add. Returns eh_proj's
+  /// weight-gradient task (kNoId in a B-only pass).
   TaskId mtp_backward_in() {
-    if (tp_on()) wait_.push_back(tp(c_.tp_rs_bwd));
-    const TaskId wgrad = column_backward(c_.mtp_proj);
+    if (tp_on() && sp_) wait_.push_back(tp(c_.tp_ag_bwd));
+    const TaskId wgrad = column_backward(c_.mtp_proj, c_.mtp_col);
     compute(c_.mtp_norm.bwd_input, c_.mtp_norm.bwd_label);
     compute(c_.mtp_norm.bwd_input, c_.mtp_norm.bwd_label);
     embedding_backward();
@@ -1591,6 +1619,17 @@ std::int64_t qkv_width(const model::ModelSpec& mdl, int tp) {
   const std::int64_t d = mdl.head_dim();
   const std::int64_t kv_local = std::max(1, mdl.kv_heads / tp);
   return static_cast<std::int64_t>(mdl.heads / tp) * d + 2 * kv_local * d;
+}
+
+bool embedding_copy_on_last_stage(const model::ModelSpec& m, const parallel::Layout& L) {
+  const bool dual = L.schedule == parallel::ScheduleKind::DualPipe;
+  const int chain = dual ? L.pp : L.pp * L.virtual_stages;
+  return (m.tied_embeddings || m.mtp_layers > 0) && chain > 1 && !dual;
+}
+
+double mtp_extra_params_per_rank(const model::ModelSpec& m, int tp) {
+  const double eh = 2.0 * m.hidden * static_cast<double>(m.hidden);
+  return m.mtp_extra_params() - eh + eh / tp;
 }
 
 double embedding_grad_bytes(const model::ModelSpec& model, int tp, hw::Dtype dtype) {
@@ -1906,7 +1945,7 @@ StepResult simulate_step(const Scenario& sc) {
     ms.dropped_fraction = static_cast<double>(dropped) / routed;
     // The decoder's MoE layers and the MTP modules' (MoE when the last layer is).
     ms.moe_layers = sc.model.moe_layers() +
-                    (sc.model.is_moe_layer(sc.model.layers) ? sc.model.mtp_layers : 0);
+                    (sc.model.mtp_is_moe() ? sc.model.mtp_layers : 0);
     r.moe = ms;
   }
   const double step = r.step_time.seconds();
@@ -1997,11 +2036,11 @@ StepResult simulate_step(const Scenario& sc) {
   // Embedding output kept for the first layer (sharded with SP); fp32 logits for the loss.
   const double emb_act = 2.0 * sbh / (L.sequence_parallel ? L.tp : 1);
   const double head_act = 4.0 * b * local.seq_len * static_cast<double>(sc.model.vocab) / L.tp;
-  // One MTP module: its layer, its own fp32 logits, the inputs enorm and hnorm keep
-  // (sharded with SP) and eh_proj's [b, s, 2h] input.
+  // One MTP module: its layer, its own fp32 logits, the inputs enorm and hnorm keep and
+  // eh_proj's [b, s, 2h] input (SP keeps the sequence shard and re-gathers it for wgrad).
   const double sp_div = L.sequence_parallel ? L.tp : 1;
-  const double mtp_act = (sc.model.is_moe_layer(sc.model.layers) ? act_moe_layer : act_layer) +
-                         head_act + 2.0 * 2.0 * sbh / sp_div + 2.0 * 2.0 * sbh;
+  const double mtp_act = (sc.model.mtp_is_moe() ? act_moe_layer : act_layer) + head_act +
+                         (2.0 * 2.0 * sbh + 2.0 * 2.0 * sbh) / sp_div;
   const int v = builder.chunks();
   const PipelineShape shape = builder.shape();
   double worst = -1;

@@ -252,6 +252,15 @@ struct StepResult {
 /// (one replicated K/V head per rank when tp exceeds kv_heads).
 std::int64_t qkv_width(const model::ModelSpec& model, int tp);
 
+/// Whether the last pipeline stage keeps its own copy of the embedding table: with a head
+/// tied to it or MTP modules (which look their tokens up in it) and more than one stage in
+/// the model chain, as Megatron-Core's embedding group does; not under DualPipe, whose end
+/// ranks hold both ends of the model (DeepSeek-V3 §3.2.3).
+bool embedding_copy_on_last_stage(const model::ModelSpec& model, const parallel::Layout& layout);
+/// Weights one of `tp` ranks holds for an MTP module besides its layer: eh_proj split by TP
+/// (column-parallel, 2h x h / tp) and the three norms replicated (ModelSpec::mtp_extra_params).
+double mtp_extra_params_per_rank(const model::ModelSpec& model, int tp);
+
 /// HBM bytes of the embedding table's weight gradient on one of `tp` ranks, per microbatch,
 /// as PyTorch computes it (aten embedding_dense_backward): a dense [V/t, h] gradient
 /// zero-filled in the 16-bit parameter dtype (2 B) before the looked-up rows are summed into
