@@ -1117,6 +1117,13 @@ TEST(Recompute, MlaUpProjReRunsTheUpProjectionsAndKeepsTheLatents) {
   EXPECT_DOUBLE_EQ(base.memory.activations - up.memory.activations, layers * qkv);
   EXPECT_NEAR((up.hardware_flops - base.hardware_flops) / (2 * layers * flops), 1.0, 1e-12);
   EXPECT_DOUBLE_EQ(up.model_flops, base.model_flops);
+  // Without a q latent (DeepSeek-V2-Lite) Q's own projection from the hidden size re-runs.
+  model::ModelSpec no_q = up_sc.model;
+  no_q.mla.q_lora_rank = 0;
+  const auto ops = model::mla_up_ops(no_q, 1);
+  ASSERT_EQ(ops.size(), 2U);
+  EXPECT_EQ(ops[0].name, "mla_q_proj");
+  EXPECT_EQ(ops[0].k, 512);
   // Written back with the module.
   const auto again = config::load_scenario(
       test::write(dir / "again.toml", config::scenario_toml(up_sc)));

@@ -290,6 +290,8 @@ TEST(Validate, RowsStateMtpModulesAndUnevenPipelineEnds) {
       << by_id.at("mtp_frac")->reason;
   EXPECT_NE(by_id.at("ends_bad")->reason.find("first_stage_layers"), std::string::npos)
       << by_id.at("ends_bad")->reason;
+  EXPECT_NE(by_id.at("ends_bad")->reason.find("(line "), std::string::npos)
+      << by_id.at("ends_bad")->reason;
   EXPECT_NE(by_id.at("ends_zero")->reason.find("last_stage_layers = -1 (line "), std::string::npos)
       << by_id.at("ends_zero")->reason;
 }
@@ -307,13 +309,17 @@ TEST(Validate, RowsNameSelectiveRecomputeModules) {
           small_row("both", "g", sel + "recompute_modules = \"core_attn, mlp layernorm\"") +
           small_row("mla", "g", sel + "recompute_modules = \"mla_up_proj, mlp\"") +
           small_row("typo", "g", sel + "recompute_modules = \"mpl\"") +
+          small_row("array", "g", sel + "recompute_modules = [\"MLP\", \"layernorm\"]") +
+          small_row("tabs", "g", sel + "recompute_modules = \"mlp\\tlayernorm\"") +
+          small_row("dup", "g", sel + "recompute_modules = \"mlp, MLP\"") +
+          small_row("num", "g", sel + "recompute_modules = 3") +
           small_row("empty", "g", sel + "recompute_modules = \" , \"") +
           small_row("none", "g", t + "recompute = \"none\"\nrecompute_modules = \"mlp\""));
   const auto report = validate::run_validation(runs, test::source_dir() / "topologies", "");
   std::map<std::string, const validate::RowResult*> by_id;
   for (const auto& r : report.rows) by_id[r.id] = &r;
-  ASSERT_EQ(by_id.size(), 7U);
-  for (const char* ok : {"attn", "mlp", "both"}) {
+  ASSERT_EQ(by_id.size(), 11U);
+  for (const char* ok : {"attn", "mlp", "both", "array", "tabs"}) {
     EXPECT_TRUE(by_id.at(ok)->ok) << ok << ": " << by_id.at(ok)->reason;
   }
   // Recomputing the MLP costs more than the attention core; both modules more still.
@@ -325,11 +331,19 @@ TEST(Validate, RowsNameSelectiveRecomputeModules) {
             std::string::npos)
       << by_id.at("mla")->reason;
   EXPECT_NE(by_id.at("typo")->reason.find("\"mpl\""), std::string::npos) << by_id.at("typo")->reason;
+  // The scenario's array form, any case, any white space: the same modules.
+  EXPECT_EQ(by_id.at("array")->predicted, by_id.at("tabs")->predicted);
+  EXPECT_NE(by_id.at("dup")->reason.find("names \"mlp\" twice"), std::string::npos)
+      << by_id.at("dup")->reason;
+  EXPECT_NE(by_id.at("num")->reason.find("must be a string or an array of strings"),
+            std::string::npos)
+      << by_id.at("num")->reason;
+  EXPECT_NE(by_id.at("mla")->reason.find("(line "), std::string::npos) << by_id.at("mla")->reason;
   EXPECT_NE(by_id.at("empty")->reason.find("names no module"), std::string::npos)
       << by_id.at("empty")->reason;
   EXPECT_NE(by_id.at("none")->reason.find("needs recompute = \"selective\""), std::string::npos)
       << by_id.at("none")->reason;
-  for (const char* bad : {"typo", "empty", "none"}) {
+  for (const char* bad : {"typo", "empty", "none", "dup", "num"}) {
     EXPECT_NE(by_id.at(bad)->reason.find("(line "), std::string::npos) << bad;
   }
 }

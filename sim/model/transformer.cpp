@@ -300,10 +300,10 @@ std::vector<Op> mla_up_ops(const ModelSpec& m, std::int64_t b) {
   if (!m.mla.enabled()) return ops;
   const std::int64_t tokens = b * m.seq_len;
   const std::int64_t H = m.heads;
-  if (m.mla.q_lora_rank > 0) {
-    ops.push_back(gemm("mla_q_up", Shard::Column, tokens,
-                       H * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim), m.mla.q_lora_rank));
-  }
+  // Without a q latent Q comes straight from the layer input: its one projection re-runs.
+  const std::int64_t q_in = m.mla.q_lora_rank > 0 ? m.mla.q_lora_rank : m.hidden;
+  ops.push_back(gemm(m.mla.q_lora_rank > 0 ? "mla_q_up" : "mla_q_proj", Shard::Column, tokens,
+                     H * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim), q_in));
   ops.push_back(gemm("mla_kv_up", Shard::Column, tokens,
                      H * (m.mla.qk_nope_head_dim + m.mla.v_head_dim), m.mla.kv_lora_rank));
   return ops;

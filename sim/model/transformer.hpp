@@ -222,8 +222,9 @@ std::vector<Op> moe_mlp_ops(const ModelSpec& m, std::int64_t b, int elem_bytes =
 std::vector<Op> layer_ops_at(const ModelSpec& m, int i, std::int64_t b, int elem_bytes = 2);
 /// MLA's up projections, unsharded, for a micro-batch of b sequences (what mla_up_proj
 /// recompute re-runs; their FLOPs are part of the "qkv" op's): q_up [b·s x q_lora]·[q_lora x
-/// heads·(qk_nope + qk_rope)] (absent without a q latent, q_lora_rank 0) and kv_up
-/// [b·s x kv_lora]·[kv_lora x heads·(qk_nope + v)], both column-parallel. Empty without MLA.
+/// heads·(qk_nope + qk_rope)] (without a q latent, q_lora_rank 0, Q's own projection
+/// "mla_q_proj" from the hidden size) and kv_up [b·s x kv_lora]·[kv_lora x
+/// heads·(qk_nope + v)], both column-parallel. Empty without MLA.
 std::vector<Op> mla_up_ops(const ModelSpec& m, std::int64_t b);
 /// Embedding lookup (first pipeline stage).
 Op embedding_op(const ModelSpec& m, std::int64_t b, int elem_bytes = 2);

@@ -78,7 +78,7 @@ constexpr std::array kNumberFields{
 constexpr std::array kStringFields{
     "model", "source", "gpu", "precision", "recompute", "framework", "tflops_kind", "overlap",
     "ddp_impl", "attention", "attention_flops", "wgrad_accumulation", "task", "lora_targets",
-    "pipeline_schedule", "activation", "norm", "hf_config", "recompute_modules"};
+    "pipeline_schedule", "activation", "norm", "hf_config"};
 constexpr std::array kBoolFields{"sp", "bias"};
 /// The fields every row needs (a per-layer row: all but global_batch_size).
 constexpr std::array kRequiredFields{"num_layers", "hidden_size", "num_heads", "seq_len",
@@ -737,41 +737,60 @@ Report run_validation(const std::filesystem::path& runs_file,
         continue;
       }
     }
-    // Selective recompute's modules (Megatron-Core --recompute-modules), separated by commas
-    // or spaces: "moe, mlp, layernorm". Without the field: the attention core.
-    if (row.t.contains("recompute_modules")) {
-      const std::string at =
-          " (line " + std::to_string(rt->get("recompute_modules")->source().begin.line) + ")";
+    // Selective recompute's modules (Megatron-Core --recompute-modules): an array of names,
+    // as a scenario gives them, or one string of names separated by commas or white space
+    // ("moe, mlp, layernorm"); names in any case, each once. Without the field: the
+    // attention core.
+    if (const toml::node* rn = rt->get("recompute_modules")) {
+      const std::string at = " (line " + std::to_string(rn->source().begin.line) + ")";
+      std::vector<std::string> names;
+      bool typed = true;
+      if (const auto* str = rn->as_string()) {
+        std::string word_text;
+        for (const char ch : lower(str->get()) + ",") {
+          if (ch == ',' || ch == ';' || std::isspace(static_cast<unsigned char>(ch)) != 0) {
+            if (!word_text.empty()) names.push_back(word_text);
+            word_text.clear();
+          } else {
+            word_text += ch;
+          }
+        }
+      } else if (const auto* arr = rn->as_array()) {
+        for (const toml::node& e : *arr) {
+          const auto* es = e.as_string();
+          typed = typed && es != nullptr;
+          if (es != nullptr) names.push_back(lower(es->get()));
+        }
+      } else {
+        typed = false;
+      }
+      if (!typed) {
+        skip("recompute_modules" + at + " must be a string or an array of strings");
+        continue;
+      }
       if (tr.recompute != model::Recompute::Selective) {
         skip("recompute_modules" + at + " needs recompute = \"selective\"");
         continue;
       }
       model::RecomputeModules mods;
       mods.core_attn = false;
-      std::string unknown;
-      int named = 0;
-      std::string word_text;
-      const std::string text = lower(row.str("recompute_modules")) + ",";
-      for (const char ch : text) {
-        if (ch != ',' && ch != ' ' && ch != ';') {
-          word_text += ch;
-          continue;
+      std::string unknown, twice;
+      for (const std::string& name : names) {
+        bool* flag = model::recompute_module_flag(mods, name);
+        if (flag == nullptr) {
+          unknown += (unknown.empty() ? "\"" : ", \"") + name + "\"";
+        } else if (*flag) {
+          twice += (twice.empty() ? "\"" : ", \"") + name + "\"";
         }
-        if (word_text.empty()) continue;
-        if (bool* flag = model::recompute_module_flag(mods, word_text)) {
-          *flag = true;
-          ++named;
-        } else {
-          unknown += (unknown.empty() ? "\"" : ", \"") + word_text + "\"";
-        }
-        word_text.clear();
+        if (flag != nullptr) *flag = true;
       }
-      if (!unknown.empty() || named == 0) {
+      if (!unknown.empty() || !twice.empty() || names.empty()) {
         skip("recompute_modules" + at + ": " +
-             (named == 0 && unknown.empty() ? std::string("names no module")
-                                            : "modules not simulated: " + unknown) +
-             " (simulated: core_attn, mlp, moe, moe_act, layernorm, shared_experts, "
-             "mla_up_proj)");
+             (names.empty()     ? std::string("names no module")
+              : !twice.empty() ? "names " + twice + " twice"
+                               : "modules not simulated: " + unknown +
+                                     " (simulated: core_attn, mlp, moe, moe_act, layernorm, "
+                                     "shared_experts, mla_up_proj)"));
         continue;
       }
       tr.recompute_modules = mods;
@@ -1063,7 +1082,15 @@ Report run_validation(const std::filesystem::path& runs_file,
                                 r.memory.total / kGiB, r.memory.capacity / kGiB));
       }
     } catch (const InputError& e) {
-      skip(e.what());
+      // A scenario key that one of the row's own fields set ("parallel.first_stage_layers":
+      // first_stage_layers) points at the row's line for it.
+      std::string why = e.what();
+      const std::string& key = e.key();
+      const std::string field = key.substr(key.rfind('.') + 1);
+      if (const toml::node* n = rt->get(field); n != nullptr && !field.empty()) {
+        why += " (line " + std::to_string(n->source().begin.line) + ")";
+      }
+      skip(why);
       continue;
     } catch (const std::invalid_argument& e) {
       // Such as a precision the GPU has no tensor-core rate for (FP8 on an A100).
