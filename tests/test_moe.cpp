@@ -1073,14 +1073,7 @@ TEST(Recompute, ModulesAreCheckedAndWrittenBack) {
 // bytes per layer, the hardware FLOPs grow by the up projections' forward FLOPs.
 TEST(Recompute, MlaUpProjReRunsTheUpProjectionsAndKeepsTheLatents) {
   const auto dir = test::temp_dir("rc-mla-up");
-  (void)test::write(dir / "tiny-ds.json", R"({
-  "model_type": "deepseek_v3", "hidden_size": 512, "intermediate_size": 1024,
-  "moe_intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
-  "num_key_value_heads": 8, "n_shared_experts": 1, "n_routed_experts": 8,
-  "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1,
-  "q_lora_rank": 128, "kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
-  "v_head_dim": 32, "vocab_size": 1000, "hidden_act": "silu", "tie_word_embeddings": false
-})");
+  (void)test::write(dir / "tiny-ds.json", test::tiny_deepseek_config());
   auto scenario = [&](const std::string& name, const std::string& modules) {
     const std::string text =
         "version = 1\n[model]\nhf_config = \"tiny-ds.json\"\nseq_len = 256\n"

@@ -85,6 +85,19 @@ inline std::string small_scenario() {
          "gpus = 16\n";
 }
 
+/// A small DeepSeek-V3-family Hugging Face config: MLA (q latent 128, kv latent 64, heads of
+/// 32 + 16 rope / 32 v), 4 layers (the first dense), 8 routed experts top-2 plus 1 shared.
+inline std::string tiny_deepseek_config() {
+  return R"({
+  "model_type": "deepseek_v3", "hidden_size": 512, "intermediate_size": 1024,
+  "moe_intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+  "num_key_value_heads": 8, "n_shared_experts": 1, "n_routed_experts": 8,
+  "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+  "q_lora_rank": 128, "kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+  "v_head_dim": 32, "vocab_size": 1000, "hidden_act": "silu", "tie_word_embeddings": false
+})";
+}
+
 /// Replaces the first occurrence of `from` in `text` by `to`.
 inline std::string replace(std::string text, const std::string& from, const std::string& to) {
   const auto pos = text.find(from);

@@ -699,14 +699,7 @@ TEST(Validate, RowsSayWhatTheyCannotBeInsteadOfFallingBackToDefaults) {
 // and the scenario written for it names the config and reproduces the prediction.
 TEST(Validate, RowsMayTakeTheirArchitectureFromAHuggingFaceConfig) {
   const auto dir = test::temp_dir("validate-hf");
-  (void)test::write(dir / "tiny-deepseek.json", R"({
-  "model_type": "deepseek_v3", "hidden_size": 512, "intermediate_size": 1024,
-  "moe_intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
-  "num_key_value_heads": 8, "n_shared_experts": 1, "n_routed_experts": 8,
-  "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1,
-  "q_lora_rank": 128, "kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
-  "v_head_dim": 32, "vocab_size": 1000, "hidden_act": "silu", "tie_word_embeddings": false
-})");
+  (void)test::write(dir / "tiny-deepseek.json", test::tiny_deepseek_config());
   (void)test::write(dir / "tiny-llama.json", R"({
   "model_type": "llama", "hidden_size": 512, "intermediate_size": 1024,
   "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8,
