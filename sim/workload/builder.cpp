@@ -644,7 +644,7 @@ class StepBuilder final : public PassEmitter {
       for (int k = mtp - 1; k >= 0; --k) {
         const int idx = mtp_layer(k);
         const bool moe = sc_.model.is_moe_layer(idx);
-        add([this, idx, moe] {
+        add([this, idx] {
           zero3_gather(mtp_module_params());
           head_backward();  // the shared head's weight gradient accumulates into the main one
           layer_backward_a(idx);
